@@ -1,0 +1,54 @@
+"""pg_mmretrieval: multimodal retrieval inside PostgreSQL."""
+
+from __future__ import annotations
+
+from .collections import (
+    add_space,
+    create_collection,
+    drop_collection,
+    drop_space,
+    list_collections,
+    list_spaces,
+    put_embeddings,
+    switch_space,
+)
+from .db import connect
+from .errors import (
+    ConfigError,
+    DatabaseError,
+    EncoderError,
+    InputError,
+    MMRError,
+    NotFoundError,
+    PluginError,
+    ServerError,
+    UnsupportedServerError,
+)
+from .search import Hit, explain_search, search
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DatabaseError",
+    "EncoderError",
+    "Hit",
+    "InputError",
+    "MMRError",
+    "NotFoundError",
+    "PluginError",
+    "ServerError",
+    "UnsupportedServerError",
+    "__version__",
+    "add_space",
+    "connect",
+    "create_collection",
+    "drop_collection",
+    "drop_space",
+    "explain_search",
+    "list_collections",
+    "list_spaces",
+    "put_embeddings",
+    "search",
+    "switch_space",
+]

@@ -1,0 +1,55 @@
+"""The ``mmr`` command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import MMRError
+from . import collection_cmd, db_cmd, search_cmd, server_cmd
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pg_mmretrieval")
+def cli() -> None:
+    """pg_mmretrieval: multimodal retrieval inside PostgreSQL.
+
+    Every command connects to MMR_DATABASE_URL when it is set, else to the embedded
+    PostgreSQL server (started on demand).
+
+    \b
+    Example:
+      mmr db upgrade
+      mmr collection create products public.products --image-column image --text-column caption
+      mmr search products clip_image --vector "[0.1, 0.2, ...]"
+    """
+
+
+for _module in (server_cmd, db_cmd, collection_cmd, search_cmd):
+    _module.register(cli)
+
+
+def _load_plugin_commands() -> None:
+    from ..plugins import call_register_commands
+
+    call_register_commands(cli)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the ``mmr`` console script: errors print one clear message, exit 1."""
+    try:
+        _load_plugin_commands()
+        return cli.main(args=argv, prog_name="mmr", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except MMRError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)

@@ -1,0 +1,58 @@
+"""The one exception hierarchy of pg_mmretrieval."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DatabaseError",
+    "EncoderError",
+    "InputError",
+    "MMRError",
+    "NotFoundError",
+    "PluginError",
+    "ServerError",
+    "UnsupportedServerError",
+]
+
+
+class MMRError(Exception):
+    """Base class of every error raised by pg_mmretrieval.
+
+    The message always says what was wrong and what to do about it.
+    """
+
+
+class ConfigError(MMRError):
+    """A setting (environment variable, option, file) is missing or invalid."""
+
+
+class ServerError(MMRError):
+    """The embedded PostgreSQL server could not be started, stopped or reached."""
+
+
+class DatabaseError(MMRError):
+    """A database operation failed; ``sqlstate`` carries PostgreSQL's error code when known."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class UnsupportedServerError(DatabaseError):
+    """PostgreSQL or pgvector is older than pg_mmretrieval supports."""
+
+
+class NotFoundError(MMRError):
+    """A named object (collection, space, encoder, model, plugin) does not exist."""
+
+
+class InputError(MMRError):
+    """An argument or a data item is invalid (wrong dimension, NaN, empty content...)."""
+
+
+class PluginError(MMRError):
+    """A plugin failed to load or registered something invalid."""
+
+
+class EncoderError(MMRError):
+    """An encoder failed or rejected its input."""

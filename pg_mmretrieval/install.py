@@ -1,0 +1,216 @@
+"""Install and upgrade the ``mmr`` schema through the Alembic environment in ``migrations/``.
+
+Versioned SQL (``sql/incremental``) runs once per Alembic revision; idempotent SQL
+(``sql/idempotent``: functions, views, grants; all ``CREATE OR REPLACE``) is re-applied on
+every upgrade to head.  Concurrent upgrades serialise on an advisory lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.sql
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from . import db
+from .errors import UnsupportedServerError
+
+__all__ = [
+    "MIN_PGVECTOR",
+    "MIN_POSTGRES",
+    "SchemaVersion",
+    "apply_sql_file",
+    "render_sql",
+    "vector_schema",
+    "check_server",
+    "current",
+    "migrations_dir",
+    "sql_dir",
+    "upgrade",
+]
+
+MIN_POSTGRES = 150000
+MIN_PGVECTOR = (0, 8, 4)
+_LOCK_KEY = 0x6D6D72  # "mmr": serialises concurrent installs
+
+
+def sql_dir() -> Path:
+    """The ``sql/`` directory shipped in the package."""
+    return Path(str(resources.files("pg_mmretrieval._sql")))
+
+
+def migrations_dir() -> Path:
+    """The Alembic environment shipped in the package."""
+    return Path(str(resources.files("pg_mmretrieval._migrations")))
+
+
+def _alembic_config(connection: sa.Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _sa_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_server(conn: psycopg.Connection[Any]) -> None:
+    """Refuse PostgreSQL < 15 and pgvector < 0.8.4 with a message that says what to do."""
+    row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    num = int(row[0]) if row else 0
+    if num < MIN_POSTGRES:
+        raise UnsupportedServerError(
+            f"PostgreSQL {num // 10000} is not supported: pg_mmretrieval needs PostgreSQL 15 or "
+            "newer. Upgrade the server, or unset MMR_DATABASE_URL to use the embedded "
+            "PostgreSQL 18."
+        )
+    ext = conn.execute(
+        "SELECT default_version, installed_version FROM pg_available_extensions "
+        "WHERE name = 'vector'"
+    ).fetchone()
+    if ext is None:
+        raise UnsupportedServerError(
+            "the pgvector extension is not available on this server: install pgvector 0.8.4 or "
+            "newer (https://github.com/pgvector/pgvector#installation), or unset "
+            "MMR_DATABASE_URL to use the embedded server, which ships it."
+        )
+    default_version, installed = ext
+    need = ".".join(map(str, MIN_PGVECTOR))
+    if installed is not None and _version_tuple(installed) < MIN_PGVECTOR:
+        raise UnsupportedServerError(
+            f"pgvector {installed} is installed in this database, but pg_mmretrieval needs "
+            f"{need} or newer (older releases have HNSW corruption bugs and a CVE in parallel "
+            f"builds). Run `ALTER EXTENSION vector UPDATE;` after upgrading pgvector."
+        )
+    if installed is None and _version_tuple(default_version) < MIN_PGVECTOR:
+        raise UnsupportedServerError(
+            f"the server offers pgvector {default_version}, but pg_mmretrieval needs {need} or "
+            "newer: upgrade pgvector on the server."
+        )
+
+
+def vector_schema(conn: psycopg.Connection[Any]) -> str:
+    """The schema pgvector is installed in."""
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'vector'"
+    ).fetchone()
+    if row is None:
+        raise UnsupportedServerError("the vector extension is not installed in this database")
+    return str(row[0])
+
+
+def render_sql(conn: psycopg.Connection[Any], text: str) -> str:
+    """Replace ``@extschema:vector@`` by pgvector's (quoted) schema."""
+    if "@extschema:vector@" not in text:
+        return text
+    quoted = psycopg.sql.Identifier(vector_schema(conn)).as_string(conn)
+    return text.replace("@extschema:vector@", quoted)
+
+
+def apply_sql_file(conn: psycopg.Connection[Any], path: Path) -> None:
+    """Run one SQL file as a script (several statements, no parameters)."""
+    conn.execute(render_sql(conn, path.read_text(encoding="utf-8")).encode())
+
+
+def _apply_idempotent(conn: psycopg.Connection[Any]) -> None:
+    for path in sorted((sql_dir() / "idempotent").glob("*.sql")):
+        apply_sql_file(conn, path)
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """The installed and the newest revision of the mmr schema."""
+
+    current: str | None
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> SchemaVersion:
+    """Install or upgrade the mmr schema; safe to run twice and concurrently.
+
+    Args:
+        url: connection URL (default: ``MMR_DATABASE_URL`` or the embedded server).
+        revision: Alembic revision to reach; functions and views are refreshed only at head.
+
+    Raises:
+        UnsupportedServerError: PostgreSQL < 15 or pgvector < 0.8.4.
+    """
+    target = db.resolve_url(url)
+    engine = sa.create_engine(_sa_url(target), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            check_server(raw)
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_KEY})")
+            connection.commit()
+            try:
+                command.upgrade(_alembic_config(connection), revision)
+                connection.commit()
+                at_head = _current(connection) == head_revision()
+                if at_head:
+                    _apply_idempotent(raw)
+                    connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+                connection.commit()
+            return SchemaVersion(_current(connection), head_revision())
+    finally:
+        engine.dispose()
+
+
+def _current(connection: sa.Connection) -> str | None:
+    has_schema = connection.exec_driver_sql(
+        "SELECT 1 FROM pg_namespace WHERE nspname = 'mmr'"
+    ).first()
+    if not has_schema:
+        return None
+    ctx = MigrationContext.configure(
+        connection, opts={"version_table": "alembic_version", "version_table_schema": "mmr"}
+    )
+    return ctx.get_current_revision()
+
+
+def current(url: str | None = None) -> SchemaVersion:
+    """The installed revision (None when the schema is not installed) and the head."""
+    engine = sa.create_engine(_sa_url(db.resolve_url(url)), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return SchemaVersion(_current(connection), head_revision())
+    finally:
+        engine.dispose()

@@ -1,0 +1,90 @@
+"""Plain vector search from Python."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector import Vector
+from psycopg.types.json import Jsonb
+
+from .collections import sql_errors
+
+__all__ = ["Hit", "explain_search", "search"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the row's key (plain value, or dict for a composite key) and score."""
+
+    key: Any
+    score: float
+
+
+def _vector(query: Sequence[float] | np.ndarray[Any, Any]) -> Vector:
+    return Vector(np.asarray(query, dtype=np.float32))
+
+
+def search(
+    conn: psycopg.Connection[Any],
+    collection: str,
+    space: str,
+    query: Sequence[float] | np.ndarray[Any, Any],
+    k: int = 10,
+    *,
+    filter: Mapping[str, Any] | None = None,
+    ef_search: int | None = None,
+    max_scan_tuples: int | None = None,
+) -> list[Hit]:
+    """The ``k`` rows nearest to ``query`` in a space (``mmr.search``), best first.
+
+    Args:
+        filter: conditions on the source table's columns, e.g. ``{"price": {"<": 50}}``.
+        ef_search: HNSW candidate list size (default 40, at least k).
+        max_scan_tuples: bound on tuples an iterative scan visits under a filter.
+    """
+    with sql_errors():
+        rows = conn.execute(
+            "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, "
+            "%(ef)s, %(mst)s)",
+            {
+                "c": collection,
+                "s": space,
+                "q": _vector(query),
+                "k": k,
+                "f": Jsonb(dict(filter)) if filter is not None else None,
+                "ef": ef_search,
+                "mst": max_scan_tuples,
+            },
+        ).fetchall()
+    return [Hit(key=r[0], score=float(r[1])) for r in rows]
+
+
+def explain_search(
+    conn: psycopg.Connection[Any],
+    collection: str,
+    space: str,
+    query: Sequence[float] | np.ndarray[Any, Any],
+    k: int = 10,
+    *,
+    filter: Mapping[str, Any] | None = None,
+    analyze: bool = False,
+) -> Any:
+    """The JSON plan of the statement ``mmr.search`` runs (see ``mmr.explain_search``)."""
+    with sql_errors():
+        row = conn.execute(
+            "SELECT mmr.explain_search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, "
+            "run_analyze => %(a)s)",
+            {
+                "c": collection,
+                "s": space,
+                "q": _vector(query),
+                "k": k,
+                "f": Jsonb(dict(filter)) if filter is not None else None,
+                "a": analyze,
+            },
+        ).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,1 @@
+"""Deterministic built-in test encoders (placeholder until the plugin system lands)."""

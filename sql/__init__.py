@@ -1,0 +1,1 @@
+"""SQL of the mmr schema (shipped as ``pg_mmretrieval._sql``)."""

@@ -1,0 +1,192 @@
+-- Internal helpers: catalog look-ups and SQL fragment builders for dynamic SQL.
+-- Identifiers always go through format('%I') or regclass; values through EXECUTE ... USING.
+
+CREATE OR REPLACE FUNCTION mmr._collection_row(p_name text)
+RETURNS mmr._collection
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c mmr._collection;
+BEGIN
+    IF p_name IS NULL THEN
+        RAISE EXCEPTION 'collection name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO c FROM mmr._collection WHERE name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection % does not exist', quote_literal(p_name)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List collections with SELECT * FROM mmr.collections, or create one '
+                         'with mmr.create_collection(name, source_table, ...).';
+    END IF;
+    RETURN c;
+END
+$$;
+
+-- The space row: the active version, or the given version (active or shadow).
+CREATE OR REPLACE FUNCTION mmr._space_row(p_collection_id int, p_collection text, p_space text,
+                                          p_version int DEFAULT NULL)
+RETURNS mmr._space
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s mmr._space;
+    known text;
+BEGIN
+    IF p_space IS NULL THEN
+        RAISE EXCEPTION 'space name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_version IS NULL THEN
+        SELECT * INTO s FROM mmr._space
+         WHERE collection_id = p_collection_id AND name = p_space AND active;
+    ELSE
+        SELECT * INTO s FROM mmr._space
+         WHERE collection_id = p_collection_id AND name = p_space AND version = p_version;
+    END IF;
+    IF NOT FOUND THEN
+        SELECT string_agg(DISTINCT quote_literal(name), ', ') INTO known
+          FROM mmr._space WHERE collection_id = p_collection_id;
+        RAISE EXCEPTION 'space % (version %) does not exist in collection %',
+                        quote_literal(p_space), coalesce(p_version::text, 'active'),
+                        quote_literal(p_collection)
+            USING ERRCODE = 'undefined_object',
+                  HINT = CASE WHEN known IS NULL
+                              THEN 'The collection has no spaces yet: add one with mmr.add_space(...).'
+                              ELSE 'Spaces of this collection: ' || known || '.' END;
+    END IF;
+    RETURN s;
+END
+$$;
+
+-- "k1", "k2" (optionally prefixed by an alias).
+CREATE OR REPLACE FUNCTION mmr._key_list(c mmr._collection, p_alias text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(CASE WHEN p_alias IS NULL THEN format('%I', k)
+                           ELSE format('%I.%I', p_alias, k) END, ', ' ORDER BY i)
+      FROM unnest(c.key_columns) WITH ORDINALITY AS u(k, i)
+$$;
+
+-- l."k1" = r."k1" AND ...
+CREATE OR REPLACE FUNCTION mmr._key_join(c mmr._collection, p_left text, p_right text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('%I.%I = %I.%I', p_left, k, p_right, k), ' AND ' ORDER BY i)
+      FROM unnest(c.key_columns) WITH ORDINALITY AS u(k, i)
+$$;
+
+-- "k1" int4, "k2" text (column definitions of the key)
+CREATE OR REPLACE FUNCTION mmr._key_defs(c mmr._collection)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('%I %s NOT NULL', k, t::text), ', ' ORDER BY i)
+      FROM unnest(c.key_columns, c.key_types) WITH ORDINALITY AS u(k, t, i)
+$$;
+
+-- The key as jsonb: the plain value for one key column, an object for a composite key.
+CREATE OR REPLACE FUNCTION mmr._key_json(c mmr._collection, p_alias text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN cardinality(c.key_columns) = 1
+                THEN format('pg_catalog.to_jsonb(%I.%I)', p_alias, c.key_columns[1])
+                ELSE 'pg_catalog.jsonb_build_object(' ||
+                     (SELECT string_agg(format('%L, %I.%I', k, p_alias, k), ', ' ORDER BY i)
+                        FROM unnest(c.key_columns) WITH ORDINALITY AS u(k, i)) || ')'
+           END
+$$;
+
+-- Typed key columns from a jsonb expression (the inverse of _key_json).
+CREATE OR REPLACE FUNCTION mmr._key_from_json(c mmr._collection, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN cardinality(c.key_columns) = 1
+                THEN format('(%s #>> ''{}'')::%s AS %I', p_expr, c.key_types[1]::text,
+                            c.key_columns[1])
+                ELSE (SELECT string_agg(format('(%s ->> %L)::%s AS %I', p_expr, k, t::text, k),
+                                        ', ' ORDER BY i)
+                        FROM unnest(c.key_columns, c.key_types) WITH ORDINALITY AS u(k, t, i))
+           END
+$$;
+
+-- Name of the per-space embedding table and per-collection queue table (schema mmr).
+CREATE OR REPLACE FUNCTION mmr._emb_name(p_space_id int)
+RETURNS text LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT '_emb_' || p_space_id $$;
+
+CREATE OR REPLACE FUNCTION mmr._queue_name(p_collection_id int)
+RETURNS text LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT '_queue_' || p_collection_id $$;
+
+-- Distance operator, operator class and score expression of a space.
+CREATE OR REPLACE FUNCTION mmr._distance_op(p_distance text)
+RETURNS text LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE p_distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->'
+                           WHEN 'inner_product' THEN '<#>' END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._opclass(p_storage text, p_distance text)
+RETURNS text LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_storage || CASE p_distance WHEN 'cosine' THEN '_cosine_ops'
+                                        WHEN 'l2' THEN '_l2_ops'
+                                        WHEN 'inner_product' THEN '_ip_ops' END
+$$;
+
+-- Score (higher is better) from a distance expression.
+CREATE OR REPLACE FUNCTION mmr._score_expr(p_distance text, p_dist_expr text)
+RETURNS text LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE p_distance WHEN 'cosine' THEN format('(1 - (%s))::float8', p_dist_expr)
+                           ELSE format('(-(%s))::float8', p_dist_expr) END
+$$;
+
+-- Type name and category of a column of a relation (NULL when absent).
+CREATE OR REPLACE FUNCTION mmr._column_type(p_rel regclass, p_column text)
+RETURNS regtype LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT atttypid::regtype FROM pg_attribute
+     WHERE attrelid = p_rel AND attname = p_column AND attnum > 0 AND NOT attisdropped
+$$;
+
+-- Raise a clear error for an invalid query or stored vector.
+CREATE OR REPLACE FUNCTION mmr._check_vector(p_vec @extschema:vector@.vector, p_dimensions int,
+                                             p_distance text, p_what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, @extschema:vector@, pg_temp
+AS $$
+BEGIN
+    IF p_vec IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', p_what USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF vector_dims(p_vec) <> p_dimensions THEN
+        RAISE EXCEPTION '% has % dimensions, but the space has %', p_what, vector_dims(p_vec),
+                        p_dimensions
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Encode it with the space''s encoder (see mmr.spaces.encoder).';
+    END IF;
+    IF p_distance = 'cosine' AND vector_norm(p_vec) = 0 THEN
+        RAISE EXCEPTION '% is a zero vector, which has no direction for cosine distance', p_what
+            USING ERRCODE = 'data_exception';
+    END IF;
+END
+$$;

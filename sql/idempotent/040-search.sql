@@ -1,0 +1,302 @@
+-- Plain vector search, external embeddings, and the catalog views.
+
+-- Translate a jsonb filter into a WHERE clause over alias s (the source table).
+--   {"col": value}                       col = value      (null: col IS NULL)
+--   {"col": {"<": 5, ">=": 1}}            comparisons: = != <> < <= > >=
+--   {"col": {"in": [..]}}, {"not_in": [..]}, {"is_null": true|false}
+-- Values stay in the jsonb parameter ($3) and are cast to the column's type: no SQL is ever
+-- built from them.
+CREATE OR REPLACE FUNCTION mmr._filter_sql(c mmr._collection, p_filter jsonb, p_param text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col text;
+    val jsonb;
+    op text;
+    arg jsonb;
+    typ text;
+    parts text[] := '{}';
+BEGIN
+    IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_filter) <> 'object' THEN
+        RAISE EXCEPTION 'filter must be a JSON object of column conditions, not %', jsonb_typeof(p_filter)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: {"price": {"<": 50}, "category": "shoes"}.';
+    END IF;
+    FOR col, val IN SELECT * FROM jsonb_each(p_filter) LOOP
+        SELECT format_type(a.atttypid, a.atttypmod) INTO typ FROM pg_attribute a
+         WHERE a.attrelid = c.source AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+        IF typ IS NULL THEN
+            RAISE EXCEPTION 'filter names column %, which table % does not have', quote_ident(col),
+                            c.source
+                USING ERRCODE = 'undefined_column';
+        END IF;
+        IF jsonb_typeof(val) = 'null' THEN
+            parts := parts || format('s.%I IS NULL', col);
+        ELSIF jsonb_typeof(val) <> 'object' THEN
+            parts := parts || format('s.%I = (%s -> %L ->> 0)::%s', col, p_param, col, typ);
+        ELSE
+            FOR op, arg IN SELECT * FROM jsonb_each(val) LOOP
+                IF op IN ('=', '!=', '<>', '<', '<=', '>', '>=') THEN
+                    IF jsonb_typeof(arg) NOT IN ('string', 'number', 'boolean') THEN
+                        RAISE EXCEPTION 'filter %: operator % needs a scalar value', col, op
+                            USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                    parts := parts || format('s.%I %s (%s -> %L ->> %L)::%s', col, op, p_param,
+                                             col, op, typ);
+                ELSIF op IN ('in', 'not_in') THEN
+                    IF jsonb_typeof(arg) <> 'array' THEN
+                        RAISE EXCEPTION 'filter %: operator % needs an array', col, op
+                            USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                    parts := parts || format(
+                        CASE op WHEN 'in' THEN 's.%I = ANY (ARRAY(SELECT jsonb_array_elements_text(%s -> %L -> %L))::%s[])'
+                                ELSE 's.%I <> ALL (ARRAY(SELECT jsonb_array_elements_text(%s -> %L -> %L))::%s[])' END,
+                        col, p_param, col, op, typ);
+                ELSIF op = 'is_null' THEN
+                    IF jsonb_typeof(arg) <> 'boolean' THEN
+                        RAISE EXCEPTION 'filter %: is_null needs true or false', col
+                            USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                    parts := parts || format(CASE WHEN arg::text = 'true' THEN 's.%I IS NULL'
+                                                  ELSE 's.%I IS NOT NULL' END, col);
+                ELSE
+                    RAISE EXCEPTION 'filter %: unknown operator %', col, quote_literal(op)
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Operators: = != < <= > >= in not_in is_null.';
+                END IF;
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN array_to_string(parts, ' AND ');
+END
+$$;
+
+-- The SQL text of a search over one space: $1 query vector, $2 k, $3 filter.
+-- It keeps the only shape pgvector's HNSW index serves: ORDER BY embedding <op> $1 LIMIT $2.
+CREATE OR REPLACE FUNCTION mmr._search_sql(c mmr._collection, s mmr._space, p_filter jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    op text := mmr._distance_op(s.distance);
+    qexpr text := CASE s.storage WHEN 'halfvec'
+                       THEN format('$1::@extschema:vector@.halfvec(%s)', s.dimensions) ELSE '$1' END;
+    dist text;
+    where_sql text := mmr._filter_sql(c, p_filter, '$3');
+BEGIN
+    dist := format('e.embedding OPERATOR(@extschema:vector@.%s) %s', op, qexpr);
+    IF where_sql IS NULL THEN
+        RETURN format('SELECT %s AS key, %s AS score FROM %s e ORDER BY %s LIMIT $2',
+                      mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table, dist);
+    END IF;
+    RETURN format('SELECT %s AS key, %s AS score FROM %s e JOIN %s s ON %s WHERE %s ORDER BY %s LIMIT $2',
+                  mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table,
+                  c.source, mmr._key_join(c, 's', 'e'), where_sql, dist);
+END
+$$;
+
+-- Validate search arguments and set the index scan settings for this transaction step.
+CREATE OR REPLACE FUNCTION mmr._prepare_search(s mmr._space, p_query @extschema:vector@.vector,
+                                               p_k int, p_ef_search int, p_max_scan_tuples int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM mmr._check_vector(p_query, s.dimensions, s.distance, 'the query vector');
+    IF p_k IS NULL OR p_k < 1 OR p_k > 1000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(p_k::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An HNSW search returns at most 1000 nearest rows (hnsw.ef_search); '
+                         'for more, page with the collection view and your own ORDER BY.';
+    END IF;
+    IF p_ef_search IS NOT NULL AND (p_ef_search < 1 OR p_ef_search > 1000) THEN
+        RAISE EXCEPTION 'ef_search must be between 1 and 1000, not %', p_ef_search
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_max_scan_tuples IS NOT NULL AND p_max_scan_tuples < 1 THEN
+        RAISE EXCEPTION 'max_scan_tuples must be positive, not %', p_max_scan_tuples
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- ef_search bounds how many rows one scan returns: never below k.  Iterative scans keep
+    -- returning rows under a selective filter, up to max_scan_tuples visited tuples.
+    PERFORM set_config('hnsw.ef_search',
+                       greatest(p_k, coalesce(p_ef_search, 40))::text, true);
+    PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
+    IF p_max_scan_tuples IS NOT NULL THEN
+        PERFORM set_config('hnsw.max_scan_tuples', p_max_scan_tuples::text, true);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr.search(
+    collection text,
+    space text,
+    query @extschema:vector@.vector,
+    k int DEFAULT 10,
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+-- The SET clauses scope the index settings to the call: nothing leaks in or out.
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = strict_order
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+BEGIN
+    PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples);
+    RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
+END
+$$;
+
+-- The plan of the statement mmr.search runs (EXPLAIN FORMAT JSON), for tests and tuning.
+CREATE OR REPLACE FUNCTION mmr.explain_search(
+    collection text,
+    space text,
+    query @extschema:vector@.vector,
+    k int DEFAULT 10,
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    run_analyze boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = strict_order
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    plan jsonb;
+BEGIN
+    PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples);
+    EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s', CASE WHEN run_analyze THEN 'true' ELSE 'false' END, mmr._search_sql(c, s, filter))
+       INTO plan USING query, k, filter;
+    RETURN plan;
+END
+$$;
+
+-- Store vectors the application computed itself (spaces whose encoder is 'external').
+CREATE OR REPLACE FUNCTION mmr.put_embeddings(
+    collection text,
+    space text,
+    keys jsonb[],
+    embeddings @extschema:vector@.vector[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema:vector@, pg_temp
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    bad record;
+    missing jsonb;
+    n bigint;
+    vexpr text;
+BEGIN
+    IF s.encoder <> 'external' THEN
+        RAISE EXCEPTION 'space % is filled by encoder %, not by the application',
+                        quote_literal(space), quote_literal(s.encoder)
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Only spaces added with encoder => ''external'' take vectors via put_embedding.';
+    END IF;
+    IF keys IS NULL OR embeddings IS NULL OR cardinality(keys) <> cardinality(embeddings) THEN
+        RAISE EXCEPTION 'keys and embeddings must be arrays of the same length (% and %)',
+                        coalesce(cardinality(keys)::text, 'NULL'),
+                        coalesce(cardinality(embeddings)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR bad IN SELECT u.i, u.k, u.e FROM unnest(keys, embeddings) WITH ORDINALITY AS u(k, e, i)
+                WHERE u.k IS NULL OR u.e IS NULL OR vector_dims(u.e) <> s.dimensions
+                   OR (s.distance = 'cosine' AND vector_norm(u.e) = 0)
+                LIMIT 1 LOOP
+        IF bad.k IS NULL THEN
+            RAISE EXCEPTION 'item %: key must not be NULL', bad.i USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM mmr._check_vector(bad.e, s.dimensions, s.distance, format('item %s (key %s)', bad.i, bad.k));
+    END LOOP;
+    SELECT u.k INTO missing FROM unnest(keys) u(k) GROUP BY u.k HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'key % appears more than once', missing USING ERRCODE = 'unique_violation';
+    END IF;
+    EXECUTE format('SELECT u.k FROM unnest($1) u(k) WHERE NOT EXISTS '
+                   '(SELECT 1 FROM %s s, LATERAL (SELECT %s) t WHERE %s) LIMIT 1',
+                   c.source, mmr._key_from_json(c, 'u.k'), mmr._key_join(c, 's', 't'))
+       INTO missing USING keys;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'no row of % has key %', c.source, missing
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Insert the row first; embeddings belong to rows of the collection''s table.';
+    END IF;
+    vexpr := CASE WHEN s.distance = 'cosine' THEN 'l2_normalize(u.e)' ELSE 'u.e' END;
+    IF s.storage = 'halfvec' THEN
+        vexpr := format('(%s)::halfvec(%s)', vexpr, s.dimensions);
+    END IF;
+    EXECUTE format('INSERT INTO %s AS x (%s, embedding, content_hash, model_id, updated_at) '
+                   'SELECT t.*, %s, NULL, ''external'', now() '
+                   'FROM unnest($1, $2) u(k, e), LATERAL (SELECT %s) t '
+                   'ON CONFLICT (%s) DO UPDATE SET embedding = EXCLUDED.embedding, '
+                   'model_id = EXCLUDED.model_id, updated_at = EXCLUDED.updated_at',
+                   s.embedding_table, mmr._key_list(c), vexpr, mmr._key_from_json(c, 'u.k'),
+                   mmr._key_list(c))
+      USING keys, embeddings;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr.put_embedding(
+    collection text,
+    space text,
+    key jsonb,
+    embedding @extschema:vector@.vector)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT FROM mmr.put_embeddings(collection, space, ARRAY[key], ARRAY[embedding])
+$$;
+
+CREATE OR REPLACE VIEW mmr.collections AS
+SELECT c.name AS collection,
+       c.source,
+       c.key_columns,
+       c.image_column,
+       c.image_kind,
+       c.text_columns,
+       to_regclass(format('%I.%I', c.view_schema, c.view_name)) AS view,
+       c.queue_table,
+       c.owner,
+       c.created_at
+  FROM mmr._collection c;
+
+CREATE OR REPLACE VIEW mmr.spaces AS
+SELECT c.name AS collection,
+       s.name AS space,
+       s.version,
+       s.active,
+       s.encoder,
+       s.source_column,
+       s.modality,
+       s.dimensions,
+       s.distance,
+       s.storage,
+       s.embedding_table,
+       s.model_id,
+       s.options,
+       s.created_at
+  FROM mmr._space s
+  JOIN mmr._collection c ON c.id = s.collection_id;

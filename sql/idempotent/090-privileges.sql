@@ -1,0 +1,22 @@
+-- Privileges, applied last on every upgrade.  PUBLIC may read the catalog and search (search
+-- runs with the caller's rights, so grants and row-level security of the user's tables apply);
+-- administrative functions stay with the installing role and the roles it grants them to.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mmr FROM PUBLIC;
+GRANT USAGE ON SCHEMA mmr TO PUBLIC;
+GRANT SELECT ON mmr._collection, mmr._space, mmr.collections, mmr.spaces TO PUBLIC;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'mmr'::regnamespace
+                AND NOT p.prosecdef
+                AND p.proname NOT IN ('create_collection', 'add_space', 'switch_space',
+                                      'drop_space', 'drop_collection', 'refresh_view',
+                                      'put_embeddings', 'put_embedding', '_rebuild_sync',
+                                      '_create_triggers', '_rebuild_view', '_drop_space_row')
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
+    END LOOP;
+END
+$$;
