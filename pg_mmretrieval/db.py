@@ -98,5 +98,5 @@ def translate_error(e: psycopg.Error) -> MMRError:
         err = InputError(msg)
     else:
         return DatabaseError(msg, code)
-    err.sqlstate = code  # type: ignore[attr-defined]
+    err.sqlstate = code
     return err

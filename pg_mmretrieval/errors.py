@@ -18,8 +18,11 @@ __all__ = [
 class MMRError(Exception):
     """Base class of every error raised by pg_mmretrieval.
 
-    The message always says what was wrong and what to do about it.
+    The message always says what was wrong and what to do about it.  ``sqlstate`` is
+    PostgreSQL's error code when the error came from the database.
     """
+
+    sqlstate: str | None = None
 
 
 class ConfigError(MMRError):

@@ -28,13 +28,13 @@ __all__ = [
     "MIN_POSTGRES",
     "SchemaVersion",
     "apply_sql_file",
-    "render_sql",
-    "vector_schema",
     "check_server",
     "current",
     "migrations_dir",
+    "render_sql",
     "sql_dir",
     "upgrade",
+    "vector_schema",
 ]
 
 MIN_POSTGRES = 150000

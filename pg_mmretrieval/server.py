@@ -136,7 +136,7 @@ def _apply_settings(admin_uri: str, pgdata: Path) -> None:
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         if not marker.exists():
             for name, value in tuned_settings().items():
-                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # noqa: S608 - fixed names
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
             conn.execute("SELECT pg_reload_conf()")
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)

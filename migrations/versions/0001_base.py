@@ -8,7 +8,6 @@ Create Date: 2026-11-26
 from __future__ import annotations
 
 from alembic import op
-
 from pg_mmretrieval._migrations.helpers import run_sql
 
 revision = "0001"

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .. import search as search_mod
+from ..search import search as run_search
 from ..errors import InputError
 from ._common import connect, echo_json, print_table
 
@@ -71,9 +71,7 @@ def search(
             from ..query import embed_query
 
             query = embed_query(conn, collection, space, text=text, image_path=image_path)
-        hits = search_mod.search(
-            conn, collection, space, query, k, filter=filt, ef_search=ef_search
-        )
+        hits = run_search(conn, collection, space, query, k, filter=filt, ef_search=ef_search)
     rows = [{"rank": i + 1, "key": h.key, "score": h.score} for i, h in enumerate(hits)]
     if as_json:
         echo_json(rows)
