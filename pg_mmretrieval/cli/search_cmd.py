@@ -6,8 +6,8 @@ import json
 
 import click
 
-from ..search import search as run_search
 from ..errors import InputError
+from ..search import search as run_search
 from ._common import connect, echo_json, print_table
 
 
