@@ -77,7 +77,7 @@ def _redact(url: str) -> str:
 
 
 _NOT_FOUND = {"42704", "42P01", "42883"}  # undefined_object, undefined_table, undefined_function
-_INPUT = {"22", "23", "42"}  # data exception, integrity violation, syntax/access rule classes
+_INPUT = {"22", "23", "42", "55"}  # data, integrity, syntax/access rule, object state
 
 
 def translate_error(e: psycopg.Error) -> MMRError:
