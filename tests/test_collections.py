@@ -201,7 +201,7 @@ def test_shadow_version_and_switch(conn: psycopg.Connection[Any], products: str)
     mmr.switch_space(conn, products, "cap", force=True)
     spaces = {(s["version"], s["active"]) for s in mmr.list_spaces(conn, products)}
     assert spaces == {(1, False), (2, True)}
-    active = [s for s in mmr.list_spaces(conn, products) if s["active"]][0]
+    active = next(s for s in mmr.list_spaces(conn, products) if s["active"])
     assert active["embedding_table"] == v2
     mmr.drop_space(conn, products, "cap", 1)
     assert [s["version"] for s in mmr.list_spaces(conn, products)] == [2]
