@@ -687,3 +687,60 @@ BEGIN
     RETURN plan;
 END
 $$;
+
+-- Store a BASIC projection for a space (administrative).  basis: the k orthonormal eigenvectors
+-- U (P = U·Uᵀ) computed from centred positive/negative text embeddings (the Python helper
+-- pg_mmretrieval.retrieval.basic_projection does the eigendecomposition); mu_text: mean of the
+-- positive corpus; mu_image: the image mean (NULL: the mean of the space's stored embeddings).
+CREATE OR REPLACE FUNCTION mmr.set_projection(
+    collection text,
+    space text,
+    basis @extschema:vector@.vector[],
+    mu_text @extschema:vector@.vector,
+    mu_image @extschema:vector@.vector DEFAULT NULL,
+    s_v_min float8 DEFAULT NULL,
+    s_t_min float8 DEFAULT NULL,
+    name text DEFAULT 'basic',
+    params jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    bad int;
+BEGIN
+    IF basis IS NULL OR cardinality(basis) = 0 THEN
+        RAISE EXCEPTION 'basis must hold at least one vector' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT u.i INTO bad FROM unnest(basis) WITH ORDINALITY u(b, i)
+     WHERE u.b IS NULL OR @extschema:vector@.vector_dims(u.b) <> s.dimensions LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'basis vector % does not have the space''s % dimensions', bad, s.dimensions
+            USING ERRCODE = 'data_exception';
+    END IF;
+    IF mu_image IS NULL THEN
+        EXECUTE format('SELECT @extschema:vector@.avg(embedding::@extschema:vector@.vector) FROM %s',
+                       s.embedding_table) INTO mu_image;
+        IF mu_image IS NULL THEN
+            RAISE EXCEPTION 'space % is empty: pass mu_image', quote_literal(space)
+                USING ERRCODE = 'no_data_found';
+        END IF;
+    END IF;
+    IF @extschema:vector@.vector_dims(mu_image) <> s.dimensions
+       OR @extschema:vector@.vector_dims(mu_text) <> s.dimensions THEN
+        RAISE EXCEPTION 'mu_image and mu_text must have % dimensions', s.dimensions
+            USING ERRCODE = 'data_exception';
+    END IF;
+    INSERT INTO mmr._projection AS x (space_id, name, basis, mu_image, mu_text, s_v_min, s_t_min, params)
+    VALUES (s.id, coalesce(set_projection.name, 'basic'), set_projection.basis, mu_image,
+            set_projection.mu_text, set_projection.s_v_min, set_projection.s_t_min,
+            coalesce(set_projection.params, '{}'))
+    ON CONFLICT (space_id, name) DO UPDATE
+       SET basis = EXCLUDED.basis, mu_image = EXCLUDED.mu_image, mu_text = EXCLUDED.mu_text,
+           s_v_min = EXCLUDED.s_v_min, s_t_min = EXCLUDED.s_t_min, params = EXCLUDED.params,
+           created_at = now();
+END
+$$;
