@@ -25,11 +25,22 @@ __all__ = [
     "COMPOSED_METHODS",
     "QueryInfo",
     "Reranker",
+    "add_multivector_space",
     "basic_projection",
     "composed_search",
+    "create_text_index",
+    "dialog_search",
     "explain_composed",
+    "explain_hybrid",
+    "fuse",
+    "hybrid_search",
+    "mmr_search",
+    "multivector_search",
+    "put_multivectors",
     "register_python_reranker",
     "register_reranker",
+    "rocchio_search",
+    "search",
     "store_basic_projection",
 ]
 
@@ -364,3 +375,324 @@ def store_basic_projection(
                 name,
             ),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Hybrid search and fusion
+# ---------------------------------------------------------------------------------------------
+
+_HYBRID_SQL = (
+    "SELECT key, score FROM mmr.hybrid_search(%(c)s, %(qt)s, %(sp)s::text[], %(v)s::vector[], "
+    "%(k)s, %(fu)s, %(w)s::float8[], %(p)s, %(f)s, %(ef)s, %(mst)s, %(rr)s, %(rd)s, %(rp)s)"
+)
+
+
+def hybrid_search(
+    conn: Conn,
+    collection: str,
+    query_text: str | None,
+    legs: Sequence[tuple[str, VectorLike]] = (),
+    *,
+    k: int = 10,
+    fusion: str = "rrf",
+    weights: Sequence[float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    filter: Mapping[str, Any] | None = None,
+    ef_search: int | None = None,
+    max_scan_tuples: int | None = None,
+    rerank: RerankArg = None,
+    rerank_depth: int | None = None,
+    rerank_params: Mapping[str, Any] | None = None,
+) -> list[Hit]:
+    """Lexical (full-text over the collection's text columns) + vector legs, fused.
+
+    Args:
+        query_text: the lexical leg's query (websearch syntax); None for vector legs only.
+        legs: (space, query vector) pairs, e.g. a text→image leg and a text→caption leg, or an
+            image leg for multimodal hybrid.
+        fusion: ``rrf`` (params ``rrf_k``, default 60), ``combsum``, ``combmnz`` (params
+            ``norm``: ``minmax`` or ``zscore``) or ``avgrank``.
+        weights: one per leg, the lexical leg first when there is one.
+    """
+    info = QueryInfo(
+        collection,
+        legs[0][0] if legs else "",
+        "hybrid",
+        np.asarray(legs[0][1], dtype=np.float32) if legs else None,
+        query_text,
+        dict(params or {}),
+    )
+    args = {
+        "c": collection,
+        "qt": query_text,
+        "sp": [s for s, _ in legs],
+        "v": [_vec(v) for _, v in legs],
+        "k": k,
+        "fu": fusion,
+        "w": list(weights) if weights is not None else None,
+        "p": _params(params),
+        "f": Jsonb(dict(filter)) if filter is not None else None,
+        "ef": ef_search,
+        "mst": max_scan_tuples,
+    }
+    return _run(
+        conn,
+        _HYBRID_SQL,
+        args,
+        k=k,
+        rerank=rerank,
+        rerank_depth=rerank_depth,
+        rerank_params=rerank_params,
+        info=info,
+    )
+
+
+def explain_hybrid(
+    conn: Conn,
+    collection: str,
+    query_text: str | None,
+    legs: Sequence[tuple[str, VectorLike]] = (),
+    *,
+    k: int = 10,
+    fusion: str = "rrf",
+    params: Mapping[str, Any] | None = None,
+    filter: Mapping[str, Any] | None = None,
+) -> Any:
+    """The JSON plan of the statement a hybrid search runs."""
+    with sql_errors():
+        row = conn.execute(
+            "SELECT mmr.explain_hybrid(%s, %s, %s::text[], %s::vector[], %s, %s, NULL, %s, %s)",
+            (
+                collection,
+                query_text,
+                [s for s, _ in legs],
+                [_vec(v) for _, v in legs],
+                k,
+                fusion,
+                _params(params),
+                Jsonb(dict(filter)) if filter is not None else None,
+            ),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def create_text_index(conn: Conn, collection: str, config: str = "english") -> str:
+    """Create the GIN full-text index the lexical leg uses; return its name."""
+    with sql_errors(), conn.transaction():
+        row = conn.execute(
+            "SELECT mmr.create_text_index(%s, %s::regconfig)::text", (collection, config)
+        ).fetchone()
+    return str(row[0]) if row else ""
+
+
+def fuse(
+    runs: Sequence[Sequence[Hit]] | Sequence[Sequence[tuple[Any, float]]],
+    conn: Conn,
+    *,
+    method: str = "rrf",
+    weights: Sequence[float] | None = None,
+    rrf_k: float = 60,
+    norm: str = "minmax",
+) -> list[Hit]:
+    """Fuse ranked lists (best first) with ``mmr.fuse`` (the SQL hybrid search uses the same)."""
+    data = [
+        [
+            {"key": h.key, "score": h.score} if isinstance(h, Hit) else {"key": h[0], "score": h[1]}
+            for h in run
+        ]
+        for run in runs
+    ]
+    with sql_errors():
+        rows = conn.execute(
+            "SELECT key, score FROM mmr.fuse(%s, %s, %s::float8[], %s, %s)",
+            (Jsonb(data), method, list(weights) if weights is not None else None, rrf_k, norm),
+        ).fetchall()
+    return _hits(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback, diversification, dialog, multi-vector, plain search with reranking
+# ---------------------------------------------------------------------------------------------
+
+
+def search(
+    conn: Conn,
+    collection: str,
+    space: str,
+    query: VectorLike,
+    k: int = 10,
+    *,
+    filter: Mapping[str, Any] | None = None,
+    ef_search: int | None = None,
+    max_scan_tuples: int | None = None,
+    rerank: RerankArg = None,
+    rerank_depth: int | None = None,
+    rerank_params: Mapping[str, Any] | None = None,
+) -> list[Hit]:
+    """``mmr.search`` with a reranker (SQL by name, or a Python callable / plugin name)."""
+    args = {
+        "c": collection,
+        "s": space,
+        "q": _vec(query),
+        "k": k,
+        "f": Jsonb(dict(filter)) if filter is not None else None,
+        "ef": ef_search,
+        "mst": max_scan_tuples,
+    }
+    sql = (
+        "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, %(ef)s, "
+        "%(mst)s, %(rr)s, %(rd)s, %(rp)s)"
+    )
+    info = QueryInfo(collection, space, "search", np.asarray(query, dtype=np.float32))
+    return _run(
+        conn,
+        sql,
+        args,
+        k=k,
+        rerank=rerank,
+        rerank_depth=rerank_depth,
+        rerank_params=rerank_params,
+        info=info,
+    )
+
+
+def rocchio_search(
+    conn: Conn,
+    collection: str,
+    space: str,
+    query: VectorLike,
+    k: int = 10,
+    *,
+    params: Mapping[str, Any] | None = None,
+    filter: Mapping[str, Any] | None = None,
+) -> list[Hit]:
+    """Rocchio (pseudo-)relevance feedback (``mmr.rocchio_search``): params alpha, beta, gamma,
+    fb_docs, relevant / nonrelevant (lists of keys)."""
+    with sql_errors():
+        rows = conn.execute(
+            "SELECT key, score FROM mmr.rocchio_search(%s, %s, %s::vector, %s, %s, %s)",
+            (
+                collection,
+                space,
+                _vec(query),
+                k,
+                _params(params),
+                Jsonb(dict(filter)) if filter is not None else None,
+            ),
+        ).fetchall()
+    return _hits(rows)
+
+
+def mmr_search(
+    conn: Conn,
+    collection: str,
+    space: str,
+    query: VectorLike,
+    k: int = 10,
+    *,
+    lambda_: float = 0.5,
+    candidates: int = 50,
+    filter: Mapping[str, Any] | None = None,
+) -> list[Hit]:
+    """MMR-diversified search (``mmr.mmr_search``)."""
+    with sql_errors():
+        rows = conn.execute(
+            "SELECT key, score FROM mmr.mmr_search(%s, %s, %s::vector, %s, %s, %s, %s)",
+            (
+                collection,
+                space,
+                _vec(query),
+                k,
+                lambda_,
+                candidates,
+                Jsonb(dict(filter)) if filter is not None else None,
+            ),
+        ).fetchall()
+    return _hits(rows)
+
+
+def dialog_search(
+    conn: Conn,
+    collection: str,
+    space: str,
+    turns: Sequence[VectorLike],
+    k: int = 10,
+    *,
+    weighting: str = "mean",
+    decay: float = 0.5,
+    filter: Mapping[str, Any] | None = None,
+) -> list[Hit]:
+    """Multi-turn query from the turns' embeddings (``mmr.dialog_search``)."""
+    with sql_errors():
+        rows = conn.execute(
+            "SELECT key, score FROM mmr.dialog_search(%s, %s, %s::vector[], %s, %s, %s)",
+            (
+                collection,
+                space,
+                [_vec(t) for t in turns],
+                k,
+                Jsonb({"weighting": weighting, "decay": decay}),
+                Jsonb(dict(filter)) if filter is not None else None,
+            ),
+        ).fetchall()
+    return _hits(rows)
+
+
+def add_multivector_space(
+    conn: Conn,
+    collection: str,
+    space: str,
+    dimensions: int,
+    *,
+    distance: str = "cosine",
+    storage: str = "vector",
+) -> str:
+    """Create a multi-vector space (several vectors per row); return its table."""
+    with sql_errors(), conn.transaction():
+        row = conn.execute(
+            "SELECT mmr.add_multivector_space(%s, %s, %s, %s, %s)::text",
+            (collection, space, dimensions, distance, storage),
+        ).fetchone()
+    return str(row[0]) if row else ""
+
+
+def put_multivectors(
+    conn: Conn,
+    collection: str,
+    space: str,
+    key: Any,
+    vectors: Sequence[VectorLike] | np.ndarray[Any, Any],
+) -> int:
+    """Replace the vectors of one row."""
+    with sql_errors(), conn.transaction():
+        row = conn.execute(
+            "SELECT mmr.put_multivectors(%s, %s, %s, %s::vector[])",
+            (collection, space, Jsonb(key), [_vec(v) for v in vectors]),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def multivector_search(
+    conn: Conn,
+    collection: str,
+    space: str,
+    queries: Sequence[VectorLike] | np.ndarray[Any, Any],
+    k: int = 10,
+    *,
+    candidates: int | None = None,
+    filter: Mapping[str, Any] | None = None,
+) -> list[Hit]:
+    """MaxSim search over a multi-vector space: Σ_q max_part sim(q, part)."""
+    with sql_errors():
+        rows = conn.execute(
+            "SELECT key, score FROM mmr.multivector_search(%s, %s, %s::vector[], %s, %s, %s)",
+            (
+                collection,
+                space,
+                [_vec(q) for q in queries],
+                k,
+                Jsonb({} if candidates is None else {"candidates": candidates}),
+                Jsonb(dict(filter)) if filter is not None else None,
+            ),
+        ).fetchall()
+    return _hits(rows)

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 import pg_mmretrieval as mmr
 from pg_mmretrieval import retrieval
 
-from .fusion_synth import Case, load, n, t1_case, t2_case, t3_case, vec
+from .fusion_synth import T3_OBJ, T3_STY, Case, Gen, load, n, t1_case, t2_case, t3_case, vec
 
 SEEDS = 120
 
@@ -237,3 +237,149 @@ def test_t3_basic_domain_conversion(t3: tuple[psycopg.Connection[Any], int]) -> 
     assert rate["image_only"] <= 0.05 and rate["text_only"] <= 0.10, rate
     assert rate["basic_lite"] >= rate["product"] >= rate["score_sum"], rate
     assert rate["basic_lite"] >= 0.95, rate
+
+
+@pytest.fixture(scope="module")
+def t5(db_url: str) -> Iterator[tuple[psycopg.Connection[Any], int]]:
+    with mmr.connect(db_url, autocommit=True) as conn:
+        cases = [t1_case(s, sigma_i=0.4, captions=3) for s in range(SEEDS)]
+        load(conn, "t5", cases, caption_spaces=3)
+        _queries(
+            conn,
+            "q5",
+            cases,
+            [
+                {
+                    "reference_captions": [
+                        [float(x) for x in r.astype(np.float32)] for r in c.extra["ref_captions"]
+                    ]
+                }
+                for c in cases
+            ],
+        )
+        # A mock: reference captions that describe something else (cat, snow).
+        wrong = []
+        for c in cases:
+            g = c.extra["gen"]
+            wrong.append(
+                {
+                    "reference_captions": [
+                        [float(x) for x in g.txt(["cat", "snow"]).astype(np.float32)]
+                        for _ in range(3)
+                    ]
+                }
+            )
+        _queries(conn, "q5w", cases, wrong)
+        yield conn, len(cases[0].gallery)
+
+
+def test_t5_weimocir_caption_fusion(t5: tuple[psycopg.Connection[Any], int]) -> None:
+    conn, g = t5
+    caps = {"caption_spaces": ["cap1", "cap2", "cap3"], "alpha": 0.5}
+    mean_rank, rate1 = {}, {}
+    for beta in (0.0, 0.1, 0.3, 0.5, 1.0):
+        r = ranks(conn, "t5", "q5", "weimocir", {**caps, "beta": beta}, g)
+        mean_rank[beta], rate1[beta] = float(r.mean()), float(np.mean(r == 1))
+    betas = sorted(mean_rank)
+    for lo, hi in zip(betas, betas[1:], strict=False):
+        assert mean_rank[hi] <= mean_rank[lo] + 1e-9, mean_rank
+    assert rate1[1.0] >= 0.95 and rate1[0.0] <= 0.35, rate1
+    # β = 0 is the image branch alone: the weighted query with the same α.
+    a = ranks(conn, "t5", "q5", "weimocir", {**caps, "beta": 0.0}, g)
+    b = ranks(conn, "t5", "q5", "weighted", {"alpha": 0.5}, g, qparams=False)
+    assert np.array_equal(a, b)
+
+
+def test_t5_caption_branch_uses_reference_caption(t5: tuple[psycopg.Connection[Any], int]) -> None:
+    conn, g = t5
+    caps = {"caption_spaces": ["cap1", "cap2", "cap3"], "alpha": 0.5}
+    good = ranks(conn, "t5", "q5", "weimocir", {**caps, "beta": 1.0}, g)
+    bad = ranks(conn, "t5", "q5w", "weimocir", {**caps, "beta": 1.0}, g)
+    assert bad.mean() > good.mean() + 1
+    same_a = ranks(conn, "t5", "q5", "weimocir", {**caps, "beta": 0.0}, g)
+    same_b = ranks(conn, "t5", "q5w", "weimocir", {**caps, "beta": 0.0}, g)
+    assert np.array_equal(same_a, same_b)
+
+
+def test_t4_basic_units(t3: tuple[psycopg.Connection[Any], int]) -> None:
+    conn, g = t3
+    case = t3_case(5)
+    basis, mu_t = retrieval.basic_projection(case.extra["pos"], case.extra["neg"], a=0.2)
+    p = basis.T @ basis
+    assert np.allclose(p, p.T, atol=1e-9) and np.allclose(p @ p, p, atol=1e-8)
+    assert np.linalg.matrix_rank(p) <= 250
+    gen = Gen(5, gap=1.0, sqrt_offset=False)
+    for c in T3_OBJ + T3_STY:
+        gen.e(c)
+    # P applied in SQL (mmr.vec_project): styles are projected away, objects kept.
+    basis_v = [vec(b) for b in basis]
+    norms = {}
+    for c in ("sketch", "photo", "dog", "cat"):
+        (pv,) = conn.execute(
+            "SELECT mmr.vec_project(%s::vector[], %s)", (basis_v, vec(gen.e(c)))
+        ).fetchone() or (None,)
+        norms[c] = float(np.linalg.norm(pv.to_numpy()))
+    assert max(norms["sketch"], norms["photo"]) < 0.5 * min(norms["dog"], norms["cat"]), norms
+    (h1, h2, m0, m1) = (
+        conn.execute(
+            "SELECT mmr.harris(0, 1), mmr.harris(0.5, 0.5), mmr.min_norm(-0.077, -0.077), "
+            "mmr.min_norm(0, -0.077)"
+        ).fetchone()
+        or (None,) * 4
+    )
+    assert abs(h1 + 0.1) < 1e-12 and abs(h2 - 0.15) < 1e-12
+    assert abs(m0) < 1e-12 and abs(m1 - 1) < 1e-12
+    s = [1.0, 0.3, -0.2, 0.05]
+    (w,) = conn.execute("SELECT mmr.softmax(%s::float8[])", ([0.1 * x for x in s],)).fetchone() or (
+        None,
+    )
+    ref = np.exp(0.1 * np.array(s)) / np.exp(0.1 * np.array(s)).sum()
+    assert np.allclose(w, ref, atol=1e-12) and abs(sum(w) - 1) < 1e-12
+
+
+def _basic_numpy(
+    case: Case, basis: np.ndarray[Any, Any], mu_t: np.ndarray[Any, Any], qe: bool
+) -> np.ndarray[Any, Any]:
+    f = np.float64
+    gal = np.stack(case.gallery).astype(np.float32).astype(f)
+    mu_v = np.stack(case.gallery).mean(axis=0).astype(np.float32).astype(f)
+    b = basis.astype(np.float32).astype(f)
+    mu_t32 = mu_t.astype(np.float32).astype(f)
+    p = b.T @ b
+    xb = gal - mu_v
+    vb = n(case.ref.astype(np.float32).astype(f)) - mu_v
+    qv = p @ vb
+    if qe:
+        s = xb @ qv
+        top = np.argsort(-s, kind="stable")[:25]
+        sims = np.concatenate([[1.0], s[top]])
+        w = np.exp(0.1 * sims) / np.exp(0.1 * sims).sum()
+        qv = p @ (w[0] * vb + (w[1:, None] * xb[top]).sum(axis=0))
+    tb = n(case.mod.astype(np.float32).astype(f)) - mu_t32
+    s_v, s_t = xb @ qv, xb @ tb
+    s_v = np.maximum((s_v - s_v.min()) / abs(s_v.min()), 0)
+    s_t = np.maximum((s_t - s_t.min()) / abs(s_t.min()), 0)
+    return np.asarray(s_t * s_v - 0.1 * (s_t + s_v) ** 2)
+
+
+@pytest.mark.parametrize("qe", [False, True])
+def test_t4_basic_sql_equals_numpy(t3: tuple[psycopg.Connection[Any], int], qe: bool) -> None:
+    conn, g = t3
+    case = t3_case(7)
+    basis, mu_t = retrieval.basic_projection(case.extra["pos"], case.extra["neg"], a=0.2)
+    ref = _basic_numpy(case, basis, mu_t, qe)
+    hits = retrieval.composed_search(
+        conn,
+        "t3",
+        "img",
+        case.ref,
+        case.mod,
+        method="basic",
+        k=g,
+        params={"projection": "seed7", "query_expansion": qe},
+        filter={"seed": 7},
+    )
+    got = {h.key: h.score for h in hits}
+    assert len(got) == g
+    for i in range(g):
+        assert abs(got[7000 + i] - ref[i]) < 2e-5, (i, got[7000 + i], ref[i])

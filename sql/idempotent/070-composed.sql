@@ -562,8 +562,10 @@ BEGIN
             || 'SELECT x.key, x.score, row_number() OVER () AS ord FROM (' || p.sql || ') x) q'
        INTO ks, ss
       USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums, p.aux, p.qtext;
-    RETURN QUERY EXECUTE format('SELECT r.key, r.score::float8 FROM %s($1, $2, $3, $4, $5, $6) r '
-                                'ORDER BY r.score DESC LIMIT $7', fn::oid::regproc)
+    -- A reranker returns the candidates in their new order (best first).
+    RETURN QUERY EXECUTE format('SELECT r.key, r.score::float8 FROM %s($1, $2, $3, $4, $5, $6) '
+                                'WITH ORDINALITY r(key, score, ord) ORDER BY r.ord LIMIT $7',
+                                fn::oid::regproc)
       USING p_collection, p.space, p.qvec, coalesce(ks, '{}'), coalesce(ss, '{}'),
             coalesce(p_rerank_params, '{}'::jsonb) || jsonb_build_object('query_text', p.qtext),
             p_k;
