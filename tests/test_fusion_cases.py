@@ -8,6 +8,7 @@ a wide margin over the measured rates).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -281,7 +282,7 @@ def test_t5_weimocir_caption_fusion(t5: tuple[psycopg.Connection[Any], int]) -> 
         r = ranks(conn, "t5", "q5", "weimocir", {**caps, "beta": beta}, g)
         mean_rank[beta], rate1[beta] = float(r.mean()), float(np.mean(r == 1))
     betas = sorted(mean_rank)
-    for lo, hi in zip(betas, betas[1:], strict=False):
+    for lo, hi in itertools.pairwise(betas):
         assert mean_rank[hi] <= mean_rank[lo] + 1e-9, mean_rank
     assert rate1[1.0] >= 0.95 and rate1[0.0] <= 0.35, rate1
     # β = 0 is the image branch alone: the weighted query with the same α.
@@ -302,9 +303,9 @@ def test_t5_caption_branch_uses_reference_caption(t5: tuple[psycopg.Connection[A
 
 
 def test_t4_basic_units(t3: tuple[psycopg.Connection[Any], int]) -> None:
-    conn, g = t3
+    conn, _g = t3
     case = t3_case(5)
-    basis, mu_t = retrieval.basic_projection(case.extra["pos"], case.extra["neg"], a=0.2)
+    basis, _mu_t = retrieval.basic_projection(case.extra["pos"], case.extra["neg"], a=0.2)
     p = basis.T @ basis
     assert np.allclose(p, p.T, atol=1e-9) and np.allclose(p @ p, p, atol=1e-8)
     assert np.linalg.matrix_rank(p) <= 250
