@@ -189,7 +189,7 @@ def _run(
     args = dict(args)
     args["rr"] = sql_name
     args["rd"] = rerank_depth
-    args["rp"] = Jsonb(dict(rerank_params or {}))
+    args["rp"] = _params(rerank_params)
     if py_fn is not None:
         args["k"] = _rerank_depth(k, rerank_depth)
     with sql_errors():

@@ -56,9 +56,11 @@ BEGIN ATOMIC
     SELECT mmr.vec_normalize(
                mmr.vec_scale(query, alpha)
                OPERATOR(@extschema:vector@.+)
-               coalesce(mmr.vec_scale(mmr.vec_mean(relevant), beta), mmr.vec_scale(query, 0))
+               (CASE WHEN coalesce(cardinality(relevant), 0) = 0 THEN mmr.vec_scale(query, 0)
+                     ELSE mmr.vec_scale(mmr.vec_mean(relevant), beta) END)
                OPERATOR(@extschema:vector@.-)
-               coalesce(mmr.vec_scale(mmr.vec_mean(nonrelevant), gamma), mmr.vec_scale(query, 0)));
+               (CASE WHEN coalesce(cardinality(nonrelevant), 0) = 0 THEN mmr.vec_scale(query, 0)
+                     ELSE mmr.vec_scale(mmr.vec_mean(nonrelevant), gamma) END));
 END;
 
 -- Greedy MMR (Carbonell & Goldstein 1998) over n candidates: rel[i] = relevance, sims = n×n

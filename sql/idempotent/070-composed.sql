@@ -684,7 +684,8 @@ DECLARE
     plan jsonb;
 BEGIN
     p := mmr._composed_plan(c, s, reference, modifier, method, k, params, filter, NULL, NULL, NULL, NULL);
-    EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s', run_analyze, p.sql)
+    EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s',
+                   CASE WHEN run_analyze THEN 'true' ELSE 'false' END, p.sql)
        INTO plan USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums, p.aux, p.qtext;
     RETURN plan;
 END

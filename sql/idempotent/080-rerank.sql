@@ -21,7 +21,8 @@ BEGIN
     IF register_reranker.name IS NULL OR btrim(register_reranker.name) = '' THEN
         RAISE EXCEPTION 'reranker name must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT p.proargtypes::oid[]::regtype[] INTO args FROM pg_proc p WHERE p.oid = register_reranker.function;
+    SELECT ARRAY(SELECT unnest(p.proargtypes::oid[]::regtype[])) INTO args FROM pg_proc p
+     WHERE p.oid = register_reranker.function;
     IF args IS DISTINCT FROM ARRAY['text', 'text', '@extschema:vector@.vector', 'jsonb[]', 'float8[]',
                                    'jsonb']::regtype[]
        OR NOT (SELECT p.proretset FROM pg_proc p WHERE p.oid = register_reranker.function) THEN
