@@ -25,7 +25,6 @@ import numpy as np
 import psycopg
 from pgvector import Vector
 from pgvector.psycopg import register_vector
-from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -79,7 +78,7 @@ def setup(url: str, img: np.ndarray[Any, Any], cap: np.ndarray[Any, Any]) -> dic
         t1 = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '2GB'")
         conn.execute("SET max_parallel_maintenance_workers = 2")
-        for name, t in tables.items():
+        for t in tables.values():
             conn.execute(
                 f"CREATE INDEX {t.split('.')[-1]}_hnsw ON {t} USING hnsw "
                 "(embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
@@ -96,20 +95,9 @@ def setup(url: str, img: np.ndarray[Any, Any], cap: np.ndarray[Any, Any]) -> dic
     return tables
 
 
-def timed(fn: Callable[[int], Any], nq: int, warm: int = 10) -> tuple[list[float], list[Any]]:
-    for i in range(min(warm, nq)):
-        fn(i)
-    lat, outs = [], []
-    for i in range(nq):
-        t = time.perf_counter()
-        outs.append(fn(i))
-        lat.append((time.perf_counter() - t) * 1000)
-    return lat, outs
-
-
 def pct(xs: list[float], p: float) -> float:
     s = sorted(xs)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def main() -> None:
@@ -293,7 +281,6 @@ def main() -> None:
                 flush=True,
             )
         conn.close()
-        _ = Jsonb
     finally:
         if not args.keep:
             with psycopg.connect(server, autocommit=True) as c:
