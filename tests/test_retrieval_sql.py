@@ -539,3 +539,39 @@ def test_errors_are_clear(items: tuple[psycopg.Connection[Any], dict[str, Any]])
         )
     with pytest.raises(MMRError, match="unknown fusion method"):
         retrieval.hybrid_search(conn, "items", "red", fusion="borda")
+
+
+# --- install contract ---------------------------------------------------------------------------
+
+
+def test_functions_pin_search_path_and_are_documented(conn: psycopg.Connection[Any]) -> None:
+    unpinned = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p "
+        "WHERE p.pronamespace = 'mmr'::regnamespace AND p.prokind = 'f' "
+        "AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false) "
+        "AND p.prosqlbody IS NULL"
+    ).fetchall()
+    assert unpinned == []
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sql = "".join(p.read_text() for p in sorted((root / "sql" / "idempotent").glob("0[5-8]*.sql")))
+    public = set(re.findall(r"CREATE OR REPLACE (?:FUNCTION|VIEW) mmr\.([a-z]\w*)", sql))
+    docs = (root / "docs" / "retrieval.md").read_text()
+    missing = sorted(n for n in public if not re.search(rf"`mmr\.{re.escape(n)}[`(]", docs))
+    assert missing == []
+    admin = (
+        "set_projection",
+        "create_text_index",
+        "register_reranker",
+        "add_multivector_space",
+        "put_multivectors",
+    )
+    for fn in admin:
+        (allowed,) = conn.execute(
+            "SELECT bool_or(has_function_privilege('public', p.oid, 'EXECUTE')) FROM pg_proc p "
+            "WHERE p.pronamespace = 'mmr'::regnamespace AND p.proname = %s",
+            (fn,),
+        ).fetchone() or (None,)
+        assert allowed is False, fn

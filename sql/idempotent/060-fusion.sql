@@ -70,6 +70,7 @@ CREATE OR REPLACE FUNCTION mmr.mmr_order(rel float8[], sims float8[], lambda flo
                                          k int DEFAULT NULL)
 RETURNS int[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int := coalesce(cardinality(rel), 0);
@@ -160,6 +161,7 @@ CREATE OR REPLACE FUNCTION mmr.gqr_refine(z @extschema:vector@.vector,
                                           lr float8 DEFAULT 5e-3, steps int DEFAULT 15)
 RETURNS @extschema:vector@.vector
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     target float8[];
@@ -191,6 +193,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._fusion_sql(p_method text, p_norm text DEFAULT 'minmax')
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     norm text;
@@ -227,6 +230,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._check_fusion(p_method text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_method IS NULL OR lower(p_method) NOT IN ('rrf', 'combsum', 'combmnz', 'avgrank') THEN

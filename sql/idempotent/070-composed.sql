@@ -49,6 +49,7 @@ GRANT SELECT ON mmr._reranker TO PUBLIC;
 CREATE OR REPLACE FUNCTION mmr._num(p jsonb, p_name text, p_default float8)
 RETURNS float8
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
@@ -65,6 +66,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._bool(p jsonb, p_name text, p_default boolean)
 RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
@@ -82,6 +84,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._check_params(p jsonb, p_known text[], p_what text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     bad text;
@@ -106,6 +109,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._qexpr(s mmr._space, p_expr text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE s.storage WHEN 'halfvec'
                 THEN format('(%s)::@extschema:vector@.halfvec(%s)', p_expr, s.dimensions)
@@ -116,6 +120,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._dist(s mmr._space, p_alias text, p_expr text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('%I.embedding OPERATOR(@extschema:vector@.%s) %s', p_alias,
                   mmr._distance_op(s.distance), mmr._qexpr(s, p_expr))
@@ -124,6 +129,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._sim(s mmr._space, p_alias text, p_expr text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT mmr._score_expr(s.distance, mmr._dist(s, p_alias, p_expr))
 $$;
@@ -132,6 +138,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._ip(s mmr._space, p_alias text, p_expr text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('(-(%I.embedding OPERATOR(@extschema:vector@.<#>) %s))::float8', p_alias,
                   mmr._qexpr(s, p_expr))
@@ -143,6 +150,7 @@ CREATE OR REPLACE FUNCTION mmr._leg_sql(c mmr._collection, s mmr._space, p_expr 
                                         p_limit text, p_filter jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     dist text := mmr._dist(s, 'e', p_expr);
@@ -162,6 +170,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._single_sql(c mmr._collection, s mmr._space, p_filter jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     dist text := mmr._dist(s, 'e', '$1[1]');
@@ -185,6 +194,7 @@ CREATE OR REPLACE FUNCTION mmr._embedding_of(c mmr._collection, s mmr._space, p_
                                              p_required boolean DEFAULT true)
 RETURNS @extschema:vector@.vector
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v @extschema:vector@.vector;
@@ -209,6 +219,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._caption_spaces(c mmr._collection, s mmr._space, p jsonb)
 RETURNS mmr._space[]
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     names text[];
@@ -249,6 +260,7 @@ CREATE OR REPLACE FUNCTION mmr._composed_plan(
     p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
 RETURNS mmr._search_plan
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p mmr._search_plan;
@@ -527,6 +539,7 @@ CREATE OR REPLACE FUNCTION mmr._execute(p mmr._search_plan, p_collection text, p
                                         p_rerank text, p_rerank_params jsonb)
 RETURNS TABLE (key jsonb, score float8)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fn regprocedure;
@@ -562,6 +575,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._rerank_depth(p_k int, p_rerank text, p_depth int)
 RETURNS int
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_rerank IS NULL THEN

@@ -20,6 +20,7 @@ GRANT SELECT ON mmr._text_index TO PUBLIC;
 CREATE OR REPLACE FUNCTION mmr._tsv_expr(c mmr._collection, p_config regconfig, p_alias text)
 RETURNS text
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF cardinality(c.text_columns) = 0 THEN
@@ -40,6 +41,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._text_config(c mmr._collection, p_params jsonb)
 RETURNS regconfig
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce((p_params ->> 'text_config')::regconfig,
                     (SELECT t.config FROM mmr._text_index t WHERE t.collection_id = c.id),
@@ -95,6 +97,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._lexical_sql(c mmr._collection, p_config regconfig, p_filter jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tsv text := mmr._tsv_expr(c, p_config, 's');
@@ -114,6 +117,7 @@ CREATE OR REPLACE FUNCTION mmr._hybrid_plan(
     p_ef_search int, p_max_scan_tuples int)
 RETURNS mmr._search_plan
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p mmr._search_plan;

@@ -51,6 +51,7 @@ GRANT SELECT ON mmr.rerankers TO PUBLIC;
 CREATE OR REPLACE FUNCTION mmr._candidates_sql(c mmr._collection)
 RETURNS text
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('unnest($1, $2) WITH ORDINALITY u(key, score, ord), LATERAL (SELECT %s) t',
                   mmr._key_from_json(c, 'u.key'))
@@ -200,6 +201,7 @@ CREATE OR REPLACE FUNCTION mmr._single_plan(c mmr._collection, s mmr._space,
                                             p_max_scan_tuples int)
 RETURNS mmr._search_plan
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p mmr._search_plan;
@@ -216,6 +218,7 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._embeddings_of(c mmr._collection, s mmr._space, p_keys jsonb)
 RETURNS @extschema:vector@.vector[]
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     out_ @extschema:vector@.vector[];

@@ -21,6 +21,7 @@ GRANT SELECT ON mmr._multivector TO PUBLIC;
 CREATE OR REPLACE FUNCTION mmr._mv_space(c mmr._collection, p_name text)
 RETURNS mmr._space
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m mmr._multivector;
@@ -133,6 +134,7 @@ CREATE OR REPLACE FUNCTION mmr._multivector_plan(c mmr._collection, s mmr._space
                                                  p_max_scan_tuples int)
 RETURNS mmr._search_plan
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p mmr._search_plan;
