@@ -1,0 +1,20 @@
+"""Python clients: :class:`Client` (psycopg) and :class:`AsyncClient` (psycopg async)."""
+
+from __future__ import annotations
+
+from ..search import Hit
+from ._types import CollectionInfo, SpaceInfo, SpaceStatus
+from .aio import AsyncClient, AsyncCollection, connect_async
+from .sync import Client, Collection
+
+__all__ = [
+    "AsyncClient",
+    "AsyncCollection",
+    "Client",
+    "Collection",
+    "CollectionInfo",
+    "Hit",
+    "SpaceInfo",
+    "SpaceStatus",
+    "connect_async",
+]
