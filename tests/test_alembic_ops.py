@@ -11,14 +11,16 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
+from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import pg_mmretrieval.alembic as mmr_alembic
 from pg_mmretrieval import install
 from pg_mmretrieval.spec import SpaceSpec
+from pg_mmretrieval.sqlalchemy import Collection
 from tests.alembic_app.models import Base
 
 APP = Path(__file__).parent / "alembic_app"
@@ -128,6 +130,73 @@ def test_autogenerate_leaves_mmr_objects_alone(engine: sa.Engine) -> None:
     # without the filters autogenerate wants to drop the mmr catalog, queues and embeddings
     assert {"mmr._collection", "mmr._space", "mmr.alembic_version"} <= dropped_raw
     assert filtered == []
+
+
+def _flat(code: str) -> str:
+    # render_python_code indents the body of upgrade()/downgrade(); our ops are one line each
+    return "\n".join(line.strip() for line in code.splitlines())
+
+
+def test_autogenerate_diffs_declared_collections(engine: sa.Engine) -> None:
+    _run(engine, command.upgrade, "head")
+    md = sa.MetaData()
+
+    class B2(DeclarativeBase):
+        metadata = md
+
+    class Product2(B2):
+        __tablename__ = "products"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(sa.String(200))
+        caption: Mapped[str | None]
+        image: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+
+        # txt changes distance (a model change: a shadow version), img is new, ext is gone
+        mmr = Collection(
+            name="products",
+            image_column="image",
+            text_columns=["caption"],
+            spaces=[
+                SpaceSpec("txt", "mmr-test", "caption", distance="l2"),
+                SpaceSpec("img", "mmr-test", "image"),
+            ],
+        )
+
+    opts = {
+        "include_schemas": True,
+        "include_name": mmr_alembic.include_name,
+        "include_object": mmr_alembic.include_object,
+        "target_metadata": md,
+    }
+    with engine.connect() as c:
+        script = produce_migrations(MigrationContext.configure(c, opts=opts), md)
+    up = render_python_code(script.upgrade_ops)
+    down = render_python_code(script.downgrade_ops)
+    assert (
+        "op.add_space('products', SpaceSpec('txt', 'mmr-test', 'caption', distance='l2'), "
+        "new_version=True)" in up
+    )
+    assert "op.add_space('products', SpaceSpec('img', 'mmr-test', 'image'))" in up
+    assert (
+        "op.drop_space('products', 'ext', encoder='external', source_column=None, "
+        "dimensions=8)" in up
+    )
+    assert "op.drop_space('products', 'txt', LATEST, encoder='mmr-test'" in down
+    namespace = {"SpaceSpec": SpaceSpec, "LATEST": mmr_alembic.LATEST}
+    before = _spaces(engine)
+    with engine.begin() as c:
+        namespace["op"] = Operations(MigrationContext.configure(c))
+        exec(_flat(up), namespace)
+    assert _spaces(engine) == [
+        ("img", 1, True),
+        ("txt", 1, False),
+        ("txt", 2, True),
+        ("txt", 3, False),
+    ]
+    with engine.begin() as c:
+        namespace["op"] = Operations(MigrationContext.configure(c))
+        exec(_flat(down), namespace)
+    assert _spaces(engine) == before
 
 
 def test_each_operation_reverses(db_url: str) -> None:

@@ -5,6 +5,7 @@ autogenerate filters.  Importing this package registers the operations.
 from __future__ import annotations
 
 from ..spec import SpaceSpec
+from . import compare as _compare  # noqa: F401  (registers the autogenerate comparator)
 from .autogenerate import combine, include_name, include_object
 from .install_op import InstallMMROp
 from .operations import (

@@ -85,6 +85,9 @@ class CreateCollectionOp(MigrateOperation):
     def reverse(self) -> DropCollectionOp:
         return DropCollectionOp(self.spec.name, self.spec)
 
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("create_collection", self.spec.name)
+
 
 @Operations.register_operation("drop_collection")
 class DropCollectionOp(MigrateOperation):
@@ -132,6 +135,9 @@ class DropCollectionOp(MigrateOperation):
             )
         return CreateCollectionOp(self.spec)
 
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("drop_collection", self.name)
+
 
 @Operations.register_operation("add_space")
 class AddSpaceOp(MigrateOperation):
@@ -175,6 +181,9 @@ class AddSpaceOp(MigrateOperation):
             LATEST if self.new_version else None,
             self.spec,
         )
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("add_space", self.collection, self.spec.name, self.new_version)
 
 
 @Operations.register_operation("drop_space")
@@ -221,6 +230,9 @@ class DropSpaceOp(MigrateOperation):
             )
         return AddSpaceOp(self.collection, self.spec, new_version=self.version is not None)
 
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("drop_space", self.collection, self.space, self.version)
+
 
 @Operations.register_operation("switch_space")
 class SwitchSpaceOp(MigrateOperation):
@@ -252,6 +264,9 @@ class SwitchSpaceOp(MigrateOperation):
 
     def reverse(self) -> SwitchSpaceOp:
         return SwitchSpaceOp(self.collection, self.space, PREVIOUS, self.force)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("switch_space", self.collection, self.space, self.version)
 
 
 def _space_spec(
