@@ -275,3 +275,21 @@ def test_offline_mode_renders_sql(engine: sa.Engine) -> None:
     out = buf.getvalue()
     assert "SELECT mmr.add_space('products', 'ext2', 'external', NULL, 8" in out
     assert "SELECT mmr.drop_space('products', 'ext2', (SELECT max(version)" in out
+
+
+def test_create_collection_from_a_declaration(db_url: str) -> None:
+    from tests.alembic_app.models import Product
+
+    eng = sa.create_engine(install._sa_url(db_url), poolclass=sa.pool.NullPool)
+    try:
+        with eng.begin() as connection:
+            Base.metadata.create_all(connection, tables=[Product.__table__])
+            mmr_alembic_ops = Operations(MigrationContext.configure(connection))
+            mmr_alembic_ops.drop_collection("products")
+            mmr_alembic_ops.create_collection(**Product.mmr.op_kwargs())
+            rows = connection.exec_driver_sql(
+                "SELECT space, dimensions FROM mmr.spaces WHERE collection = 'products' ORDER BY 1"
+            ).all()
+            assert [tuple(r) for r in rows] == [("ext", 8), ("txt", 32)]
+    finally:
+        eng.dispose()

@@ -183,6 +183,7 @@ class Collection:
     def op_kwargs(self) -> dict[str, Any]:
         """Arguments for ``op.create_collection(**...)`` in a migration."""
         args = self.spec.create_collection_args()
+        args["text_columns"] = list(self.text_columns)
         args["spaces"] = list(self.spaces)
         return args
 
