@@ -10,13 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import ForeignKey, LargeBinary, String, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, selectinload
 
 import pg_mmretrieval as mmr
 from pg_mmretrieval import install
-from pg_mmretrieval.sqlalchemy import Collection, SpaceSpec, nearest, register
+from pg_mmretrieval.sqlalchemy import Collection, SpaceSpec, nearest, ranked, register, search
 from tests.surfaces_helpers import drain_queue
 
 N = 2000
@@ -51,6 +53,14 @@ class Product(Base):
     )
 
 
+class Tile(Base):
+    __tablename__ = "tiles"
+    map: Mapped[str] = mapped_column(String(10), primary_key=True)
+    n: Mapped[int] = mapped_column(primary_key=True)
+
+    mmr = Collection(spaces=[SpaceSpec("ext", "external", dimensions=8)])
+
+
 class Plain(Base):
     __tablename__ = "plain"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -76,6 +86,9 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
         mmr.put_embeddings(conn, "products", "ext", keys, [_vec(i) for i in keys])
         mmr.put_embeddings(conn, "products", "half", keys, [_vec(i) for i in keys])
         drain_queue(conn, "products")
+        conn.execute("INSERT INTO tiles SELECT 'm', g FROM generate_series(1, 50) g")
+        tile_keys = [{"map": "m", "n": i} for i in range(1, 51)]
+        mmr.put_embeddings(conn, "tiles", "ext", tile_keys, [_vec(i) for i in range(1, 51)])
         conn.execute("ANALYZE")
     yield eng
     eng.dispose()
@@ -174,6 +187,37 @@ def test_hnsw_settings_are_applied_and_restored(engine: sa.Engine) -> None:
         s.execute(sa.text("SELECT set_config('hnsw.ef_search', '17', true)"))
         s.execute(nearest(Product, "ext", _vec(1), k=3, ef_search=123))
         assert s.execute(sa.text("SHOW hnsw.ef_search")).scalar() == "17"
+
+
+def test_search_function_as_ranked_select(engine: sa.Engine, db_url: str) -> None:
+    with Session(engine) as s:
+        stmt = search(Product, "ext", _vec(7), k=5, filter={"price": {"<": 50}})
+        rows = s.execute(stmt).all()
+        assert rows[0][0].id == 7 and rows[0].score == pytest.approx(1.0, abs=1e-5)
+        assert len(rows) == 5 and all(p.price < 50 for p, _ in rows)
+        with mmr.connect(db_url) as conn:
+            expected = mmr.search(conn, "products", "ext", _vec(7), 5, filter={"price": {"<": 50}})
+        assert [p.id for p, _ in rows] == [h.key for h in expected]
+        # composite keys, and a where() on the function's top k
+        tiles = s.execute(search(Tile, "ext", _vec(3), k=4).where(Tile.n != 3)).all()
+        assert len(tiles) == 3 and all(t.map == "m" and t.n != 3 for t, _ in tiles)
+        near = s.execute(nearest(Tile, "ext", _vec(3), k=2)).all()
+        assert (near[0][0].map, near[0][0].n) == ("m", 3)
+        # ranked() over any (key, score) function
+        q5 = sa.bindparam(None, [float(x) for x in _vec(5)], type_=VECTOR(8))
+        hits = sa.func.mmr.search("tiles", "ext", q5, 3).table_valued(
+            sa.column("key", JSONB), sa.column("score", sa.Float)
+        )
+        top = s.execute(ranked(Tile, hits)).all()
+        assert top[0][0].n == 5 and len(top) == 3
+
+
+def test_hnsw_settings_in_autocommit_mode(engine: sa.Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql("SET hnsw.ef_search = 21")
+        rows = c.execute(nearest(Product, "ext", _vec(2), k=3, ef_search=77)).all()
+        assert rows[0][0] == 2
+        assert c.exec_driver_sql("SHOW hnsw.ef_search").scalar() == "21"
 
 
 def test_relationship_to_embeddings(engine: sa.Engine) -> None:

@@ -11,7 +11,7 @@ from pgvector.sqlalchemy import HALFVEC, VECTOR
 from ..spec import SpaceSpec
 from .collection import Collection, collection_of, register, unregister
 from .hnsw import hnsw_options
-from .query import distance, embed, nearest, score
+from .query import distance, embed, nearest, ranked, score, search
 
 __all__ = [
     "HALFVEC",
@@ -23,7 +23,9 @@ __all__ = [
     "embed",
     "hnsw_options",
     "nearest",
+    "ranked",
     "register",
     "score",
+    "search",
     "unregister",
 ]

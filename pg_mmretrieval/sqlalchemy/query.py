@@ -9,10 +9,26 @@ index scans (set by an execution option) keep returning rows under selective fil
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Float, Select, and_, literal, select
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import Label
 
 from ..client._query import ImageInput, QueryVector
@@ -21,7 +37,7 @@ from ..spec import SpaceSpec
 from .collection import collection_of
 from .hnsw import OPTION, hnsw_options
 
-__all__ = ["distance", "embed", "nearest", "score"]
+__all__ = ["distance", "embed", "nearest", "ranked", "score", "search"]
 
 
 def embed(
@@ -163,3 +179,61 @@ def nearest(
         )
     )
     return stmt
+
+
+def ranked(
+    entity: type[Any], results: Any, *, score_label: str = "score"
+) -> Select[tuple[Any, float]]:
+    """Join the rows of a ranking SQL function (columns ``key jsonb, score float8``, like
+    ``mmr.search``) to ``entity``: ``SELECT entity, score ... ORDER BY score DESC``.
+
+    Any search the SQL API offers as such a function composes this way, e.g.::
+
+        hits = func.mmr.search("products", "clip", Vector(q), 10).table_valued("key", "score")
+        stmt = ranked(Product, hits).where(Product.in_stock)
+
+    The function ranks and limits by itself (its own ``filter`` argument applies before its
+    ``k``); a ``where()`` added here filters its top k afterwards.
+    """
+    table = collection_of(entity)._table()
+    pk = list(table.primary_key)
+    key = results.c.key
+    if len(pk) == 1:
+        text_key = key.op("#>>")(literal_column("'{}'::text[]"))
+        conds = [table.c[pk[0].name] == cast(text_key, pk[0].type)]
+    else:
+        conds = [
+            table.c[c.name] == cast(func.jsonb_extract_path_text(key, c.name), c.type) for c in pk
+        ]
+    label: Label[float] = results.c.score.cast(Float).label(score_label)
+    return select(entity, label).join(results, and_(*conds)).order_by(label.desc())
+
+
+def search(
+    entity: type[Any],
+    space: str,
+    vector: QueryVector | None = None,
+    *,
+    text: str | None = None,
+    image: ImageInput | None = None,
+    k: int = 10,
+    filter: Mapping[str, Any] | None = None,
+    ef_search: int | None = None,
+    max_scan_tuples: int | None = None,
+) -> Select[tuple[Any, float]]:
+    """``mmr.search(...)`` (the SQL API's search, with its jsonb ``filter``) as a
+    :func:`ranked` statement over ``entity``; see :func:`nearest` for the composable form."""
+    coll = collection_of(entity)
+    coll.space(space)  # a declared space (clear error otherwise)
+    q = _query_vector(entity, space, vector, text, image)
+    vtype = VECTOR(len(q))
+    fn = func.mmr.search(
+        coll.name,
+        space,
+        bindparam(None, q, type_=vtype),
+        k,
+        bindparam(None, dict(filter), type_=JSONB) if filter is not None else null(),
+        ef_search,
+        max_scan_tuples,
+    ).table_valued(column("key", JSONB), column("score", Float))
+    return ranked(entity, fn)
