@@ -71,6 +71,13 @@ def test_insert_wait_and_search(client: Client) -> None:
     hits = items.search("ext", _vec(3), k=5, filter={"price": {">": 10}})
     assert len(hits) == 5 and all(h.key > 10 for h in hits)
     assert items.search("ext", _vec(3), k=1)[0].key == 3
+    (rh,) = items.search_rows("txt", text="caption 7", k=1)
+    assert rh.key == 7 and rh.row["caption"] == "caption 7" and rh.row["price"] == 7
+    assert items.fetch([3, 999, 1]) == [
+        {"id": 3, "caption": "caption 3", "image": None, "price": 3},
+        None,
+        {"id": 1, "caption": "caption 1", "image": None, "price": 1},
+    ]
     with pytest.raises(mmr.InputError, match="exactly one"):
         items.search("txt", _vec(1), text="x")
     with pytest.raises(mmr.InputError, match="external"):
@@ -136,6 +143,8 @@ def test_composite_key_and_images(client: Client) -> None:
     tiles.wait_until_searchable(keys, timeout=5)
     hits = tiles.search("img", image=bytes([3]) * 10, k=1)
     assert hits[0].key == {"map": "m", "n": 2}
+    (rh,) = tiles.search_rows("img", image=bytes([3]) * 10, k=1)
+    assert rh.row["png"] == bytes([3]) * 10
     with pytest.raises(mmr.InputError, match="composite key"):
         tiles.pending([1])
     # a shadow version, switched to, then dropped
@@ -176,6 +185,9 @@ def test_async_client(db_url: str) -> None:
             await waiter
             hits = await notes.search("ext", _vec(4), k=2)
             assert hits[0].key == 4
+            rows = await notes.search_rows("ext", _vec(4), k=2)
+            assert rows[0].row == {"id": 4, "body": "b4"}
+            assert await notes.fetch([]) == []
             await notes.add_space("txt", "mmr-test", "body")
             assert [s.queued for s in await notes.status() if s.space == "txt"] == [10]
             with pytest.raises(mmr.NotFoundError):

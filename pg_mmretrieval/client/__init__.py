@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..search import Hit
-from ._types import CollectionInfo, SpaceInfo, SpaceStatus
+from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
 from .aio import AsyncClient, AsyncCollection, connect_async
 from .sync import Client, Collection
 
@@ -14,6 +14,7 @@ __all__ = [
     "Collection",
     "CollectionInfo",
     "Hit",
+    "RowHit",
     "SpaceInfo",
     "SpaceStatus",
     "connect_async",

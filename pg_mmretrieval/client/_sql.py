@@ -20,7 +20,10 @@ __all__ = [
     "COLUMN_TYPES",
     "SPACES",
     "collection_info",
+    "fetch_statement",
+    "hashable_key",
     "insert_statement",
+    "key_of_row",
     "pending_statement",
     "space_info",
     "status_statement",
@@ -147,6 +150,38 @@ def _key_match(info: CollectionInfo, left: str, right: str) -> sql.Composable:
         sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k))
         for k in info.key_columns
     )
+
+
+def fetch_statement(
+    info: CollectionInfo, keys: Sequence[Any]
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """``SELECT * FROM source WHERE key IN (keys)`` (rows come back in any order)."""
+    params: dict[str, Any] = {}
+    for i, arr in enumerate(_key_arrays(info, keys)):
+        params[f"k{i}"] = arr
+    unnest = sql.SQL(", ").join(
+        sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{i}"), sql.SQL(t))
+        for i, t in enumerate(info.key_types)
+    )
+    stmt = sql.SQL("SELECT * FROM {} s WHERE ({}) IN (SELECT * FROM unnest({}))").format(
+        sql.Identifier(info.source_schema, info.source_table),
+        sql.SQL(", ").join(sql.Identifier("s", k) for k in info.key_columns),
+        unnest,
+    )
+    return stmt, params
+
+
+def key_of_row(info: CollectionInfo, row: Mapping[str, Any]) -> Any:
+    """The API form of a row's key (hashable: a tuple for a composite key)."""
+    if len(info.key_columns) == 1:
+        return row[info.key_columns[0]]
+    return tuple(row[k] for k in info.key_columns)
+
+
+def hashable_key(info: CollectionInfo, key: Any) -> Any:
+    if len(info.key_columns) == 1:
+        return key
+    return tuple(key[k] for k in info.key_columns)
 
 
 def pending_statement(

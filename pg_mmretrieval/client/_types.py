@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CollectionInfo", "SpaceInfo", "SpaceStatus"]
+__all__ = ["CollectionInfo", "RowHit", "SpaceInfo", "SpaceStatus"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,12 @@ class SpaceStatus:
     encoder: str
     embedded: int
     queued: int
+
+
+@dataclass(frozen=True)
+class RowHit:
+    """A search result with its row of the collection's table (column name -> value)."""
+
+    key: Any
+    score: float
+    row: dict[str, Any]

@@ -18,6 +18,7 @@ import numpy as np
 import psycopg
 from pgvector import Vector
 from pgvector.psycopg import register_vector_async
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .. import db
@@ -26,7 +27,7 @@ from ..search import Hit
 from ..spec import SpaceSpec
 from . import _sql
 from ._query import ImageInput, QueryVector, encode_query
-from ._types import CollectionInfo, SpaceInfo, SpaceStatus
+from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
 
 __all__ = ["AsyncClient", "AsyncCollection", "connect_async"]
 
@@ -370,6 +371,24 @@ class AsyncCollection:
             },
         )
         return [Hit(key=r[0], score=float(r[1])) for r in rows]
+
+    async def fetch(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """The table's rows with ``keys``, in the order of ``keys`` (None where none is)."""
+        if not keys:
+            return []
+        stmt, params = _sql.fetch_statement(self.info, keys)
+        async with _sql_errors(), self.client.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(stmt, params)
+            found = {_sql.key_of_row(self.info, r): r for r in await cur.fetchall()}
+        return [found.get(_sql.hashable_key(self.info, k)) for k in keys]
+
+    async def search_rows(
+        self, space: str, vector: QueryVector | None = None, **kw: Any
+    ) -> list[RowHit]:
+        """:meth:`search`, with each hit's row of the table."""
+        hits = await self.search(space, vector, **kw)
+        rows = await self.fetch([h.key for h in hits])
+        return [RowHit(h.key, h.score, r) for h, r in zip(hits, rows, strict=True) if r]
 
     async def status(self) -> list[SpaceStatus]:
         """Per space version: rows embedded and items queued."""

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from .. import collections as _c
 from .. import db
@@ -23,7 +24,7 @@ from ..search import Hit, search
 from ..spec import SpaceSpec
 from . import _sql
 from ._query import ImageInput, QueryVector, encode_query
-from ._types import CollectionInfo, SpaceInfo, SpaceStatus
+from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
 
 __all__ = ["Client", "Collection"]
 
@@ -349,6 +350,22 @@ class Collection:
             ef_search=ef_search,
             max_scan_tuples=max_scan_tuples,
         )
+
+    def fetch(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """The table's rows with ``keys``, in the order of ``keys`` (None where none is)."""
+        if not keys:
+            return []
+        stmt, params = _sql.fetch_statement(self.info, keys)
+        with sql_errors(), self.client.conn.cursor(row_factory=dict_row) as cur:
+            found = {_sql.key_of_row(self.info, r): r for r in cur.execute(stmt, params)}
+        return [found.get(_sql.hashable_key(self.info, k)) for k in keys]
+
+    def search_rows(self, space: str, vector: QueryVector | None = None, **kw: Any) -> list[RowHit]:
+        """:meth:`search`, with each hit's row of the table (``RowHit(key, score, row)``)."""
+        hits = self.search(space, vector, **kw)
+        rows = self.fetch([h.key for h in hits])
+        # a row deleted between the two statements is left out
+        return [RowHit(h.key, h.score, r) for h, r in zip(hits, rows, strict=True) if r]
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> list[SpaceStatus]:
