@@ -204,7 +204,11 @@ def upgrade(
 def _upgrade_on(connection: sa.Connection, revision: str) -> SchemaVersion:
     raw = connection.connection.driver_connection
     if not isinstance(raw, psycopg.Connection):
-        raise TypeError("install.upgrade(connection=...) needs a psycopg (sync) connection")
+        raise UnsupportedServerError(
+            "installing the mmr schema on a given connection needs the psycopg (sync) driver, "
+            f"not {type(raw).__module__}.{type(raw).__name__}: run Alembic with a "
+            "postgresql+psycopg:// URL, or run `mmr db upgrade` before migrating"
+        )
     check_server(raw)
     # Transaction-scoped: released when the caller commits or rolls back.
     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")

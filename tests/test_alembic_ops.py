@@ -293,3 +293,23 @@ def test_create_collection_from_a_declaration(db_url: str) -> None:
             assert [tuple(r) for r in rows] == [("ext", 8), ("txt", 32)]
     finally:
         eng.dispose()
+
+
+def test_create_all_without_the_mmr_schema_says_what_to_do(server_url: str) -> None:
+    from pg_mmretrieval.errors import NotFoundError
+    from tests.conftest import _with_database
+
+    name = "e_no_mmr_schema"
+    with psycopg.connect(server_url, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        c.execute(f'CREATE DATABASE "{name}"')
+    eng = sa.create_engine(
+        install._sa_url(_with_database(server_url, name)), poolclass=sa.pool.NullPool
+    )
+    try:
+        with pytest.raises(NotFoundError, match="mmr db upgrade"):
+            Base.metadata.create_all(eng)
+    finally:
+        eng.dispose()
+        with psycopg.connect(server_url, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

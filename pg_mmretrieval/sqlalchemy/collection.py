@@ -35,7 +35,7 @@ from sqlalchemy.orm import Mapper, registry, relationship
 from sqlalchemy.sql import bindparam
 from sqlalchemy.types import Text
 
-from ..errors import InputError
+from ..errors import InputError, NotFoundError
 from ..spec import CollectionSpec, SpaceSpec, default_view_name
 
 __all__ = ["Collection", "collection_of", "register", "unregister"]
@@ -240,6 +240,11 @@ def register(connection: Connection, *classes: type[Any] | None) -> None:
     created by a migration without ``op.create_collection``).  With an ``AsyncConnection``:
     ``await conn.run_sync(register, Product)``.
     """
+    if connection.execute(text("SELECT to_regclass('mmr._collection')")).scalar() is None:
+        raise NotFoundError(
+            "the mmr schema is not installed in this database, so collections cannot be "
+            "registered: run `mmr db upgrade` (or op.install_mmr() in a migration) first"
+        )
     for cls in classes:
         if cls is None:
             continue
