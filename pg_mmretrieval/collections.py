@@ -179,7 +179,7 @@ def put_embeddings(
     collection: str,
     space: str,
     keys: Sequence[Any],
-    embeddings: Sequence[Sequence[float]] | np.ndarray[Any, Any],
+    embeddings: Sequence[Sequence[float]] | Sequence[np.ndarray[Any, Any]] | np.ndarray[Any, Any],
 ) -> int:
     """Store vectors your application computed (spaces with encoder ``'external'``).
 

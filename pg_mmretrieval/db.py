@@ -11,7 +11,7 @@ from pgvector.psycopg import register_vector
 from . import config, server
 from .errors import DatabaseError, InputError, MMRError, NotFoundError
 
-__all__ = ["connect", "resolve_url", "translate_error"]
+__all__ = ["connect", "redact", "resolve_url", "translate_error"]
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -45,7 +45,7 @@ def connect(
         conn = psycopg.connect(target, autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as e:
         raise DatabaseError(
-            f"cannot connect to PostgreSQL at {_redact(target)}: {e}".strip()
+            f"cannot connect to PostgreSQL at {redact(target)}: {e}".strip()
             + "\nCheck MMR_DATABASE_URL, or unset it to use the embedded server.",
             getattr(e, "sqlstate", None),
         ) from e
@@ -66,8 +66,8 @@ def _register(conn: psycopg.Connection[Any]) -> None:
             conn.rollback()
 
 
-def _redact(url: str) -> str:
-    # Never print a password.
+def redact(url: str) -> str:
+    """The URL without its password (never print a password)."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
@@ -77,7 +77,7 @@ def _redact(url: str) -> str:
 
 
 _NOT_FOUND = {"42704", "42P01", "42883"}  # undefined_object, undefined_table, undefined_function
-_INPUT = {"22", "23", "42"}  # data exception, integrity violation, syntax/access rule classes
+_INPUT = {"22", "23", "42", "55"}  # data, integrity, syntax/access rule, object state
 
 
 def translate_error(e: psycopg.Error) -> MMRError:

@@ -7,6 +7,8 @@ every upgrade to head.  Concurrent upgrades serialise on an advisory lock.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from . import db
-from .errors import UnsupportedServerError
+from .errors import DatabaseError, UnsupportedServerError
 
 __all__ = [
     "MIN_PGVECTOR",
@@ -29,6 +31,7 @@ __all__ = [
     "SchemaVersion",
     "apply_sql_file",
     "check_server",
+    "check_versions",
     "current",
     "migrations_dir",
     "render_sql",
@@ -67,6 +70,25 @@ def _sa_url(url: str) -> str:
     return url
 
 
+@contextmanager
+def _connect(url: str | None) -> Iterator[sa.Connection]:
+    """A SQLAlchemy connection for Alembic; connection failures become DatabaseError."""
+    target = db.resolve_url(url)
+    engine = sa.create_engine(_sa_url(target), poolclass=sa.pool.NullPool)
+    try:
+        try:
+            connection = engine.connect()
+        except sa.exc.OperationalError as e:
+            raise DatabaseError(
+                f"cannot connect to PostgreSQL at {db.redact(target)}: {e.orig}".strip()
+                + "\nCheck MMR_DATABASE_URL, or unset it to use the embedded server."
+            ) from e
+        with connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
 def _version_tuple(text: str) -> tuple[int, ...]:
     parts = []
     for piece in text.split("."):
@@ -75,39 +97,51 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def check_server(conn: psycopg.Connection[Any]) -> None:
-    """Refuse PostgreSQL < 15 and pgvector < 0.8.4 with a message that says what to do."""
-    row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
-    num = int(row[0]) if row else 0
-    if num < MIN_POSTGRES:
+def check_versions(
+    server_num: int, vector_default: str | None, vector_installed: str | None
+) -> None:
+    """Refuse PostgreSQL < 15 and pgvector < 0.8.4 with a message that says what to do.
+
+    Args:
+        server_num: ``server_version_num`` (e.g. 180006).
+        vector_default: the pgvector version the server offers (None: not available).
+        vector_installed: the version installed in this database (None: not installed).
+    """
+    if server_num < MIN_POSTGRES:
         raise UnsupportedServerError(
-            f"PostgreSQL {num // 10000} is not supported: pg_mmretrieval needs PostgreSQL 15 or "
-            "newer. Upgrade the server, or unset MMR_DATABASE_URL to use the embedded "
+            f"PostgreSQL {server_num // 10000} is not supported: pg_mmretrieval needs PostgreSQL "
+            "15 or newer. Upgrade the server, or unset MMR_DATABASE_URL to use the embedded "
             "PostgreSQL 18."
         )
+    need = ".".join(map(str, MIN_PGVECTOR))
+    if vector_default is None and vector_installed is None:
+        raise UnsupportedServerError(
+            "the pgvector extension is not available on this server: install pgvector "
+            f"{need} or newer (https://github.com/pgvector/pgvector#installation), or unset "
+            "MMR_DATABASE_URL to use the embedded server, which ships it."
+        )
+    if vector_installed is not None and _version_tuple(vector_installed) < MIN_PGVECTOR:
+        raise UnsupportedServerError(
+            f"pgvector {vector_installed} is installed in this database, but pg_mmretrieval "
+            f"needs {need} or newer (older releases have HNSW corruption bugs and a CVE in "
+            "parallel builds). Upgrade pgvector on the server, then run "
+            "`ALTER EXTENSION vector UPDATE;`."
+        )
+    if vector_installed is None and _version_tuple(str(vector_default)) < MIN_PGVECTOR:
+        raise UnsupportedServerError(
+            f"the server offers pgvector {vector_default}, but pg_mmretrieval needs {need} or "
+            "newer: upgrade pgvector on the server."
+        )
+
+
+def check_server(conn: psycopg.Connection[Any]) -> None:
+    """Check the connected server's PostgreSQL and pgvector versions (see check_versions)."""
+    row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
     ext = conn.execute(
         "SELECT default_version, installed_version FROM pg_available_extensions "
         "WHERE name = 'vector'"
     ).fetchone()
-    if ext is None:
-        raise UnsupportedServerError(
-            "the pgvector extension is not available on this server: install pgvector 0.8.4 or "
-            "newer (https://github.com/pgvector/pgvector#installation), or unset "
-            "MMR_DATABASE_URL to use the embedded server, which ships it."
-        )
-    default_version, installed = ext
-    need = ".".join(map(str, MIN_PGVECTOR))
-    if installed is not None and _version_tuple(installed) < MIN_PGVECTOR:
-        raise UnsupportedServerError(
-            f"pgvector {installed} is installed in this database, but pg_mmretrieval needs "
-            f"{need} or newer (older releases have HNSW corruption bugs and a CVE in parallel "
-            f"builds). Run `ALTER EXTENSION vector UPDATE;` after upgrading pgvector."
-        )
-    if installed is None and _version_tuple(default_version) < MIN_PGVECTOR:
-        raise UnsupportedServerError(
-            f"the server offers pgvector {default_version}, but pg_mmretrieval needs {need} or "
-            "newer: upgrade pgvector on the server."
-        )
+    check_versions(int(row[0]) if row else 0, ext[0] if ext else None, ext[1] if ext else None)
 
 
 def vector_schema(conn: psycopg.Connection[Any]) -> str:
@@ -174,31 +208,26 @@ def upgrade(
     """
     if connection is not None:
         return _upgrade_on(connection, revision)
-    target = db.resolve_url(url)
-    engine = sa.create_engine(_sa_url(target), poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            raw = connection.connection.driver_connection
-            assert isinstance(raw, psycopg.Connection)
-            check_server(raw)
-            connection.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_KEY})")
+    with _connect(url) as connection:
+        raw = connection.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        check_server(raw)
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_KEY})")
+        connection.commit()
+        try:
+            command.upgrade(_alembic_config(connection), revision)
             connection.commit()
-            try:
-                command.upgrade(_alembic_config(connection), revision)
+            at_head = _current(connection) == head_revision()
+            if at_head:
+                _apply_idempotent(raw)
                 connection.commit()
-                at_head = _current(connection) == head_revision()
-                if at_head:
-                    _apply_idempotent(raw)
-                    connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
-            finally:
-                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
-                connection.commit()
-            return SchemaVersion(_current(connection), head_revision())
-    finally:
-        engine.dispose()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+            connection.commit()
+        return SchemaVersion(_current(connection), head_revision())
 
 
 def _upgrade_on(connection: sa.Connection, revision: str) -> SchemaVersion:
@@ -232,9 +261,5 @@ def _current(connection: sa.Connection) -> str | None:
 
 def current(url: str | None = None) -> SchemaVersion:
     """The installed revision (None when the schema is not installed) and the head."""
-    engine = sa.create_engine(_sa_url(db.resolve_url(url)), poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            return SchemaVersion(_current(connection), head_revision())
-    finally:
-        engine.dispose()
+    with _connect(url) as connection:
+        return SchemaVersion(_current(connection), head_revision())

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from .. import demo as _demo
 from ..errors import MMRError
 from . import collection_cmd, db_cmd, search_cmd, server_cmd
 
@@ -31,6 +32,8 @@ def cli() -> None:
 
 for _module in (server_cmd, db_cmd, collection_cmd, search_cmd):
     _module.register(cli)
+
+_demo.register(cli)
 
 
 def _load_plugin_commands() -> None:

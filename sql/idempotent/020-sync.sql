@@ -135,5 +135,8 @@ BEGIN
     EXECUTE format('DROP VIEW IF EXISTS %I.%I', c.view_schema, c.view_name);
     EXECUTE format('CREATE VIEW %I.%I WITH (security_invoker = true) AS SELECT s.*%s '
                    'FROM %s s%s', c.view_schema, c.view_name, cols, c.source, joins);
+    -- security_invoker: reading through the view checks the caller's rights on the source and
+    -- embedding tables (and their RLS), so the view itself may be readable by everyone.
+    EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', c.view_schema, c.view_name);
 END
 $$;
