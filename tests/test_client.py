@@ -121,6 +121,37 @@ def test_insert_wait_true_and_status(client: Client) -> None:
         client.status("nope")
 
 
+def test_wait_fails_fast_on_dead_letters(client: Client) -> None:
+    # The worker's dead-letter table (revision 0002 of the mmr schema); created here with its
+    # columns when this checkout does not have the worker yet.
+    client.conn.execute(
+        "CREATE TABLE IF NOT EXISTS mmr._failed (id bigint GENERATED ALWAYS AS IDENTITY "
+        "PRIMARY KEY, collection_id int NOT NULL, space_id int NOT NULL, key jsonb NOT NULL, "
+        "content_hash bytea, error_class text NOT NULL, error text NOT NULL, attempts int "
+        "NOT NULL, history jsonb NOT NULL DEFAULT '[]', enqueued_at timestamptz, failed_at "
+        "timestamptz NOT NULL DEFAULT now(), worker text, UNIQUE (space_id, key))"
+    )
+    items = client.collection("items")
+    keys = items.insert([{"id": 400, "caption": "poison"}, {"id": 401, "caption": "fine"}])
+    drain_queue(client.conn, "items")
+    # what a worker does with a poison row: no embedding, out of the queue, a dead letter
+    sid = client.conn.execute(
+        "SELECT s.id, s.embedding_table::text FROM mmr._space s JOIN mmr._collection c "
+        "ON c.id = s.collection_id WHERE c.name = 'items' AND s.name = 'txt'"
+    ).fetchone()
+    assert sid is not None
+    client.conn.execute(f"DELETE FROM {sid[1]} WHERE id = 400")
+    client.conn.execute(
+        "INSERT INTO mmr._failed (collection_id, space_id, key, error_class, error, attempts) "
+        "SELECT collection_id, id, '400', 'permanent', 'cannot decode image', 1 "
+        "FROM mmr._space WHERE id = %s",
+        (sid[0],),
+    )
+    assert items.pending(keys, spaces=["txt"]) == 0
+    with pytest.raises(mmr.InputError, match=r"1 \(row, space\) pair\(s\) failed.*decode"):
+        items.wait_until_searchable(keys, spaces=["txt"], timeout=30)
+
+
 def test_insert_errors(client: Client) -> None:
     items = client.collection("items")
     with pytest.raises(mmr.InputError, match="one shape"):

@@ -18,6 +18,7 @@ from ._types import CollectionInfo, SpaceInfo
 __all__ = [
     "COLLECTIONS",
     "COLUMN_TYPES",
+    "HAS_FAILED_TABLE",
     "SPACES",
     "collection_info",
     "fetch_statement",
@@ -185,13 +186,20 @@ def hashable_key(info: CollectionInfo, key: Any) -> Any:
 
 
 def pending_statement(
-    info: CollectionInfo, space: SpaceInfo, keys: Sequence[Any] | None
+    info: CollectionInfo,
+    space: SpaceInfo,
+    keys: Sequence[Any] | None,
+    *,
+    with_failures: bool = False,
 ) -> tuple[sql.Composed, dict[str, Any]]:
-    """Count the rows (all, or those with ``keys``) not yet searchable in ``space``.
+    """Rows (all, or those with ``keys``) not yet searchable in ``space``: ``(pending, failed,
+    an error message of a failed one)``.
 
     A row is pending when it has content for the space but no embedding, or a queued
     re-embedding (its content changed).  External spaces have no content column: every row
-    waits for its vector.
+    waits for its vector.  With ``with_failures`` (the worker's dead-letter table
+    ``mmr._failed`` exists), a row without embedding that is dead-lettered and not queued
+    again counts as failed instead of pending.
     """
     conds: list[sql.Composable] = []
     params: dict[str, Any] = {"space_name": space.name, "version": space.version}
@@ -214,22 +222,51 @@ def pending_statement(
         "(SELECT x.id FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id "
         "WHERE y.name = {} AND x.name = %(space_name)s AND x.version = %(version)s)"
     ).format(sql.Literal(info.name))
+    queued = sql.SQL(
+        "EXISTS (SELECT 1 FROM {queue} q WHERE q.mmr_space_id = {sid} AND {m})"
+    ).format(
+        queue=sql.Identifier(info.queue_schema, info.queue_table),
+        sid=space_id,
+        m=_key_match(info, "q", "s"),
+    )
     conds.append(
-        sql.SQL(
-            "(NOT EXISTS (SELECT 1 FROM {emb} e WHERE {ematch}) "
-            "OR EXISTS (SELECT 1 FROM {queue} q WHERE q.mmr_space_id = {sid} AND {qmatch}))"
-        ).format(
+        sql.SQL("(NOT EXISTS (SELECT 1 FROM {emb} e WHERE {ematch}) OR {queued})").format(
             emb=sql.Identifier(space.embedding_schema, space.embedding_table),
             ematch=_key_match(info, "e", "s"),
-            queue=sql.Identifier(info.queue_schema, info.queue_table),
-            sid=space_id,
-            qmatch=_key_match(info, "q", "s"),
+            queued=queued,
         )
     )
-    stmt = sql.SQL("SELECT count(*) FROM {} s WHERE {}").format(
-        sql.Identifier(info.source_schema, info.source_table), sql.SQL(" AND ").join(conds)
+    failed: sql.Composable = sql.SQL("")
+    if with_failures:
+        failed = sql.SQL(
+            " LEFT JOIN LATERAL (SELECT x.error FROM mmr._failed x WHERE x.space_id = {sid} "
+            "AND x.key = {key} AND NOT {queued} LIMIT 1) f ON true"
+        ).format(sid=space_id, key=_key_json(info, "s"), queued=queued)
+    stmt = sql.SQL(
+        "SELECT count(*) FILTER (WHERE {err} IS NULL), count(*) FILTER (WHERE {err} IS NOT NULL), "
+        "min({err}) FROM {src} s{failed} WHERE {conds}"
+    ).format(
+        err=sql.SQL("f.error" if with_failures else "NULL::text"),
+        src=sql.Identifier(info.source_schema, info.source_table),
+        failed=failed,
+        conds=sql.SQL(" AND ").join(conds),
     )
     return stmt, params
+
+
+def _key_json(info: CollectionInfo, alias: str) -> sql.Composable:
+    # the API form of a key as jsonb, as mmr._key_json builds it
+    if len(info.key_columns) == 1:
+        return sql.SQL("to_jsonb({})").format(sql.Identifier(alias, info.key_columns[0]))
+    return sql.SQL("jsonb_build_object({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier(alias, k))
+            for k in info.key_columns
+        )
+    )
+
+
+HAS_FAILED_TABLE = "SELECT to_regclass('mmr._failed') IS NOT NULL"
 
 
 def status_statement(info: CollectionInfo, space: SpaceInfo) -> tuple[sql.Composed, dict[str, Any]]:

@@ -28,6 +28,7 @@ from ..spec import SpaceSpec
 from . import _sql
 from ._query import ImageInput, QueryVector, encode_query
 from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
+from .sync import _raise_failed, _timeout_message
 
 __all__ = ["AsyncClient", "AsyncCollection", "connect_async"]
 
@@ -302,16 +303,25 @@ class AsyncCollection:
     async def pending(
         self, keys: Sequence[Any] | None = None, spaces: Sequence[str] | None = None
     ) -> int:
-        """How many (row, space) pairs are not searchable yet."""
+        """How many (row, space) pairs are not searchable yet (dead letters not counted)."""
+        return (await self._progress(keys, spaces))[0]
+
+    async def _progress(
+        self, keys: Sequence[Any] | None, spaces: Sequence[str] | None
+    ) -> tuple[int, int, str | None]:
         if spaces is None:
             targets = [s for s in await self.spaces() if s.active]
         else:
             targets = [await self.space(n) for n in spaces]
-        total = 0
+        with_failures = bool(await self.client._scalar(_sql.HAS_FAILED_TABLE))
+        pending, failed, error = 0, 0, None
         for s in targets:
-            stmt, params = _sql.pending_statement(self.info, s, keys)
-            total += int(await self.client._scalar(stmt, params))
-        return total
+            stmt, params = _sql.pending_statement(self.info, s, keys, with_failures=with_failures)
+            got = (await self.client._fetchall(stmt, params))[0]
+            pending += int(got[0])
+            failed += int(got[1])
+            error = error or got[2]
+        return pending, failed, error
 
     async def wait_until_searchable(
         self,
@@ -329,15 +339,12 @@ class AsyncCollection:
         deadline = time.monotonic() + timeout
         interval = poll_interval
         while True:
-            left = await self.pending(keys, spaces)
+            left, failed, error = await self._progress(keys, spaces)
             if left == 0:
+                _raise_failed(self.name, failed, error)
                 return
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"collection {self.name!r}: {left} (row, space) pair(s) still not searchable "
-                    f"after {timeout:g} s. Is a worker running (`mmr worker`)? External spaces "
-                    "are filled by put_embeddings."
-                )
+                raise TimeoutError(_timeout_message(self.name, left, failed, timeout))
             await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             interval = min(interval * 2, 1.0)
 

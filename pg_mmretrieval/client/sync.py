@@ -269,14 +269,28 @@ class Collection:
     def pending(
         self, keys: Sequence[Any] | None = None, spaces: Sequence[str] | None = None
     ) -> int:
-        """How many (row, space) pairs are not searchable yet (rows ``keys``, or all rows)."""
-        total = 0
-        for s in self._wait_spaces(spaces):
-            stmt, params = _sql.pending_statement(self.info, s, keys)
-            with sql_errors():
-                row = self.client.conn.execute(stmt, params).fetchone()
-            total += int(row[0]) if row else 0
-        return total
+        """How many (row, space) pairs are not searchable yet (rows ``keys``, or all rows);
+        dead-lettered rows (see ``mmr.status``) are not counted."""
+        return self._progress(keys, spaces)[0]
+
+    def _progress(
+        self, keys: Sequence[Any] | None, spaces: Sequence[str] | None
+    ) -> tuple[int, int, str | None]:
+        conn = self.client.conn
+        with sql_errors():
+            row = conn.execute(_sql.HAS_FAILED_TABLE).fetchone()
+            with_failures = bool(row and row[0])
+            pending, failed, error = 0, 0, None
+            for s in self._wait_spaces(spaces):
+                stmt, params = _sql.pending_statement(
+                    self.info, s, keys, with_failures=with_failures
+                )
+                got = conn.execute(stmt, params).fetchone()
+                assert got is not None
+                pending += int(got[0])
+                failed += int(got[1])
+                error = error or got[2]
+        return pending, failed, error
 
     def _wait_spaces(self, spaces: Sequence[str] | None) -> list[SpaceInfo]:
         if spaces is None:
@@ -298,19 +312,18 @@ class Collection:
 
         Raises:
             TimeoutError: still pending at the deadline; the message says how many.
+            InputError: the worker gave up on some of the rows (dead letters): the message
+                shows one error; ``mmr.retry_failed(collection)`` queues them again.
         """
         deadline = time.monotonic() + timeout
         interval = poll_interval
         while True:
-            left = self.pending(keys, spaces)
+            left, failed, error = self._progress(keys, spaces)
             if left == 0:
+                _raise_failed(self.name, failed, error)
                 return
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"collection {self.name!r}: {left} (row, space) pair(s) still not searchable "
-                    f"after {timeout:g} s. Is a worker running (`mmr worker`)? External spaces "
-                    "are filled by put_embeddings. See client.status()."
-                )
+                raise TimeoutError(_timeout_message(self.name, left, failed, timeout))
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             interval = min(interval * 2, 1.0)
 
@@ -380,3 +393,21 @@ class Collection:
                 SpaceStatus(self.name, s.name, s.version, s.active, s.encoder, row[0], row[1])
             )
         return out
+
+
+def _raise_failed(collection: str, failed: int, error: str | None) -> None:
+    if failed:
+        raise InputError(
+            f"collection {collection!r}: {failed} (row, space) pair(s) failed to embed and were "
+            f"dead-lettered, e.g.: {error}. Fix the content (an UPDATE queues it again) or run "
+            f"SELECT mmr.retry_failed({collection!r})."
+        )
+
+
+def _timeout_message(collection: str, left: int, failed: int, timeout: float) -> str:
+    also = f" ({failed} more failed)" if failed else ""
+    return (
+        f"collection {collection!r}: {left} (row, space) pair(s) still not searchable{also} "
+        f"after {timeout:g} s. Is a worker running (`mmr worker`)? External spaces are filled "
+        "by put_embeddings. See client.status()."
+    )
