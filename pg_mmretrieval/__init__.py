@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .client import AsyncClient, Client, connect_async
 from .collections import (
     add_space,
     create_collection,
@@ -25,10 +26,14 @@ from .errors import (
     UnsupportedServerError,
 )
 from .search import Hit, explain_search, search
+from .spec import CollectionSpec, SpaceSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Client",
+    "CollectionSpec",
     "ConfigError",
     "DatabaseError",
     "EncoderError",
@@ -38,10 +43,12 @@ __all__ = [
     "NotFoundError",
     "PluginError",
     "ServerError",
+    "SpaceSpec",
     "UnsupportedServerError",
     "__version__",
     "add_space",
     "connect",
+    "connect_async",
     "create_collection",
     "drop_collection",
     "drop_space",

@@ -191,16 +191,23 @@ def head_revision() -> str:
     return head
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> SchemaVersion:
+def upgrade(
+    url: str | None = None, revision: str = "head", *, connection: sa.Connection | None = None
+) -> SchemaVersion:
     """Install or upgrade the mmr schema; safe to run twice and concurrently.
 
     Args:
         url: connection URL (default: ``MMR_DATABASE_URL`` or the embedded server).
         revision: Alembic revision to reach; functions and views are refreshed only at head.
+        connection: run on this SQLAlchemy (psycopg) connection, inside its current
+            transaction, and leave committing to the caller (e.g. an application's own
+            migration: ``op.install_mmr()``); ``url`` is then ignored.
 
     Raises:
         UnsupportedServerError: PostgreSQL < 15 or pgvector < 0.8.4.
     """
+    if connection is not None:
+        return _upgrade_on(connection, revision)
     with _connect(url) as connection:
         raw = connection.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
@@ -221,6 +228,23 @@ def upgrade(url: str | None = None, revision: str = "head") -> SchemaVersion:
             connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
             connection.commit()
         return SchemaVersion(_current(connection), head_revision())
+
+
+def _upgrade_on(connection: sa.Connection, revision: str) -> SchemaVersion:
+    raw = connection.connection.driver_connection
+    if not isinstance(raw, psycopg.Connection):
+        raise UnsupportedServerError(
+            "installing the mmr schema on a given connection needs the psycopg (sync) driver, "
+            f"not {type(raw).__module__}.{type(raw).__name__}: run Alembic with a "
+            "postgresql+psycopg:// URL, or run `mmr db upgrade` before migrating"
+        )
+    check_server(raw)
+    # Transaction-scoped: released when the caller commits or rolls back.
+    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+    command.upgrade(_alembic_config(connection), revision)
+    if _current(connection) == head_revision():
+        _apply_idempotent(raw)
+    return SchemaVersion(_current(connection), head_revision())
 
 
 def _current(connection: sa.Connection) -> str | None:

@@ -1,0 +1,90 @@
+"""Index scan settings for statements built by :func:`nearest`, carried as an execution option.
+
+A statement with the execution option ``mmr_hnsw`` (a dict of ``hnsw.*`` settings) gets them
+set just before it runs and restored right after, on the connection that runs it, for sync
+and async engines alike.  Inside a transaction the settings are transaction-local
+(``set_config(..., true)``), so an error never leaks them past the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["OPTION", "hnsw_options"]
+
+OPTION = "mmr_hnsw"
+_SAVED = "mmr_hnsw_saved"
+_ALLOWED = {"hnsw.ef_search", "hnsw.iterative_scan", "hnsw.max_scan_tuples"}
+
+
+def hnsw_options(
+    ef_search: int | None = None,
+    iterative_scan: str = "strict_order",
+    max_scan_tuples: int | None = None,
+) -> dict[str, str]:
+    """The ``mmr_hnsw`` execution option's value for the given settings."""
+    out = {"hnsw.iterative_scan": iterative_scan}
+    if ef_search is not None:
+        out["hnsw.ef_search"] = str(int(ef_search))
+    if max_scan_tuples is not None:
+        out["hnsw.max_scan_tuples"] = str(int(max_scan_tuples))
+    return out
+
+
+def _local(conn: Connection) -> bool:
+    # Transaction-local settings vanish at once in autocommit mode: set them for the session
+    # there (and restore them after the statement).
+    return conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+
+
+@event.listens_for(Engine, "before_execute")
+def _before_execute(
+    conn: Connection,
+    clauseelement: Any,
+    multiparams: Any,
+    params: Any,
+    execution_options: Mapping[str, Any],
+) -> None:
+    settings = execution_options.get(OPTION)
+    if not settings:
+        return
+    unknown = set(settings) - _ALLOWED
+    if unknown:
+        raise ValueError(f"{OPTION}: unsupported settings {sorted(unknown)}")
+    local = _local(conn)
+    saved: list[tuple[str, str | None]] = []
+    for name, value in settings.items():
+        previous = conn.execute(
+            text("SELECT current_setting(:n, true)"), {"n": name}
+        ).scalar_one_or_none()
+        saved.append((name, previous))
+        conn.execute(
+            text("SELECT set_config(:n, :v, :l)"), {"n": name, "v": str(value), "l": local}
+        )
+    conn.info.setdefault(_SAVED, []).append((saved, local))
+
+
+@event.listens_for(Engine, "after_execute")
+def _after_execute(
+    conn: Connection,
+    clauseelement: Any,
+    multiparams: Any,
+    params: Any,
+    execution_options: Mapping[str, Any],
+    result: Any,
+) -> None:
+    if not execution_options.get(OPTION):
+        return
+    stack = conn.info.get(_SAVED)
+    if not stack:
+        return
+    saved, local = stack.pop()
+    for name, previous in reversed(saved):
+        if previous is not None:
+            conn.execute(
+                text("SELECT set_config(:n, :v, :l)"), {"n": name, "v": previous, "l": local}
+            )

@@ -1,0 +1,241 @@
+"""The Python clients (sync and async) against the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+import pg_mmretrieval as mmr
+from pg_mmretrieval import AsyncClient, Client, SpaceSpec
+from pg_mmretrieval.encoders import get_encoder
+from tests.surfaces_helpers import drain_queue
+
+
+@pytest.fixture(scope="module")
+def client(db_url: str) -> Any:
+    with Client(db_url) as c:
+        c.conn.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, caption text, image bytea, price int)"
+        )
+        c.create_collection(
+            "items",
+            "items",
+            image_column="image",
+            text_columns=["caption"],
+            spaces=[
+                SpaceSpec("txt", "mmr-test", "caption"),
+                SpaceSpec("ext", "external", dimensions=8),
+            ],
+        )
+        yield c
+
+
+def _vec(i: int) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(i).standard_normal(8).astype(np.float32)
+
+
+def test_collections_and_spaces(client: Client) -> None:
+    assert [c.name for c in client.collections] == ["items"]
+    items = client.collection("items")
+    assert items.info.key_columns == ("id",)
+    assert {(s.name, s.dimensions, s.modality) for s in items.spaces} == {
+        ("txt", 32, "text"),
+        ("ext", 8, "external"),
+    }
+    with pytest.raises(mmr.NotFoundError, match="does not exist"):
+        client.collection("nope")
+    with pytest.raises(mmr.NotFoundError, match="its spaces"):
+        items.space("nope")
+
+
+def test_insert_wait_and_search(client: Client) -> None:
+    items = client.collection("items")
+    keys = items.insert([{"id": i, "caption": f"caption {i}", "price": i} for i in range(1, 21)])
+    assert keys == list(range(1, 21))
+    # 20 rows wait in both spaces: txt for the worker, ext for the application
+    assert items.pending(keys) == 40
+    with pytest.raises(TimeoutError, match="40 \\(row, space\\) pair"):
+        items.wait_until_searchable(keys, timeout=0.1)
+    assert drain_queue(client.conn, "items") == 20
+    assert items.pending(keys, spaces=["txt"]) == 0
+    items.put_embeddings("ext", keys, [_vec(i) for i in keys])
+    items.wait_until_searchable(keys, timeout=5)
+
+    hits = items.search("txt", text="caption 7", k=3)
+    assert hits[0].key == 7 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    hits = items.search("ext", _vec(3), k=5, filter={"price": {">": 10}})
+    assert len(hits) == 5 and all(h.key > 10 for h in hits)
+    assert items.search("ext", _vec(3), k=1)[0].key == 3
+    (rh,) = items.search_rows("txt", text="caption 7", k=1)
+    assert rh.key == 7 and rh.row["caption"] == "caption 7" and rh.row["price"] == 7
+    assert items.fetch([3, 999, 1]) == [
+        {"id": 3, "caption": "caption 3", "image": None, "price": 3},
+        None,
+        {"id": 1, "caption": "caption 1", "image": None, "price": 1},
+    ]
+    with pytest.raises(mmr.InputError, match="exactly one"):
+        items.search("txt", _vec(1), text="x")
+    with pytest.raises(mmr.InputError, match="external"):
+        items.search("ext", text="x")
+
+
+def test_wait_returns_when_another_session_fills(client: Client, db_url: str) -> None:
+    items = client.collection("items")
+    keys = items.insert([{"id": 100, "caption": None, "price": 1}])
+    # caption NULL: nothing to embed in txt, so only the external vector is awaited
+    assert items.pending(keys) == 1
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            with Client(db_url) as other:
+                other.collection("items").wait_until_searchable(keys, timeout=30)
+        except BaseException as e:  # reported below
+            errors.append(e)
+        done.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    items.put_embeddings("ext", keys, [_vec(100)])
+    t.join(timeout=30)
+    assert done.is_set() and not errors
+
+
+def test_insert_wait_true_and_status(client: Client) -> None:
+    items = client.collection("items")
+    with pytest.raises(TimeoutError):
+        items.insert([{"id": 200, "caption": "late"}], wait=True, timeout=0.05, spaces=["txt"])
+    drain_queue(client.conn, "items")
+    items.wait_until_searchable([200], spaces=["txt"], timeout=5)
+    status = {s.space: s for s in client.status("items")}
+    assert status["txt"].queued == 0
+    assert status["txt"].embedded == 21
+    assert status["ext"].embedded == 21
+    with pytest.raises(mmr.NotFoundError):
+        client.status("nope")
+
+
+def test_wait_fails_fast_on_dead_letters(client: Client) -> None:
+    # The worker's dead-letter table (revision 0002 of the mmr schema); created here with its
+    # columns when this checkout does not have the worker yet.
+    client.conn.execute(
+        "CREATE TABLE IF NOT EXISTS mmr._failed (id bigint GENERATED ALWAYS AS IDENTITY "
+        "PRIMARY KEY, collection_id int NOT NULL, space_id int NOT NULL, key jsonb NOT NULL, "
+        "content_hash bytea, error_class text NOT NULL, error text NOT NULL, attempts int "
+        "NOT NULL, history jsonb NOT NULL DEFAULT '[]', enqueued_at timestamptz, failed_at "
+        "timestamptz NOT NULL DEFAULT now(), worker text, UNIQUE (space_id, key))"
+    )
+    items = client.collection("items")
+    keys = items.insert([{"id": 400, "caption": "poison"}, {"id": 401, "caption": "fine"}])
+    drain_queue(client.conn, "items")
+    # what a worker does with a poison row: no embedding, out of the queue, a dead letter
+    sid = client.conn.execute(
+        "SELECT s.id, s.embedding_table::text FROM mmr._space s JOIN mmr._collection c "
+        "ON c.id = s.collection_id WHERE c.name = 'items' AND s.name = 'txt'"
+    ).fetchone()
+    assert sid is not None
+    client.conn.execute(f"DELETE FROM {sid[1]} WHERE id = 400")
+    client.conn.execute(
+        "INSERT INTO mmr._failed (collection_id, space_id, key, error_class, error, attempts) "
+        "SELECT collection_id, id, '400', 'permanent', 'cannot decode image', 1 "
+        "FROM mmr._space WHERE id = %s",
+        (sid[0],),
+    )
+    assert items.pending(keys, spaces=["txt"]) == 0
+    with pytest.raises(mmr.InputError, match=r"1 \(row, space\) pair\(s\) failed.*decode"):
+        items.wait_until_searchable(keys, spaces=["txt"], timeout=30)
+
+
+def test_insert_errors(client: Client) -> None:
+    items = client.collection("items")
+    with pytest.raises(mmr.InputError, match="one shape"):
+        items.insert([{"id": 300}, {"id": 301, "caption": "x"}])
+    with pytest.raises(mmr.InputError, match="no column"):
+        items.insert([{"id": 300, "colour": "red"}])
+    with pytest.raises(mmr.InputError, match="duplicate key"):
+        items.insert([{"id": 1}])
+
+
+def test_composite_key_and_images(client: Client) -> None:
+    client.conn.execute("CREATE TABLE tiles (map text, n int, png bytea, PRIMARY KEY (map, n))")
+    tiles = client.create_collection("tiles", "tiles", image_column="png")
+    tiles.add_space("img", "mmr-test", "png")
+    rows = [{"map": "m", "n": i, "png": bytes([i + 1]) * 10} for i in range(5)]
+    keys = tiles.insert(rows)
+    assert keys[2] == {"map": "m", "n": 2}
+    assert tiles.pending(keys) == 5
+    drain_queue(client.conn, "tiles")
+    tiles.wait_until_searchable(keys, timeout=5)
+    hits = tiles.search("img", image=bytes([3]) * 10, k=1)
+    assert hits[0].key == {"map": "m", "n": 2}
+    (rh,) = tiles.search_rows("img", image=bytes([3]) * 10, k=1)
+    assert rh.row["png"] == bytes([3]) * 10
+    with pytest.raises(mmr.InputError, match="composite key"):
+        tiles.pending([1])
+    # a shadow version, switched to, then dropped
+    v2 = tiles.add_space("img", "mmr-test", "png", new_version=True)
+    assert (v2.version, v2.active) == (2, False)
+    drain_queue(client.conn, "tiles")
+    tiles.switch_space("img")
+    assert tiles.space("img").version == 2
+    tiles.drop_space("img", 1)
+    tiles.drop()
+    assert "tiles" not in [c.name for c in client.collections]
+
+
+def test_client_wraps_existing_connection(conn: psycopg.Connection[Any]) -> None:
+    c = Client(conn=conn)
+    c.close()  # not owned: the connection stays open
+    assert not conn.closed
+    assert "items" in [x.name for x in c.collections]
+
+
+def test_async_client(db_url: str) -> None:
+    async def main() -> None:
+        async with await AsyncClient.connect(db_url) as client:
+            await client.conn.execute("CREATE TABLE notes (id bigint PRIMARY KEY, body text)")
+            notes = await client.create_collection(
+                "notes",
+                "notes",
+                text_columns=["body"],
+                spaces=[SpaceSpec("ext", "external", dimensions=8)],
+            )
+            keys = await notes.insert([{"id": i, "body": f"b{i}"} for i in range(1, 11)])
+            assert keys == list(range(1, 11))
+            assert await notes.pending(keys) == 10
+            with pytest.raises(TimeoutError):
+                await notes.wait_until_searchable(keys, timeout=0.05)
+            waiter = asyncio.create_task(notes.wait_until_searchable(keys, timeout=30))
+            assert await notes.put_embeddings("ext", keys, [_vec(i) for i in keys]) == 10
+            await waiter
+            hits = await notes.search("ext", _vec(4), k=2)
+            assert hits[0].key == 4
+            rows = await notes.search_rows("ext", _vec(4), k=2)
+            assert rows[0].row == {"id": 4, "body": "b4"}
+            assert await notes.fetch([]) == []
+            await notes.add_space("txt", "mmr-test", "body")
+            assert [s.queued for s in await notes.status() if s.space == "txt"] == [10]
+            with pytest.raises(mmr.NotFoundError):
+                await client.collection("nope")
+            assert [c.name for c in await client.collections()] == ["items", "notes"]
+            await notes.drop()
+
+    asyncio.run(main())
+
+
+def test_async_text_search_encodes_in_thread(client: Client, db_url: str) -> None:
+    expected = next(iter(get_encoder("mmr-test").embed_batch(["caption 5"])))
+    assert expected.shape == (32,)
+
+    async def main() -> list[mmr.Hit]:
+        async with await AsyncClient.connect(db_url) as ac:
+            items = await ac.collection("items")
+            return await items.search("txt", text="caption 5", k=1)
+
+    assert asyncio.run(main())[0].key == 5
