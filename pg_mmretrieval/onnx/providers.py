@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 
 from ..config import ENV_ONNX_PROVIDERS
 from ..errors import ConfigError
 
 __all__ = ["DEFAULT_ORDER", "cuda_device_count", "requested_providers"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ORDER = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _SHORT = {
@@ -46,8 +49,9 @@ def _normalise(name: str) -> str:
 def requested_providers(available: list[str]) -> list[str]:
     """The providers to ask a session for, in order.
 
-    ``MMR_ONNX_PROVIDERS`` (comma list, short names ``cuda``/``cpu``/... accepted) is taken
-    literally; otherwise CUDA (when a GPU is present) then CPU.
+    ``MMR_ONNX_PROVIDERS`` (comma list, short names ``cuda``/``cpu``/... accepted) sets the
+    order; otherwise CUDA then CPU.  CUDA is dropped when the driver sees no GPU (CPU is then
+    appended if the list would be empty), so a GPU build on a CPU machine stays quiet.
 
     Args:
         available: ``onnxruntime.get_available_providers()``.
@@ -64,8 +68,11 @@ def requested_providers(available: list[str]) -> list[str]:
                 f"{ENV_ONNX_PROVIDERS} names {', '.join(missing)}, which this onnxruntime "
                 f"does not provide (available: {', '.join(available)})"
             )
-        return wanted
-    order = [p for p in DEFAULT_ORDER if p in available]
+        order = wanted
+    else:
+        order = [p for p in DEFAULT_ORDER if p in available]
     if "CUDAExecutionProvider" in order and cuda_device_count() == 0:
+        if raw:
+            log.info("%s asks for CUDA but no GPU is visible: using CPU", ENV_ONNX_PROVIDERS)
         order.remove("CUDAExecutionProvider")
     return order or ["CPUExecutionProvider"]

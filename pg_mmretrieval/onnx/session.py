@@ -121,6 +121,17 @@ class Session:
         return result
 
 
+def _preload_cuda(ort: Any) -> None:
+    """Load CUDA/cuDNN from the nvidia-* wheels (the ``gpu`` extra) when they are installed."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as e:  # system-wide CUDA may still work: let the session decide
+        log.debug("onnxruntime.preload_dlls failed: %s", e)
+
+
 _cache: dict[tuple[str, int, int, tuple[str, ...], int], Session] = {}
 _lock = threading.Lock()
 
@@ -146,6 +157,8 @@ def get_session(path: Path) -> Session:
     except FileNotFoundError:
         raise ConfigError(f"ONNX file not found: {path}") from None
     providers = requested_providers(list(ort.get_available_providers()))
+    if "CUDAExecutionProvider" in providers:
+        _preload_cuda(ort)
     threads = _threads()
     key = (str(path), st.st_mtime_ns, st.st_size, tuple(providers), threads)
     with _lock:
