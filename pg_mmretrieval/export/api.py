@@ -9,6 +9,7 @@ import logging
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -238,33 +239,36 @@ def export_model(
     model_type = str(getattr(config, "model_type", ""))
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
-    try:
-        if model_type in ("clip", "siglip"):
-            body = _export_dual(source, model_type, config, work)
-        elif hasattr(config, "hidden_size") and hasattr(config, "max_position_embeddings"):
-            body = _export_text(source, config, work)
-        else:
-            raise ConfigError(f"{source}: unsupported model type {model_type!r}")
-        manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "name": name,
-            **body,
-            "normalize": True,
-            "source": str(Path(source).resolve()) if Path(source).is_dir() else source,
-            "exporter": _versions(),
-            "variants": {},
-        }
-        _write_manifest(work, manifest)
-        for variant, wanted in (("int8", int8), ("fp16", fp16)):
-            if wanted:
-                _add_variant(work, manifest, variant)
-        _write_manifest(work, manifest)
-        work.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    # torch's tracer and optimum warn a lot about things that are fine for inference
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if model_type in ("clip", "siglip"):
+                body = _export_dual(source, model_type, config, work)
+            elif hasattr(config, "hidden_size") and hasattr(config, "max_position_embeddings"):
+                body = _export_text(source, config, work)
+            else:
+                raise ConfigError(f"{source}: unsupported model type {model_type!r}")
+            manifest: dict[str, Any] = {
+                "format": FORMAT,
+                "name": name,
+                **body,
+                "normalize": True,
+                "source": str(Path(source).resolve()) if Path(source).is_dir() else source,
+                "exporter": _versions(),
+                "variants": {},
+            }
+            _write_manifest(work, manifest)
+            for variant, wanted in (("int8", int8), ("fp16", fp16)):
+                if wanted:
+                    _add_variant(work, manifest, variant)
+            _write_manifest(work, manifest)
+            work.chmod(0o755)
+            if target.exists():
+                shutil.rmtree(target)
+            work.rename(target)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     log.info("exported %s to %s", source, target)
     return target
