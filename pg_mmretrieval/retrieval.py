@@ -9,7 +9,7 @@ Python callables applied here to the same candidate lists).  See docs/retrieval.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -116,18 +116,83 @@ def register_python_reranker(name: str, fn: Reranker) -> None:
     _PY_RERANKERS[name] = fn
 
 
-def _python_reranker(name: str) -> Reranker | None:
-    if name not in _PY_RERANKERS:
-        try:
-            from . import plugins
+def _python_reranker(conn: Conn, name: str) -> Reranker | None:
+    """A reranker registered here, or one a plugin registered (``register_rerankers``)."""
+    if name in _PY_RERANKERS:
+        return _PY_RERANKERS[name]
+    from .rerankers import list_rerankers
 
-            hook = getattr(plugins, "load_rerankers", None)
-            if hook is not None:
-                for rname, fn in dict(hook()).items():
-                    _PY_RERANKERS.setdefault(rname, fn)
-        except ImportError:  # pragma: no cover - plugins module always present
-            pass
-    return _PY_RERANKERS.get(name)
+    plugin = list_rerankers().get(name)
+    return _plugin_reranker(conn, plugin) if plugin is not None else None
+
+
+def _plugin_reranker(conn: Conn, plugin: Any) -> Reranker:
+    """Adapt a plugin reranker (``score(query, candidate items)``) to candidate lists.
+
+    The candidates' content is read from the space's source column (its image or text), or,
+    for an external space without one, from the collection's first text column.
+    """
+
+    def apply(query: QueryInfo, candidates: list[Hit]) -> list[Hit]:
+        text = query.text if query.text is not None else query.params.get("text")
+        if not isinstance(text, str):
+            raise InputError(
+                f"reranker {plugin.name!r} scores (query text, candidate) pairs: give the query "
+                "text (rerank_params={'text': ...} or the search's text)"
+            )
+        if not candidates:
+            return candidates
+        contents = _candidate_contents(
+            conn, query.collection, query.space, [h.key for h in candidates]
+        )
+        scores = [float(x) for x in plugin.score(text, contents)]
+        if len(scores) != len(candidates):
+            raise InputError(
+                f"reranker {plugin.name!r} returned {len(scores)} scores for "
+                f"{len(candidates)} candidates"
+            )
+        order = sorted(range(len(candidates)), key=lambda i: -scores[i])
+        return [Hit(key=candidates[i].key, score=scores[i]) for i in order]
+
+    return apply
+
+
+def _candidate_contents(conn: Conn, collection: str, space: str, keys: list[Any]) -> list[Any]:
+    """The content (text or image bytes/path) of candidate rows, in the order of ``keys``."""
+    from psycopg import sql as psql
+
+    with sql_errors():
+        row = conn.execute(
+            "SELECT c.source::text, c.key_columns::text[], "
+            "ARRAY(SELECT t::text FROM unnest(c.key_types) t), "
+            "coalesce(s.source_column::text, c.text_columns[1]::text) "
+            "FROM mmr._collection c JOIN mmr._space s ON s.collection_id = c.id "
+            "WHERE c.name = %s AND s.name = %s AND s.active",
+            (collection, space),
+        ).fetchone()
+    if row is None or row[3] is None:
+        raise InputError(
+            f"space {space!r} of collection {collection!r} has no content column to rerank on"
+        )
+    source, key_cols, key_types, column = row
+    if len(key_cols) == 1:
+        cond = psql.SQL("s.{} = (k.key #>> '{{}}')::{}").format(
+            psql.Identifier(key_cols[0]), psql.SQL(key_types[0])
+        )
+    else:
+        cond = psql.SQL(" AND ").join(
+            psql.SQL("s.{} = (k.key ->> {})::{}").format(
+                psql.Identifier(col), psql.Literal(col), psql.SQL(typ)
+            )
+            for col, typ in zip(key_cols, key_types, strict=True)
+        )
+    query = psql.SQL(
+        "SELECT k.i, s.{col} FROM unnest(%s::jsonb[]) WITH ORDINALITY AS k(key, i) "
+        "JOIN {source} s ON {cond}"
+    ).format(col=psql.Identifier(column), source=psql.SQL(source), cond=cond)
+    with sql_errors():
+        found = dict(conn.execute(query, ([Jsonb(k) for k in keys],)).fetchall())
+    return [found.get(i + 1) for i in range(len(keys))]
 
 
 def _sql_reranker_exists(conn: Conn, name: str) -> bool:
@@ -156,7 +221,7 @@ def _split_rerank(conn: Conn, rerank: RerankArg) -> tuple[str | None, Reranker |
     with sql_errors():
         if _sql_reranker_exists(conn, rerank):
             return rerank, None
-    fn = _python_reranker(rerank)
+    fn = _python_reranker(conn, rerank)
     if fn is None:
         raise InputError(
             f"no reranker named {rerank!r}: neither registered in SQL (mmr.rerankers) nor by a "
@@ -196,6 +261,8 @@ def _run(
         rows = conn.execute(sql, args).fetchall()
     hits = _hits(rows)
     if py_fn is not None:
+        if rerank_params:
+            info = replace(info, params={**info.params, **rerank_params})
         hits = list(py_fn(info, hits))[:k]
     return hits
 

@@ -575,3 +575,42 @@ def test_functions_pin_search_path_and_are_documented(conn: psycopg.Connection[A
             (fn,),
         ).fetchone() or (None,)
         assert allowed is False, fn
+
+
+def test_plugin_reranker_scores_candidate_content(
+    items: tuple[psycopg.Connection[Any], dict[str, Any]],
+) -> None:
+    """A reranker registered the way plugins do (``register_rerankers``) reorders the
+    candidates by their content (here: word overlap of the caption with the query text)."""
+    from pg_mmretrieval.rerankers import Reranker
+    from pg_mmretrieval.rerankers import register_reranker as register_plugin_reranker
+
+    class Overlap(Reranker):
+        name = "test-overlap"
+
+        def score(self, query: Any, candidates: Any) -> list[float]:
+            words = set(str(query).split())
+            return [float(len(words & set(str(c).split()))) for c in candidates]
+
+    register_plugin_reranker(Overlap())
+    conn, vecs = items
+    q = vecs["img"][7]
+    (caption,) = conn.execute("SELECT caption FROM items WHERE id = 7").fetchone()  # type: ignore[misc]
+    base = retrieval.search(conn, "items", "img", q, 50)
+    hits = retrieval.search(
+        conn,
+        "items",
+        "img",
+        q,
+        5,
+        rerank="test-overlap",
+        rerank_depth=50,
+        rerank_params={"text": caption},
+    )
+    caps = dict(conn.execute("SELECT id, caption FROM items").fetchall())
+    words = set(caption.split())
+    overlaps = [len(words & set(caps[h.key].split())) for h in hits]
+    assert overlaps == sorted(overlaps, reverse=True) and overlaps[0] == 3
+    assert {h.key for h in hits} <= {h.key for h in base}
+    with pytest.raises(InputError, match="query text"):
+        retrieval.search(conn, "items", "img", q, 5, rerank="test-overlap")
