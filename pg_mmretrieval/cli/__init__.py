@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import MMRError
-from . import collection_cmd, db_cmd, search_cmd, server_cmd
+from . import collection_cmd, db_cmd, search_cmd, server_cmd, worker_cmd
 
 __all__ = ["cli", "main"]
 
@@ -29,7 +29,7 @@ def cli() -> None:
     """
 
 
-for _module in (server_cmd, db_cmd, collection_cmd, search_cmd):
+for _module in (server_cmd, db_cmd, collection_cmd, search_cmd, worker_cmd):
     _module.register(cli)
 
 

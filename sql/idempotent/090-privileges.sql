@@ -14,7 +14,9 @@ BEGIN
                 AND p.proname NOT IN ('create_collection', 'add_space', 'switch_space',
                                       'drop_space', 'drop_collection', 'refresh_view',
                                       'put_embeddings', 'put_embedding', '_rebuild_sync',
-                                      '_create_triggers', '_rebuild_view', '_drop_space_row')
+                                      '_create_triggers', '_rebuild_view', '_drop_space_row',
+                                      'check', 'repair', 'backfill', 'retry_failed', 'purge_failed',
+                                      'status')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
