@@ -3,7 +3,8 @@
 At each named point of a batch (``claim``, ``load``, ``encode``, ``write``, ``commit``) the
 worker kills itself with SIGKILL with the given probability, so that tests can make crashes
 land exactly there.  ``MMR_WORKER_DELAY=point:seconds[,...]`` sleeps at a point instead, to
-widen race windows (a slow encoder).  Both are off unless set.
+widen race windows (a slow encoder).  Both are off unless set.  ``MMR_WORKER_FAULT_LOG``
+names a file that records the point of every injected kill.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = ["POINTS", "Faults"]
 POINTS = ("claim", "load", "encode", "write", "commit")
 ENV_FAULT = "MMR_WORKER_FAULT"
 ENV_DELAY = "MMR_WORKER_DELAY"
+ENV_LOG = "MMR_WORKER_FAULT_LOG"
 
 
 def _parse(name: str) -> dict[str, float]:
@@ -53,4 +55,8 @@ class Faults:
             time.sleep(d)
         p = self.kill.get(point)
         if p and self._rng.random() < p:
+            log = os.environ.get(ENV_LOG)
+            if log:
+                with open(log, "a", encoding="utf-8") as f:
+                    f.write(point + "\n")
             os.kill(os.getpid(), signal.SIGKILL)

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from .. import db
 from ..encoders import Encoder, get_encoder
-from ..errors import MMRError
+from ..errors import MMRError, NotFoundError
 from . import queue
 from .catalog import CollectionSpec, SpaceSpec, load_catalog
 from .encode import encode_isolating
@@ -45,6 +45,9 @@ class WorkerConfig:
         once: exit when the queue of the served spaces is empty (drain mode).
         retry: attempts, backoff and crash limits.
         spaces: restrict to these space names (backfill of one space).
+        load_threads: threads fetching files and URLs.
+        connect_timeout_s: how long the first connection is retried before giving up
+            (once connected, a lost connection is retried for ever).
     """
 
     collections: tuple[str, ...] | None = None
@@ -55,6 +58,7 @@ class WorkerConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     spaces: tuple[str, ...] | None = None
     load_threads: int = 8
+    connect_timeout_s: float = 60.0
 
 
 @dataclass
@@ -123,7 +127,7 @@ class Worker:
 
     def run(self) -> WorkerStats:
         """Serve the queue until stopped (or, with ``once``, until it is empty)."""
-        self._connect()
+        self._reconnect(give_up_after=self.config.connect_timeout_s)
         hb = threading.Thread(target=self._heartbeat_loop, name="mmr-heartbeat", daemon=True)
         hb.start()
         try:
@@ -165,15 +169,23 @@ class Worker:
         )
         queue.release_mine(self._conn, self._catalog, self.id)
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, give_up_after: float | None = None) -> None:
+        """(Re)connect with backoff: forever, or raise after ``give_up_after`` seconds."""
         self._close(mark=False)
-        delay = 0.2
+        delay = 0.1
+        start = time.monotonic()
         while not self._stop.is_set():
             try:
                 self._connect()
                 return
+            except NotFoundError:
+                self._close(mark=False)
+                raise
             except (MMRError, *_CONNECTION_ERRORS) as e:
-                _log.info("reconnect failed (%s); retrying in %.1fs", e, delay)
+                if give_up_after is not None and time.monotonic() - start > give_up_after:
+                    raise
+                self._close(mark=False)
+                _log.info("connecting failed (%s); retrying in %.1fs", e, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -207,7 +219,10 @@ class Worker:
             known = {c.name for c in catalog}
             missing = [n for n in names if n not in known]
             if missing:
-                raise MMRError(f"no collection named {', '.join(map(repr, missing))}")
+                raise NotFoundError(
+                    f"no collection named {', '.join(map(repr, missing))}; "
+                    "list them with `mmr collection list`"
+                )
         for coll in catalog:
             for sp in coll.spaces:
                 self._prepare_space(sp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import time
 from types import FrameType
@@ -36,7 +37,12 @@ def run_worker(url: str | None, config: WorkerConfig) -> WorkerStats:
             signal.signal(s, h)
 
 
-def _child(url: str | None, config: WorkerConfig, level: int) -> None:
+def _child(
+    url: str | None, config: WorkerConfig, level: int, env: dict[str, str] | None = None
+) -> None:
+    """Entry point of a worker process (``env``: extra environment, e.g. fault injection)."""
+    if env:
+        os.environ.update(env)
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(message)s")
     run_worker(url, config)
 
