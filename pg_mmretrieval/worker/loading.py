@@ -7,6 +7,7 @@ same limits and the same failure classes.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import urllib.error
@@ -37,6 +38,7 @@ class Limits:
         )
 
 
+@functools.cache
 def _plugin_loader() -> Any | None:
     try:
         return importlib.import_module("pg_mmretrieval.loaders")
