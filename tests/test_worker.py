@@ -500,3 +500,26 @@ def test_cli_backfill_status_failed_and_concurrency(
     r = mmr("check", name)
     assert r.returncode == 0, r.stdout
     assert get_encoder("mmr-test").dimension == 32
+
+
+def test_space_dropped_under_a_running_worker(
+    conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
+) -> None:
+    conn.execute(f"INSERT INTO {table} SELECT g, 'x' || g FROM generate_series(1, 40) g")
+    dropped = []
+
+    def drop_while_encoding(batch: Sequence[Item]) -> None:
+        if not dropped:
+            dropped.append(1)
+            with psycopg.connect(db_url, autocommit=True) as other:
+                other.execute("SELECT mmr.drop_space(%s, 'vec')", (table,))
+                other.execute(
+                    "SELECT mmr.add_space(%s, 'vec2', %s, 'body', 32)", (table, encoder.name)
+                )
+
+    encoder.hook = drop_while_encoding
+    stats = Worker(db_url, cfg(table)).run()
+    assert dropped
+    rows = conn.execute("SELECT space, embedded, missing, queued FROM mmr.check(%s)", (table,))
+    assert rows.fetchall() == [("vec2", 40, 0, 0)]
+    assert stats.dead == 0

@@ -141,6 +141,11 @@ class Worker:
                 except _CONNECTION_ERRORS as e:
                     _log.warning("database connection lost (%s); reconnecting", e)
                     self._reconnect()
+                except psycopg.Error as e:
+                    # e.g. a space or collection dropped under a batch: give the batch back,
+                    # re-read the catalog, and go on.
+                    _log.warning("batch failed (%s: %s); releasing it", type(e).__name__, e)
+                    self._recover()
         finally:
             self._stop.set()
             hb.join(timeout=5)
@@ -188,6 +193,16 @@ class Worker:
                 _log.info("connecting failed (%s); retrying in %.1fs", e, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _recover(self) -> None:
+        assert self._conn is not None
+        self._stop.wait(0.5)
+        try:
+            queue.release_mine(self._conn, self._catalog, self.id)
+        except psycopg.Error as e:
+            _log.info("release after a failed batch: %s", e)
+        self._catalog_at = 0.0
+        self._refresh_catalog(force=True)
 
     def _close(self, mark: bool = True) -> None:
         for c in (self._conn, self._listen):
