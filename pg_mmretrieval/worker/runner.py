@@ -25,6 +25,7 @@ from .encode import encode_isolating
 from .failures import CRASH, PERMANENT, RetryPolicy, classify
 from .faults import Faults
 from .loading import Limits, load
+from .pipeline import Writer, WriterFailed
 from .queue import Item
 
 __all__ = ["Worker", "WorkerConfig", "WorkerStats"]
@@ -48,6 +49,7 @@ class WorkerConfig:
         load_threads: threads fetching files and URLs.
         connect_timeout_s: how long the first connection is retried before giving up
             (once connected, a lost connection is retried for ever).
+        pipeline: write batch N on a second connection while batch N+1 is encoded.
     """
 
     collections: tuple[str, ...] | None = None
@@ -59,6 +61,7 @@ class WorkerConfig:
     spaces: tuple[str, ...] | None = None
     load_threads: int = 8
     connect_timeout_s: float = 60.0
+    pipeline: bool = True
 
 
 @dataclass
@@ -76,6 +79,16 @@ class WorkerStats:
     @property
     def done(self) -> int:
         return self.written + self.unchanged + self.removed + self.dead
+
+
+@dataclass
+class _Job:
+    """A processed unit of a batch, ready to be written."""
+
+    coll: CollectionSpec
+    ok: list[Item]
+    failed: list[Item]
+    last: bool  # the batch's last unit: report progress after it
 
 
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -112,7 +125,9 @@ class Worker:
         self._encoders: dict[int, Encoder] = {}
         self._model_ids: dict[int, str] = {}
         self._skipped: set[int] = set()
-        self._current: CollectionSpec | None = None
+        self._inflight: dict[int, tuple[CollectionSpec, int]] = {}
+        self._inflight_lock = threading.Lock()
+        self._writer: Writer[_Job] | None = None
         self._pool = ThreadPoolExecutor(self.config.load_threads, thread_name_prefix="mmr-load")
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -138,7 +153,7 @@ class Worker:
                     if self.config.once and self._drained():
                         break
                     self._wait()
-                except _CONNECTION_ERRORS as e:
+                except (WriterFailed, *_CONNECTION_ERRORS) as e:
                     _log.warning("database connection lost (%s); reconnecting", e)
                     self._reconnect()
                 except psycopg.Error as e:
@@ -148,6 +163,7 @@ class Worker:
                     self._recover()
         finally:
             self._stop.set()
+            self._stop_writer(flush=True)
             hb.join(timeout=5)
             self._close()
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -173,9 +189,30 @@ class Worker:
             ),
         )
         queue.release_mine(self._conn, self._catalog, self.id)
+        if self.config.pipeline:
+            self._writer = Writer(
+                lambda: db.connect(
+                    self.url, autocommit=True, application_name=self.application_name
+                ),
+                self._write_job,
+            )
+
+    def _stop_writer(self, flush: bool) -> None:
+        w, self._writer = self._writer, None
+        if w is None:
+            return
+        if flush:
+            try:
+                w.flush()
+            except WriterFailed as e:
+                _log.warning("the last batches were not written: %s", e)
+        w.close(abandon=not flush)
 
     def _reconnect(self, give_up_after: float | None = None) -> None:
         """(Re)connect with backoff: forever, or raise after ``give_up_after`` seconds."""
+        self._stop_writer(flush=False)
+        with self._inflight_lock:
+            self._inflight.clear()
         self._close(mark=False)
         delay = 0.1
         start = time.monotonic()
@@ -296,6 +333,8 @@ class Worker:
 
     def _step(self) -> bool:
         """One batch per collection; True when anything was claimed."""
+        if self._writer is not None:
+            self._writer.check()
         self._refresh_catalog()
         did = False
         for coll in self._catalog:
@@ -328,13 +367,11 @@ class Worker:
 
     def _batch(self, coll: CollectionSpec, space_ids: list[int]) -> bool:
         assert self._conn is not None
-        self._current = coll
         items = queue.claim(
             self._conn, coll, self.id, self.config.batch_size, self.config.lease_s, space_ids
         )
         self._faults.at("claim")
         if not items:
-            self._current = None
             return False
         crashed = [it for it in items if it.claims > self.config.retry.max_claims]
         for it in crashed:
@@ -348,22 +385,19 @@ class Worker:
         suspects = [it for it in items if 1 < it.claims <= self.config.retry.max_claims]
         normal = [it for it in items if it.claims <= 1]
         units = ([normal] if normal else []) + [[it] for it in suspects]
-        try:
-            if crashed:
-                self._record_failures(coll, crashed)
-            for n, unit in enumerate(units):
-                if self._stop.is_set() and n > 0:
-                    queue.release(self._conn, coll, [it for u in units[n:] for it in u], self.id)
-                    break
-                self._process(coll, unit)
-        finally:
-            self._current = None
+        self._hold(coll, len(units) + (1 if crashed else 0))
+        if crashed:
+            self._submit(_Job(coll, [], crashed, last=not units))
+        for n, unit in enumerate(units):
+            if self._stop.is_set() and n > 0:
+                queue.release(self._conn, coll, [it for u in units[n:] for it in u], self.id)
+                self._hold(coll, -(len(units) - n))
+                break
+            self._process(coll, unit, last=n == len(units) - 1)
         self.stats.batches += 1
-        if self.on_batch is not None:
-            self.on_batch(self.stats)
         return True
 
-    def _process(self, coll: CollectionSpec, items: list[Item]) -> None:
+    def _process(self, coll: CollectionSpec, items: list[Item], last: bool) -> None:
         todo = [it for it in items if not it.unchanged and not it.gone]
         self._faults.at("load")
         self._load(coll, todo)
@@ -379,14 +413,7 @@ class Worker:
             if it.error_class is None:
                 it.error_class = classify(it.error) if it.error is not None else PERMANENT
         ok = [it for it in items if it.error is None]
-        if ok:
-            res = self._write(coll, ok)
-            self.stats.written += res.written
-            self.stats.unchanged += res.unchanged
-            self.stats.removed += res.removed
-            self.stats.released += res.released
-        if failed:
-            self._record_failures(coll, failed)
+        self._submit(_Job(coll, ok, failed, last))
 
     def _load(self, coll: CollectionSpec, items: list[Item]) -> None:
         def one(it: Item) -> None:
@@ -402,12 +429,46 @@ class Worker:
             one(it)
         list(self._pool.map(one, slow))
 
-    def _write(self, coll: CollectionSpec, items: list[Item]) -> queue.WriteResult:
-        assert self._conn is not None
+    # -- writing (on the writer thread when pipelined) ------------------------------------
+
+    def _hold(self, coll: CollectionSpec, n: int) -> None:
+        """Count jobs in flight per collection: the heartbeat renews their leases."""
+        with self._inflight_lock:
+            left = self._inflight.get(coll.id, (coll, 0))[1] + n
+            if left > 0:
+                self._inflight[coll.id] = (coll, left)
+            else:
+                self._inflight.pop(coll.id, None)
+
+    def _submit(self, job: _Job) -> None:
+        if self._writer is not None:
+            self._writer.submit(job)
+        else:
+            assert self._conn is not None
+            self._write_job(self._conn, job)
+
+    def _write_job(self, conn: psycopg.Connection[Any], job: _Job) -> None:
+        try:
+            if job.ok:
+                res = self._write(conn, job.coll, job.ok)
+                self.stats.written += res.written
+                self.stats.unchanged += res.unchanged
+                self.stats.removed += res.removed
+                self.stats.released += res.released
+            if job.failed:
+                self._record_failures(conn, job.coll, job.failed)
+        finally:
+            self._hold(job.coll, -1)
+        if job.last and self.on_batch is not None:
+            self.on_batch(self.stats)
+
+    def _write(
+        self, conn: psycopg.Connection[Any], coll: CollectionSpec, items: list[Item]
+    ) -> queue.WriteResult:
         for attempt in range(5):
             try:
                 return queue.write(
-                    self._conn,
+                    conn,
                     coll,
                     items,
                     self.id,
@@ -419,23 +480,24 @@ class Worker:
                 time.sleep(0.05 * (attempt + 1))
             except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
                 # A space or collection was dropped under us: its entries are gone with it.
-                self._refresh_catalog(force=True)
+                self._catalog_at = 0.0
                 return queue.WriteResult()
-        queue.release(self._conn, coll, items, self.id)
+        queue.release(conn, coll, items, self.id)
         return queue.WriteResult(released=len(items))
 
     def _before_commit(self) -> None:
         self._faults.at("write")
         self._faults.at("commit")
 
-    def _record_failures(self, coll: CollectionSpec, items: list[Item]) -> None:
-        assert self._conn is not None
+    def _record_failures(
+        self, conn: psycopg.Connection[Any], coll: CollectionSpec, items: list[Item]
+    ) -> None:
         for it in items:
             _log.warning(
                 "space %s key %s: %s failure: %s", it.space.name, it.keys, it.error_class, it.error
             )
         retried, dead = queue.fail(
-            self._conn,
+            conn,
             coll,
             items,
             self.id,
@@ -462,9 +524,10 @@ class Worker:
                     "WHERE id = %s",
                     (self.stats.done, self.stats.dead, self.id),
                 )
-                cur = self._current
-                if cur is not None:
-                    queue.renew(conn, cur, self.id, self.config.lease_s)
+                with self._inflight_lock:
+                    held = [c for c, _ in self._inflight.values()]
+                for coll in held:
+                    queue.renew(conn, coll, self.id, self.config.lease_s)
                 if time.monotonic() - last_prune > 300:
                     last_prune = time.monotonic()
                     conn.execute("DELETE FROM mmr._throughput WHERE at < now() - interval '1 hour'")
