@@ -24,6 +24,7 @@ from .catalog import CollectionSpec, SpaceSpec, load_catalog
 from .encode import encode_isolating
 from .failures import CRASH, PERMANENT, RetryPolicy, classify
 from .faults import Faults
+from .heartbeat import heartbeat_loop
 from .loading import Limits, load
 from .pipeline import Writer, WriterFailed
 from .queue import Item
@@ -143,7 +144,9 @@ class Worker:
     def run(self) -> WorkerStats:
         """Serve the queue until stopped (or, with ``once``, until it is empty)."""
         self._reconnect(give_up_after=self.config.connect_timeout_s)
-        hb = threading.Thread(target=self._heartbeat_loop, name="mmr-heartbeat", daemon=True)
+        hb = threading.Thread(
+            target=heartbeat_loop, args=(self,), name="mmr-heartbeat", daemon=True
+        )
         hb.start()
         try:
             while not self._stop.is_set():
@@ -185,7 +188,7 @@ class Worker:
                 os.getpid(),
                 self.application_name,
                 list(self.config.collections) if self.config.collections else None,
-                Jsonb({e.name: e.provider for e in self._encoders.values()}),
+                Jsonb(self._providers()),
             ),
         )
         queue.release_mine(self._conn, self._catalog, self.id)
@@ -325,6 +328,15 @@ class Worker:
             return
         self._encoders[sp.id] = enc
         self._model_ids[sp.id] = model_id
+
+    def _providers(self) -> dict[str, str]:
+        out = {}
+        for enc in list(self._encoders.values()):
+            try:
+                out[enc.name] = enc.provider
+            except Exception as e:  # a provider that cannot say must not stop the heartbeat
+                out[enc.name] = f"unknown ({type(e).__name__})"
+        return out
 
     def _space_ids(self, coll: CollectionSpec) -> list[int]:
         return [s.id for s in coll.spaces if s.id in self._encoders]
@@ -506,38 +518,3 @@ class Worker:
         )
         self.stats.retried += retried
         self.stats.dead += dead
-
-    # -- heartbeat -------------------------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        interval = max(0.2, min(5.0, self.config.lease_s / 3))
-        conn: psycopg.Connection[Any] | None = None
-        last_prune = 0.0
-        while not self._stop.wait(interval):
-            try:
-                if conn is None or conn.closed:
-                    conn = db.connect(
-                        self.url, autocommit=True, application_name=self.application_name
-                    )
-                conn.execute(
-                    "UPDATE mmr._worker SET heartbeat_at = now(), processed = %s, failed = %s "
-                    "WHERE id = %s",
-                    (self.stats.done, self.stats.dead, self.id),
-                )
-                with self._inflight_lock:
-                    held = [c for c, _ in self._inflight.values()]
-                for coll in held:
-                    queue.renew(conn, coll, self.id, self.config.lease_s)
-                if time.monotonic() - last_prune > 300:
-                    last_prune = time.monotonic()
-                    conn.execute("DELETE FROM mmr._throughput WHERE at < now() - interval '1 hour'")
-                    conn.execute(
-                        "DELETE FROM mmr._worker WHERE heartbeat_at < now() - interval '1 day'"
-                    )
-            except (MMRError, psycopg.Error) as e:
-                _log.debug("heartbeat failed: %s", e)
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
