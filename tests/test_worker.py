@@ -524,3 +524,36 @@ def test_space_dropped_under_a_running_worker(
     rows = conn.execute("SELECT space, embedded, missing, queued FROM mmr.check(%s)", (table,))
     assert rows.fetchall() == [("vec2", 40, 0, 0)]
     assert stats.dead == 0
+
+
+def test_composite_text_and_uuid_keys(conn: psycopg.Connection[Any], db_url: str) -> None:
+    name = f"comp_{next(_counter)}"
+    conn.execute(
+        f"CREATE TABLE {name} (tenant text, n int, u uuid DEFAULT gen_random_uuid(), "
+        "body text, PRIMARY KEY (tenant, n, u))"
+    )
+    conn.execute("SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, name))
+    conn.execute("SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'body', 32)", (name,))
+    conn.execute(
+        f"INSERT INTO {name} (tenant, n, body) SELECT t, g, CASE WHEN g = 3 THEN '' "
+        "ELSE t || g END FROM unnest(ARRAY['a b', 'Ünï''\"']) t, generate_series(1, 20) g"
+    )
+    stats = Worker(db_url, cfg(name)).run()
+    assert stats.written == 38 and stats.dead == 2
+    keys = conn.execute(
+        "SELECT key ->> 'tenant', (key ->> 'n')::int FROM mmr._failed f "
+        "JOIN mmr._collection c ON c.id = f.collection_id WHERE c.name = %s ORDER BY 1",
+        (name,),
+    ).fetchall()
+    assert keys == [("a b", 3), ("Ünï'\"", 3)]
+    conn.execute(f"UPDATE {name} SET body = 'fixed' WHERE n = 3")
+    conn.execute(f"UPDATE {name} SET body = body || '!' WHERE n < 3")
+    Worker(db_url, cfg(name)).run()
+    rep = check(conn, name)
+    assert (rep["rows"], rep["embedded"], rep["missing"], rep["stale"], rep["failed"]) == (
+        40,
+        40,
+        0,
+        0,
+        0,
+    )
