@@ -575,3 +575,46 @@ def test_functions_pin_search_path_and_are_documented(conn: psycopg.Connection[A
             (fn,),
         ).fetchone() or (None,)
         assert allowed is False, fn
+
+
+def test_t10_imagescope_stage1_as_weighted_combsum(
+    items: tuple[psycopg.Connection[Any], dict[str, Any]],
+) -> None:
+    """ImageScope stage 1, S(x) = (1/M)Σ_m[(1−τ)cos(t_m, v_x) + τ·cos(t_m, c_x)], is CombSUM
+    without normalisation over legs (img, t_m) and (cap, t_m) weighted (1−τ)/M and τ/M."""
+    conn, vecs = items
+    rng = np.random.default_rng(9)
+    descs = n(rng.standard_normal((3, D))).astype(np.float32)
+
+    def run(ds: np.ndarray[Any, Any], tau: float) -> list[Hit]:
+        legs, weights = [], []
+        for t in ds:
+            legs += [("img", t), ("cap", t)]
+            weights += [(1 - tau) / len(ds), tau / len(ds)]
+        return retrieval.hybrid_search(
+            conn,
+            "items",
+            None,
+            legs,
+            k=10,
+            fusion="combsum",
+            weights=weights,
+            params={"norm": "none", "candidates": 1000},
+            # 900 rows pass: every leg holds all of them, so no row lacks a term.
+            filter={"grp": {"<": 30}},
+        )
+
+    def exact(ds: np.ndarray[Any, Any], tau: float) -> np.ndarray[Any, Any]:
+        s = np.mean([(1 - tau) * vecs["img"] @ t + tau * vecs["cap"] @ t for t in ds], axis=0)
+        s[np.arange(N) % 50 >= 30] = -np.inf
+        return np.asarray(s)
+
+    for tau in (0.0, 0.15):
+        s = exact(descs, tau)
+        hits = run(descs, tau)
+        assert [h.key for h in hits] == [int(i) for i in np.argsort(-s)[:10]]
+        assert all(abs(h.score - s[h.key]) < 1e-5 for h in hits)
+    same = run(np.stack([descs[0]] * 3), 0.15)
+    single = run(descs[:1], 0.15)
+    assert [h.key for h in same] == [h.key for h in single]
+    assert all(abs(a.score - b.score) < 1e-6 for a, b in zip(same, single, strict=True))
