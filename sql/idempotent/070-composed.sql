@@ -613,11 +613,17 @@ AS $$
 DECLARE
     c mmr._collection := mmr._collection_row(collection);
     s mmr._space := mmr._space_row(c.id, collection, space);
+    p mmr._search_plan;
 BEGIN
-    RETURN QUERY SELECT * FROM mmr._execute(
-        mmr._composed_plan(c, s, reference, modifier, method, mmr._rerank_depth(k, rerank, rerank_depth),
-                           params, filter, NULL, NULL, ef_search, max_scan_tuples),
-        collection, k, rerank, rerank_params);
+    p := mmr._composed_plan(c, s, reference, modifier, method,
+                            mmr._rerank_depth(k, rerank, rerank_depth), params, filter, NULL, NULL,
+                            ef_search, max_scan_tuples);
+    IF rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    END IF;
 END
 $$;
 
@@ -648,14 +654,19 @@ DECLARE
     c mmr._collection := mmr._collection_row(collection);
     s mmr._space := mmr._space_row(c.id, collection, space);
     prm jsonb := coalesce(params, '{}');
+    p mmr._search_plan;
 BEGIN
-    RETURN QUERY SELECT * FROM mmr._execute(
-        mmr._composed_plan(c, s, mmr._embedding_of(c, s, reference_key), modifier, method,
-                           mmr._rerank_depth(k, rerank, rerank_depth), prm - 'exclude_reference',
-                           filter,
-                           CASE WHEN mmr._bool(prm, 'exclude_reference', true) THEN reference_key END,
-                           reference_key, ef_search, max_scan_tuples),
-        collection, k, rerank, rerank_params);
+    p := mmr._composed_plan(c, s, mmr._embedding_of(c, s, reference_key), modifier, method,
+                            mmr._rerank_depth(k, rerank, rerank_depth), prm - 'exclude_reference',
+                            filter,
+                            CASE WHEN mmr._bool(prm, 'exclude_reference', true) THEN reference_key END,
+                            reference_key, ef_search, max_scan_tuples);
+    IF rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    END IF;
 END
 $$;
 
