@@ -618,3 +618,38 @@ def test_t10_imagescope_stage1_as_weighted_combsum(
     single = run(descs[:1], 0.15)
     assert [h.key for h in same] == [h.key for h in single]
     assert all(abs(a.score - b.score) < 1e-6 for a, b in zip(same, single, strict=True))
+
+
+def test_plugin_content_reranker(items: tuple[psycopg.Connection[Any], dict[str, Any]]) -> None:
+    """A plugin-style reranker (``score(query_item, contents)``) applied by the client."""
+    conn, vecs = items
+
+    class Contains:
+        name = "contains"
+
+        def score(self, query: Any, candidates: Any) -> list[float]:
+            return [1.0 if str(query) in str(c) else 0.0 for c in candidates]
+
+    retrieval.register_python_reranker("contains", retrieval.plugin_reranker(conn, Contains()))
+    q = vecs["img"][50]
+    base = retrieval.search(conn, "items", "img", q, 30)
+    hits = retrieval.search(
+        conn,
+        "items",
+        "img",
+        q,
+        5,
+        rerank="contains",
+        rerank_depth=30,
+        query_item="triangle",
+        rerank_params={"content_column": "caption"},
+    )
+    caps = dict(
+        conn.execute(
+            "SELECT id, caption FROM items WHERE id = ANY(%s)", ([h.key for h in base],)
+        ).fetchall()
+    )
+    expected = [h.key for h in base if "triangle" in caps[h.key]][:5]
+    assert [h.key for h in hits][: len(expected)] == expected
+    with pytest.raises(InputError, match="scores content"):
+        retrieval.search(conn, "items", "img", q, 5, rerank="contains")
