@@ -569,8 +569,8 @@ def create_text_index(conn: Conn, collection: str, config: str = "english") -> s
 
 
 def fuse(
-    runs: Sequence[Sequence[Hit]] | Sequence[Sequence[tuple[Any, float]]],
     conn: Conn,
+    runs: Sequence[Sequence[Hit]] | Sequence[Sequence[tuple[Any, float]]],
     *,
     method: str = "rrf",
     weights: Sequence[float] | None = None,

@@ -69,30 +69,30 @@ def items(db_url: str) -> Iterator[tuple[psycopg.Connection[Any], dict[str, np.n
 
 def test_t6_rrf_exact_values(conn: psycopg.Connection[Any]) -> None:
     runs = [[Hit("a", 3), Hit("b", 2), Hit("c", 1)], [Hit("a", 9), Hit("d", 8)]]
-    got = {h.key: h.score for h in retrieval.fuse(runs, conn)}
+    got = {h.key: h.score for h in retrieval.fuse(conn, runs)}
     assert abs(got["a"] - 2 / 61) < 1e-15
     assert abs(got["c"] - 1 / 63) < 1e-15
     assert abs(got["d"] - 1 / 62) < 1e-15
     # IBM α-weighting 2α/(k+rank), 2(1−α)/(k+rank) at α = 0.5 is the standard RRF.
-    ibm = {h.key: h.score for h in retrieval.fuse(runs, conn, weights=[1.0, 1.0])}
+    ibm = {h.key: h.score for h in retrieval.fuse(conn, runs, weights=[1.0, 1.0])}
     assert ibm == got
-    w = {h.key: h.score for h in retrieval.fuse(runs, conn, weights=[1.6, 0.4])}
+    w = {h.key: h.score for h in retrieval.fuse(conn, runs, weights=[1.6, 0.4])}
     assert abs(w["a"] - (1.6 / 61 + 0.4 / 61)) < 1e-15 and abs(w["d"] - 0.4 / 62) < 1e-15
 
 
 def test_t6_combsum_combmnz_minmax_and_zscore(conn: psycopg.Connection[Any]) -> None:
     runs = [[Hit("a", 4), Hit("b", 2), Hit("c", 2), Hit("d", 0)], [Hit("b", 10), Hit("e", 5)]]
-    s = {h.key: h.score for h in retrieval.fuse(runs, conn, method="combsum")}
+    s = {h.key: h.score for h in retrieval.fuse(conn, runs, method="combsum")}
     eps = 1e-12
     assert abs(s["a"] - 4 / (4 + eps)) < 1e-9
     assert abs(s["b"] - (2 / (4 + eps) + 5 / (5 + eps))) < 1e-9
     assert abs(s["c"] - 0.5) < 1e-9 and abs(s["d"]) < 1e-12 and abs(s["e"]) < 1e-12
-    m = {h.key: h.score for h in retrieval.fuse(runs, conn, method="combmnz")}
+    m = {h.key: h.score for h in retrieval.fuse(conn, runs, method="combmnz")}
     assert abs(m["b"] - 2 * s["b"]) < 1e-9 and abs(m["a"] - s["a"]) < 1e-9
     # A constant list normalises to 0 (the ε keeps it finite).
-    const = retrieval.fuse([[Hit("x", 3), Hit("y", 3)]], conn, method="combsum")
+    const = retrieval.fuse(conn, [[Hit("x", 3), Hit("y", 3)]], method="combsum")
     assert all(h.score == 0 for h in const)
-    z = [h.score for h in retrieval.fuse([runs[0]], conn, method="combsum", norm="zscore")]
+    z = [h.score for h in retrieval.fuse(conn, [runs[0]], method="combsum", norm="zscore")]
     assert abs(float(np.mean(z))) < 1e-9 and abs(float(np.var(z)) - 1) < 1e-6
 
 
