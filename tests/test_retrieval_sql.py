@@ -653,3 +653,14 @@ def test_plugin_content_reranker(items: tuple[psycopg.Connection[Any], dict[str,
     assert [h.key for h in hits][: len(expected)] == expected
     with pytest.raises(InputError, match="scores content"):
         retrieval.search(conn, "items", "img", q, 5, rerank="contains")
+
+
+def test_multivector_tables_go_with_their_collection(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE mvdrop (id int PRIMARY KEY)")
+    conn.execute("INSERT INTO mvdrop VALUES (1)")
+    mmr.create_collection(conn, "mvdrop", "mvdrop")
+    table = retrieval.add_multivector_space(conn, "mvdrop", "parts", 4)
+    retrieval.put_multivectors(conn, "mvdrop", "parts", 1, [[1, 0, 0, 0], [0, 1, 0, 0]])
+    assert _one(conn, f"SELECT count(*) FROM {table}") == 2
+    mmr.drop_collection(conn, "mvdrop")
+    assert _one(conn, "SELECT to_regclass(%s)", (table,)) is None
