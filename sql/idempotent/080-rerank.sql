@@ -207,7 +207,7 @@ DECLARE
     p mmr._search_plan;
 BEGIN
     PERFORM mmr._prepare_search(s, p_query, least(p_k + 1, 1000), p_ef_search, p_max_scan_tuples);
-    p.sql := mmr._single_sql(c, s, p_filter);
+    p.sql := mmr._single_sql(c, s, p_filter, p_exclude IS NOT NULL);
     p.vecs := ARRAY[p_query]; p.qvec := p_query; p.k := p_k; p.n := p_k;
     p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
     RETURN p;
