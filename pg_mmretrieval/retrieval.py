@@ -34,6 +34,7 @@ __all__ = [
     "composed_search",
     "create_text_index",
     "dialog_search",
+    "drop_text_index",
     "explain_composed",
     "explain_hybrid",
     "fuse",
@@ -566,6 +567,12 @@ def create_text_index(conn: Conn, collection: str, config: str = "english") -> s
             "SELECT mmr.create_text_index(%s, %s::regconfig)::text", (collection, config)
         ).fetchone()
     return str(row[0]) if row else ""
+
+
+def drop_text_index(conn: Conn, collection: str) -> None:
+    """Drop the lexical GIN index of a collection (the lexical leg then scans the table)."""
+    with sql_errors(), conn.transaction():
+        conn.execute("SELECT mmr.drop_text_index(%s)", (collection,))
 
 
 def fuse(

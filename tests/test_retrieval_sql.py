@@ -664,3 +664,17 @@ def test_multivector_tables_go_with_their_collection(conn: psycopg.Connection[An
     assert _one(conn, f"SELECT count(*) FROM {table}") == 2
     mmr.drop_collection(conn, "mvdrop")
     assert _one(conn, "SELECT to_regclass(%s)", (table,)) is None
+
+
+def test_lexical_leg_without_index(items: tuple[psycopg.Connection[Any], dict[str, Any]]) -> None:
+    conn, _vecs = items
+    with_index = [h.key for h in retrieval.hybrid_search(conn, "items", "dark square", k=8)]
+    retrieval.drop_text_index(conn, "items")
+    try:
+        plan = retrieval.explain_hybrid(conn, "items", "dark square")
+        assert "_mmr_tsv_" not in str(plan)
+        assert [h.key for h in retrieval.hybrid_search(conn, "items", "dark square", k=8)] == (
+            with_index
+        )
+    finally:
+        retrieval.create_text_index(conn, "items")
