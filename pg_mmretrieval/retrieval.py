@@ -8,8 +8,11 @@ Python callables applied here to the same candidate lists).  See docs/retrieval.
 
 from __future__ import annotations
 
+import importlib
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,11 +21,12 @@ from pgvector import Vector
 from psycopg.types.json import Jsonb
 
 from .collections import sql_errors
-from .errors import InputError
+from .errors import InputError, MMRError
 from .search import Hit
 
 __all__ = [
     "COMPOSED_METHODS",
+    "ContentScorer",
     "QueryInfo",
     "Reranker",
     "add_multivector_space",
@@ -30,12 +34,14 @@ __all__ = [
     "composed_search",
     "create_text_index",
     "dialog_search",
+    "drop_text_index",
     "explain_composed",
     "explain_hybrid",
     "fuse",
     "hybrid_search",
     "mmr_search",
     "multivector_search",
+    "plugin_reranker",
     "put_multivectors",
     "register_python_reranker",
     "register_reranker",
@@ -97,6 +103,7 @@ class QueryInfo:
     vector: np.ndarray[Any, Any] | None = None
     text: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    item: str | bytes | None = None
 
 
 class Reranker(Protocol):
@@ -116,83 +123,92 @@ def register_python_reranker(name: str, fn: Reranker) -> None:
     _PY_RERANKERS[name] = fn
 
 
-def _python_reranker(conn: Conn, name: str) -> Reranker | None:
-    """A reranker registered here, or one a plugin registered (``register_rerankers``)."""
+def _python_reranker(name: str, conn: Conn | None = None) -> Reranker | None:
+    """A registered Python reranker, or a plugin's (``pg_mmretrieval.rerankers``) adapted."""
     if name in _PY_RERANKERS:
         return _PY_RERANKERS[name]
-    from .rerankers import list_rerankers
+    try:
+        registry: Any = importlib.import_module("pg_mmretrieval.rerankers")
+    except ImportError:
+        return None
+    try:
+        plugin = registry.get_reranker(name)
+    except MMRError:
+        return None
+    return None if conn is None else plugin_reranker(conn, plugin)
 
-    plugin = list_rerankers().get(name)
-    return _plugin_reranker(conn, plugin) if plugin is not None else None
+
+class ContentScorer(Protocol):
+    """A plugin reranker: scores candidate contents (text or image bytes) against the query."""
+
+    name: str
+
+    def score(self, query: Any, candidates: Sequence[Any]) -> list[float]: ...
 
 
-def _plugin_reranker(conn: Conn, plugin: Any) -> Reranker:
-    """Adapt a plugin reranker (``score(query, candidate items)``) to candidate lists.
+def _content_column(conn: Conn, collection: str, space: str, column: str | None) -> tuple[str, str]:
+    """(column, image_kind or '') of the content to hand to a content reranker."""
+    row = conn.execute(
+        "SELECT c.image_column, c.image_kind, c.text_columns, s.source_column "
+        "FROM mmr._collection c LEFT JOIN mmr._space s ON s.collection_id = c.id "
+        "AND s.name = %s AND s.active WHERE c.name = %s",
+        (space, collection),
+    ).fetchone()
+    if row is None:
+        raise InputError(f"collection {collection!r} does not exist")
+    image_col, kind, text_cols, source_col = row
+    col = column or source_col or image_col or (text_cols[0] if text_cols else None)
+    if col is None:
+        raise InputError(
+            f"collection {collection!r} has no content column to rerank on: pass "
+            'rerank_params={"content_column": ...}'
+        )
+    return str(col), (str(kind) if col == image_col and kind else "")
 
-    The candidates' content is read from the space's source column (its image or text), or,
-    for an external space without one, from the collection's first text column.
-    """
+
+def plugin_reranker(conn: Conn, reranker: ContentScorer) -> Reranker:
+    """Adapt a content-scoring reranker (plugins' ``register_rerankers``) to :class:`Reranker`.
+
+    The candidates' content is read with ``mmr.row_contents`` (caller's rights); the query is
+    ``QueryInfo.item`` (text or image bytes), else ``QueryInfo.text``."""
 
     def apply(query: QueryInfo, candidates: list[Hit]) -> list[Hit]:
-        text = query.text if query.text is not None else query.params.get("text")
-        if not isinstance(text, str):
+        item = query.item if query.item is not None else query.text
+        if item is None:
             raise InputError(
-                f"reranker {plugin.name!r} scores (query text, candidate) pairs: give the query "
-                "text (rerank_params={'text': ...} or the search's text)"
+                f"reranker {reranker.name!r} scores content: give the query's text or image "
+                "(query_item=...)"
             )
         if not candidates:
-            return candidates
-        contents = _candidate_contents(
-            conn, query.collection, query.space, [h.key for h in candidates]
+            return []
+        col, kind = _content_column(
+            conn, query.collection, query.space, query.params.get("content_column")
         )
-        scores = [float(x) for x in plugin.score(text, contents)]
-        if len(scores) != len(candidates):
+        with sql_errors():
+            rows = conn.execute(
+                "SELECT key, content, content_bytes FROM mmr.row_contents(%s, %s::jsonb[], %s)",
+                (query.collection, [Jsonb(h.key) for h in candidates], col),
+            ).fetchall()
+        found = {
+            json.dumps(r[0], sort_keys=True): (r[2] if r[2] is not None else r[1]) for r in rows
+        }
+        kept = [h for h in candidates if json.dumps(h.key, sort_keys=True) in found]
+        contents: list[Any] = []
+        for h in kept:
+            c = found[json.dumps(h.key, sort_keys=True)]
+            contents.append(Path(c).read_bytes() if kind == "path" and isinstance(c, str) else c)
+        scores = reranker.score(item, contents)
+        if len(scores) != len(kept):
             raise InputError(
-                f"reranker {plugin.name!r} returned {len(scores)} scores for "
-                f"{len(candidates)} candidates"
+                f"reranker {reranker.name!r} returned {len(scores)} scores for "
+                f"{len(kept)} candidates"
             )
-        order = sorted(range(len(candidates)), key=lambda i: -scores[i])
-        return [Hit(key=candidates[i].key, score=scores[i]) for i in order]
+        return sorted(
+            (Hit(h.key, float(s)) for h, s in zip(kept, scores, strict=True)),
+            key=lambda h: -h.score,
+        )
 
     return apply
-
-
-def _candidate_contents(conn: Conn, collection: str, space: str, keys: list[Any]) -> list[Any]:
-    """The content (text or image bytes/path) of candidate rows, in the order of ``keys``."""
-    from psycopg import sql as psql
-
-    with sql_errors():
-        row = conn.execute(
-            "SELECT c.source::text, c.key_columns::text[], "
-            "ARRAY(SELECT t::text FROM unnest(c.key_types) t), "
-            "coalesce(s.source_column::text, c.text_columns[1]::text) "
-            "FROM mmr._collection c JOIN mmr._space s ON s.collection_id = c.id "
-            "WHERE c.name = %s AND s.name = %s AND s.active",
-            (collection, space),
-        ).fetchone()
-    if row is None or row[3] is None:
-        raise InputError(
-            f"space {space!r} of collection {collection!r} has no content column to rerank on"
-        )
-    source, key_cols, key_types, column = row
-    if len(key_cols) == 1:
-        cond = psql.SQL("s.{} = (k.key #>> '{{}}')::{}").format(
-            psql.Identifier(key_cols[0]), psql.SQL(key_types[0])
-        )
-    else:
-        cond = psql.SQL(" AND ").join(
-            psql.SQL("s.{} = (k.key ->> {})::{}").format(
-                psql.Identifier(col), psql.Literal(col), psql.SQL(typ)
-            )
-            for col, typ in zip(key_cols, key_types, strict=True)
-        )
-    query = psql.SQL(
-        "SELECT k.i, s.{col} FROM unnest(%s::jsonb[]) WITH ORDINALITY AS k(key, i) "
-        "JOIN {source} s ON {cond}"
-    ).format(col=psql.Identifier(column), source=psql.SQL(source), cond=cond)
-    with sql_errors():
-        found = dict(conn.execute(query, ([Jsonb(k) for k in keys],)).fetchall())
-    return [found.get(i + 1) for i in range(len(keys))]
 
 
 def _sql_reranker_exists(conn: Conn, name: str) -> bool:
@@ -221,7 +237,7 @@ def _split_rerank(conn: Conn, rerank: RerankArg) -> tuple[str | None, Reranker |
     with sql_errors():
         if _sql_reranker_exists(conn, rerank):
             return rerank, None
-    fn = _python_reranker(conn, rerank)
+    fn = _python_reranker(rerank, conn)
     if fn is None:
         raise InputError(
             f"no reranker named {rerank!r}: neither registered in SQL (mmr.rerankers) nor by a "
@@ -261,8 +277,6 @@ def _run(
         rows = conn.execute(sql, args).fetchall()
     hits = _hits(rows)
     if py_fn is not None:
-        if rerank_params:
-            info = replace(info, params={**info.params, **rerank_params})
         hits = list(py_fn(info, hits))[:k]
     return hits
 
@@ -296,6 +310,7 @@ def composed_search(
     rerank: RerankArg = None,
     rerank_depth: int | None = None,
     rerank_params: Mapping[str, Any] | None = None,
+    query_item: str | bytes | None = None,
 ) -> list[Hit]:
     """Composed-query search (``mmr.composed_search``): a reference image (vector, or a stored
     row by ``reference_key``) modified by a text embedding, fused by ``method``.
@@ -328,7 +343,9 @@ def composed_search(
         space,
         method,
         None if mod is None else mod.to_numpy(),
-        params=dict(params or {}),
+        text=query_item if isinstance(query_item, str) else None,
+        params={**dict(params or {}), **dict(rerank_params or {})},
+        item=query_item,
     )
     return _run(
         conn,
@@ -487,7 +504,7 @@ def hybrid_search(
         "hybrid",
         np.asarray(legs[0][1], dtype=np.float32) if legs else None,
         query_text,
-        dict(params or {}),
+        {**dict(params or {}), **dict(rerank_params or {})},
     )
     args = {
         "c": collection,
@@ -552,9 +569,15 @@ def create_text_index(conn: Conn, collection: str, config: str = "english") -> s
     return str(row[0]) if row else ""
 
 
+def drop_text_index(conn: Conn, collection: str) -> None:
+    """Drop the lexical GIN index of a collection (the lexical leg then scans the table)."""
+    with sql_errors(), conn.transaction():
+        conn.execute("SELECT mmr.drop_text_index(%s)", (collection,))
+
+
 def fuse(
-    runs: Sequence[Sequence[Hit]] | Sequence[Sequence[tuple[Any, float]]],
     conn: Conn,
+    runs: Sequence[Sequence[Hit]] | Sequence[Sequence[tuple[Any, float]]],
     *,
     method: str = "rrf",
     weights: Sequence[float] | None = None,
@@ -595,8 +618,11 @@ def search(
     rerank: RerankArg = None,
     rerank_depth: int | None = None,
     rerank_params: Mapping[str, Any] | None = None,
+    query_item: str | bytes | None = None,
 ) -> list[Hit]:
-    """``mmr.search`` with a reranker (SQL by name, or a Python callable / plugin name)."""
+    """``mmr.search`` with a reranker (SQL by name, or a Python callable / plugin name).
+
+    ``query_item``: the query's text or image bytes, for rerankers that score content."""
     args = {
         "c": collection,
         "s": space,
@@ -610,7 +636,15 @@ def search(
         "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, %(ef)s, "
         "%(mst)s, %(rr)s, %(rd)s, %(rp)s)"
     )
-    info = QueryInfo(collection, space, "search", np.asarray(query, dtype=np.float32))
+    info = QueryInfo(
+        collection,
+        space,
+        "search",
+        np.asarray(query, dtype=np.float32),
+        text=query_item if isinstance(query_item, str) else None,
+        params=dict(rerank_params or {}),
+        item=query_item,
+    )
     return _run(
         conn,
         sql,
