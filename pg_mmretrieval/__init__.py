@@ -13,14 +13,18 @@ from .collections import (
     switch_space,
 )
 from .db import connect
+from .encoders import Encoder, get_encoder, list_encoders
 from .errors import (
     ConfigError,
     DatabaseError,
     EncoderError,
     InputError,
+    LoadError,
     MMRError,
     NotFoundError,
+    PermanentLoadError,
     PluginError,
+    RetryableLoadError,
     ServerError,
     UnsupportedServerError,
 )
@@ -31,12 +35,16 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "DatabaseError",
+    "Encoder",
     "EncoderError",
     "Hit",
     "InputError",
+    "LoadError",
     "MMRError",
     "NotFoundError",
+    "PermanentLoadError",
     "PluginError",
+    "RetryableLoadError",
     "ServerError",
     "UnsupportedServerError",
     "__version__",
@@ -46,7 +54,9 @@ __all__ = [
     "drop_collection",
     "drop_space",
     "explain_search",
+    "get_encoder",
     "list_collections",
+    "list_encoders",
     "list_spaces",
     "put_embeddings",
     "search",
