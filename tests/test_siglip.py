@@ -65,3 +65,18 @@ def test_siglip_fidelity_vs_transformers(siglip: Path) -> None:
     assert enc.dimension == 32
     ours = np.stack(list(enc.embed_batch([*TEXTS, *files])))
     assert np.sum(ours * ref, axis=1).min() >= 0.9999
+
+
+def test_oversize_and_garbage_images_are_permanent_errors(
+    siglip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pg_mmretrieval.errors import PermanentLoadError
+
+    enc = get_encoder("tiny-siglip")
+    data = sample_files()[0]
+    monkeypatch.setenv("MMR_MAX_ITEM_BYTES", str(len(data) - 1))
+    with pytest.raises(PermanentLoadError, match="over the limit"):
+        list(enc.embed_batch([data]))
+    monkeypatch.delenv("MMR_MAX_ITEM_BYTES")
+    with pytest.raises(PermanentLoadError, match="not a readable image"):
+        list(enc.embed_batch([b"not an image at all"]))
