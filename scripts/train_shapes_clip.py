@@ -322,7 +322,12 @@ def train(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tk = build_tokenizer()
     config = make_config(tk.get_vocab_size(), args)
-    model = CLIPModel(config)
+    if args.init:
+        # continue from an earlier checkpoint (same architecture), e.g. a second, low-lr phase
+        model = CLIPModel.from_pretrained(args.init)
+        config = model.config
+    else:
+        model = CLIPModel(config)
     model.train()
     heads = AttributeHeads(args.dim)
     n_params = sum(p.numel() for p in model.parameters())
@@ -571,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--group", type=int, default=4, help="scenes per counterfactual group")
     t.add_argument("--p-partial", type=float, default=0.3)
+    t.add_argument("--init", default=None, help="start from this checkpoint directory")
     t.add_argument("--aux", type=float, default=1.0, help="weight of the attribute-head loss")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--wd", type=float, default=0.05)
