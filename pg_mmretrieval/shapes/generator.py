@@ -1,0 +1,404 @@
+"""Seeded procedural images of shapes with templated captions (Pillow + numpy only).
+
+A scene is one group of ``count`` identical shapes (same shape, colour and size) placed in one
+region of the canvas; its :class:`Attributes` are the ground truth for captions, zero-shot
+classification and composed retrieval.  Two drawing styles exist:
+
+``flat`` (the training style)
+    dark, slightly noisy background, shapes drawn without anti-aliasing, sizes small 15-20 % /
+    large 26-30 % of the canvas, groups near fixed region anchors.
+``paper`` (the out-of-style test)
+    white background, 4x supersampled (anti-aliased) shapes with other proportions, sizes
+    small 13-16 % / large 25-28 %, groups placed further out with larger jitter.
+
+Every random choice comes from the ``numpy.random.Generator`` passed in, so the same seed always
+gives the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+__all__ = [
+    "ATTRIBUTES",
+    "COLOURS",
+    "COUNTS",
+    "IMAGE_SIZE",
+    "POSITIONS",
+    "SHAPES",
+    "SIZES",
+    "STYLES",
+    "Attributes",
+    "Sample",
+    "canonical_caption",
+    "caption",
+    "generate",
+    "matches",
+    "partial_caption",
+    "random_attributes",
+    "render",
+]
+
+IMAGE_SIZE = 64
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+PLURALS: dict[str, str] = {
+    "circle": "circles",
+    "square": "squares",
+    "triangle": "triangles",
+    "star": "stars",
+    "cross": "crosses",
+}
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (225, 35, 35),
+    "orange": (245, 140, 20),
+    "yellow": (240, 225, 30),
+    "green": (40, 175, 60),
+    "blue": (40, 80, 235),
+    "purple": (145, 55, 205),
+    "pink": (245, 120, 190),
+}
+SIZES: tuple[str, ...] = ("small", "large")
+POSITIONS: tuple[str, ...] = ("left", "right", "top", "bottom", "center")
+COUNTS: tuple[int, ...] = (1, 2, 3)
+STYLES: tuple[str, ...] = ("flat", "paper")
+ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size", "position", "count")
+
+COUNT_WORDS: dict[int, tuple[str, ...]] = {1: ("one", "a", "a single"), 2: ("two",), 3: ("three",)}
+CANONICAL_COUNT = {1: "one", 2: "two", 3: "three"}
+SIZE_WORDS: dict[str, tuple[str, ...]] = {
+    "small": ("small", "little", "tiny"),
+    "large": ("large", "big"),
+}
+POSITION_WORDS: dict[str, tuple[str, ...]] = {
+    "left": ("on the left", "at the left", "on the left side", "in the left part"),
+    "right": ("on the right", "at the right", "on the right side", "in the right part"),
+    "top": ("at the top", "near the top", "in the upper part", "at the top of the image"),
+    "bottom": (
+        "at the bottom",
+        "near the bottom",
+        "in the lower part",
+        "at the bottom of the image",
+    ),
+    "center": ("in the center", "in the middle", "at the center", "in the centre"),
+}
+CANONICAL_POSITION = {p: POSITION_WORDS[p][0] for p in POSITIONS}
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """Ground truth of one scene: ``count`` identical shapes in one region."""
+
+    shape: str
+    colour: str
+    size: str
+    position: str
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r}; expected one of {SHAPES}")
+        if self.colour not in COLOURS:
+            raise ValueError(f"unknown colour {self.colour!r}; expected one of {tuple(COLOURS)}")
+        if self.size not in SIZES:
+            raise ValueError(f"unknown size {self.size!r}; expected one of {SIZES}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"unknown position {self.position!r}; expected one of {POSITIONS}")
+        if self.count not in COUNTS:
+            raise ValueError(f"unknown count {self.count!r}; expected one of {COUNTS}")
+
+    def with_(self, **changes: Any) -> Attributes:
+        """A copy with some attributes changed (validated)."""
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The attributes as a plain dict (JSON-friendly)."""
+        return asdict(self)
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int]:
+        """A hashable identity of the attribute set."""
+        return (self.shape, self.colour, self.size, self.position, self.count)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated image with its attributes and a caption."""
+
+    attributes: Attributes
+    image: Image.Image
+    caption: str
+
+
+def random_attributes(rng: np.random.Generator) -> Attributes:
+    """Uniformly random attributes."""
+    return Attributes(
+        shape=SHAPES[int(rng.integers(len(SHAPES)))],
+        colour=tuple(COLOURS)[int(rng.integers(len(COLOURS)))],
+        size=SIZES[int(rng.integers(len(SIZES)))],
+        position=POSITIONS[int(rng.integers(len(POSITIONS)))],
+        count=COUNTS[int(rng.integers(len(COUNTS)))],
+    )
+
+
+def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _noun(shape: str | None, count: int | None) -> str:
+    base = shape if shape is not None else "shape"
+    if count is not None and count > 1:
+        return PLURALS.get(base, base + "s")
+    return base
+
+
+def _count_phrase(count: int, rng: np.random.Generator | None, following: str) -> str:
+    word = CANONICAL_COUNT[count] if rng is None else _pick(rng, COUNT_WORDS[count])
+    if word == "a":
+        return _article(following)
+    if word == "a single":
+        return "a single"
+    return word
+
+
+def canonical_caption(a: Attributes) -> str:
+    """The one fixed caption of an attribute set: ``"two small red circles on the left"``."""
+    return (
+        f"{CANONICAL_COUNT[a.count]} {a.size} {a.colour} {_noun(a.shape, a.count)} "
+        + (CANONICAL_POSITION[a.position])
+    )
+
+
+def caption(a: Attributes, rng: np.random.Generator) -> str:
+    """A random paraphrase mentioning every attribute."""
+    size = _pick(rng, SIZE_WORDS[a.size])
+    pos = _pick(rng, POSITION_WORDS[a.position])
+    noun = _noun(a.shape, a.count)
+    template = int(rng.integers(6))
+    if template == 0:
+        return f"{_count_phrase(a.count, rng, size)} {size} {a.colour} {noun} {pos}"
+    if template == 1:
+        verb = "is" if a.count == 1 else "are"
+        return f"{pos} there {verb} {_count_phrase(a.count, rng, size)} {size} {a.colour} {noun}"
+    if template == 2:
+        return f"a picture of {_count_phrase(a.count, rng, size)} {size} {a.colour} {noun} {pos}"
+    if template == 3:
+        return (
+            f"an image with {_count_phrase(a.count, rng, a.colour)} {a.colour} {size} {noun} {pos}"
+        )
+    if template == 4:
+        return f"{_count_phrase(a.count, rng, a.colour)} {a.colour} {noun} {pos} , {size}"
+    return f"{_count_phrase(a.count, rng, size)} {size} {noun} {pos} , {a.colour}"
+
+
+def partial_caption(a: Attributes, mentioned: Sequence[str], rng: np.random.Generator) -> str:
+    """A caption mentioning only the attributes in ``mentioned`` (others left open).
+
+    Without ``shape`` the noun is "shape"; without ``count`` no number is said and the noun is
+    singular (the caption then fits any count).
+    """
+    unknown = set(mentioned) - set(ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"unknown attributes {sorted(unknown)}; expected some of {ATTRIBUTES}")
+    words: list[str] = []
+    if "size" in mentioned:
+        words.append(_pick(rng, SIZE_WORDS[a.size]))
+    if "colour" in mentioned:
+        words.append(a.colour)
+    count = a.count if "count" in mentioned else None
+    words.append(_noun(a.shape if "shape" in mentioned else None, count))
+    if count is not None:
+        words.insert(0, _count_phrase(count, rng, words[0]))
+    if "position" in mentioned:
+        words.append(_pick(rng, POSITION_WORDS[a.position]))
+    return " ".join(words)
+
+
+def matches(a: Attributes, mentioned: Mapping[str, Any]) -> bool:
+    """Whether ``a`` agrees with every attribute value in ``mentioned``."""
+    return all(getattr(a, k) == v for k, v in mentioned.items())
+
+
+# --- drawing ------------------------------------------------------------------------------------
+
+_STYLE_GEOMETRY: dict[str, dict[str, Any]] = {
+    # size ranges as fractions of the canvas; gap between group members; anchors; jitter
+    "flat": {
+        "small": (0.15, 0.20),
+        "large": (0.26, 0.30),
+        "gap": {"small": 0.07, "large": 0.03},
+        "anchor": 0.22,
+        "jitter": 0.04,
+        "cross": (0.34, 0.34),
+        "star_inner": 0.45,
+    },
+    "paper": {
+        "small": (0.13, 0.16),
+        "large": (0.25, 0.28),
+        "gap": {"small": 0.10, "large": 0.04},
+        "anchor": 0.17,
+        "jitter": 0.06,
+        "cross": (0.26, 0.30),
+        "star_inner": 0.5,
+    },
+}
+
+
+def _polygon(shape: str, cx: float, cy: float, s: float, geo: Mapping[str, Any]) -> list[float]:
+    r = s / 2
+    if shape == "square":
+        h = r * 0.88
+        pts = [(-h, -h), (h, -h), (h, h), (-h, h)]
+    elif shape == "triangle":
+        # equilateral, pointing up, bounding box centred
+        R = r * 1.12
+        pts = [
+            (R * math.cos(math.radians(a)), R * math.sin(math.radians(a))) for a in (-90, 30, 150)
+        ]
+        ys = [p[1] for p in pts]
+        dy = -(min(ys) + max(ys)) / 2
+        pts = [(x, y + dy) for x, y in pts]
+    elif shape == "star":
+        R = r * 1.08
+        inner = R * float(geo["star_inner"])
+        pts = []
+        for k in range(10):
+            rad = R if k % 2 == 0 else inner
+            ang = math.radians(-90 + 36 * k)
+            pts.append((rad * math.cos(ang), rad * math.sin(ang)))
+        ys = [p[1] for p in pts]
+        dy = -(min(ys) + max(ys)) / 2
+        pts = [(x, y + dy) for x, y in pts]
+    elif shape == "cross":
+        t = r * float(geo["cross_t"])
+        pts = [
+            (-t, -r), (t, -r), (t, -t), (r, -t), (r, t), (t, t),
+            (t, r), (-t, r), (-t, t), (-r, t), (-r, -t), (-t, -t),
+        ]  # fmt: skip
+    else:
+        raise ValueError(f"no polygon for shape {shape!r}")
+    out: list[float] = []
+    for x, y in pts:
+        out.extend((cx + x, cy + y))
+    return out
+
+
+def _layout(
+    a: Attributes, s: float, geo: Mapping[str, Any], rng: np.random.Generator, style: str
+) -> list[tuple[float, float]]:
+    """Centres (in canvas fractions) of the group's members."""
+    step = s + float(geo["gap"][a.size])
+    n = a.count
+    offsets = [(k - (n - 1) / 2) * step for k in range(n)]
+    anchor = float(geo["anchor"])
+    jit = float(geo["jitter"])
+    jx, jy = (float(v) for v in rng.uniform(-jit, jit, size=2))
+    if a.position in ("left", "right"):
+        x = anchor if a.position == "left" else 1 - anchor
+        spread = 0.12 if style == "paper" else 0.0
+        y = 0.5 + float(rng.uniform(-spread, spread))
+        centres = [(x + jx, y + o + jy) for o in offsets]
+    elif a.position in ("top", "bottom"):
+        y = anchor if a.position == "top" else 1 - anchor
+        spread = 0.12 if style == "paper" else 0.0
+        x = 0.5 + float(rng.uniform(-spread, spread))
+        centres = [(x + o + jx, y + jy) for o in offsets]
+    else:
+        centres = [(0.5 + o + jx, 0.5 + jy) for o in offsets]
+    # keep the whole group inside the canvas (shift, never shrink)
+    half = s / 2 + 0.01
+    xs = [c[0] for c in centres]
+    ys = [c[1] for c in centres]
+    dx = max(0.0, half - min(xs)) - max(0.0, max(xs) - (1 - half))
+    dy = max(0.0, half - min(ys)) - max(0.0, max(ys) - (1 - half))
+    return [(x + dx, y + dy) for x, y in centres]
+
+
+def _jitter_colour(
+    rgb: tuple[int, int, int], rng: np.random.Generator, amount: int
+) -> tuple[int, ...]:
+    noise = rng.integers(-amount, amount + 1, size=3)
+    return tuple(int(v) for v in np.clip(np.array(rgb) + noise, 0, 255))
+
+
+def render(
+    a: Attributes,
+    rng: np.random.Generator,
+    style: str = "flat",
+    size: int = IMAGE_SIZE,
+    augment: bool = False,
+) -> Image.Image:
+    """Draw the scene ``a`` as an RGB image of ``size`` x ``size`` pixels.
+
+    ``augment`` (training only, ``flat`` style) randomises the background brightness and tint,
+    sometimes anti-aliases and blurs, and adds pixel noise, so the model does not tie shapes to
+    one background or one rasterisation.
+    """
+    if style not in _STYLE_GEOMETRY:
+        raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
+    geo = dict(_STYLE_GEOMETRY[style])
+    lo, hi = geo[a.size]
+    s = float(rng.uniform(lo, hi))
+    cl, ch = geo["cross"]
+    geo["cross_t"] = float(rng.uniform(cl, ch))
+    centres = _layout(a, s, geo, rng, style)
+
+    if style == "paper":
+        background: tuple[int, ...] = (255, 255, 255)
+        scale = 4
+        fill = _jitter_colour(COLOURS[a.colour], rng, 12)
+        noise_sd = 0.0
+        blur = 0.0
+    else:
+        if augment and rng.random() < 0.5:
+            level = int(rng.integers(0, 256))
+        else:
+            level = int(rng.integers(0, 60))
+        background = _jitter_colour((level, level, level), rng, 12)
+        scale = 4 if augment and rng.random() < 0.5 else 1
+        fill = _jitter_colour(COLOURS[a.colour], rng, 25 if augment else 15)
+        noise_sd = float(rng.uniform(0, 8)) if augment else 3.0
+        blur = float(rng.uniform(0, 0.7)) if augment and rng.random() < 0.3 else 0.0
+
+    big = size * scale
+    img = Image.new("RGB", (big, big), background)
+    draw = ImageDraw.Draw(img)
+    px = s * big
+    for cx, cy in centres:
+        x, y = cx * big, cy * big
+        if a.shape == "circle":
+            r = px / 2
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+        else:
+            draw.polygon(_polygon(a.shape, x, y, px, geo), fill=fill)
+    if scale > 1:
+        img = img.resize((size, size), Image.Resampling.BOX)
+    if blur > 0:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    if noise_sd > 0:
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr + np.float32(noise_sd) * rng.standard_normal(arr.shape, dtype=np.float32)
+        img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return img
+
+
+def generate(
+    n: int, seed: int, style: str = "flat", size: int = IMAGE_SIZE, augment: bool = False
+) -> list[Sample]:
+    """``n`` random samples (image, attributes, random full caption), reproducible per ``seed``."""
+    rng = np.random.default_rng([seed, STYLES.index(style) if style in STYLES else 99])
+    out: list[Sample] = []
+    for _ in range(n):
+        a = random_attributes(rng)
+        img = render(a, rng, style=style, size=size, augment=augment)
+        out.append(Sample(a, img, caption(a, rng)))
+    return out
