@@ -56,15 +56,18 @@ def _before_execute(
     if unknown:
         raise ValueError(f"{OPTION}: unsupported settings {sorted(unknown)}")
     local = _local(conn)
-    saved: list[tuple[str, str | None]] = []
-    for name, value in settings.items():
-        previous = conn.execute(
-            text("SELECT current_setting(:n, true)"), {"n": name}
-        ).scalar_one_or_none()
-        saved.append((name, previous))
-        conn.execute(
-            text("SELECT set_config(:n, :v, :l)"), {"n": name, "v": str(value), "l": local}
-        )
+    names = list(settings)
+    # One round trip: read the current values (the CTE is evaluated first), then set ours.
+    binds: dict[str, Any] = {"l": local}
+    reads, writes = [], []
+    for i, name in enumerate(names):
+        binds[f"n{i}"], binds[f"v{i}"] = name, str(settings[name])
+        reads.append(f"current_setting(:n{i}, true) AS p{i}")
+        writes.append(f"set_config(:n{i}, :v{i}, :l)")
+    # Only bind-parameter names are interpolated; the values are parameters.
+    sql = f"WITH prev AS MATERIALIZED (SELECT {', '.join(reads)}) SELECT prev.*, {', '.join(writes)} FROM prev"  # noqa: E501, S608
+    row = conn.execute(text(sql), binds).one()
+    saved = [(name, row[i]) for i, name in enumerate(names)]
     conn.info.setdefault(_SAVED, []).append((saved, local))
 
 
@@ -83,8 +86,12 @@ def _after_execute(
     if not stack:
         return
     saved, local = stack.pop()
-    for name, previous in reversed(saved):
-        if previous is not None:
-            conn.execute(
-                text("SELECT set_config(:n, :v, :l)"), {"n": name, "v": previous, "l": local}
-            )
+    restore = [(n, v) for n, v in saved if v is not None]
+    if not restore:
+        return
+    binds: dict[str, Any] = {"l": local}
+    calls = []
+    for i, (name, value) in enumerate(restore):
+        binds[f"n{i}"], binds[f"v{i}"] = name, value
+        calls.append(f"set_config(:n{i}, :v{i}, :l)")
+    conn.execute(text(f"SELECT {', '.join(calls)}"), binds)
