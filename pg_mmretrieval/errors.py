@@ -7,9 +7,12 @@ __all__ = [
     "DatabaseError",
     "EncoderError",
     "InputError",
+    "LoadError",
     "MMRError",
     "NotFoundError",
+    "PermanentLoadError",
     "PluginError",
+    "RetryableLoadError",
     "ServerError",
     "UnsupportedServerError",
 ]
@@ -59,3 +62,21 @@ class PluginError(MMRError):
 
 class EncoderError(MMRError):
     """An encoder failed or rejected its input."""
+
+
+class LoadError(InputError):
+    """A table cell could not be turned into encoder input (file, URL, bytes, text)."""
+
+
+class PermanentLoadError(LoadError):
+    """Loading failed and will fail again (missing file, over the size limit, not an image...).
+
+    The worker should not retry the item.
+    """
+
+
+class RetryableLoadError(LoadError):
+    """Loading failed for a reason that may pass (timeout, connection reset, HTTP 5xx/429).
+
+    The worker should retry the item later.
+    """

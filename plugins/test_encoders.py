@@ -7,13 +7,13 @@ worker and the SQL paths testable without a model.  It is not meant for real ret
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from pg_mmretrieval.encoders import Encoder, Item
+from pg_mmretrieval.hookspecs import hookimpl
 
 
 class HashEncoder(Encoder):
@@ -21,7 +21,7 @@ class HashEncoder(Encoder):
 
     name = "mmr-test"
     dimension = 32
-    modalities: ClassVar[frozenset[str]] = frozenset({"text", "image"})
+    modalities = frozenset({"text", "image"})
     model_id = "mmr-test/sha256-v1"
 
     def _embed(self, batch: Sequence[Item]) -> npt.NDArray[np.float32]:
@@ -34,4 +34,11 @@ class HashEncoder(Encoder):
 
 
 def encoders() -> list[Encoder]:
+    """The encoders of this plugin (kept for callers that build them directly)."""
     return [HashEncoder()]
+
+
+@hookimpl
+def register_encoders(register: Callable[[Encoder], None]) -> None:
+    for enc in encoders():
+        register(enc)

@@ -142,14 +142,26 @@ def test_install_grants_public_only_catalog_reads_and_search(
     # PUBLIC's table privileges in schema mmr: SELECT on the catalog only (plus embedding
     # tables, which RLS restricts to rows whose source row the caller can see)
     grants = conn.execute(
-        "SELECT c.relname, a.privilege_type FROM pg_class c, aclexplode(c.relacl) a "
-        "WHERE c.relnamespace = 'mmr'::regnamespace AND a.grantee = 0"
+        "SELECT c.relname, a.privilege_type, c.relrowsecurity FROM pg_class c, "
+        "aclexplode(c.relacl) a WHERE c.relnamespace = 'mmr'::regnamespace AND a.grantee = 0"
     ).fetchall()
-    for relname, priv in grants:
+    catalog = {
+        "_collection",
+        "_space",
+        "collections",
+        "spaces",  # collections and spaces
+        "_projection",
+        "_reranker",
+        "rerankers",
+        "_text_index",
+        "_multivector",  # retrieval
+    }
+    for relname, priv, rls in grants:
         assert priv == "SELECT", (relname, priv)
-        assert relname in {"_collection", "_space", "collections", "spaces"} or (
-            relname.startswith("_emb_")
-        ), relname
+        if relname.startswith(("_emb_", "_mv_")):
+            assert rls, f"{relname} is readable by PUBLIC without row-level security"
+        else:
+            assert relname in catalog, relname
     # administrative functions are not executable by PUBLIC
     for fn in ("create_collection", "add_space", "drop_collection", "put_embeddings"):
         (allowed,) = conn.execute(

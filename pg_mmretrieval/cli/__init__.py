@@ -9,7 +9,15 @@ import click
 
 from .. import demo as _demo
 from ..errors import MMRError
-from . import collection_cmd, db_cmd, search_cmd, server_cmd
+from . import (
+    collection_cmd,
+    db_cmd,
+    eval_cmd,
+    models_cmd,
+    plugins_cmd,
+    search_cmd,
+    server_cmd,
+)
 
 __all__ = ["cli", "main"]
 
@@ -30,7 +38,15 @@ def cli() -> None:
     """
 
 
-for _module in (server_cmd, db_cmd, collection_cmd, search_cmd):
+for _module in (
+    server_cmd,
+    db_cmd,
+    collection_cmd,
+    search_cmd,
+    eval_cmd,
+    plugins_cmd,
+    models_cmd,
+):
     _module.register(cli)
 
 _demo.register(cli)

@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from ..errors import InputError
 from ..search import search as run_search
 from ._common import connect, echo_json, print_table
+
+COMPOSED_METHODS = (
+    "image_only",
+    "text_only",
+    "weighted",
+    "slerp",
+    "score_sum",
+    "product",
+    "weimocir",
+    "pdv",
+    "basic",
+    "gqr",
+)
+
+
+def parse_params(items: tuple[str, ...] | list[str]) -> dict[str, object]:
+    """NAME=VALUE pairs; values are parsed as JSON when they can be (numbers, lists, ...)."""
+    out: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"--param must be NAME=VALUE, not {item!r}")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
 
 
 def register(cli: click.Group) -> None:
@@ -36,6 +64,13 @@ def _parse_json(value: str, what: str) -> object:
 @click.option("-k", "--k", "k", default=10, show_default=True, help="Number of results.")
 @click.option("--filter", "filter_json", help='Conditions as JSON, e.g. \'{"price": {"<": 50}}\'.')
 @click.option("--ef-search", type=int, help="HNSW candidate list size (default 40, >= k).")
+@click.option("--ref", "ref_key", help="Composed search: the reference row's key (JSON).")
+@click.option("--modifier", help="Composed search: the modification text.")
+@click.option("--method", type=click.Choice(COMPOSED_METHODS), help="Composed-search method.")
+@click.option("--param", "params", multiple=True, help="Method parameter NAME=VALUE (repeat).")
+@click.option("--hybrid", is_flag=True, help="Lexical + vector (RRF) search with --text.")
+@click.option("--rerank", help="Reranker name (SQL registry or a plugin's).")
+@click.option("--rerank-depth", type=int, help="Candidates the reranker sees (default 100).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def search(
     collection: str,
@@ -46,6 +81,13 @@ def search(
     k: int,
     filter_json: str | None,
     ef_search: int | None,
+    ref_key: str | None,
+    modifier: str | None,
+    method: str | None,
+    params: tuple[str, ...],
+    hybrid: bool,
+    rerank: str | None,
+    rerank_depth: int | None,
     as_json: bool,
 ) -> None:
     """Search SPACE of COLLECTION for the K nearest rows.
@@ -54,7 +96,30 @@ def search(
     Example:
       mmr search products clip_image --text "a red circle" -k 5
       mmr search products ext --vector "[0.1, 0.2, 0.3]" --filter '{"price": {"<": 50}}' --json
+      mmr search products clip_image --ref 42 --modifier "in blue" --method weimocir \\
+          --param caption_space=clip_caption --param beta=0.1
+      mmr search products clip_image --text "red circle" --hybrid --rerank exact
     """
+    if ref_key is not None or modifier is not None:
+        _composed(
+            collection,
+            space,
+            ref_key,
+            modifier,
+            vector_json,
+            image_path,
+            method or "weighted",
+            params,
+            k,
+            filter_json,
+            ef_search,
+            rerank,
+            rerank_depth,
+            as_json,
+        )
+        return
+    if method is not None:
+        raise click.UsageError("--method needs --ref and --modifier")
     given = [x for x in (vector_json, text, image_path) if x is not None]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --vector, --text or --image")
@@ -71,7 +136,43 @@ def search(
             from ..query import embed_query
 
             query = embed_query(conn, collection, space, text=text, image_path=image_path)
-        hits = run_search(conn, collection, space, query, k, filter=filt, ef_search=ef_search)
+        if hybrid:
+            if text is None:
+                raise click.UsageError("--hybrid needs --text")
+            from ..retrieval import hybrid_search
+
+            hits = hybrid_search(
+                conn,
+                collection,
+                text,
+                [(space, query)],
+                k=k,
+                filter=filt,
+                ef_search=ef_search,
+                params=parse_params(params),
+                rerank=rerank,
+                rerank_depth=rerank_depth,
+            )
+        elif rerank is not None:
+            from ..retrieval import search as rerank_search
+
+            hits = rerank_search(
+                conn,
+                collection,
+                space,
+                query,
+                k,
+                filter=filt,
+                ef_search=ef_search,
+                rerank=rerank,
+                rerank_depth=rerank_depth,
+            )
+        else:
+            hits = run_search(conn, collection, space, query, k, filter=filt, ef_search=ef_search)
+    _print(hits, as_json)
+
+
+def _print(hits: list[Any], as_json: bool) -> None:
     rows = [{"rank": i + 1, "key": h.key, "score": h.score} for i, h in enumerate(hits)]
     if as_json:
         echo_json(rows)
@@ -80,3 +181,64 @@ def search(
             [{**r, "key": json.dumps(r["key"]), "score": f"{r['score']:.4f}"} for r in rows],
             ["rank", "key", "score"],
         )
+
+
+def _composed(
+    collection: str,
+    space: str,
+    ref_key: str | None,
+    modifier: str | None,
+    vector_json: str | None,
+    image_path: str | None,
+    method: str,
+    params: tuple[str, ...],
+    k: int,
+    filter_json: str | None,
+    ef_search: int | None,
+    rerank: str | None,
+    rerank_depth: int | None,
+    as_json: bool,
+) -> None:
+    """Composed search: reference (--ref KEY, or --image / --vector) + --modifier text."""
+    import numpy as np
+
+    from ..query import embed_query
+    from ..retrieval import composed_search
+
+    if modifier is None:
+        raise click.UsageError("composed search needs --modifier")
+    refs = [x for x in (ref_key, vector_json, image_path) if x is not None]
+    if len(refs) != 1:
+        raise click.UsageError("give exactly one reference: --ref KEY, --image or --vector")
+    filt = _parse_json(filter_json, "--filter") if filter_json else None
+    if filt is not None and not isinstance(filt, dict):
+        raise InputError("--filter must be a JSON object of column conditions")
+    with connect() as conn:
+        mod = np.asarray(embed_query(conn, collection, space, text=modifier))
+        ref_vec = None
+        key = None
+        if ref_key is not None:
+            try:
+                key = json.loads(ref_key)
+            except json.JSONDecodeError:
+                key = ref_key
+        elif vector_json is not None:
+            ref_vec = np.asarray(_parse_json(vector_json, "--vector"), dtype=np.float32)
+        else:
+            ref_vec = np.asarray(embed_query(conn, collection, space, image_path=image_path))
+        hits = composed_search(
+            conn,
+            collection,
+            space,
+            ref_vec,
+            mod,
+            reference_key=key,
+            method=method,
+            k=k,
+            params=parse_params(params),
+            filter=filt,
+            ef_search=ef_search,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+        )
+    _print(hits, as_json)

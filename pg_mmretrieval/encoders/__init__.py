@@ -8,7 +8,7 @@ is an encoded image file.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import ClassVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +29,7 @@ class Encoder:
 
     name: str = ""
     dimension: int = 0
-    modalities: ClassVar[frozenset[str]] = frozenset({"text"})
+    modalities: frozenset[str] = frozenset({"text"})
     batch_size: int = 32
     #: identifies the exact weights and preprocessing (stored with every embedding)
     model_id: str = ""
@@ -38,6 +38,18 @@ class Encoder:
     def provider(self) -> str:
         """The ONNX Runtime execution provider in use (``CPUExecutionProvider`` etc.)."""
         return "python"
+
+    def with_options(self, **options: Any) -> Encoder:
+        """A copy of this encoder configured by ``options`` (e.g. ``truncate=True``).
+
+        Raises:
+            InputError: an option this encoder does not know.
+        """
+        if options:
+            raise InputError(
+                f"encoder {self.name!r} takes no options (got {', '.join(sorted(options))})"
+            )
+        return self
 
     def embed_batch(self, items: Iterable[Item]) -> Iterator[npt.NDArray[np.float32]]:
         """Yield one L2-normalised float32 vector per item, in order.
@@ -112,18 +124,24 @@ def _ensure_loaded() -> None:
     load_encoders()
 
 
-def get_encoder(name: str) -> Encoder:
-    """The registered encoder called ``name``.
+def get_encoder(name: str, **options: Any) -> Encoder:
+    """The registered encoder called ``name``, configured by ``options`` when given.
+
+    Args:
+        name: an encoder name (``mmr plugins`` lists them), e.g. ``minilm`` or ``minilm:int8``.
+        options: encoder options, e.g. ``truncate=True`` (see :meth:`Encoder.with_options`).
 
     Raises:
         NotFoundError: no such encoder; the message lists the registered ones.
+        InputError: an unknown option.
     """
     _ensure_loaded()
     try:
-        return _REGISTRY[name]
+        encoder = _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise NotFoundError(
             f"no encoder named {name!r}; registered encoders: {known}. "
             "Install or enable the plugin that provides it (`mmr plugins` lists them)."
         ) from None
+    return encoder.with_options(**options) if options else encoder

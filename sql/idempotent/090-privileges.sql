@@ -14,7 +14,12 @@ BEGIN
                 AND p.proname NOT IN ('create_collection', 'add_space', 'switch_space',
                                       'drop_space', 'drop_collection', 'refresh_view',
                                       'put_embeddings', 'put_embedding', '_rebuild_sync',
-                                      '_create_triggers', '_rebuild_view', '_drop_space_row')
+                                      '_create_triggers', '_rebuild_view', '_drop_space_row',
+                                      -- retrieval (issue 5): administrative
+                                      'set_projection', 'create_text_index', 'drop_text_index',
+                                      'register_reranker', 'unregister_reranker',
+                                      'add_multivector_space', 'drop_multivector_space',
+                                      'put_multivectors')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;

@@ -1,0 +1,291 @@
+"""Latency of every search function vs a bare ``ORDER BY embedding <=> q LIMIT k`` on the same
+HNSW index, in the same run, with recall@10 against exact (numpy) search.
+
+    .venv/bin/python bench/search.py --n 100000 --dim 512 --queries 200
+
+Builds a fresh database on the server the tests use (or MMR_DATABASE_URL): a table of N rows
+with a short caption, two external spaces (img, cap) of clustered unit vectors, the HNSW
+indexes (built after the bulk load) and the full-text GIN index.  Prints one row per function:
+p50/p99 latency (ms), ratio to the bare query's p50, target ratio, recall@10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector import Vector
+from pgvector.psycopg import register_vector
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+if not os.environ.get("MMR_DATABASE_URL"):
+    os.environ.setdefault("MMR_DATA_DIR", str(REPO / ".mmr-test-data"))
+
+from pg_mmretrieval import db, install  # noqa: E402
+from pg_mmretrieval import retrieval as rt  # noqa: E402
+
+WORDS = [f"w{i}" for i in range(400)]
+
+
+def n(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return np.asarray(x / np.linalg.norm(x, axis=-1, keepdims=True))
+
+
+def data(num: int, dim: int, seed: int = 0) -> tuple[np.ndarray[Any, Any], ...]:
+    rng = np.random.default_rng(seed)
+    centers = n(rng.standard_normal((max(10, num // 100), dim)))
+    lab = rng.integers(0, len(centers), num)
+    img = n(centers[lab] + 0.6 * rng.standard_normal((num, dim)) / np.sqrt(dim) * 4)
+    cap = n(centers[lab] + 0.8 * rng.standard_normal((num, dim)) / np.sqrt(dim) * 4)
+    return img.astype(np.float32), cap.astype(np.float32), centers
+
+
+def setup(url: str, img: np.ndarray[Any, Any], cap: np.ndarray[Any, Any]) -> dict[str, str]:
+    num, dim = img.shape
+    rng = np.random.default_rng(1)
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, caption text)")
+        with conn.cursor().copy("COPY items (id, caption) FROM STDIN") as cp:
+            for i in range(num):
+                cp.write_row((i, " ".join(rng.choice(WORDS, 4))))
+        conn.execute("SELECT mmr.create_collection('items', 'items', text_columns => '{caption}')")
+        tables = {}
+        for name, vecs in (("img", img), ("cap", cap)):
+            t = conn.execute(
+                "SELECT mmr.add_space('items', %s, 'external', NULL, %s)::text", (name, dim)
+            ).fetchone()
+            assert t is not None
+            tables[name] = str(t[0])
+            conn.execute(f"DROP INDEX {tables[name]}_hnsw")
+            with conn.cursor().copy(
+                f"COPY {tables[name]} (id, embedding, model_id) FROM STDIN WITH (FORMAT BINARY)"
+            ) as cp:
+                cp.set_types(["int4", "vector", "text"])
+                for i in range(num):
+                    cp.write_row((i, vecs[i], "external"))
+        t1 = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '2GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 2")
+        for t in tables.values():
+            conn.execute(
+                f"CREATE INDEX {t.split('.')[-1]}_hnsw ON {t} USING hnsw "
+                "(embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+            )
+        t2 = time.perf_counter()
+        conn.execute("SELECT mmr.create_text_index('items')")
+        conn.execute("VACUUM ANALYZE items")
+        for t in tables.values():
+            conn.execute(f"VACUUM ANALYZE {t}")
+    print(
+        f"# load {t1 - t0:.1f}s, HNSW builds {t2 - t1:.1f}s, total {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
+    return tables
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    args = ap.parse_args()
+    img, cap, centers = data(args.n, args.dim)
+    rng = np.random.default_rng(2)
+    nq = args.queries
+    refs = rng.integers(0, args.n, nq)
+    mods = n(
+        centers[rng.integers(0, len(centers), nq)]
+        + 0.3 * rng.standard_normal((nq, args.dim)) / np.sqrt(args.dim) * 4
+    ).astype(np.float32)
+    ref_vecs = img[refs]
+    words = [" ".join(rng.choice(WORDS, 2)) for _ in range(nq)]
+
+    server = db.resolve_url()
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    from tests.conftest import _with_database
+
+    url = _with_database(server, name)
+    try:
+        install.upgrade(url)
+        setup(url, img, cap)
+        conn = db.connect(url, autocommit=True)
+        k = args.k
+        basis, mu_t = rt.basic_projection(cap[:300], cap[300:600])
+        rt.store_basic_projection(conn, "items", "img", basis, mu_t)
+        conn.execute("SET hnsw.ef_search = 40")
+        bare_sql = "SELECT id FROM mmr._emb_1 ORDER BY embedding <=> %s LIMIT %s"
+
+        def bare(i: int) -> list[Any]:
+            return [r[0] for r in conn.execute(bare_sql, (Vector(ref_vecs[i]), k)).fetchall()]
+
+        def comp(method: str, params: dict[str, Any] | None = None) -> Callable[[int], list[Any]]:
+            def f(i: int) -> list[Any]:
+                return [
+                    h.key
+                    for h in rt.composed_search(
+                        conn,
+                        "items",
+                        "img",
+                        ref_vecs[i],
+                        mods[i],
+                        method=method,
+                        k=k,
+                        params=params,
+                    )
+                ]
+
+            return f
+
+        def weighted_exact(i: int) -> np.ndarray[Any, Any]:
+            q = n(0.5 * n(ref_vecs[i]) + 0.5 * n(mods[i]))
+            return np.argsort(-(img @ q))[:k]
+
+        def sum_exact(i: int) -> np.ndarray[Any, Any]:
+            return np.argsort(-(img @ ref_vecs[i] + img @ mods[i]))[:k]
+
+        funcs: list[tuple[str, Callable[[int], list[Any]], float, Callable[[int], Any] | None]] = [
+            ("bare ORDER BY <=> LIMIT", bare, 1.0, lambda i: np.argsort(-(img @ ref_vecs[i]))[:k]),
+            (
+                "mmr.search",
+                lambda i: [h.key for h in rt.search(conn, "items", "img", ref_vecs[i], k)],
+                1.10,
+                lambda i: np.argsort(-(img @ ref_vecs[i]))[:k],
+            ),
+            (
+                "composed image_only",
+                comp("image_only"),
+                1.10,
+                lambda i: np.argsort(-(img @ ref_vecs[i]))[:k],
+            ),
+            ("composed weighted", comp("weighted"), 1.10, weighted_exact),
+            ("composed slerp", comp("slerp"), 1.10, weighted_exact),
+            ("composed score_sum", comp("score_sum"), 2.5, sum_exact),
+            ("composed product", comp("product"), 2.5, None),
+            (
+                "composed weimocir+cap",
+                lambda i: [
+                    h.key
+                    for h in rt.composed_search(
+                        conn,
+                        "items",
+                        "img",
+                        None,
+                        mods[i],
+                        reference_key=int(refs[i]),
+                        method="weimocir",
+                        k=k,
+                        params={"caption_space": "cap", "beta": 0.1},
+                    )
+                ],
+                2.5,
+                None,
+            ),
+            ("composed basic", comp("basic"), 2.5, None),
+            ("composed gqr", comp("gqr"), 2.5, None),
+            (
+                "hybrid rrf (lex + img)",
+                lambda i: [
+                    h.key
+                    for h in rt.hybrid_search(conn, "items", words[i], [("img", ref_vecs[i])], k=k)
+                ],
+                2.0,
+                None,
+            ),
+            (
+                "hybrid rrf (lex + img + cap)",
+                lambda i: [
+                    h.key
+                    for h in rt.hybrid_search(
+                        conn, "items", words[i], [("img", ref_vecs[i]), ("cap", mods[i])], k=k
+                    )
+                ],
+                2.5,
+                None,
+            ),
+            (
+                "search + exact rerank",
+                lambda i: [
+                    h.key
+                    for h in rt.search(
+                        conn, "items", "img", ref_vecs[i], k, rerank="exact", rerank_depth=40
+                    )
+                ],
+                2.0,
+                lambda i: np.argsort(-(img @ ref_vecs[i]))[:k],
+            ),
+            (
+                "mmr_search (λ=0.5, 50)",
+                lambda i: [h.key for h in rt.mmr_search(conn, "items", "img", ref_vecs[i], k)],
+                3.0,
+                None,
+            ),
+            (
+                "rocchio_search (PRF 10)",
+                lambda i: [h.key for h in rt.rocchio_search(conn, "items", "img", ref_vecs[i], k)],
+                2.5,
+                None,
+            ),
+        ]
+        # Interleave: each round runs every function once, so drift hits all alike.
+        lat: dict[str, list[float]] = {f[0]: [] for f in funcs}
+        outs: dict[str, list[Any]] = {f[0]: [] for f in funcs}
+        for i in range(min(10, nq)):
+            for _name, fn, _t, _e in funcs:
+                fn(i)
+        for i in range(nq):
+            for fname, fn, _t, _e in funcs:
+                t = time.perf_counter()
+                outs[fname].append(fn(i))
+                lat[fname].append((time.perf_counter() - t) * 1000)
+        base = statistics.median(lat[funcs[0][0]])
+        print(
+            f"# N={args.n} dim={args.dim} queries={nq} k={k} ef_search=40 "
+            f"(one connection, interleaved rounds)"
+        )
+        print(
+            f"{'function':32s} {'p50 ms':>8s} {'p99 ms':>8s} {'x bare':>7s} {'target':>7s} "
+            f"{'recall@10':>9s}"
+        )
+        for fname, _fn, target, exact in funcs:
+            p50, p99 = statistics.median(lat[fname]), pct(lat[fname], 99)
+            rec = "-"
+            if exact is not None:
+                r = [
+                    len(set(map(int, outs[fname][i])) & set(map(int, exact(i)))) / k
+                    for i in range(nq)
+                ]
+                rec = f"{np.mean(r):.3f}"
+            print(
+                f"{fname:32s} {p50:8.2f} {p99:8.2f} {p50 / base:7.2f} {target:7.2f} {rec:>9s}",
+                flush=True,
+            )
+        conn.close()
+    finally:
+        if not args.keep:
+            with psycopg.connect(server, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

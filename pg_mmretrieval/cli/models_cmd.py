@@ -1,0 +1,123 @@
+"""``mmr models``: export, list and verify ONNX model directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import echo_json, print_table
+
+__all__ = ["register"]
+
+
+@click.group("models")
+def models_group() -> None:
+    """ONNX models: export from Hugging Face or a local directory, list, verify.
+
+    Models live in onnx_models/NAME/ or $MMR_MODEL_DIR/NAME/ and become encoders called NAME
+    (and NAME:int8, NAME:fp16 for checked variants).
+    """
+
+
+@models_group.command("export")
+@click.argument("source")
+@click.option("--name", required=True, help="Model (and encoder) name: the directory name.")
+@click.option("--fp16", is_flag=True, help="Also write an fp16 variant (checked vs fp32).")
+@click.option("--int8", is_flag=True, help="Also write an int8 variant (checked vs fp32).")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Parent directory (default: $MMR_MODEL_DIR, else onnx_models/).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing model directory.")
+def export_command(
+    source: str, name: str, fp16: bool, int8: bool, output_dir: Path | None, force: bool
+) -> None:
+    """Export SOURCE (a Hugging Face id or a local directory) to ONNX.
+
+    CLIP and SigLIP models get a text and a vision graph; sentence-transformers models get a
+    text graph with the pooling of their config.  Needs the `export` extra (torch).
+
+    \b
+    Example:
+      mmr models export openai/clip-vit-base-patch32 --name clip-b32 --int8
+      mmr models export ./my-minilm --name minilm
+    """
+    from ..export import export_model
+
+    target = export_model(
+        source, name, output_dir=output_dir, fp16=fp16, int8=int8, overwrite=force
+    )
+    click.echo(f"exported {source} to {target}")
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_command(as_json: bool) -> None:
+    """List the model directories found (MMR_MODEL_DIR first, then onnx_models/).
+
+    \b
+    Example:
+      mmr models list --json
+    """
+    from ..modeldir import discover_models, read_manifest
+
+    rows: list[dict[str, Any]] = []
+    for name, directory in sorted(discover_models().items()):
+        m = read_manifest(directory)
+        rows.append(
+            {
+                "name": name,
+                "kind": m.kind,
+                "dimension": m.dimension,
+                "modalities": sorted(m.modalities),
+                "variants": sorted(m.raw.get("variants", {})),
+                "source": m.raw.get("source"),
+                "path": str(directory),
+            }
+        )
+    if as_json:
+        echo_json(rows)
+        return
+    print_table(
+        [
+            {**r, "modalities": ", ".join(r["modalities"]), "variants": ", ".join(r["variants"])}
+            for r in rows
+        ],
+        ["name", "kind", "dimension", "modalities", "variants", "path"],
+        title="models",
+    )
+
+
+@models_group.command("verify")
+@click.argument("names", nargs=-1)
+def verify_command(names: tuple[str, ...]) -> None:
+    """Check manifests and sha256 checksums (all models when no NAME is given).
+
+    \b
+    Example:
+      mmr models verify minilm
+    """
+    from ..errors import ConfigError
+    from ..modeldir import discover_models, find_model, verify_model
+
+    targets = [find_model(n) for n in names] if names else list(discover_models().values())
+    bad = 0
+    for directory in targets:
+        problems = verify_model(directory)
+        if problems:
+            bad += 1
+            click.echo(f"{directory.name}: FAILED")
+            for p in problems:
+                click.echo(f"  {p}")
+        else:
+            click.echo(f"{directory.name}: ok")
+    if bad:
+        raise ConfigError(f"{bad} model(s) failed verification")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(models_group)

@@ -1,0 +1,749 @@
+-- Composed-query search (reference image + modification text), FUSION.md §1-§2.3.
+--
+-- Every search function builds a "plan" (mmr._search_plan: one SQL statement and its
+-- parameters) and runs it with mmr._execute, which also applies a registered reranker.  The
+-- statement's parameters are always, in this order:
+--   $1 vector[] query vectors   $2 int candidates per leg   $3 jsonb filter   $4 int k
+--   $5 jsonb key to exclude     $6 float8[] leg weights     $7 float8[] numeric options
+--   $8 jsonb auxiliary data     $9 text query text
+-- Single-vector methods are one `ORDER BY embedding <op> $1[1] LIMIT` statement (the HNSW
+-- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
+-- same statement (no per-row round trips).
+
+DO $$
+BEGIN
+    IF to_regtype('mmr._search_plan') IS NULL THEN
+        CREATE TYPE mmr._search_plan AS (
+            sql text, vecs @extschema:vector@.vector[], n int, filter jsonb, k int,
+            exclude jsonb, weights float8[], nums float8[], aux jsonb, qtext text,
+            qvec @extschema:vector@.vector, space text);
+    END IF;
+END
+$$;
+
+-- Tables created here (not in an Alembic revision): BASIC projections per space and the
+-- reranker registry.  CREATE TABLE IF NOT EXISTS keeps re-application harmless.
+CREATE TABLE IF NOT EXISTS mmr._projection (
+    space_id    int NOT NULL REFERENCES mmr._space (id) ON DELETE CASCADE,
+    name        text NOT NULL,
+    basis       @extschema:vector@.vector[] NOT NULL,
+    mu_image    @extschema:vector@.vector NOT NULL,
+    mu_text     @extschema:vector@.vector NOT NULL,
+    s_v_min     float8,
+    s_t_min     float8,
+    params      jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (space_id, name)
+);
+GRANT SELECT ON mmr._projection TO PUBLIC;
+
+CREATE TABLE IF NOT EXISTS mmr._reranker (
+    name         text PRIMARY KEY,
+    function     regprocedure NOT NULL,
+    description  text,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT ON mmr._reranker TO PUBLIC;
+
+-- A number from params, or the default; a clear error for a non-number.
+CREATE OR REPLACE FUNCTION mmr._num(p jsonb, p_name text, p_default float8)
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
+        RETURN p_default;
+    END IF;
+    IF jsonb_typeof(p -> p_name) <> 'number' THEN
+        RAISE EXCEPTION 'parameter % must be a number, not %', p_name, p -> p_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (p ->> p_name)::float8;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._bool(p jsonb, p_name text, p_default boolean)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
+        RETURN p_default;
+    END IF;
+    IF jsonb_typeof(p -> p_name) <> 'boolean' THEN
+        RAISE EXCEPTION 'parameter % must be true or false, not %', p_name, p -> p_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (p ->> p_name)::boolean;
+END
+$$;
+
+-- Reject unknown parameter names (typos would otherwise silently use defaults).
+CREATE OR REPLACE FUNCTION mmr._check_params(p jsonb, p_known text[], p_what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad text;
+BEGIN
+    IF p IS NULL THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(p) <> 'object' THEN
+        RAISE EXCEPTION 'params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(quote_literal(k), ', ') INTO bad FROM jsonb_object_keys(p) k
+     WHERE k <> ALL (p_known);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION '% does not take parameter(s) %', p_what, bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known parameters: ' || array_to_string(p_known, ', ') || '.';
+    END IF;
+END
+$$;
+
+-- The query vector as the SQL expression to compare with a space's embedding column.
+CREATE OR REPLACE FUNCTION mmr._qexpr(s mmr._space, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE s.storage WHEN 'halfvec'
+                THEN format('(%s)::@extschema:vector@.halfvec(%s)', p_expr, s.dimensions)
+                ELSE p_expr END
+$$;
+
+-- Distance and similarity (score, higher is better) of alias.embedding to a query expression.
+CREATE OR REPLACE FUNCTION mmr._dist(s mmr._space, p_alias text, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%I.embedding OPERATOR(@extschema:vector@.%s) %s', p_alias,
+                  mmr._distance_op(s.distance), mmr._qexpr(s, p_expr))
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._sim(s mmr._space, p_alias text, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT mmr._score_expr(s.distance, mmr._dist(s, p_alias, p_expr))
+$$;
+
+-- Inner product of alias.embedding with a query expression (float8).
+CREATE OR REPLACE FUNCTION mmr._ip(s mmr._space, p_alias text, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('(-(%I.embedding OPERATOR(@extschema:vector@.<#>) %s))::float8', p_alias,
+                  mmr._qexpr(s, p_expr))
+$$;
+
+-- One index leg: the key columns and distance of the p_limit rows nearest to p_expr, in the
+-- HNSW shape.  The filter (a jsonb in $3) joins the source table.
+CREATE OR REPLACE FUNCTION mmr._leg_sql(c mmr._collection, s mmr._space, p_expr text,
+                                        p_limit text, p_filter jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dist text := mmr._dist(s, 'e', p_expr);
+    where_sql text := mmr._filter_sql(c, p_filter, '$3');
+BEGIN
+    IF where_sql IS NULL THEN
+        RETURN format('SELECT %s, %s AS dist FROM %s e ORDER BY %s LIMIT %s',
+                      mmr._key_list(c, 'e'), dist, s.embedding_table, dist, p_limit);
+    END IF;
+    RETURN format('SELECT %s, %s AS dist FROM %s e JOIN %s s ON %s WHERE %s ORDER BY %s LIMIT %s',
+                  mmr._key_list(c, 'e'), dist, s.embedding_table, c.source,
+                  mmr._key_join(c, 's', 'e'), where_sql, dist, p_limit);
+END
+$$;
+
+-- Single-vector statement: the k (+1 when a key is excluded) nearest rows to $1[1].
+CREATE OR REPLACE FUNCTION mmr._single_sql(c mmr._collection, s mmr._space, p_filter jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dist text := mmr._dist(s, 'e', '$1[1]');
+    where_sql text := mmr._filter_sql(c, p_filter, '$3');
+    inner_sql text;
+BEGIN
+    inner_sql := format('SELECT %s AS key, %s AS score FROM %s e%s ORDER BY %s '
+                        'LIMIT $4 + (CASE WHEN $5 IS NULL THEN 0 ELSE 1 END)',
+                        mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table,
+                        CASE WHEN where_sql IS NULL THEN ''
+                             ELSE format(' JOIN %s s ON %s WHERE %s', c.source,
+                                         mmr._key_join(c, 's', 'e'), where_sql) END,
+                        dist);
+    RETURN format('SELECT x.key, x.score FROM (%s) x WHERE $5 IS NULL OR x.key <> $5 '
+                  'ORDER BY x.score DESC LIMIT $4', inner_sql);
+END
+$$;
+
+-- The stored embedding of a row (by its jsonb key) in a space, as a full-precision vector.
+CREATE OR REPLACE FUNCTION mmr._embedding_of(c mmr._collection, s mmr._space, p_key jsonb,
+                                             p_required boolean DEFAULT true)
+RETURNS @extschema:vector@.vector
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v @extschema:vector@.vector;
+BEGIN
+    IF p_key IS NULL THEN
+        RAISE EXCEPTION 'reference key must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    EXECUTE format('SELECT e.embedding::@extschema:vector@.vector FROM %s e, LATERAL (SELECT %s) t WHERE %s',
+                   s.embedding_table, mmr._key_from_json(c, '$1'), mmr._key_join(c, 'e', 't'))
+       INTO v USING p_key;
+    IF v IS NULL AND p_required THEN
+        RAISE EXCEPTION 'row % of collection % has no embedding in space %', p_key,
+                        quote_literal(c.name), quote_literal(s.name)
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Check the key, and that the worker has embedded the row (mmr status).';
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- Names of the caption spaces given in params (caption_spaces: [..] or caption_space: "..").
+CREATE OR REPLACE FUNCTION mmr._caption_spaces(c mmr._collection, s mmr._space, p jsonb)
+RETURNS mmr._space[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    names text[];
+    out_ mmr._space[] := '{}';
+    cs mmr._space;
+    nm text;
+BEGIN
+    IF p ? 'caption_spaces' THEN
+        IF jsonb_typeof(p -> 'caption_spaces') <> 'array' THEN
+            RAISE EXCEPTION 'caption_spaces must be an array of space names'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        names := ARRAY(SELECT jsonb_array_elements_text(p -> 'caption_spaces'));
+    ELSIF p ? 'caption_space' THEN
+        names := ARRAY[p ->> 'caption_space'];
+    ELSE
+        RETURN out_;
+    END IF;
+    FOREACH nm IN ARRAY names LOOP
+        cs := mmr._space_row(c.id, c.name, nm);
+        IF cs.dimensions <> s.dimensions THEN
+            RAISE EXCEPTION 'caption space % has % dimensions, but space % has %: they must share '
+                            'one embedding space', quote_literal(cs.name), cs.dimensions,
+                            quote_literal(s.name), s.dimensions
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        out_ := out_ || cs;
+    END LOOP;
+    RETURN out_;
+END
+$$;
+
+-- Build the plan of a composed-query search.  p_ref_key: the reference's key when the
+-- reference is a stored row (its caption embeddings can then be read from caption spaces).
+CREATE OR REPLACE FUNCTION mmr._composed_plan(
+    c mmr._collection, s mmr._space, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p mmr._search_plan;
+    m text := lower(coalesce(p_method, 'weighted'));
+    prm jsonb := coalesce(p_params, '{}');
+    alpha float8;
+    beta float8;
+    n int;
+    caps mmr._space[];
+    cs mmr._space;
+    refcaps @extschema:vector@.vector[];
+    rc @extschema:vector@.vector;
+    legs text[] := '{}';
+    joins text := '';
+    capsum text[] := '{}';
+    j int;
+    proj mmr._projection;
+    vbar @extschema:vector@.vector;
+    pv @extschema:vector@.vector;
+    tbar @extschema:vector@.vector;
+    qe_vecs @extschema:vector@.vector[];
+    qe_sims float8[];
+    w float8[];
+    mode_ text;
+    minsrc text;
+    cand record;
+    d_u @extschema:vector@.vector[];
+    s2_u float8[];
+    keys_u jsonb[];
+    z @extschema:vector@.vector;
+    comp mmr._space;
+    compq @extschema:vector@.vector;
+    single boolean := false;
+BEGIN
+    IF p_k IS NULL OR p_k < 1 OR p_k > 1000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(p_k::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM mmr._check_vector(p_ref, s.dimensions, s.distance, 'the reference vector');
+    IF m <> 'image_only' THEN
+        PERFORM mmr._check_vector(p_mod, s.dimensions, s.distance, 'the modifier vector');
+    END IF;
+    n := least(1000, greatest(p_k + 1, mmr._num(prm, 'candidates',
+                                                 CASE WHEN m = 'gqr' THEN 10 ELSE greatest(4 * p_k, 40) END)::int));
+    p.n := n; p.k := p_k; p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
+
+    CASE m
+    WHEN 'image_only' THEN
+        PERFORM mmr._check_params(prm, '{}', 'method image_only');
+        p.vecs := ARRAY[p_ref]; single := true;
+    WHEN 'text_only' THEN
+        PERFORM mmr._check_params(prm, '{}', 'method text_only');
+        p.vecs := ARRAY[p_mod]; single := true;
+    WHEN 'weighted' THEN
+        PERFORM mmr._check_params(prm, '{alpha}', 'method weighted');
+        p.vecs := ARRAY[mmr.vec_lerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5))]; single := true;
+    WHEN 'slerp' THEN
+        PERFORM mmr._check_params(prm, '{alpha}', 'method slerp');
+        p.vecs := ARRAY[mmr.vec_slerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5))]; single := true;
+    WHEN 'pdv' THEN
+        PERFORM mmr._check_params(prm, '{alpha_i,alpha_t,beta,reference_caption,caption_space}',
+                                  'method pdv');
+        rc := mmr._jvec(prm -> 'reference_caption');
+        IF rc IS NULL AND prm ? 'caption_space' AND p_ref_key IS NOT NULL THEN
+            rc := mmr._embedding_of(c, mmr._space_row(c.id, c.name, prm ->> 'caption_space'), p_ref_key);
+        END IF;
+        IF rc IS NULL THEN
+            RAISE EXCEPTION 'method pdv needs the reference''s caption embedding'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass params {"reference_caption": [...]} (the text embedding of a '
+                             'description of the reference), or a caption_space holding it when '
+                             'the reference is a stored row; the modifier is the composed text.';
+        END IF;
+        PERFORM mmr._check_vector(rc, s.dimensions, s.distance, 'reference_caption');
+        p.vecs := ARRAY[mmr.pdv_query(p_ref, rc, p_mod, mmr._num(prm, 'alpha_i', 1.4),
+                                      mmr._num(prm, 'alpha_t', 1.2), mmr._num(prm, 'beta', 0.75))];
+        single := true;
+    WHEN 'score_sum', 'product' THEN
+        PERFORM mmr._check_params(prm, '{candidates}', 'method ' || m);
+        p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
+        p.sql := format(
+            'WITH u AS (SELECT DISTINCT %s FROM ((%s) UNION ALL (%s)) l), '
+            'r AS (SELECT %s AS key, %s AS s1, %s AS s2 FROM u JOIN %s e ON %s) '
+            'SELECT r.key, (%s)::float8 AS score FROM r WHERE $5 IS NULL OR r.key <> $5 '
+            'ORDER BY score DESC, r.key LIMIT $4',
+            mmr._key_list(c, 'l'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
+            mmr._leg_sql(c, s, '$1[2]', '$2', p_filter), mmr._key_json(c, 'e'),
+            mmr._sim(s, 'e', '$1[1]'), mmr._sim(s, 'e', '$1[2]'), s.embedding_table,
+            mmr._key_join(c, 'u', 'e'),
+            CASE m WHEN 'score_sum' THEN 'r.s1 + r.s2'
+                   ELSE 'greatest(r.s1, 0) * greatest(r.s2, 0)' END);
+    WHEN 'weimocir' THEN
+        PERFORM mmr._check_params(prm, '{alpha,beta,candidates,caption_space,caption_spaces,reference_captions}',
+                                  'method weimocir');
+        alpha := mmr._num(prm, 'alpha', 0.8);
+        beta := mmr._num(prm, 'beta', 0.1);
+        -- Query fusion on the (unit) stored embeddings: q = n((1−α)·v_r + α·t_m).
+        p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod, alpha))];
+        caps := mmr._caption_spaces(c, s, prm);
+        IF cardinality(caps) = 0 OR beta = 0 THEN
+            single := true;
+        ELSE
+            refcaps := mmr._jvecs(prm -> 'reference_captions');
+            IF refcaps IS NULL AND p_ref_key IS NOT NULL THEN
+                refcaps := ARRAY(SELECT mmr._embedding_of(c, x, p_ref_key) FROM unnest(caps) x);
+            END IF;
+            IF refcaps IS NULL OR cardinality(refcaps) <> cardinality(caps) THEN
+                RAISE EXCEPTION 'method weimocir with % caption space(s) needs as many reference '
+                                'caption embeddings, got %', cardinality(caps),
+                                coalesce(cardinality(refcaps), 0)
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Pass params {"reference_captions": [[...], ...]} or search by a '
+                                 'stored reference key.';
+            END IF;
+            legs := ARRAY[mmr._leg_sql(c, s, '$1[1]', '$2', p_filter)];
+            FOR j IN 1 .. cardinality(caps) LOOP
+                cs := caps[j];
+                PERFORM mmr._check_vector(refcaps[j], s.dimensions, s.distance,
+                                          format('reference caption %s', j));
+                -- The caption branch fuses the reference's j-th caption, not its image.
+                p.vecs := p.vecs || mmr.vec_normalize(mmr.vec_mix(refcaps[j], p_mod, alpha));
+                legs := legs || mmr._leg_sql(c, cs, format('$1[%s]', j + 1), '$2', p_filter);
+                joins := joins || format(' LEFT JOIN %s c%s ON %s', cs.embedding_table, j,
+                                         mmr._key_join(c, 'u', 'c' || j));
+                capsum := capsum || format('coalesce(%s, 0)', mmr._sim(cs, 'c' || j, format('$1[%s]', j + 1)));
+            END LOOP;
+            p.nums := ARRAY[beta];
+            p.sql := format(
+                'WITH u AS (SELECT DISTINCT %s FROM (%s) l), '
+                'r AS (SELECT %s AS key, %s AS s_img, (%s) / %s AS s_cap FROM u JOIN %s e ON %s%s) '
+                'SELECT r.key, ($7[1] * r.s_cap + (1 - $7[1]) * r.s_img)::float8 AS score FROM r '
+                'WHERE $5 IS NULL OR r.key <> $5 ORDER BY score DESC, r.key LIMIT $4',
+                mmr._key_list(c, 'l'),
+                (SELECT string_agg('(' || x || ')', ' UNION ALL ') FROM unnest(legs) x),
+                mmr._key_json(c, 'e'), mmr._sim(s, 'e', '$1[1]'), array_to_string(capsum, ' + '),
+                cardinality(caps), s.embedding_table, mmr._key_join(c, 'u', 'e'), joins);
+        END IF;
+    WHEN 'basic' THEN
+        PERFORM mmr._check_params(prm, '{projection,query_expansion,qe_k,qe_scale,lambda,min_norm,'
+                                       'min_norm_source,candidates}', 'method basic');
+        IF s.distance <> 'cosine' THEN
+            RAISE EXCEPTION 'method basic needs a cosine space (unit-norm embeddings), not %',
+                            s.distance USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        SELECT * INTO proj FROM mmr._projection x
+         WHERE x.space_id = s.id AND x.name = coalesce(prm ->> 'projection', 'basic');
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'space % has no BASIC projection %', quote_literal(s.name),
+                            quote_literal(coalesce(prm ->> 'projection', 'basic'))
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Compute and store one from positive/negative text embeddings with '
+                             'pg_mmretrieval.retrieval.store_basic_projection(...) or '
+                             'mmr.set_projection(...).';
+        END IF;
+        -- 1-2. Centering and contrastive projection of the query image.
+        vbar := mmr.vec_normalize(p_ref) OPERATOR(@extschema:vector@.-) proj.mu_image;
+        pv := mmr.vec_project(proj.basis, vbar);
+        -- 3. Query expansion: top qe_k rows by (P v̄_r)·x̄ plus the query (sim 1), weights
+        --    softmax(qe_scale·s); q_v = P·Σ w_i x̄_i.
+        IF mmr._bool(prm, 'query_expansion', true) THEN
+            EXECUTE format('SELECT array_agg(e.embedding::@extschema:vector@.vector ORDER BY l.dist), '
+                           'array_agg(%s - $7[1] ORDER BY l.dist) FROM (%s) l JOIN %s e ON %s',
+                           mmr._ip(s, 'e', '$1[1]'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
+                           s.embedding_table, mmr._key_join(c, 'l', 'e'))
+               INTO qe_vecs, qe_sims
+              USING ARRAY[pv], mmr._num(prm, 'qe_k', 25)::int, p_filter, NULL::int, NULL::jsonb,
+                    NULL::float8[], ARRAY[mmr.vec_dot(pv, proj.mu_image)];
+            qe_vecs := ARRAY(SELECT x OPERATOR(@extschema:vector@.-) proj.mu_image
+                               FROM unnest(coalesce(qe_vecs, '{}')) WITH ORDINALITY u(x, i) ORDER BY i);
+            w := mmr.softmax(ARRAY(SELECT mmr._num(prm, 'qe_scale', 0.1) * x
+                                     FROM unnest(1::float8 || coalesce(qe_sims, '{}')) WITH ORDINALITY u(x, i)
+                                    ORDER BY i));
+            pv := mmr.vec_project(proj.basis, mmr.vec_weighted_sum(vbar || qe_vecs, w));
+        END IF;
+        tbar := mmr.vec_normalize(p_mod) OPERATOR(@extschema:vector@.-) proj.mu_text;
+        PERFORM mmr._check_vector(pv, s.dimensions, s.distance, 'the projected BASIC query');
+        PERFORM mmr._check_vector(tbar, s.dimensions, s.distance, 'the centred BASIC text query');
+        p.vecs := ARRAY[pv, tbar, mmr.vec_scale(pv, -1), mmr.vec_scale(tbar, -1)];
+        mode_ := coalesce(prm ->> 'min_norm', 'paper');
+        IF mode_ NOT IN ('paper', 'code', 'none') THEN
+            RAISE EXCEPTION 'min_norm must be paper, code or none, not %', quote_literal(mode_)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        minsrc := coalesce(prm ->> 'min_norm_source',
+                           CASE WHEN proj.s_v_min IS NOT NULL AND proj.s_t_min IS NOT NULL
+                                THEN 'stored' ELSE 'query' END);
+        IF minsrc NOT IN ('stored', 'query') THEN
+            RAISE EXCEPTION 'min_norm_source must be stored or query, not %', quote_literal(minsrc)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF minsrc = 'stored' AND (proj.s_v_min IS NULL OR proj.s_t_min IS NULL) THEN
+            RAISE EXCEPTION 'projection % stores no minimum similarities', quote_literal(proj.name)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use min_norm_source "query", or store s_v_min and s_t_min.';
+        END IF;
+        -- $7: [q_v·μ_v, t̄·μ_v, λ, stored s_v_min, stored s_t_min]
+        p.nums := ARRAY[mmr.vec_dot(pv, proj.mu_image), mmr.vec_dot(tbar, proj.mu_image),
+                        mmr._num(prm, 'lambda', 0.1), proj.s_v_min, proj.s_t_min];
+        -- The per-query minimum of q·x̄ is the farthest row: the nearest to −q (one more
+        -- index probe per modality), so s_min needs no scan of the whole space.
+        p.sql := format(
+            'WITH u AS (SELECT DISTINCT %s FROM ((%s) UNION ALL (%s)) l), '
+            'mn AS (SELECT %s AS v_min, %s AS t_min), '
+            'r AS (SELECT %s AS key, %s - $7[1] AS s_v, %s - $7[2] AS s_t FROM u JOIN %s e ON %s), '
+            'nr AS (SELECT r.key, %s AS sv, %s AS st FROM r, mn) '
+            'SELECT nr.key, mmr.harris(nr.st, nr.sv, $7[3]) AS score FROM nr '
+            'WHERE $5 IS NULL OR nr.key <> $5 ORDER BY score DESC, nr.key LIMIT $4',
+            mmr._key_list(c, 'l'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
+            mmr._leg_sql(c, s, '$1[2]', '$2', p_filter),
+            CASE minsrc WHEN 'stored' THEN '$7[4]' ELSE format(
+                '(SELECT min(%s) - $7[1] FROM (%s) l JOIN %s e ON %s)', mmr._ip(s, 'e', '$1[1]'),
+                mmr._leg_sql(c, s, '$1[3]', '10', p_filter), s.embedding_table,
+                mmr._key_join(c, 'l', 'e')) END,
+            CASE minsrc WHEN 'stored' THEN '$7[5]' ELSE format(
+                '(SELECT min(%s) - $7[2] FROM (%s) l JOIN %s e ON %s)', mmr._ip(s, 'e', '$1[2]'),
+                mmr._leg_sql(c, s, '$1[4]', '10', p_filter), s.embedding_table,
+                mmr._key_join(c, 'l', 'e')) END,
+            mmr._key_json(c, 'e'), mmr._ip(s, 'e', '$1[1]'), mmr._ip(s, 'e', '$1[2]'),
+            s.embedding_table, mmr._key_join(c, 'u', 'e'),
+            CASE mode_ WHEN 'none' THEN 'r.s_v' ELSE 'mmr.min_norm(r.s_v, mn.v_min)' END,
+            CASE mode_ WHEN 'none' THEN 'r.s_t' WHEN 'code' THEN 'mmr.min_norm(r.s_t, mn.t_min, mn.v_min)'
+                       ELSE 'mmr.min_norm(r.s_t, mn.t_min)' END);
+    WHEN 'gqr' THEN
+        PERFORM mmr._check_params(prm, '{alpha,a,temperature,lr,steps,candidates,caption_space,caption_query}',
+                                  'method gqr');
+        -- Primary retriever: the weighted query on this space; complementary: the modifier
+        -- (or params.caption_query) on params.caption_space, else on this space.
+        z := mmr.vec_lerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5));
+        comp := CASE WHEN prm ? 'caption_space' THEN mmr._space_row(c.id, c.name, prm ->> 'caption_space')
+                     ELSE s END;
+        compq := coalesce(mmr._jvec(prm -> 'caption_query'), p_mod);
+        PERFORM mmr._check_vector(compq, comp.dimensions, comp.distance, 'the complementary query');
+        PERFORM mmr._prepare_search(s, z, n, p_ef_search, p_max_scan_tuples);
+        EXECUTE format(
+            'WITH u AS (SELECT DISTINCT %s FROM ((%s) UNION ALL (%s)) l) '
+            'SELECT array_agg(%s ORDER BY %s), array_agg(e.embedding::@extschema:vector@.vector ORDER BY %s), '
+            'array_agg(coalesce(%s, -1) ORDER BY %s) FROM u JOIN %s e ON %s LEFT JOIN %s x ON %s '
+            'WHERE $5 IS NULL OR %s <> $5',
+            mmr._key_list(c, 'l'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
+            mmr._leg_sql(c, comp, '$1[2]', '$2', p_filter),
+            mmr._key_json(c, 'e'), mmr._key_json(c, 'e'), mmr._key_json(c, 'e'),
+            mmr._sim(comp, 'x', '$1[2]'), mmr._key_json(c, 'e'),
+            s.embedding_table, mmr._key_join(c, 'u', 'e'), comp.embedding_table,
+            mmr._key_join(c, 'u', 'x'), mmr._key_json(c, 'e'))
+           INTO keys_u, d_u, s2_u
+          USING ARRAY[z, compq], n, p_filter, NULL::int, p_exclude;
+        z := mmr.gqr_refine(z, coalesce(d_u, '{}'), coalesce(s2_u, '{}'), mmr._num(prm, 'a', 0.5),
+                            mmr._num(prm, 'temperature', 1), mmr._num(prm, 'lr', 5e-3),
+                            mmr._num(prm, 'steps', 15)::int);
+        -- Final ranking: re-score only U with the refined query.
+        p.vecs := z || coalesce(d_u, '{}');
+        p.aux := to_jsonb(coalesce(keys_u, '{}'));
+        p.sql := 'SELECT ($8 -> (u.i::int - 2)) AS key, mmr.vec_dot($1[1], u.v) AS score '
+                 'FROM unnest($1) WITH ORDINALITY u(v, i) WHERE u.i > 1 '
+                 'ORDER BY score DESC, key LIMIT $4';
+    ELSE
+        RAISE EXCEPTION 'unknown composed-search method %', quote_literal(p_method)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Methods: image_only, text_only, weighted, slerp, score_sum, product, '
+                         'weimocir, pdv, basic, gqr.';
+    END CASE;
+    IF single THEN
+        PERFORM mmr._check_vector(p.vecs[1], s.dimensions, s.distance, 'the fused query vector');
+        p.sql := mmr._single_sql(c, s, p_filter);
+    END IF;
+    p.qvec := p.vecs[1];
+    -- Index settings: every leg returns up to n rows (k+1 for a single-vector statement).
+    PERFORM mmr._prepare_search(s, p.qvec, CASE WHEN single THEN p_k + 1 ELSE n END,
+                                p_ef_search, p_max_scan_tuples);
+    RETURN p;
+END
+$$;
+
+-- Run a plan; with a reranker, its first rerank_depth rows go through it and the best k return.
+CREATE OR REPLACE FUNCTION mmr._execute(p mmr._search_plan, p_collection text, p_k int,
+                                        p_rerank text, p_rerank_params jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn regprocedure;
+    ks jsonb[];
+    ss float8[];
+BEGIN
+    IF p_rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+        RETURN;
+    END IF;
+    SELECT r.function INTO fn FROM mmr._reranker r WHERE r.name = p_rerank;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reranker % is not registered', quote_literal(p_rerank)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name FROM mmr.rerankers lists them; add one with '
+                         'mmr.register_reranker(name, function).';
+    END IF;
+    EXECUTE 'SELECT array_agg(q.key ORDER BY q.ord), array_agg(q.score ORDER BY q.ord) FROM ('
+            || 'SELECT x.key, x.score, row_number() OVER () AS ord FROM (' || p.sql || ') x) q'
+       INTO ks, ss
+      USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums, p.aux, p.qtext;
+    -- A reranker returns the candidates in their new order (best first).
+    RETURN QUERY EXECUTE format('SELECT r.key, r.score::float8 FROM %s($1, $2, $3, $4, $5, $6) '
+                                'WITH ORDINALITY r(key, score, ord) ORDER BY r.ord LIMIT $7',
+                                fn::oid::regproc)
+      USING p_collection, p.space, p.qvec, coalesce(ks, '{}'), coalesce(ss, '{}'),
+            coalesce(p_rerank_params, '{}'::jsonb) || jsonb_build_object('query_text', p.qtext),
+            p_k;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._rerank_depth(p_k int, p_rerank text, p_depth int)
+RETURNS int
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_rerank IS NULL THEN
+        RETURN p_k;
+    END IF;
+    IF p_depth IS NOT NULL AND (p_depth < p_k OR p_depth > 1000) THEN
+        RAISE EXCEPTION 'rerank_depth must be between k (%) and 1000, not %', p_k, p_depth
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN coalesce(p_depth, least(1000, greatest(p_k, 100)));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr.composed_search(
+    collection text,
+    space text,
+    reference @extschema:vector@.vector,
+    modifier @extschema:vector@.vector,
+    method text DEFAULT 'weighted',
+    k int DEFAULT 10,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = strict_order
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+BEGIN
+    RETURN QUERY SELECT * FROM mmr._execute(
+        mmr._composed_plan(c, s, reference, modifier, method, mmr._rerank_depth(k, rerank, rerank_depth),
+                           params, filter, NULL, NULL, ef_search, max_scan_tuples),
+        collection, k, rerank, rerank_params);
+END
+$$;
+
+-- The reference as a stored row (its key); it is excluded from the results unless
+-- params.exclude_reference is false (CIRR protocol).
+CREATE OR REPLACE FUNCTION mmr.composed_search(
+    collection text,
+    space text,
+    reference_key jsonb,
+    modifier @extschema:vector@.vector,
+    method text DEFAULT 'weighted',
+    k int DEFAULT 10,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = strict_order
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    prm jsonb := coalesce(params, '{}');
+BEGIN
+    RETURN QUERY SELECT * FROM mmr._execute(
+        mmr._composed_plan(c, s, mmr._embedding_of(c, s, reference_key), modifier, method,
+                           mmr._rerank_depth(k, rerank, rerank_depth), prm - 'exclude_reference',
+                           filter,
+                           CASE WHEN mmr._bool(prm, 'exclude_reference', true) THEN reference_key END,
+                           reference_key, ef_search, max_scan_tuples),
+        collection, k, rerank, rerank_params);
+END
+$$;
+
+-- EXPLAIN (FORMAT JSON) of the statement a composed search runs.
+CREATE OR REPLACE FUNCTION mmr.explain_composed(
+    collection text,
+    space text,
+    reference @extschema:vector@.vector,
+    modifier @extschema:vector@.vector,
+    method text DEFAULT 'weighted',
+    k int DEFAULT 10,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    run_analyze boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = strict_order
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    p mmr._search_plan;
+    plan jsonb;
+BEGIN
+    p := mmr._composed_plan(c, s, reference, modifier, method, k, params, filter, NULL, NULL, NULL, NULL);
+    EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s',
+                   CASE WHEN run_analyze THEN 'true' ELSE 'false' END, p.sql)
+       INTO plan USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums, p.aux, p.qtext;
+    RETURN plan;
+END
+$$;
+
+-- Store a BASIC projection for a space (administrative).  basis: the k orthonormal eigenvectors
+-- U (P = U·Uᵀ) computed from centred positive/negative text embeddings (the Python helper
+-- pg_mmretrieval.retrieval.basic_projection does the eigendecomposition); mu_text: mean of the
+-- positive corpus; mu_image: the image mean (NULL: the mean of the space's stored embeddings).
+CREATE OR REPLACE FUNCTION mmr.set_projection(
+    collection text,
+    space text,
+    basis @extschema:vector@.vector[],
+    mu_text @extschema:vector@.vector,
+    mu_image @extschema:vector@.vector DEFAULT NULL,
+    s_v_min float8 DEFAULT NULL,
+    s_t_min float8 DEFAULT NULL,
+    name text DEFAULT 'basic',
+    params jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    bad int;
+BEGIN
+    IF basis IS NULL OR cardinality(basis) = 0 THEN
+        RAISE EXCEPTION 'basis must hold at least one vector' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT u.i INTO bad FROM unnest(basis) WITH ORDINALITY u(b, i)
+     WHERE u.b IS NULL OR @extschema:vector@.vector_dims(u.b) <> s.dimensions LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'basis vector % does not have the space''s % dimensions', bad, s.dimensions
+            USING ERRCODE = 'data_exception';
+    END IF;
+    IF mu_image IS NULL THEN
+        EXECUTE format('SELECT @extschema:vector@.avg(embedding::@extschema:vector@.vector) FROM %s',
+                       s.embedding_table) INTO mu_image;
+        IF mu_image IS NULL THEN
+            RAISE EXCEPTION 'space % is empty: pass mu_image', quote_literal(space)
+                USING ERRCODE = 'no_data_found';
+        END IF;
+    END IF;
+    IF @extschema:vector@.vector_dims(mu_image) <> s.dimensions
+       OR @extschema:vector@.vector_dims(mu_text) <> s.dimensions THEN
+        RAISE EXCEPTION 'mu_image and mu_text must have % dimensions', s.dimensions
+            USING ERRCODE = 'data_exception';
+    END IF;
+    INSERT INTO mmr._projection AS x (space_id, name, basis, mu_image, mu_text, s_v_min, s_t_min, params)
+    VALUES (s.id, coalesce(set_projection.name, 'basic'), set_projection.basis, mu_image,
+            set_projection.mu_text, set_projection.s_v_min, set_projection.s_t_min,
+            coalesce(set_projection.params, '{}'))
+    ON CONFLICT (space_id, name) DO UPDATE
+       SET basis = EXCLUDED.basis, mu_image = EXCLUDED.mu_image, mu_text = EXCLUDED.mu_text,
+           s_v_min = EXCLUDED.s_v_min, s_t_min = EXCLUDED.s_t_min, params = EXCLUDED.params,
+           created_at = now();
+END
+$$;

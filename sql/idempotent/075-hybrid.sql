@@ -1,0 +1,241 @@
+-- Hybrid search: PostgreSQL full-text search over the collection's text columns plus any number
+-- of vector legs, fused by RRF / CombSUM / CombMNZ / average rank (FUSION.md §2.1-2.2).
+--
+-- Lexical index: mmr.create_text_index(collection, config) builds a GIN index on the source
+-- table over the expression
+--     to_tsvector('<config>'::regconfig, coalesce(col1::text, '') || ' ' || coalesce(col2::text, '') ...)
+-- (the collection's text columns in order) and records the configuration; the lexical leg of
+-- mmr.hybrid_search builds exactly the same expression, so the planner uses that index.
+-- Without the index the leg still works (a scan of the source table).
+
+CREATE TABLE IF NOT EXISTS mmr._text_index (
+    collection_id  int PRIMARY KEY REFERENCES mmr._collection (id) ON DELETE CASCADE,
+    config         regconfig NOT NULL,
+    index_name     regclass
+);
+GRANT SELECT ON mmr._text_index TO PUBLIC;
+
+-- The tsvector expression over the collection's text columns (alias NULL: bare column names,
+-- as in an index definition).
+CREATE OR REPLACE FUNCTION mmr._tsv_expr(c mmr._collection, p_config regconfig, p_alias text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF cardinality(c.text_columns) = 0 THEN
+        RAISE EXCEPTION 'collection % has no text columns for lexical search', quote_literal(c.name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Declare text_columns in mmr.create_collection, or search vector legs only '
+                         '(query_text => NULL).';
+    END IF;
+    RETURN format('pg_catalog.to_tsvector(%L::regconfig, %s)', p_config::text,
+                  (SELECT string_agg(format('coalesce(%s::text, %L)',
+                                            CASE WHEN p_alias IS NULL THEN format('%I', t)
+                                                 ELSE format('%I.%I', p_alias, t) END, ''),
+                                     ' || '' '' || ' ORDER BY i)
+                     FROM unnest(c.text_columns) WITH ORDINALITY u(t, i)));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._text_config(c mmr._collection, p_params jsonb)
+RETURNS regconfig
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((p_params ->> 'text_config')::regconfig,
+                    (SELECT t.config FROM mmr._text_index t WHERE t.collection_id = c.id),
+                    'english'::regconfig)
+$$;
+
+-- Create (or re-create with another configuration) the lexical GIN index (administrative).
+CREATE OR REPLACE FUNCTION mmr.create_text_index(collection text, config regconfig DEFAULT 'english')
+RETURNS regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    old regclass;
+    nsp name;
+    rel name;
+    idx text;
+BEGIN
+    SELECT t.index_name INTO old FROM mmr._text_index t WHERE t.collection_id = c.id;
+    IF old IS NOT NULL THEN
+        EXECUTE format('DROP INDEX IF EXISTS %s', old);
+    END IF;
+    SELECT n.nspname, k.relname INTO nsp, rel FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace
+     WHERE k.oid = c.source;
+    idx := left(rel, 40) || '_mmr_tsv_' || c.id;
+    EXECUTE format('CREATE INDEX %I ON %s USING gin ((%s))', idx, c.source,
+                   mmr._tsv_expr(c, config, NULL));
+    INSERT INTO mmr._text_index AS t (collection_id, config, index_name)
+    VALUES (c.id, config, format('%I.%I', nsp, idx)::regclass)
+    ON CONFLICT (collection_id) DO UPDATE SET config = EXCLUDED.config, index_name = EXCLUDED.index_name;
+    RETURN format('%I.%I', nsp, idx)::regclass;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr.drop_text_index(collection text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    old regclass;
+BEGIN
+    DELETE FROM mmr._text_index t WHERE t.collection_id = c.id RETURNING t.index_name INTO old;
+    IF old IS NOT NULL THEN
+        EXECUTE format('DROP INDEX IF EXISTS %s', old);
+    END IF;
+END
+$$;
+
+-- The lexical leg: (key, score) of the $2 best matches of websearch_to_tsquery($9).
+CREATE OR REPLACE FUNCTION mmr._lexical_sql(c mmr._collection, p_config regconfig, p_filter jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tsv text := mmr._tsv_expr(c, p_config, 's');
+    where_sql text := mmr._filter_sql(c, p_filter, '$3');
+BEGIN
+    RETURN format('SELECT %s AS key, pg_catalog.ts_rank_cd(%s, tq.q)::float8 AS score FROM %s s, '
+                  'pg_catalog.websearch_to_tsquery(%L::regconfig, $9) tq(q) WHERE %s @@ tq.q%s '
+                  'ORDER BY score DESC LIMIT $2',
+                  mmr._key_json(c, 's'), tsv, c.source, p_config::text, tsv,
+                  CASE WHEN where_sql IS NULL THEN '' ELSE ' AND ' || where_sql END);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._hybrid_plan(
+    c mmr._collection, p_query_text text, p_spaces text[], p_vectors @extschema:vector@.vector[],
+    p_k int, p_fusion text, p_weights float8[], p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p mmr._search_plan;
+    prm jsonb := coalesce(p_params, '{}');
+    legs text[] := '{}';
+    s mmr._space;
+    nlegs int;
+    n int;
+    i int;
+BEGIN
+    PERFORM mmr._check_params(prm, '{rrf_k,norm,candidates,text_config}', 'hybrid_search');
+    PERFORM mmr._check_fusion(p_fusion);
+    IF p_k IS NULL OR p_k < 1 OR p_k > 1000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(p_k::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(cardinality(p_spaces), 0) <> coalesce(cardinality(p_vectors), 0) THEN
+        RAISE EXCEPTION 'spaces and vectors must pair up (% spaces, % vectors)',
+                        coalesce(cardinality(p_spaces), 0), coalesce(cardinality(p_vectors), 0)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    nlegs := coalesce(cardinality(p_spaces), 0)
+             + CASE WHEN nullif(btrim(p_query_text), '') IS NULL THEN 0 ELSE 1 END;
+    IF nlegs = 0 THEN
+        RAISE EXCEPTION 'hybrid_search needs a query text or at least one (space, vector) leg'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_weights IS NOT NULL AND cardinality(p_weights) <> nlegs THEN
+        RAISE EXCEPTION 'weights must have one entry per leg (%: lexical first, then the spaces), not %',
+                        nlegs, cardinality(p_weights)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    n := least(1000, greatest(p_k, mmr._num(prm, 'candidates', greatest(2 * p_k, 40))::int));
+    p.n := n; p.k := p_k; p.filter := p_filter; p.weights := p_weights; p.qtext := p_query_text;
+    p.nums := ARRAY[mmr._num(prm, 'rrf_k', 60)];
+    p.vecs := coalesce(p_vectors, '{}');
+    IF nullif(btrim(p_query_text), '') IS NOT NULL THEN
+        legs := legs || mmr._lexical_sql(c, mmr._text_config(c, prm), p_filter);
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(p_spaces), 0) LOOP
+        s := mmr._space_row(c.id, c.name, p_spaces[i]);
+        PERFORM mmr._prepare_search(s, p_vectors[i], n, p_ef_search, p_max_scan_tuples);
+        legs := legs || format('SELECT %s AS key, %s AS score FROM (%s) l', mmr._key_json(c, 'l'),
+                               mmr._score_expr(s.distance, 'l.dist'),
+                               mmr._leg_sql(c, s, format('$1[%s]', i), '$2', p_filter));
+        IF p.space IS NULL THEN
+            p.space := s.name;
+            p.qvec := p_vectors[i];
+        END IF;
+    END LOOP;
+    p.sql := format('WITH legs AS (%s) SELECT f.key, f.score FROM (%s) f ORDER BY f.score DESC, f.key LIMIT $4',
+                    (SELECT string_agg(format('SELECT %s AS leg, x.key, row_number() OVER (ORDER BY x.score DESC) AS rank, x.score FROM (%s) x',
+                                              u.i, u.l), ' UNION ALL ' ORDER BY u.i)
+                       FROM unnest(legs) WITH ORDINALITY u(l, i)),
+                    mmr._fusion_sql(p_fusion, coalesce(prm ->> 'norm', 'minmax')));
+    RETURN p;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr.hybrid_search(
+    collection text,
+    query_text text,
+    spaces text[] DEFAULT '{}',
+    vectors @extschema:vector@.vector[] DEFAULT '{}',
+    k int DEFAULT 10,
+    fusion text DEFAULT 'rrf',
+    weights float8[] DEFAULT NULL,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = strict_order
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+BEGIN
+    RETURN QUERY SELECT * FROM mmr._execute(
+        mmr._hybrid_plan(c, query_text, spaces, vectors, mmr._rerank_depth(k, rerank, rerank_depth),
+                         fusion, weights, params, filter, ef_search, max_scan_tuples),
+        collection, k, rerank, rerank_params);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr.explain_hybrid(
+    collection text,
+    query_text text,
+    spaces text[] DEFAULT '{}',
+    vectors @extschema:vector@.vector[] DEFAULT '{}',
+    k int DEFAULT 10,
+    fusion text DEFAULT 'rrf',
+    weights float8[] DEFAULT NULL,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    run_analyze boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = strict_order
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    p mmr._search_plan;
+    plan jsonb;
+BEGIN
+    p := mmr._hybrid_plan(c, query_text, spaces, vectors, k, fusion, weights, params, filter, NULL, NULL);
+    EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s',
+                   CASE WHEN run_analyze THEN 'true' ELSE 'false' END, p.sql)
+       INTO plan USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums, p.aux, p.qtext;
+    RETURN plan;
+END
+$$;
