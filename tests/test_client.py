@@ -84,6 +84,25 @@ def test_insert_wait_and_search(client: Client) -> None:
         items.search("ext", text="x")
 
 
+def test_composed_and_hybrid_search(client: Client) -> None:
+    items = client.collection("items")
+    # caption 7 composed with an empty-ish modification stays nearest to itself
+    hits = items.composed_search(
+        "txt",
+        modifier_text="caption 7",
+        reference_key=7,
+        k=3,
+        params={"exclude_reference": False},
+    )
+    assert len(hits) == 3 and hits[0].key == 7
+    ref = next(get_encoder("mmr-test").embed_batch(["caption 9"]))
+    hits = items.composed_search("txt", ref, modifier_text="caption 9", k=2)
+    assert hits[0].key == 9
+    client.conn.execute("SELECT mmr.create_text_index('items')")
+    hybrid = items.hybrid_search("caption", [("txt", "caption 5")], k=5)
+    assert len(hybrid) == 5 and hybrid[0].key == 5
+
+
 def test_wait_returns_when_another_session_fills(client: Client, db_url: str) -> None:
     items = client.collection("items")
     keys = items.insert([{"id": 100, "caption": None, "price": 1}])
