@@ -86,7 +86,7 @@ def test_insert_wait_and_search(client: Client) -> None:
 
 def test_composed_and_hybrid_search(client: Client) -> None:
     items = client.collection("items")
-    # caption 7 composed with an empty-ish modification stays nearest to itself
+    # row 7 modified by its own caption stays nearest to itself
     hits = items.composed_search(
         "txt",
         modifier_text="caption 7",
