@@ -8,8 +8,11 @@ Python callables applied here to the same candidate lists).  See docs/retrieval.
 
 from __future__ import annotations
 
+import importlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,11 +21,12 @@ from pgvector import Vector
 from psycopg.types.json import Jsonb
 
 from .collections import sql_errors
-from .errors import InputError
+from .errors import InputError, MMRError
 from .search import Hit
 
 __all__ = [
     "COMPOSED_METHODS",
+    "ContentScorer",
     "QueryInfo",
     "Reranker",
     "add_multivector_space",
@@ -30,12 +34,14 @@ __all__ = [
     "composed_search",
     "create_text_index",
     "dialog_search",
+    "drop_text_index",
     "explain_composed",
     "explain_hybrid",
     "fuse",
     "hybrid_search",
     "mmr_search",
     "multivector_search",
+    "plugin_reranker",
     "put_multivectors",
     "register_python_reranker",
     "register_reranker",
@@ -97,6 +103,7 @@ class QueryInfo:
     vector: np.ndarray[Any, Any] | None = None
     text: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    item: str | bytes | None = None
 
 
 class Reranker(Protocol):
@@ -116,18 +123,92 @@ def register_python_reranker(name: str, fn: Reranker) -> None:
     _PY_RERANKERS[name] = fn
 
 
-def _python_reranker(name: str) -> Reranker | None:
-    if name not in _PY_RERANKERS:
-        try:
-            from . import plugins
+def _python_reranker(name: str, conn: Conn | None = None) -> Reranker | None:
+    """A registered Python reranker, or a plugin's (``pg_mmretrieval.rerankers``) adapted."""
+    if name in _PY_RERANKERS:
+        return _PY_RERANKERS[name]
+    try:
+        registry: Any = importlib.import_module("pg_mmretrieval.rerankers")
+    except ImportError:
+        return None
+    try:
+        plugin = registry.get_reranker(name)
+    except MMRError:
+        return None
+    return None if conn is None else plugin_reranker(conn, plugin)
 
-            hook = getattr(plugins, "load_rerankers", None)
-            if hook is not None:
-                for rname, fn in dict(hook()).items():
-                    _PY_RERANKERS.setdefault(rname, fn)
-        except ImportError:  # pragma: no cover - plugins module always present
-            pass
-    return _PY_RERANKERS.get(name)
+
+class ContentScorer(Protocol):
+    """A plugin reranker: scores candidate contents (text or image bytes) against the query."""
+
+    name: str
+
+    def score(self, query: Any, candidates: Sequence[Any]) -> list[float]: ...
+
+
+def _content_column(conn: Conn, collection: str, space: str, column: str | None) -> tuple[str, str]:
+    """(column, image_kind or '') of the content to hand to a content reranker."""
+    row = conn.execute(
+        "SELECT c.image_column, c.image_kind, c.text_columns, s.source_column "
+        "FROM mmr._collection c LEFT JOIN mmr._space s ON s.collection_id = c.id "
+        "AND s.name = %s AND s.active WHERE c.name = %s",
+        (space, collection),
+    ).fetchone()
+    if row is None:
+        raise InputError(f"collection {collection!r} does not exist")
+    image_col, kind, text_cols, source_col = row
+    col = column or source_col or image_col or (text_cols[0] if text_cols else None)
+    if col is None:
+        raise InputError(
+            f"collection {collection!r} has no content column to rerank on: pass "
+            'rerank_params={"content_column": ...}'
+        )
+    return str(col), (str(kind) if col == image_col and kind else "")
+
+
+def plugin_reranker(conn: Conn, reranker: ContentScorer) -> Reranker:
+    """Adapt a content-scoring reranker (plugins' ``register_rerankers``) to :class:`Reranker`.
+
+    The candidates' content is read with ``mmr.row_contents`` (caller's rights); the query is
+    ``QueryInfo.item`` (text or image bytes), else ``QueryInfo.text``."""
+
+    def apply(query: QueryInfo, candidates: list[Hit]) -> list[Hit]:
+        item = query.item if query.item is not None else query.text
+        if item is None:
+            raise InputError(
+                f"reranker {reranker.name!r} scores content: give the query's text or image "
+                "(query_item=...)"
+            )
+        if not candidates:
+            return []
+        col, kind = _content_column(
+            conn, query.collection, query.space, query.params.get("content_column")
+        )
+        with sql_errors():
+            rows = conn.execute(
+                "SELECT key, content, content_bytes FROM mmr.row_contents(%s, %s::jsonb[], %s)",
+                (query.collection, [Jsonb(h.key) for h in candidates], col),
+            ).fetchall()
+        found = {
+            json.dumps(r[0], sort_keys=True): (r[2] if r[2] is not None else r[1]) for r in rows
+        }
+        kept = [h for h in candidates if json.dumps(h.key, sort_keys=True) in found]
+        contents: list[Any] = []
+        for h in kept:
+            c = found[json.dumps(h.key, sort_keys=True)]
+            contents.append(Path(c).read_bytes() if kind == "path" and isinstance(c, str) else c)
+        scores = reranker.score(item, contents)
+        if len(scores) != len(kept):
+            raise InputError(
+                f"reranker {reranker.name!r} returned {len(scores)} scores for "
+                f"{len(kept)} candidates"
+            )
+        return sorted(
+            (Hit(h.key, float(s)) for h, s in zip(kept, scores, strict=True)),
+            key=lambda h: -h.score,
+        )
+
+    return apply
 
 
 def _sql_reranker_exists(conn: Conn, name: str) -> bool:
@@ -156,7 +237,7 @@ def _split_rerank(conn: Conn, rerank: RerankArg) -> tuple[str | None, Reranker |
     with sql_errors():
         if _sql_reranker_exists(conn, rerank):
             return rerank, None
-    fn = _python_reranker(rerank)
+    fn = _python_reranker(rerank, conn)
     if fn is None:
         raise InputError(
             f"no reranker named {rerank!r}: neither registered in SQL (mmr.rerankers) nor by a "
@@ -229,6 +310,7 @@ def composed_search(
     rerank: RerankArg = None,
     rerank_depth: int | None = None,
     rerank_params: Mapping[str, Any] | None = None,
+    query_item: str | bytes | None = None,
 ) -> list[Hit]:
     """Composed-query search (``mmr.composed_search``): a reference image (vector, or a stored
     row by ``reference_key``) modified by a text embedding, fused by ``method``.
@@ -261,7 +343,9 @@ def composed_search(
         space,
         method,
         None if mod is None else mod.to_numpy(),
-        params=dict(params or {}),
+        text=query_item if isinstance(query_item, str) else None,
+        params={**dict(params or {}), **dict(rerank_params or {})},
+        item=query_item,
     )
     return _run(
         conn,
@@ -420,7 +504,7 @@ def hybrid_search(
         "hybrid",
         np.asarray(legs[0][1], dtype=np.float32) if legs else None,
         query_text,
-        dict(params or {}),
+        {**dict(params or {}), **dict(rerank_params or {})},
     )
     args = {
         "c": collection,
@@ -485,9 +569,15 @@ def create_text_index(conn: Conn, collection: str, config: str = "english") -> s
     return str(row[0]) if row else ""
 
 
+def drop_text_index(conn: Conn, collection: str) -> None:
+    """Drop the lexical GIN index of a collection (the lexical leg then scans the table)."""
+    with sql_errors(), conn.transaction():
+        conn.execute("SELECT mmr.drop_text_index(%s)", (collection,))
+
+
 def fuse(
-    runs: Sequence[Sequence[Hit]] | Sequence[Sequence[tuple[Any, float]]],
     conn: Conn,
+    runs: Sequence[Sequence[Hit]] | Sequence[Sequence[tuple[Any, float]]],
     *,
     method: str = "rrf",
     weights: Sequence[float] | None = None,
@@ -528,8 +618,11 @@ def search(
     rerank: RerankArg = None,
     rerank_depth: int | None = None,
     rerank_params: Mapping[str, Any] | None = None,
+    query_item: str | bytes | None = None,
 ) -> list[Hit]:
-    """``mmr.search`` with a reranker (SQL by name, or a Python callable / plugin name)."""
+    """``mmr.search`` with a reranker (SQL by name, or a Python callable / plugin name).
+
+    ``query_item``: the query's text or image bytes, for rerankers that score content."""
     args = {
         "c": collection,
         "s": space,
@@ -543,7 +636,15 @@ def search(
         "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, %(ef)s, "
         "%(mst)s, %(rr)s, %(rd)s, %(rp)s)"
     )
-    info = QueryInfo(collection, space, "search", np.asarray(query, dtype=np.float32))
+    info = QueryInfo(
+        collection,
+        space,
+        "search",
+        np.asarray(query, dtype=np.float32),
+        text=query_item if isinstance(query_item, str) else None,
+        params=dict(rerank_params or {}),
+        item=query_item,
+    )
     return _run(
         conn,
         sql,

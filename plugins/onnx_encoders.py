@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pg_mmretrieval.encoders import Encoder, Item
-from pg_mmretrieval.errors import ConfigError, InputError, NotFoundError
+from pg_mmretrieval.errors import ConfigError, InputError, NotFoundError, PermanentLoadError
 from pg_mmretrieval.hookspecs import hookimpl
+from pg_mmretrieval.loaders import LoadLimits
 from pg_mmretrieval.modeldir import Manifest, discover_models, read_manifest
 from pg_mmretrieval.onnx import Session, get_session, length_sorted_batches
 from pg_mmretrieval.preprocess import ImagePreprocessor, TextPreprocessor, Window
@@ -166,8 +167,16 @@ class OnnxEncoder(Encoder):
         """Raw (not yet normalised) image embeddings.
 
         Raises:
-            PermanentLoadError: an item is not a readable image or is too large.
+            PermanentLoadError: an item is not a readable image, is over ``MMR_MAX_ITEM_BYTES``
+                or has too many pixels.
         """
+        limit = LoadLimits.from_env().max_bytes
+        for data in images:
+            if len(data) > limit:
+                raise PermanentLoadError(
+                    f"image file is {len(data)} bytes, over the limit of {limit} bytes "
+                    "(raise MMR_MAX_ITEM_BYTES to accept it)"
+                )
         pixels = self._image_pre()(images)
         session = self.session("image")
         output = str(self.manifest.tower("image").get("output", "image_embeds"))

@@ -75,8 +75,16 @@ def test_add_space_backfills_existing_rows_and_triggers_queue_changes(
     assert len(_queue(conn, products)) == 21  # NULL content is not queued
     conn.execute(f"UPDATE {products} SET price = price + 1")  # no content change
     assert len(_queue(conn, products)) == 21
+    # an update re-queues a row whose entry was consumed; a row still waiting (untried,
+    # unclaimed) needs no second entry: the worker reads the newest content when it claims
+    (qt,) = conn.execute(
+        "SELECT queue_table::text FROM mmr.collections WHERE collection = %s", (products,)
+    ).fetchone()  # type: ignore[misc]
+    conn.execute(f"DELETE FROM {qt} WHERE id = 1")
     conn.execute(f"UPDATE {products} SET caption = 'changed' WHERE id IN (1, 2)")
-    assert len(_queue(conn, products)) == 23
+    assert sorted(r[2] for r in _queue(conn, products)).count(1) == 1
+    assert sorted(r[2] for r in _queue(conn, products)).count(2) == 1
+    assert len(_queue(conn, products)) == 21
     conn.execute(f"DELETE FROM {products} WHERE id = 1")
     keys = [r[2] for r in _queue(conn, products)]
     assert 1 not in keys

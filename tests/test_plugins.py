@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,9 +37,12 @@ HOOKS = sorted(
 def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """tests/plugin_pkg built and installed by pip into a directory put on sys.path."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "plugin_pkg"
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    shutil.copytree(PLUGIN_PKG, source)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(PLUGIN_PKG)],
+         "--no-index", "--target", str(target), str(source)],
         check=True,
     )  # fmt: skip
     sys.path.insert(0, str(target))

@@ -69,30 +69,30 @@ def items(db_url: str) -> Iterator[tuple[psycopg.Connection[Any], dict[str, np.n
 
 def test_t6_rrf_exact_values(conn: psycopg.Connection[Any]) -> None:
     runs = [[Hit("a", 3), Hit("b", 2), Hit("c", 1)], [Hit("a", 9), Hit("d", 8)]]
-    got = {h.key: h.score for h in retrieval.fuse(runs, conn)}
+    got = {h.key: h.score for h in retrieval.fuse(conn, runs)}
     assert abs(got["a"] - 2 / 61) < 1e-15
     assert abs(got["c"] - 1 / 63) < 1e-15
     assert abs(got["d"] - 1 / 62) < 1e-15
     # IBM α-weighting 2α/(k+rank), 2(1−α)/(k+rank) at α = 0.5 is the standard RRF.
-    ibm = {h.key: h.score for h in retrieval.fuse(runs, conn, weights=[1.0, 1.0])}
+    ibm = {h.key: h.score for h in retrieval.fuse(conn, runs, weights=[1.0, 1.0])}
     assert ibm == got
-    w = {h.key: h.score for h in retrieval.fuse(runs, conn, weights=[1.6, 0.4])}
+    w = {h.key: h.score for h in retrieval.fuse(conn, runs, weights=[1.6, 0.4])}
     assert abs(w["a"] - (1.6 / 61 + 0.4 / 61)) < 1e-15 and abs(w["d"] - 0.4 / 62) < 1e-15
 
 
 def test_t6_combsum_combmnz_minmax_and_zscore(conn: psycopg.Connection[Any]) -> None:
     runs = [[Hit("a", 4), Hit("b", 2), Hit("c", 2), Hit("d", 0)], [Hit("b", 10), Hit("e", 5)]]
-    s = {h.key: h.score for h in retrieval.fuse(runs, conn, method="combsum")}
+    s = {h.key: h.score for h in retrieval.fuse(conn, runs, method="combsum")}
     eps = 1e-12
     assert abs(s["a"] - 4 / (4 + eps)) < 1e-9
     assert abs(s["b"] - (2 / (4 + eps) + 5 / (5 + eps))) < 1e-9
     assert abs(s["c"] - 0.5) < 1e-9 and abs(s["d"]) < 1e-12 and abs(s["e"]) < 1e-12
-    m = {h.key: h.score for h in retrieval.fuse(runs, conn, method="combmnz")}
+    m = {h.key: h.score for h in retrieval.fuse(conn, runs, method="combmnz")}
     assert abs(m["b"] - 2 * s["b"]) < 1e-9 and abs(m["a"] - s["a"]) < 1e-9
     # A constant list normalises to 0 (the ε keeps it finite).
-    const = retrieval.fuse([[Hit("x", 3), Hit("y", 3)]], conn, method="combsum")
+    const = retrieval.fuse(conn, [[Hit("x", 3), Hit("y", 3)]], method="combsum")
     assert all(h.score == 0 for h in const)
-    z = [h.score for h in retrieval.fuse([runs[0]], conn, method="combsum", norm="zscore")]
+    z = [h.score for h in retrieval.fuse(conn, [runs[0]], method="combsum", norm="zscore")]
     assert abs(float(np.mean(z))) < 1e-9 and abs(float(np.var(z)) - 1) < 1e-6
 
 
@@ -556,7 +556,11 @@ def test_functions_pin_search_path_and_are_documented(conn: psycopg.Connection[A
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    sql = "".join(p.read_text() for p in sorted((root / "sql" / "idempotent").glob("0[5-8]*.sql")))
+    sql = "".join(
+        p.read_text()
+        for p in sorted((root / "sql" / "idempotent").glob("0[5-8]*.sql"))
+        if p.name != "060-worker.sql"  # the worker documents its functions in worker.md
+    )
     public = set(re.findall(r"CREATE OR REPLACE (?:FUNCTION|VIEW) mmr\.([a-z]\w*)", sql))
     docs = (root / "docs" / "retrieval.md").read_text()
     missing = sorted(n for n in public if not re.search(rf"`mmr\.{re.escape(n)}[`(]", docs))
@@ -575,3 +579,144 @@ def test_functions_pin_search_path_and_are_documented(conn: psycopg.Connection[A
             (fn,),
         ).fetchone() or (None,)
         assert allowed is False, fn
+
+
+def test_t10_imagescope_stage1_as_weighted_combsum(
+    items: tuple[psycopg.Connection[Any], dict[str, Any]],
+) -> None:
+    """ImageScope stage 1, S(x) = (1/M)Σ_m[(1−τ)cos(t_m, v_x) + τ·cos(t_m, c_x)], is CombSUM
+    without normalisation over legs (img, t_m) and (cap, t_m) weighted (1−τ)/M and τ/M."""
+    conn, vecs = items
+    rng = np.random.default_rng(9)
+    descs = n(rng.standard_normal((3, D))).astype(np.float32)
+
+    def run(ds: np.ndarray[Any, Any], tau: float) -> list[Hit]:
+        legs, weights = [], []
+        for t in ds:
+            legs += [("img", t), ("cap", t)]
+            weights += [(1 - tau) / len(ds), tau / len(ds)]
+        return retrieval.hybrid_search(
+            conn,
+            "items",
+            None,
+            legs,
+            k=10,
+            fusion="combsum",
+            weights=weights,
+            params={"norm": "none", "candidates": 1000},
+            # 900 rows pass: every leg holds all of them, so no row lacks a term.
+            filter={"grp": {"<": 30}},
+        )
+
+    def exact(ds: np.ndarray[Any, Any], tau: float) -> np.ndarray[Any, Any]:
+        s = np.mean([(1 - tau) * vecs["img"] @ t + tau * vecs["cap"] @ t for t in ds], axis=0)
+        s[np.arange(N) % 50 >= 30] = -np.inf
+        return np.asarray(s)
+
+    for tau in (0.0, 0.15):
+        s = exact(descs, tau)
+        hits = run(descs, tau)
+        assert [h.key for h in hits] == [int(i) for i in np.argsort(-s)[:10]]
+        assert all(abs(h.score - s[h.key]) < 1e-5 for h in hits)
+    same = run(np.stack([descs[0]] * 3), 0.15)
+    single = run(descs[:1], 0.15)
+    assert [h.key for h in same] == [h.key for h in single]
+    assert all(abs(a.score - b.score) < 1e-6 for a, b in zip(same, single, strict=True))
+
+
+def test_plugin_content_reranker(items: tuple[psycopg.Connection[Any], dict[str, Any]]) -> None:
+    """A plugin-style reranker (``score(query_item, contents)``) applied by the client."""
+    conn, vecs = items
+
+    class Contains:
+        name = "contains"
+
+        def score(self, query: Any, candidates: Any) -> list[float]:
+            return [1.0 if str(query) in str(c) else 0.0 for c in candidates]
+
+    retrieval.register_python_reranker("contains", retrieval.plugin_reranker(conn, Contains()))
+    q = vecs["img"][50]
+    base = retrieval.search(conn, "items", "img", q, 30)
+    hits = retrieval.search(
+        conn,
+        "items",
+        "img",
+        q,
+        5,
+        rerank="contains",
+        rerank_depth=30,
+        query_item="triangle",
+        rerank_params={"content_column": "caption"},
+    )
+    caps = dict(
+        conn.execute(
+            "SELECT id, caption FROM items WHERE id = ANY(%s)", ([h.key for h in base],)
+        ).fetchall()
+    )
+    expected = [h.key for h in base if "triangle" in caps[h.key]][:5]
+    assert [h.key for h in hits][: len(expected)] == expected
+    with pytest.raises(InputError, match="scores content"):
+        retrieval.search(conn, "items", "img", q, 5, rerank="contains")
+
+
+def test_multivector_tables_go_with_their_collection(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE mvdrop (id int PRIMARY KEY)")
+    conn.execute("INSERT INTO mvdrop VALUES (1)")
+    mmr.create_collection(conn, "mvdrop", "mvdrop")
+    table = retrieval.add_multivector_space(conn, "mvdrop", "parts", 4)
+    retrieval.put_multivectors(conn, "mvdrop", "parts", 1, [[1, 0, 0, 0], [0, 1, 0, 0]])
+    assert _one(conn, f"SELECT count(*) FROM {table}") == 2
+    mmr.drop_collection(conn, "mvdrop")
+    assert _one(conn, "SELECT to_regclass(%s)", (table,)) is None
+
+
+def test_lexical_leg_without_index(items: tuple[psycopg.Connection[Any], dict[str, Any]]) -> None:
+    conn, _vecs = items
+    with_index = [h.key for h in retrieval.hybrid_search(conn, "items", "dark square", k=8)]
+    retrieval.drop_text_index(conn, "items")
+    try:
+        plan = retrieval.explain_hybrid(conn, "items", "dark square")
+        assert "_mmr_tsv_" not in str(plan)
+        assert [h.key for h in retrieval.hybrid_search(conn, "items", "dark square", k=8)] == (
+            with_index
+        )
+    finally:
+        retrieval.create_text_index(conn, "items")
+
+
+def test_reranker_registered_like_a_plugin_is_found_by_name(
+    items: tuple[psycopg.Connection[Any], dict[str, Any]],
+) -> None:
+    """A reranker in the plugin registry (what ``register_rerankers`` fills) is applied by
+    name: candidates reordered by their content (word overlap of the caption with the query)."""
+    from pg_mmretrieval.rerankers import Reranker
+    from pg_mmretrieval.rerankers import register_reranker as register_plugin_reranker
+
+    class Overlap(Reranker):
+        name = "test-overlap"
+
+        def score(self, query: Any, candidates: Any) -> list[float]:
+            words = set(str(query).split())
+            return [float(len(words & set(str(c).split()))) for c in candidates]
+
+    register_plugin_reranker(Overlap())
+    conn, vecs = items
+    q = vecs["img"][7]
+    (caption,) = conn.execute("SELECT caption FROM items WHERE id = 7").fetchone()  # type: ignore[misc]
+    base = retrieval.search(conn, "items", "img", q, 50)
+    hits = retrieval.search(
+        conn,
+        "items",
+        "img",
+        q,
+        5,
+        rerank="test-overlap",
+        rerank_depth=50,
+        query_item=caption,
+        rerank_params={"content_column": "caption"},
+    )
+    caps = dict(conn.execute("SELECT id, caption FROM items").fetchall())
+    words = set(caption.split())
+    overlaps = [len(words & set(caps[h.key].split())) for h in hits]
+    assert overlaps == sorted(overlaps, reverse=True) and overlaps[0] == 3
+    assert {h.key for h in hits} <= {h.key for h in base}

@@ -103,3 +103,18 @@ def test_int8_variant_agrees_with_fp32() -> None:
     cosine = np.sum(fp32 * int8, axis=1)
     print(f"minilm int8 vs fp32: mean cosine {cosine.mean():.4f}, min {cosine.min():.4f}")
     assert cosine.mean() >= 0.99
+
+
+def test_cli_embed(tmp_path: object) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from pg_mmretrieval.cli import cli
+
+    result = CliRunner().invoke(cli, ["models", "embed", "minilm", "a red circle", "--truncate"])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.output)
+    assert line["model_id"].endswith("/truncate") and len(line["embedding"]) == 384
+    expected = next(iter(get_encoder("minilm").embed_batch(["a red circle"])))
+    assert np.allclose(line["embedding"], expected, atol=1e-6)

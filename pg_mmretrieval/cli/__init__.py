@@ -17,6 +17,7 @@ from . import (
     plugins_cmd,
     search_cmd,
     server_cmd,
+    worker_cmd,
 )
 
 __all__ = ["cli", "main"]
@@ -46,6 +47,7 @@ for _module in (
     eval_cmd,
     plugins_cmd,
     models_cmd,
+    worker_cmd,
 ):
     _module.register(cli)
 

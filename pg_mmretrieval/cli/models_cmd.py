@@ -119,5 +119,39 @@ def verify_command(names: tuple[str, ...]) -> None:
         raise ConfigError(f"{bad} model(s) failed verification")
 
 
+@models_group.command("embed")
+@click.argument("encoder")
+@click.argument("items", nargs=-1, required=True)
+@click.option(
+    "--truncate",
+    is_flag=True,
+    help="Keep only the first context window of long texts (default: average windows).",
+)
+def embed_command(encoder: str, items: tuple[str, ...], truncate: bool) -> None:
+    """Embed ITEMS with ENCODER and print one JSON line per item.
+
+    An item starting with @ is an image file (@photo.jpg); anything else is text.
+
+    \b
+    Example:
+      mmr models embed minilm "a red circle" "two blue squares"
+      mmr models embed clip-b32 @dog.jpg "a dog" --truncate
+    """
+    from ..encoders import Item, get_encoder
+
+    enc = get_encoder(encoder, truncate=True) if truncate else get_encoder(encoder)
+    inputs: list[Item] = [Path(i[1:]).read_bytes() if i.startswith("@") else i for i in items]
+    for item, vector in zip(items, enc.embed_batch(inputs), strict=True):
+        echo_json(
+            {
+                "item": item,
+                "encoder": enc.name,
+                "model_id": enc.model_id,
+                "provider": enc.provider,
+                "embedding": [round(float(x), 7) for x in vector],
+            }
+        )
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(models_group)

@@ -166,10 +166,18 @@ def search(
                 ef_search=ef_search,
                 rerank=rerank,
                 rerank_depth=rerank_depth,
+                query_item=text if text is not None else _read(image_path),
             )
         else:
             hits = run_search(conn, collection, space, query, k, filter=filt, ef_search=ef_search)
     _print(hits, as_json)
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _print(hits: list[Any], as_json: bool) -> None:

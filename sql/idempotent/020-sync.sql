@@ -30,14 +30,21 @@ BEGIN
                 E'        INSERT INTO %s (mmr_space_id, %s) SELECT %s, %s FROM mmr_new n WHERE n.%I IS NOT NULL;\n'
                 '        GET DIAGNOSTICS cnt = ROW_COUNT; queued := queued + cnt;\n',
                 q, keys, s.id, mmr._key_list(c, 'n'), s.source_column);
+            -- An entry nobody has claimed or tried yet already stands for the newest content
+            -- (the worker reads the content when it claims), so a second one would only be
+            -- deduplicated later: skip it.  Claimed entries get a new one: the worker holding
+            -- them may have read the older content (its write then sees the hash mismatch).
             upd := upd || format(
                 E'        INSERT INTO %s (mmr_space_id, %s) SELECT %s, %s FROM mmr_new n\n'
                 '          LEFT JOIN mmr_old o ON %s\n'
-                '          WHERE n.%I IS NOT NULL AND (o.%I IS NULL OR o.%I IS DISTINCT FROM n.%I);\n'
+                '          WHERE n.%I IS NOT NULL AND (o.%I IS NULL OR o.%I IS DISTINCT FROM n.%I)\n'
+                '            AND NOT EXISTS (SELECT 1 FROM %s x WHERE x.mmr_space_id = %s AND %s\n'
+                '                              AND x.mmr_claimed_until IS NULL AND x.mmr_attempts = 0);\n'
                 '        GET DIAGNOSTICS cnt = ROW_COUNT; queued := queued + cnt;\n'
                 '        DELETE FROM %s e USING mmr_new n WHERE %s AND n.%I IS NULL;\n',
                 q, keys, s.id, mmr._key_list(c, 'n'), mmr._key_join(c, 'o', 'n'),
                 s.source_column, c.key_columns[1], s.source_column, s.source_column,
+                q, s.id, mmr._key_join(c, 'x', 'n'),
                 emb, mmr._key_join(c, 'e', 'n'), s.source_column);
         END IF;
         -- rows whose key disappeared (deleted, or key changed by an UPDATE)

@@ -165,7 +165,11 @@ BEGIN
         'mmr_space_id int NOT NULL, %s, '
         'mmr_enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp(), '
         'mmr_attempts int NOT NULL DEFAULT 0, '
-        'mmr_not_before timestamptz NOT NULL DEFAULT ''-infinity'')',
+        'mmr_not_before timestamptz NOT NULL DEFAULT ''-infinity'', '
+        -- the worker's lease columns (sql/incremental/002-worker.sql adds them to older queues,
+        -- in this order: keep both in step)
+        'mmr_claimed_by text, mmr_claimed_until timestamptz, '
+        'mmr_claims int NOT NULL DEFAULT 0, mmr_errors jsonb NOT NULL DEFAULT ''[]'')',
         mmr._queue_name(v_id), mmr._key_defs((SELECT c FROM mmr._collection c WHERE c.id = v_id)));
     EXECUTE format('CREATE INDEX %I ON mmr.%I (mmr_space_id, %s)', mmr._queue_name(v_id) || '_key',
                    mmr._queue_name(v_id),

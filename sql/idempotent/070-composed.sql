@@ -166,8 +166,12 @@ BEGIN
 END
 $$;
 
--- Single-vector statement: the k (+1 when a key is excluded) nearest rows to $1[1].
-CREATE OR REPLACE FUNCTION mmr._single_sql(c mmr._collection, s mmr._space, p_filter jsonb)
+-- Single-vector statement: the k nearest rows to $1[1] in the HNSW shape; when a key may be
+-- excluded ($5), k + 1 rows are fetched and the excluded one dropped.
+DROP FUNCTION IF EXISTS mmr._single_sql(mmr._collection, mmr._space, jsonb);
+
+CREATE OR REPLACE FUNCTION mmr._single_sql(c mmr._collection, s mmr._space, p_filter jsonb,
+                                           p_exclude boolean)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -177,14 +181,16 @@ DECLARE
     where_sql text := mmr._filter_sql(c, p_filter, '$3');
     inner_sql text;
 BEGIN
-    inner_sql := format('SELECT %s AS key, %s AS score FROM %s e%s ORDER BY %s '
-                        'LIMIT $4 + (CASE WHEN $5 IS NULL THEN 0 ELSE 1 END)',
+    inner_sql := format('SELECT %s AS key, %s AS score FROM %s e%s ORDER BY %s LIMIT %s',
                         mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table,
                         CASE WHEN where_sql IS NULL THEN ''
                              ELSE format(' JOIN %s s ON %s WHERE %s', c.source,
                                          mmr._key_join(c, 's', 'e'), where_sql) END,
-                        dist);
-    RETURN format('SELECT x.key, x.score FROM (%s) x WHERE $5 IS NULL OR x.key <> $5 '
+                        dist, CASE WHEN p_exclude THEN '$4 + 1' ELSE '$4' END);
+    IF NOT p_exclude THEN
+        RETURN inner_sql;
+    END IF;
+    RETURN format('SELECT x.key, x.score FROM (%s) x WHERE x.key <> $5 '
                   'ORDER BY x.score DESC LIMIT $4', inner_sql);
 END
 $$;
@@ -524,7 +530,7 @@ BEGIN
     END CASE;
     IF single THEN
         PERFORM mmr._check_vector(p.vecs[1], s.dimensions, s.distance, 'the fused query vector');
-        p.sql := mmr._single_sql(c, s, p_filter);
+        p.sql := mmr._single_sql(c, s, p_filter, p_exclude IS NOT NULL);
     END IF;
     p.qvec := p.vecs[1];
     -- Index settings: every leg returns up to n rows (k+1 for a single-vector statement).
@@ -613,11 +619,17 @@ AS $$
 DECLARE
     c mmr._collection := mmr._collection_row(collection);
     s mmr._space := mmr._space_row(c.id, collection, space);
+    p mmr._search_plan;
 BEGIN
-    RETURN QUERY SELECT * FROM mmr._execute(
-        mmr._composed_plan(c, s, reference, modifier, method, mmr._rerank_depth(k, rerank, rerank_depth),
-                           params, filter, NULL, NULL, ef_search, max_scan_tuples),
-        collection, k, rerank, rerank_params);
+    p := mmr._composed_plan(c, s, reference, modifier, method,
+                            mmr._rerank_depth(k, rerank, rerank_depth), params, filter, NULL, NULL,
+                            ef_search, max_scan_tuples);
+    IF rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    END IF;
 END
 $$;
 
@@ -648,14 +660,19 @@ DECLARE
     c mmr._collection := mmr._collection_row(collection);
     s mmr._space := mmr._space_row(c.id, collection, space);
     prm jsonb := coalesce(params, '{}');
+    p mmr._search_plan;
 BEGIN
-    RETURN QUERY SELECT * FROM mmr._execute(
-        mmr._composed_plan(c, s, mmr._embedding_of(c, s, reference_key), modifier, method,
-                           mmr._rerank_depth(k, rerank, rerank_depth), prm - 'exclude_reference',
-                           filter,
-                           CASE WHEN mmr._bool(prm, 'exclude_reference', true) THEN reference_key END,
-                           reference_key, ef_search, max_scan_tuples),
-        collection, k, rerank, rerank_params);
+    p := mmr._composed_plan(c, s, mmr._embedding_of(c, s, reference_key), modifier, method,
+                            mmr._rerank_depth(k, rerank, rerank_depth), prm - 'exclude_reference',
+                            filter,
+                            CASE WHEN mmr._bool(prm, 'exclude_reference', true) THEN reference_key END,
+                            reference_key, ef_search, max_scan_tuples);
+    IF rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    END IF;
 END
 $$;
 

@@ -201,11 +201,16 @@ SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
     c mmr._collection := mmr._collection_row(collection);
+    p mmr._search_plan;
 BEGIN
-    RETURN QUERY SELECT * FROM mmr._execute(
-        mmr._hybrid_plan(c, query_text, spaces, vectors, mmr._rerank_depth(k, rerank, rerank_depth),
-                         fusion, weights, params, filter, ef_search, max_scan_tuples),
-        collection, k, rerank, rerank_params);
+    p := mmr._hybrid_plan(c, query_text, spaces, vectors, mmr._rerank_depth(k, rerank, rerank_depth),
+                          fusion, weights, params, filter, ef_search, max_scan_tuples);
+    IF rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    END IF;
 END
 $$;
 

@@ -207,7 +207,7 @@ DECLARE
     p mmr._search_plan;
 BEGIN
     PERFORM mmr._prepare_search(s, p_query, least(p_k + 1, 1000), p_ef_search, p_max_scan_tuples);
-    p.sql := mmr._single_sql(c, s, p_filter);
+    p.sql := mmr._single_sql(c, s, p_filter, p_exclude IS NOT NULL);
     p.vecs := ARRAY[p_query]; p.qvec := p_query; p.k := p_k; p.n := p_k;
     p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
     RETURN p;
@@ -364,5 +364,30 @@ BEGIN
         mmr._single_plan(c, s, q, mmr._rerank_depth(k, rerank, rerank_depth), filter, NULL,
                          ef_search, max_scan_tuples),
         collection, k, rerank, rerank_params);
+END
+$$;
+
+-- The content of rows given by key (for client-side rerankers that score content): one row per
+-- key found, in the keys' order; `content` for text-like columns, `content_bytes` for bytea.
+-- Runs with the caller's rights (grants and row-level security of the table apply).
+CREATE OR REPLACE FUNCTION mmr.row_contents(collection text, keys jsonb[], column_name text)
+RETURNS TABLE (key jsonb, content text, content_bytes bytea)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    typ regtype := mmr._column_type(c.source, column_name);
+BEGIN
+    IF typ IS NULL THEN
+        RAISE EXCEPTION 'table % has no column %', c.source, quote_ident(column_name)
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT u.key, %s, %s FROM %s JOIN %s s ON %s ORDER BY u.ord',
+        CASE WHEN typ = 'bytea'::regtype THEN 'NULL::text' ELSE format('s.%I::text', column_name) END,
+        CASE WHEN typ = 'bytea'::regtype THEN format('s.%I', column_name) ELSE 'NULL::bytea' END,
+        mmr._candidates_sql(c), c.source, mmr._key_join(c, 's', 't'))
+      USING keys, NULL::float8[];
 END
 $$;

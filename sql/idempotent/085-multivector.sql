@@ -86,8 +86,7 @@ DECLARE
     c mmr._collection := mmr._collection_row(collection);
     s mmr._space := mmr._mv_space(c, space);
 BEGIN
-    EXECUTE format('DROP TABLE IF EXISTS %s', s.embedding_table);
-    DELETE FROM mmr._multivector x WHERE x.id = -s.id;
+    DELETE FROM mmr._multivector x WHERE x.id = -s.id;  -- the trigger drops the table
 END
 $$;
 
@@ -218,3 +217,21 @@ BEGIN
     RETURN plan;
 END
 $$;
+
+-- Dropping a collection cascades to its multi-vector rows; drop their tables with them.
+CREATE OR REPLACE FUNCTION mmr._multivector_dropped()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF OLD.embedding_table IS NOT NULL THEN
+        EXECUTE format('DROP TABLE IF EXISTS %s', OLD.embedding_table);
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+DROP TRIGGER IF EXISTS multivector_dropped ON mmr._multivector;
+CREATE TRIGGER multivector_dropped AFTER DELETE ON mmr._multivector
+    FOR EACH ROW EXECUTE FUNCTION mmr._multivector_dropped();

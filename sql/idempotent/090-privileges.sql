@@ -19,7 +19,10 @@ BEGIN
                                       'set_projection', 'create_text_index', 'drop_text_index',
                                       'register_reranker', 'unregister_reranker',
                                       'add_multivector_space', 'drop_multivector_space',
-                                      'put_multivectors')
+                                      'put_multivectors', '_multivector_dropped',
+                                      -- worker (issue 4): administrative
+                                      'check', 'repair', 'backfill', 'retry_failed',
+                                      'purge_failed', 'status')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;

@@ -1,0 +1,163 @@
+"""Encoder throughput: our ONNX encoders (fp32, int8) vs the same model in PyTorch, CPU.
+
+Same inputs, same process, same thread count; each side includes its own preprocessing
+(tokenizer / image decoding and transforms).  Prints items/s, the ratio to PyTorch and the
+cosine agreement with PyTorch's embeddings.
+
+    .venv/bin/python bench/encoders.py                  # MiniLM texts + random ViT-B/32
+    .venv/bin/python bench/encoders.py --only text --texts 2000
+    .venv/bin/python bench/encoders.py --threads 2
+
+Needs `make models` (MiniLM) and the export extra; the ViT-B/32 export is cached in
+.mmr-test-data/model-cache (built on first use, a few minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def captions(n: int, seed: int = 0) -> list[str]:
+    """Caption-like texts of 5 to 40 words."""
+    rng = np.random.default_rng(seed)
+    vocabulary = (
+        "red blue green small large circle square triangle photo of a the on in near dog cat "
+        "street city night beach plate pasta old wooden boat with two three white background "
+        "corner sky cloudy bright dark shiny person walking"
+    )
+    words = vocabulary.split()
+    return [" ".join(rng.choice(words, int(rng.integers(5, 41)))) for _ in range(n)]
+
+
+def timed(fn: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
+    fn()  # warm-up: sessions, allocations, caches
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    assert out is not None
+    return best, out
+
+
+def report(label: str, n: int, results: dict[str, tuple[float, np.ndarray]]) -> None:
+    base_t, base_v = results["pytorch"]
+    print(f"\n{label} ({n} items, best of runs)")
+    print(f"  {'engine':<14}{'items/s':>10}{'vs torch':>10}{'cosine mean':>13}{'min':>9}")
+    for name, (t, v) in results.items():
+        cos = np.sum(_unit(v) * _unit(base_v), axis=1)
+        print(f"  {name:<14}{n / t:>10.1f}{base_t / t:>9.2f}x{cos.mean():>13.5f}{cos.min():>9.5f}")
+
+
+def bench_text(n: int, batch: int, repeat: int) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from pg_mmretrieval.encoders import get_encoder
+    from tests.models import minilm_dir, minilm_source
+
+    minilm_dir()
+    texts = captions(n)
+    tok = AutoTokenizer.from_pretrained(str(minilm_source()))
+    model = AutoModel.from_pretrained(str(minilm_source())).eval()
+
+    def pytorch() -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, n, batch):
+                enc = tok(texts[i : i + batch], padding=True, truncation=True, max_length=256,
+                          return_tensors="pt")  # fmt: skip
+                hidden = model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                out.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
+        return np.concatenate(out)
+
+    def onnx(name: str) -> Callable[[], np.ndarray]:
+        enc = get_encoder(name)
+        enc.batch_size = batch
+        return lambda: np.stack(list(enc.embed_batch(texts)))
+
+    results = {"pytorch": timed(pytorch, repeat)}
+    results["onnx fp32"] = timed(onnx("minilm"), repeat)
+    results["onnx int8"] = timed(onnx("minilm:int8"), repeat)
+    report(f"MiniLM-L6 texts, batch {batch}", n, results)
+
+
+def bench_images(n: int, batch: int, repeat: int) -> None:
+    import torch
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    from pg_mmretrieval import plugins
+    from pg_mmretrieval.encoders import get_encoder
+    from pg_mmretrieval.preprocess import decode_image
+    from tests.images import encode, scene
+    from tests.models import random_clip_model
+
+    checkpoint, model_dir = random_clip_model()
+    os.environ["MMR_MODEL_DIR"] = str(model_dir.parent)
+    plugins.reset()
+    files = [encode(scene(640, 480, seed=i), "JPEG", quality=90) for i in range(n)]
+    model = CLIPModel.from_pretrained(str(checkpoint)).eval()
+    processor = CLIPImageProcessor.from_pretrained(str(checkpoint))
+
+    def pytorch() -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, n, batch):
+                images = [decode_image(f) for f in files[i : i + batch]]
+                pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+                out.append(model.get_image_features(pixel_values=pixels).numpy())
+        return np.concatenate(out)
+
+    def onnx(name: str) -> Callable[[], Any]:
+        enc = get_encoder(name)
+        enc.batch_size = batch
+        return lambda: np.stack(list(enc.embed_batch(files)))
+
+    results = {"pytorch": timed(pytorch, repeat)}
+    results["onnx fp32"] = timed(onnx("clip-b32-random"), repeat)
+    results["onnx int8"] = timed(onnx("clip-b32-random:int8"), repeat)
+    report(f"CLIP ViT-B/32 images 640x480 JPEG, batch {batch}", n, results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["text", "image"], default=None)
+    parser.add_argument("--texts", type=int, default=512)
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ["MMR_ONNX_THREADS"] = str(args.threads)
+    os.environ.setdefault("MMR_ONNX_PROVIDERS", "cpu")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"threads {args.threads}, cpus {os.cpu_count()}, load average {load:.1f}, "
+          f"torch {torch.__version__}")  # fmt: skip
+    if args.only in (None, "text"):
+        bench_text(args.texts, args.batch, args.repeat)
+    if args.only in (None, "image"):
+        bench_images(args.images, min(args.batch, 16), args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""``mmr worker``, ``backfill``, ``check``, ``status``, ``failed`` and ``space``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .. import db
+from ..worker import admin
+from ..worker.backfill import run_backfill
+from ..worker.failures import RetryPolicy
+from ..worker.runner import WorkerConfig
+from ..worker.supervisor import run_pool, run_worker
+from ._common import connect, echo_json, print_table
+
+__all__ = ["register"]
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (worker, backfill, check, status, failed_group, space_group):
+        cli.add_command(cmd)
+
+
+def _worker_options(f: click.decorators.FC) -> click.decorators.FC:
+    for opt in reversed(
+        [
+            click.option("--batch-size", default=64, show_default=True, help="Entries per claim."),
+            click.option(
+                "--lease",
+                "lease_s",
+                default=30.0,
+                show_default=True,
+                help="Seconds a claim holds; a dead worker's items return after this.",
+            ),
+            click.option(
+                "--max-attempts", default=3, show_default=True, help="Failures before dead letter."
+            ),
+            click.option(
+                "--retry-base",
+                default=2.0,
+                show_default=True,
+                help="Backoff after the first failure (doubles each time, ±50 %% jitter).",
+            ),
+            click.option(
+                "--max-claims",
+                default=5,
+                show_default=True,
+                help="Claims lost to dying workers before an item is dead-lettered as a crash.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _config(
+    batch_size: int,
+    lease_s: float,
+    max_attempts: int,
+    retry_base: float,
+    max_claims: int,
+    **kw: object,
+) -> WorkerConfig:
+    if batch_size < 1 or lease_s <= 0 or max_attempts < 1 or max_claims < 1:
+        raise click.UsageError("--batch-size, --lease, --max-attempts, --max-claims must be > 0")
+    retry = RetryPolicy(max_attempts=max_attempts, base_s=retry_base, max_claims=max_claims)
+    return WorkerConfig(batch_size=batch_size, lease_s=lease_s, retry=retry, **kw)  # type: ignore[arg-type]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.command("worker")
+@click.option("--collection", "collections", multiple=True, help="Serve only this (repeatable).")
+@click.option("--concurrency", default=1, show_default=True, help="Worker processes.")
+@click.option("--once", is_flag=True, help="Exit when the queue is empty (for scripts).")
+@click.option("--poll", "poll_s", default=5.0, show_default=True, help="Fallback poll seconds.")
+@click.option("-v", "--verbose", is_flag=True)
+@_worker_options
+def worker(
+    collections: tuple[str, ...],
+    concurrency: int,
+    once: bool,
+    poll_s: float,
+    verbose: bool,
+    **opts: object,
+) -> None:
+    """Embed queued rows: claim, load, encode, write; until stopped (SIGTERM/Ctrl-C finish
+    the current batch) or, with --once, until the queue is empty.
+
+    \b
+    Example:
+      mmr worker                                  # all collections, one process
+      mmr worker --collection products --concurrency 4
+      mmr worker --once                           # drain and exit (scripts, cron)
+    """
+    _logging(verbose)
+    cfg = _config(collections=collections or None, once=once, poll_s=poll_s, **opts)  # type: ignore[arg-type]
+    url = db.resolve_url()
+    if concurrency > 1:
+        bad = run_pool(url, cfg, concurrency)
+        if bad and once:
+            sys.exit(1)
+        return
+    stats = run_worker(url, cfg)
+    click.echo(
+        f"worker done: {stats.written} embedded, {stats.unchanged} unchanged, "
+        f"{stats.removed} removed, {stats.retried} to retry, {stats.dead} dead-lettered",
+        err=True,
+    )
+
+
+@click.command("backfill")
+@click.argument("collection")
+@click.argument("space", required=False)
+@click.option("--version", type=int, help="A version of SPACE (default: every version).")
+@click.option("--force", is_flag=True, help="Re-embed every row, even unchanged ones.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@_worker_options
+def backfill(
+    collection: str,
+    space: str | None,
+    version: int | None,
+    force: bool,
+    progress: bool | None,
+    **opts: object,
+) -> None:
+    """Embed the existing rows of COLLECTION (one SPACE or all) and exit when done.
+
+    Queues the rows without an up-to-date embedding, then works the queue in this process
+    with a progress bar and ETA.  Run more `mmr worker` processes to go faster.
+
+    \b
+    Example:
+      mmr backfill products clip_image
+      mmr backfill products --no-progress && mmr check products
+    """
+    cfg = _config(**opts)  # type: ignore[arg-type]
+    queued, stats = run_backfill(
+        None, collection, space, version=version, force=force, config=cfg, progress=progress
+    )
+    click.echo(
+        f"backfill of {collection}{'/' + space if space else ''}: {queued} rows queued, "
+        f"{stats.written} embedded, {stats.dead} dead-lettered",
+        err=True,
+    )
+    if stats.dead:
+        sys.exit(1)
+
+
+@click.command("check")
+@click.argument("collection")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--repair", "do_repair", is_flag=True, help="Queue the fixes, delete orphans.")
+def check(collection: str, as_json: bool, do_repair: bool) -> None:
+    """Report missing, stale, duplicate and orphan embeddings of COLLECTION.
+
+    Exit status 0 when all are zero, 1 otherwise.  --repair queues missing and stale rows
+    (run `mmr worker` to process them) and deletes orphans.
+
+    \b
+    Example:
+      mmr check products --json
+      mmr check products --repair && mmr worker --once
+    """
+    with connect() as conn:
+        report = admin.check(conn, collection)
+        repaired = admin.repair(conn, collection) if do_repair else None
+        conn.commit()
+    ok = admin.healthy(report)
+    if as_json:
+        echo_json({"collection": collection, "healthy": ok, "spaces": report, "repair": repaired})
+    else:
+        print_table(
+            report,
+            [
+                "space",
+                "version",
+                "active",
+                "rows",
+                "embedded",
+                *admin.PROBLEMS,
+                "queued",
+                "pending",
+                "failed",
+            ],
+            f"check {collection}: {'healthy' if ok else 'PROBLEMS'}",
+        )
+        if repaired is not None:
+            print_table(repaired, ["space", "version", "queued", "orphans_deleted"], "repair")
+    if not ok:
+        sys.exit(1)
+
+
+@click.command("status")
+@click.option("--collection", help="Only this collection.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(collection: str | None, as_json: bool) -> None:
+    """Per collection and space: rows, embedded, queued, failed, throughput, lag, workers.
+
+    \b
+    Example:
+      mmr status
+      mmr status --json | jq '.[] | select(.queued > 0)'
+    """
+    with connect() as conn:
+        rows = admin.status(conn, collection)
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        r["lag_s"] = None if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}"
+    print_table(
+        rows,
+        [
+            "collection",
+            "space",
+            "version",
+            "active",
+            "encoder",
+            "rows",
+            "embedded",
+            "queued",
+            "failed",
+            "throughput_1m",
+            "lag_s",
+            "workers_alive",
+            "providers",
+        ],
+        "mmr status",
+    )
+
+
+@click.group("failed")
+def failed_group() -> None:
+    """Dead-lettered items: list, retry, purge.
+
+    \b
+    Example:
+      mmr failed list --collection products
+      mmr failed retry products --space clip_image
+      mmr failed purge products --id 17
+    """
+
+
+@failed_group.command("list")
+@click.option("--collection")
+@click.option("--space")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with attempt history).")
+def failed_list(collection: str | None, space: str | None, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first."""
+    with connect() as conn:
+        rows = admin.failed_list(conn, collection, space, limit)
+    if as_json:
+        echo_json(rows)
+        return
+    print_table(
+        rows,
+        ["id", "collection", "space", "version", "key", "error_class", "attempts", "error"],
+        "failed items",
+    )
+
+
+@failed_group.command("retry")
+@click.argument("collection")
+@click.option("--space")
+@click.option("--id", "ids", type=int, multiple=True, help="Only these ids (repeatable).")
+def failed_retry(collection: str, space: str | None, ids: tuple[int, ...]) -> None:
+    """Put dead letters of COLLECTION back into the queue."""
+    with connect() as conn:
+        n = admin.failed_retry(conn, collection, space, list(ids))
+        conn.commit()
+    click.echo(f"{n} items queued again")
+
+
+@failed_group.command("purge")
+@click.argument("collection")
+@click.option("--space")
+@click.option("--id", "ids", type=int, multiple=True, help="Only these ids (repeatable).")
+def failed_purge(collection: str, space: str | None, ids: tuple[int, ...]) -> None:
+    """Delete dead letters of COLLECTION."""
+    with connect() as conn:
+        n = admin.failed_purge(conn, collection, space, list(ids))
+        conn.commit()
+    click.echo(f"{n} dead letters deleted")
+
+
+@click.group("space")
+def space_group() -> None:
+    """Switch and drop space versions (model change without downtime).
+
+    \b
+    Example:
+      mmr collection add-space products clip_image --encoder clip-b32 --column image --new-version
+      mmr backfill products clip_image
+      mmr space switch products clip_image
+      mmr space drop products clip_image --version 1
+    """
+
+
+@space_group.command("switch")
+@click.argument("collection")
+@click.argument("space")
+@click.option("--version", type=int, help="Version to activate (default: newest shadow).")
+@click.option("--force", is_flag=True, help="Switch even if the version is still filling.")
+def space_switch(collection: str, space: str, version: int | None, force: bool) -> None:
+    """Make a shadow version of SPACE the one searches use, atomically."""
+    with connect() as conn:
+        admin.switch_space(conn, collection, space, version, force)
+        conn.commit()
+    click.echo(f"switched {collection}/{space}")
+
+
+@space_group.command("drop")
+@click.argument("collection")
+@click.argument("space")
+@click.option("--version", type=int, help="Drop only this version (not the active one).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def space_drop(collection: str, space: str, version: int | None, yes: bool) -> None:
+    """Drop a version of SPACE (or all its versions) with its embeddings."""
+    if not yes:
+        what = f"version {version} of" if version else "every version of"
+        click.confirm(f"Drop {what} space {space!r} of {collection!r}?", abort=True)
+    with connect() as conn:
+        admin.drop_space(conn, collection, space, version)
+        conn.commit()
+    click.echo(f"dropped {collection}/{space}" + (f" version {version}" if version else ""))

@@ -1,0 +1,143 @@
+"""What a worker serves: collections, their spaces, and the SQL identifiers they need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+__all__ = ["CollectionSpec", "SpaceSpec", "load_catalog"]
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """One space (any version) filled by an encoder."""
+
+    id: int
+    name: str
+    version: int
+    active: bool
+    encoder: str
+    source_column: str
+    modality: str
+    dimensions: int
+    storage: str
+    embedding_table: str  # regclass text, already quoted and qualified
+
+    @property
+    def table(self) -> sql.Composable:
+        return sql.SQL(self.embedding_table)
+
+    @property
+    def vector_type(self) -> sql.Composable:
+        return sql.SQL("{}.{}({})").format(
+            sql.Identifier(_VECTOR_SCHEMA[0]), sql.SQL(self.storage), sql.Literal(self.dimensions)
+        )
+
+
+_VECTOR_SCHEMA = ["public"]
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection with the spaces a worker can fill."""
+
+    id: int
+    name: str
+    source: str  # regclass text
+    key_columns: tuple[str, ...]
+    key_types: tuple[str, ...]
+    image_kind: str | None
+    queue_table: str  # regclass text
+    spaces: tuple[SpaceSpec, ...]
+
+    @property
+    def src(self) -> sql.Composable:
+        return sql.SQL(self.source)
+
+    @property
+    def queue(self) -> sql.Composable:
+        return sql.SQL(self.queue_table)
+
+    def keys(self, alias: str) -> sql.Composable:
+        """``alias.k1, alias.k2``."""
+        return sql.SQL(", ").join(sql.Identifier(alias, k) for k in self.key_columns)
+
+    def key_join(self, left: str, right: str) -> sql.Composable:
+        """``left.k1 = right.k1 AND ...``."""
+        return sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k))
+            for k in self.key_columns
+        )
+
+    def key_cols(self) -> sql.Composable:
+        """``"k1", "k2"``."""
+        return sql.SQL(", ").join(sql.Identifier(k) for k in self.key_columns)
+
+    def text_arrays(self) -> sql.Composable:
+        """``%s::text[], ...``: one parameter per key column (keys travel as text)."""
+        return sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in self.key_columns)
+
+    def typed(self, alias: str) -> sql.Composable:
+        """``u.k1::type1, ...`` for text-typed key columns of ``alias``."""
+        return sql.SQL(", ").join(
+            sql.SQL("{}::{}").format(sql.Identifier(alias, k), sql.SQL(t))
+            for k, t in zip(self.key_columns, self.key_types, strict=True)
+        )
+
+    def typed_join(self, table_alias: str, text_alias: str) -> sql.Composable:
+        """``t.k1 = u.k1::type AND ...`` where ``u`` holds keys as text."""
+        return sql.SQL(" AND ").join(
+            sql.SQL("{} = {}::{}").format(
+                sql.Identifier(table_alias, k), sql.Identifier(text_alias, k), sql.SQL(t)
+            )
+            for k, t in zip(self.key_columns, self.key_types, strict=True)
+        )
+
+    def key_json(self, text_alias: str) -> sql.Composable:
+        """The key as jsonb (as mmr._key_json builds it) from text-typed columns."""
+        typed = [
+            sql.SQL("{}::{}").format(sql.Identifier(text_alias, k), sql.SQL(t))
+            for k, t in zip(self.key_columns, self.key_types, strict=True)
+        ]
+        if len(typed) == 1:
+            return sql.SQL("pg_catalog.to_jsonb({})").format(typed[0])
+        pairs = sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(k), t)
+            for k, t in zip(self.key_columns, typed, strict=True)
+        )
+        return sql.SQL("pg_catalog.jsonb_build_object({})").format(pairs)
+
+
+def load_catalog(conn: psycopg.Connection[Any], names: list[str] | None) -> list[CollectionSpec]:
+    """Collections (all, or those named) with their encoder-filled spaces."""
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'vector'"
+    ).fetchone()
+    if row:
+        _VECTOR_SCHEMA[0] = str(row[0])
+    cols = conn.execute(
+        "SELECT id, name, source::text, key_columns::text[], key_types::text[], image_kind, "
+        "queue_table::text FROM mmr._collection "
+        "WHERE (%(names)s::text[] IS NULL OR name = ANY (%(names)s)) ORDER BY id",
+        {"names": names},
+    ).fetchall()
+    spaces = conn.execute(
+        "SELECT id, collection_id, name, version, active, encoder, source_column::text, modality, "
+        "dimensions, storage, embedding_table::text FROM mmr._space "
+        "WHERE modality <> 'external' ORDER BY id"
+    ).fetchall()
+    out = []
+    for cid, name, source, keys, types, image_kind, queue in cols:
+        mine = tuple(
+            SpaceSpec(s[0], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10])
+            for s in spaces
+            if s[1] == cid
+        )
+        out.append(
+            CollectionSpec(cid, name, source, tuple(keys), tuple(types), image_kind, queue, mine)
+        )
+    return out

@@ -1,0 +1,155 @@
+"""Upgrade harness: installing at head == installing an older revision, then upgrading.
+
+For every released revision (today: 0001) the test installs that revision with the
+idempotent SQL it shipped with (frozen under tests/fixtures/sql_<rev>/), creates a
+collection with data using those functions, upgrades to head, and compares a catalog dump
+of schema ``mmr`` and of the collection's objects with a fresh install at head that created
+the same collection.  Per-collection objects (queue tables, trigger functions) created before
+the upgrade must end up exactly like ones created after it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pg_mmretrieval import db, install
+from pg_mmretrieval.worker import Worker, WorkerConfig
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RELEASED = ["0001"]
+
+# The catalog of schema mmr and of the user's table (triggers), as comparable text rows.
+DUMP = {
+    "relations": """
+        SELECT c.relname, c.relkind, c.relpersistence, c.relrowsecurity,
+               coalesce(c.relacl::text, '')
+          FROM pg_class c WHERE c.relnamespace = 'mmr'::regnamespace ORDER BY 1""",
+    "columns": """
+        SELECT c.relname, a.attname,
+               row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum) AS position,
+               format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
+               a.attstorage, coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE c.relnamespace = 'mmr'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY 1, 3""",
+    "indexes": """
+        SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index i
+          JOIN pg_class c ON c.oid = i.indrelid
+         WHERE c.relnamespace = 'mmr'::regnamespace ORDER BY 1""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE connamespace = 'mmr'::regnamespace ORDER BY 1, 2""",
+    "functions": """
+        SELECT p.proname, pg_get_function_identity_arguments(p.oid),
+               pg_get_functiondef(p.oid), coalesce(p.proacl::text, '')
+          FROM pg_proc p WHERE p.pronamespace = 'mmr'::regnamespace ORDER BY 1, 2""",
+    "views": """
+        SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c
+         WHERE c.relkind = 'v' AND c.relnamespace IN ('mmr'::regnamespace,
+                                                      'public'::regnamespace) ORDER BY 1""",
+    "triggers": """
+        SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
+         WHERE NOT tgisinternal AND tgrelid = 'public.items'::regclass ORDER BY 1""",
+    "policies": """
+        SELECT tablename, policyname, qual FROM pg_policies
+         WHERE schemaname = 'mmr' ORDER BY 1, 2""",
+    "version": "SELECT version_num FROM mmr.alembic_version",
+}
+
+
+def _dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        return {k: conn.execute(q).fetchall() for k, q in DUMP.items()}
+
+
+def _make_collection(url: str) -> None:
+    with db.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.items (id int PRIMARY KEY, body text, img bytea)")
+        conn.execute(
+            "SELECT mmr.create_collection('items', 'public.items', image_column => 'img', "
+            "text_columns => ARRAY['body'])"
+        )
+        conn.execute("SELECT mmr.add_space('items', 'body_vec', 'mmr-test', 'body', 32)")
+        conn.execute(
+            "INSERT INTO public.items SELECT g, 'row ' || g, NULL FROM generate_series(1, 20) g"
+        )
+
+
+@pytest.fixture()
+def make_db(server_url: str) -> Iterator[Any]:
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"u_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", server_url, count=1)
+
+    yield make
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("revision", RELEASED)
+def test_upgrade_equals_fresh_install(make_db: Any, revision: str) -> None:
+    fresh = make_db()
+    install.upgrade(fresh)
+    _make_collection(fresh)
+
+    old = make_db()
+    install.upgrade(old, revision=revision)
+    with psycopg.connect(old, autocommit=True) as conn:
+        for path in sorted((FIXTURES / f"sql_{revision}").glob("*.sql")):
+            install.apply_sql_file(conn, path)
+    _make_collection(old)  # with the functions of the old revision
+    with psycopg.connect(old) as conn:
+        before = conn.execute("SELECT count(*) FROM mmr._queue_1").fetchone()
+    install.upgrade(old)
+
+    a, b = _dump(fresh), _dump(old)
+    for key in DUMP:
+        assert a[key] == b[key], f"{key} differ after upgrading from {revision}"
+    # The queue made before the upgrade has the worker's columns and still holds its work.
+    cols = [r[1] for r in b["columns"] if r[0] == "_queue_1"]
+    assert cols[-4:] == ["mmr_claimed_by", "mmr_claimed_until", "mmr_claims", "mmr_errors"]
+    with psycopg.connect(old) as conn:
+        assert conn.execute("SELECT count(*) FROM mmr._queue_1").fetchone() == before == (20,)
+
+
+def test_upgraded_collection_is_served(make_db: Any) -> None:
+    url = make_db()
+    install.upgrade(url, revision="0001")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in sorted((FIXTURES / "sql_0001").glob("*.sql")):
+            install.apply_sql_file(conn, path)
+    _make_collection(url)
+    install.upgrade(url)
+    Worker(url, WorkerConfig(once=True, lease_s=5)).run()
+    with db.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE public.items SET body = body || '!' WHERE id <= 5")
+        Worker(url, WorkerConfig(once=True, lease_s=5)).run()
+        report = conn.execute(
+            "SELECT missing, stale, duplicate, orphan, embedded FROM mmr.check('items')"
+        )
+        assert report.fetchall() == [(0, 0, 0, 0, 20)]
+
+
+def test_dump_sees_differences(make_db: Any) -> None:
+    """The comparison can fail: a changed default is caught."""
+    a = make_db()
+    install.upgrade(a)
+    _make_collection(a)
+    before = _dump(a)
+    with psycopg.connect(a, autocommit=True) as conn:
+        conn.execute("ALTER TABLE mmr._queue_1 ALTER COLUMN mmr_claims SET DEFAULT 1")
+    assert _dump(a)["columns"] != before["columns"]
