@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -84,6 +87,25 @@ def test_insert_wait_and_search(client: Client) -> None:
         items.search("ext", text="x")
 
 
+def test_composed_and_hybrid_search(client: Client) -> None:
+    items = client.collection("items")
+    # row 7 modified by its own caption stays nearest to itself
+    hits = items.composed_search(
+        "txt",
+        modifier_text="caption 7",
+        reference_key=7,
+        k=3,
+        params={"exclude_reference": False},
+    )
+    assert len(hits) == 3 and hits[0].key == 7
+    ref = next(get_encoder("mmr-test").embed_batch(["caption 9"]))
+    hits = items.composed_search("txt", ref, modifier_text="caption 9", k=2)
+    assert hits[0].key == 9
+    client.conn.execute("SELECT mmr.create_text_index('items')")
+    hybrid = items.hybrid_search("caption", [("txt", "caption 5")], k=5)
+    assert len(hybrid) == 5 and hybrid[0].key == 5
+
+
 def test_wait_returns_when_another_session_fills(client: Client, db_url: str) -> None:
     items = client.collection("items")
     keys = items.insert([{"id": 100, "caption": None, "price": 1}])
@@ -150,6 +172,37 @@ def test_wait_fails_fast_on_dead_letters(client: Client) -> None:
     assert items.pending(keys, spaces=["txt"]) == 0
     with pytest.raises(mmr.InputError, match=r"1 \(row, space\) pair\(s\) failed.*decode"):
         items.wait_until_searchable(keys, spaces=["txt"], timeout=30)
+
+
+def test_insert_and_wait_with_the_real_worker(client: Client, db_url: str) -> None:
+    client.conn.execute("CREATE TABLE quotes (id int PRIMARY KEY, body text)")
+    quotes = client.create_collection(
+        "quotes", "quotes", text_columns=["body"], spaces=[SpaceSpec("t", "mmr-test", "body")]
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pg_mmretrieval.cli",
+            "worker",
+            "--collection",
+            "quotes",
+            "--poll",
+            "0.2",
+        ],
+        env={**os.environ, "MMR_DATABASE_URL": db_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        keys = quotes.insert(
+            [{"id": i, "body": f"quote {i}"} for i in range(1, 51)], wait=True, timeout=120
+        )
+        assert quotes.pending(keys) == 0
+        assert quotes.search("t", text="quote 17", k=1)[0].key == 17
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
 
 
 def test_insert_errors(client: Client) -> None:
@@ -223,7 +276,7 @@ def test_async_client(db_url: str) -> None:
             assert [s.queued for s in await notes.status() if s.space == "txt"] == [10]
             with pytest.raises(mmr.NotFoundError):
                 await client.collection("nope")
-            assert [c.name for c in await client.collections()] == ["items", "notes"]
+            assert {"items", "notes"} <= {c.name for c in await client.collections()}
             await notes.drop()
 
     asyncio.run(main())

@@ -182,11 +182,20 @@ def test_plan_uses_the_hnsw_index(engine: sa.Engine) -> None:
     assert not any(n["Node Type"] == "Sort" for n in nodes)
 
 
-def test_hnsw_settings_are_applied_and_restored(engine: sa.Engine) -> None:
+def test_hnsw_settings_are_transaction_local(engine: sa.Engine) -> None:
     with Session(engine) as s:
-        s.execute(sa.text("SELECT set_config('hnsw.ef_search', '17', true)"))
         s.execute(nearest(Product, "ext", _vec(1), k=3, ef_search=123))
-        assert s.execute(sa.text("SHOW hnsw.ef_search")).scalar() == "17"
+        assert s.execute(sa.text("SHOW hnsw.ef_search")).scalar() == "123"
+        assert s.execute(sa.text("SHOW hnsw.iterative_scan")).scalar() == "strict_order"
+        # set once per transaction: a second statement does not set them again
+        s.execute(sa.text("SELECT set_config('hnsw.ef_search', '55', true)"))
+        s.execute(nearest(Product, "ext", _vec(2), k=3, ef_search=123))
+        assert s.execute(sa.text("SHOW hnsw.ef_search")).scalar() == "55"
+        s.commit()
+        # a new transaction starts from the server's settings, and gets them set again
+        assert s.execute(sa.text("SHOW hnsw.ef_search")).scalar() == "40"
+        s.execute(nearest(Product, "ext", _vec(2), k=3, ef_search=99))
+        assert s.execute(sa.text("SHOW hnsw.ef_search")).scalar() == "99"
 
 
 def test_search_function_as_ranked_select(engine: sa.Engine, db_url: str) -> None:

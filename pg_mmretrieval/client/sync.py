@@ -364,6 +364,59 @@ class Collection:
             max_scan_tuples=max_scan_tuples,
         )
 
+    def composed_search(
+        self,
+        space: str,
+        reference: QueryVector | None = None,
+        modifier: QueryVector | None = None,
+        *,
+        reference_image: ImageInput | None = None,
+        reference_key: Any = None,
+        modifier_text: str | None = None,
+        **options: Any,
+    ) -> list[Hit]:
+        """Composed-query search (``mmr.composed_search``): a reference image modified by a
+        text ("this dress, but red").
+
+        The reference is a vector, an image (encoded with the space's encoder) or a stored row
+        (``reference_key``); the modifier a vector or a text (encoded likewise).  ``options``
+        are those of :func:`pg_mmretrieval.retrieval.composed_search` (``method``, ``k``,
+        ``params``, ``filter``, ``rerank``, ...).
+        """
+        from .. import retrieval
+
+        info = self.space(space)
+        ref = None
+        if reference is not None or reference_image is not None:
+            ref = encode_query(info, reference, None, reference_image)
+        mod = None
+        if modifier is not None or modifier_text is not None:
+            mod = encode_query(info, modifier, modifier_text, None)
+        return retrieval.composed_search(
+            self.client.conn, self.name, space, ref, mod, reference_key=reference_key, **options
+        )
+
+    def hybrid_search(
+        self,
+        query_text: str | None,
+        legs: Sequence[tuple[str, QueryVector | str]] = (),
+        **options: Any,
+    ) -> list[Hit]:
+        """Lexical + vector search fused (``mmr.hybrid_search``); a leg's query may be a
+        vector or a text (encoded with that space's encoder).  ``options`` are those of
+        :func:`pg_mmretrieval.retrieval.hybrid_search` (``k``, ``fusion``, ``weights``,
+        ``filter``, ``rerank``, ...)."""
+        from .. import retrieval
+
+        encoded = []
+        for space, q in legs:
+            info = self.space(space)
+            if isinstance(q, str):
+                encoded.append((space, encode_query(info, None, q, None)))
+            else:
+                encoded.append((space, encode_query(info, q, None, None)))
+        return retrieval.hybrid_search(self.client.conn, self.name, query_text, encoded, **options)
+
     def fetch(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
         """The table's rows with ``keys``, in the order of ``keys`` (None where none is)."""
         if not keys:

@@ -1,13 +1,17 @@
 """Index scan settings for statements built by :func:`nearest`, carried as an execution option.
 
 A statement with the execution option ``mmr_hnsw`` (a dict of ``hnsw.*`` settings) gets them
-set just before it runs and restored right after, on the connection that runs it, for sync
-and async engines alike.  Inside a transaction the settings are transaction-local
-(``set_config(..., true)``), so an error never leaks them past the transaction.
+set on the connection that runs it, for sync and async engines alike:
+
+* inside a transaction (the usual case: a ``Session``), transaction-locally
+  (``set_config(..., true)``), once per transaction and set of values: later statements with
+  the same settings cost no extra round trip, and the settings end with the transaction;
+* in autocommit mode, for the session just before the statement, restored right after.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +22,7 @@ __all__ = ["OPTION", "hnsw_options"]
 
 OPTION = "mmr_hnsw"
 _SAVED = "mmr_hnsw_saved"
+_DONE = "mmr_hnsw_done"
 _ALLOWED = {"hnsw.ef_search", "hnsw.iterative_scan", "hnsw.max_scan_tuples"}
 
 
@@ -55,17 +60,34 @@ def _before_execute(
     unknown = set(settings) - _ALLOWED
     if unknown:
         raise ValueError(f"{OPTION}: unsupported settings {sorted(unknown)}")
-    local = _local(conn)
-    saved: list[tuple[str, str | None]] = []
-    for name, value in settings.items():
-        previous = conn.execute(
-            text("SELECT current_setting(:n, true)"), {"n": name}
-        ).scalar_one_or_none()
-        saved.append((name, previous))
-        conn.execute(
-            text("SELECT set_config(:n, :v, :l)"), {"n": name, "v": str(value), "l": local}
-        )
-    conn.info.setdefault(_SAVED, []).append((saved, local))
+    if _local(conn):
+        tx = conn.get_nested_transaction() or conn.get_transaction()
+        key = tuple(sorted((n, str(v)) for n, v in settings.items()))
+        done = conn.info.get(_DONE)
+        if done is not None and done[0]() is tx and done[1] == key:
+            return
+        binds: dict[str, Any] = {}
+        calls = []
+        for i, (name, value) in enumerate(key):
+            binds[f"n{i}"], binds[f"v{i}"] = name, value
+            calls.append(f"set_config(:n{i}, :v{i}, true)")
+        conn.execute(text(f"SELECT {', '.join(calls)}"), binds)
+        if tx is not None:
+            conn.info[_DONE] = (weakref.ref(tx), key)
+        return
+    names = list(settings)
+    # One round trip: read the current values (the CTE is evaluated first), then set ours.
+    binds = {"l": False}
+    reads, writes = [], []
+    for i, name in enumerate(names):
+        binds[f"n{i}"], binds[f"v{i}"] = name, str(settings[name])
+        reads.append(f"current_setting(:n{i}, true) AS p{i}")
+        writes.append(f"set_config(:n{i}, :v{i}, :l)")
+    # Only bind-parameter names are interpolated; the values are parameters.
+    sql = f"WITH prev AS MATERIALIZED (SELECT {', '.join(reads)}) SELECT prev.*, {', '.join(writes)} FROM prev"  # noqa: E501, S608
+    row = conn.execute(text(sql), binds).one()
+    saved = [(name, row[i]) for i, name in enumerate(names)]
+    conn.info.setdefault(_SAVED, []).append((saved, False))
 
 
 @event.listens_for(Engine, "after_execute")
@@ -77,14 +99,18 @@ def _after_execute(
     execution_options: Mapping[str, Any],
     result: Any,
 ) -> None:
-    if not execution_options.get(OPTION):
+    if not execution_options.get(OPTION) or _local(conn):
         return
     stack = conn.info.get(_SAVED)
     if not stack:
         return
     saved, local = stack.pop()
-    for name, previous in reversed(saved):
-        if previous is not None:
-            conn.execute(
-                text("SELECT set_config(:n, :v, :l)"), {"n": name, "v": previous, "l": local}
-            )
+    restore = [(n, v) for n, v in saved if v is not None]
+    if not restore:
+        return
+    binds: dict[str, Any] = {"l": local}
+    calls = []
+    for i, (name, value) in enumerate(restore):
+        binds[f"n{i}"], binds[f"v{i}"] = name, value
+        calls.append(f"set_config(:n{i}, :v{i}, :l)")
+    conn.execute(text(f"SELECT {', '.join(calls)}"), binds)
