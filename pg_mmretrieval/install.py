@@ -247,6 +247,22 @@ def _upgrade_on(connection: sa.Connection, revision: str) -> SchemaVersion:
     return SchemaVersion(_current(connection), head_revision())
 
 
+def uninstall(url: str | None = None) -> list[str]:
+    """Remove pg_mmretrieval from a database: every collection (its triggers on your tables,
+    views, queues, embedding tables), then schema ``mmr``.  Your tables and the vector
+    extension stay.  Returns the names of the collections that were dropped."""
+    with db.connect(url, autocommit=False) as conn:
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'mmr'").fetchone() is None:
+            return []
+        conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+        names = [str(r[0]) for r in conn.execute("SELECT name FROM mmr._collection ORDER BY id")]
+        for name in names:
+            conn.execute("SELECT mmr.drop_collection(%s)", (name,))
+        conn.execute("DROP SCHEMA mmr CASCADE")
+        conn.commit()
+    return names
+
+
 def _current(connection: sa.Connection) -> str | None:
     has_schema = connection.exec_driver_sql(
         "SELECT 1 FROM pg_namespace WHERE nspname = 'mmr'"

@@ -36,3 +36,45 @@ def test_readme_starts_with_the_two_commands() -> None:
     first_block = text.split("```", 2)[1]
     assert "make demo" in first_block and "make test" in first_block
     assert text.index("make demo") < text.index("## 30 seconds of SQL")
+
+
+def _blocks(lang: str) -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_sql_and_python_examples_run_as_written(
+    db_url: str, empty_db_url: str, monkeypatch: Any
+) -> None:
+    import pg_mmretrieval as mmr
+    from pg_mmretrieval import install
+
+    # the SQL example, verbatim, on a database with the schema installed
+    (sql_block,) = _blocks("sql")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(sql_block.encode())
+        rows = conn.execute(
+            "SELECT p.id FROM mmr.search('products', 'mine', '[0.1, 0.6, 0.3]', k => 5, "
+            'filter => \'{"price": {"<": 50}}\') s JOIN products p ON p.id = s.key::bigint'
+        ).fetchall()
+        assert rows == [(42,)]
+    # the Python examples, verbatim, one after the other, on a fresh database
+    install.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE products (id bigint PRIMARY KEY, caption text, image bytea, "
+            "price numeric); INSERT INTO products VALUES (42, 'a red circle', NULL, 19.9), "
+            "(43, 'a blue square', NULL, 70)"
+        )
+    monkeypatch.setenv("MMR_DATABASE_URL", empty_db_url)
+    python_blocks = [b for b in _blocks("python") if "op.install_mmr" not in b]
+    assert len(python_blocks) == 2
+    namespace: dict[str, Any] = {}
+    for block in python_blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert [h.key for h in namespace["hits"]] == [42, 43]
+    conn = namespace["conn"]
+    try:
+        assert mmr.list_collections(conn)[0]["collection"] == "products"
+    finally:
+        conn.close()

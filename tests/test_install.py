@@ -100,3 +100,27 @@ def test_old_versions_are_refused_with_a_clear_message(
         install.check_versions(server, default, installed)
     install.check_versions(150000, "0.8.4", None)
     install.check_versions(180006, "0.8.6", "0.8.6")
+
+
+def test_uninstall_removes_everything_but_the_users_tables(empty_db_url: str) -> None:
+    import pg_mmretrieval as mmr
+
+    install.upgrade(empty_db_url)
+    with mmr.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE keep_me (id int PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO keep_me VALUES (1, 'x')")
+        mmr.create_collection(conn, "k", "keep_me", text_columns=["body"])
+        mmr.add_space(conn, "k", "t", "mmr-test", "body", 32)
+    res = _mmr(empty_db_url, "db", "uninstall", "--yes")
+    assert res.returncode == 0, res.stderr
+    assert "1 collections dropped" in res.stdout
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT to_regnamespace('mmr')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM keep_me").fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'keep_me'::regclass "
+            "AND NOT tgisinternal"
+        ).fetchone() == (0,)
+        conn.execute("INSERT INTO keep_me VALUES (2, 'y')")  # no dangling trigger
+    assert install.current(empty_db_url).current is None
+    assert _mmr(empty_db_url, "db", "uninstall", "--yes").returncode == 0  # idempotent

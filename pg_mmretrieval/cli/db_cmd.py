@@ -39,3 +39,14 @@ def current() -> None:
         raise SystemExit(1)
     state = "up to date" if version.up_to_date else "upgrade available: run `mmr db upgrade`"
     click.echo(f"{version.current} ({state}; head {version.head})")
+
+
+@db_group.command("uninstall")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def uninstall(yes: bool) -> None:
+    """Remove pg_mmretrieval from the database: all collections (triggers, views, queues,
+    embeddings) and schema mmr. Your tables and their rows are kept."""
+    if not yes:
+        click.confirm("Remove schema mmr with every collection and embedding?", abort=True)
+    names = install.uninstall()
+    click.echo(f"removed schema mmr ({len(names)} collections dropped)")
