@@ -29,9 +29,11 @@ __all__ = [
     "ContentScorer",
     "QueryInfo",
     "Reranker",
+    "SearchStatement",
     "add_multivector_space",
     "basic_projection",
     "composed_search",
+    "composed_statement",
     "create_text_index",
     "dialog_search",
     "drop_text_index",
@@ -39,6 +41,7 @@ __all__ = [
     "explain_hybrid",
     "fuse",
     "hybrid_search",
+    "hybrid_statement",
     "mmr_search",
     "multivector_search",
     "plugin_reranker",
@@ -47,6 +50,7 @@ __all__ = [
     "register_reranker",
     "rocchio_search",
     "search",
+    "search_statement",
     "store_basic_projection",
 ]
 
@@ -123,8 +127,8 @@ def register_python_reranker(name: str, fn: Reranker) -> None:
     _PY_RERANKERS[name] = fn
 
 
-def _python_reranker(name: str, conn: Conn | None = None) -> Reranker | None:
-    """A registered Python reranker, or a plugin's (``pg_mmretrieval.rerankers``) adapted."""
+def _python_reranker(name: str) -> Reranker | ContentScorer | None:
+    """A registered Python reranker, or a plugin's (``pg_mmretrieval.rerankers``), not adapted."""
     if name in _PY_RERANKERS:
         return _PY_RERANKERS[name]
     try:
@@ -132,10 +136,10 @@ def _python_reranker(name: str, conn: Conn | None = None) -> Reranker | None:
     except ImportError:
         return None
     try:
-        plugin = registry.get_reranker(name)
+        plugin: ContentScorer = registry.get_reranker(name)
     except MMRError:
         return None
-    return None if conn is None else plugin_reranker(conn, plugin)
+    return plugin
 
 
 class ContentScorer(Protocol):
@@ -146,14 +150,19 @@ class ContentScorer(Protocol):
     def score(self, query: Any, candidates: Sequence[Any]) -> list[float]: ...
 
 
-def _content_column(conn: Conn, collection: str, space: str, column: str | None) -> tuple[str, str]:
-    """(column, image_kind or '') of the content to hand to a content reranker."""
-    row = conn.execute(
-        "SELECT c.image_column, c.image_kind, c.text_columns, s.source_column "
-        "FROM mmr._collection c LEFT JOIN mmr._space s ON s.collection_id = c.id "
-        "AND s.name = %s AND s.active WHERE c.name = %s",
-        (space, collection),
-    ).fetchone()
+_CONTENT_COLUMN_SQL = (
+    "SELECT c.image_column, c.image_kind, c.text_columns, s.source_column "
+    "FROM mmr._collection c LEFT JOIN mmr._space s ON s.collection_id = c.id "
+    "AND s.name = %s AND s.active WHERE c.name = %s"
+)
+_ROW_CONTENTS_SQL = "SELECT key, content, content_bytes FROM mmr.row_contents(%s, %s::jsonb[], %s)"
+
+
+def _content_column_of(
+    row: Sequence[Any] | None, collection: str, column: str | None
+) -> tuple[str, str]:
+    """(column, image_kind or '') of the content to hand to a content reranker, from the row
+    of ``_CONTENT_COLUMN_SQL``."""
     if row is None:
         raise InputError(f"collection {collection!r} does not exist")
     image_col, kind, text_cols, source_col = row
@@ -166,6 +175,53 @@ def _content_column(conn: Conn, collection: str, space: str, column: str | None)
     return str(col), (str(kind) if col == image_col and kind else "")
 
 
+def _content_column(conn: Conn, collection: str, space: str, column: str | None) -> tuple[str, str]:
+    """(column, image_kind or '') of the content to hand to a content reranker."""
+    row = conn.execute(_CONTENT_COLUMN_SQL, (space, collection)).fetchone()
+    return _content_column_of(row, collection, column)
+
+
+def _content_query(reranker: ContentScorer, query: QueryInfo) -> Any:
+    """The query item a content reranker scores against (``query_item``, else the text)."""
+    item = query.item if query.item is not None else query.text
+    if item is None:
+        raise InputError(
+            f"reranker {reranker.name!r} scores content: give the query's text or image "
+            "(query_item=...)"
+        )
+    return item
+
+
+def _row_contents_args(query: QueryInfo, candidates: Sequence[Hit], column: str) -> tuple[Any, ...]:
+    return (query.collection, [Jsonb(h.key) for h in candidates], column)
+
+
+def _score_contents(
+    reranker: ContentScorer,
+    item: Any,
+    candidates: Sequence[Hit],
+    rows: Sequence[Sequence[Any]],
+    kind: str,
+) -> list[Hit]:
+    """Score the candidates' contents (rows of ``_ROW_CONTENTS_SQL``) and sort by the scores;
+    candidates without a visible row are left out."""
+    found = {json.dumps(r[0], sort_keys=True): (r[2] if r[2] is not None else r[1]) for r in rows}
+    kept = [h for h in candidates if json.dumps(h.key, sort_keys=True) in found]
+    contents: list[Any] = []
+    for h in kept:
+        c = found[json.dumps(h.key, sort_keys=True)]
+        contents.append(Path(c).read_bytes() if kind == "path" and isinstance(c, str) else c)
+    scores = reranker.score(item, contents)
+    if len(scores) != len(kept):
+        raise InputError(
+            f"reranker {reranker.name!r} returned {len(scores)} scores for {len(kept)} candidates"
+        )
+    return sorted(
+        (Hit(h.key, float(s)) for h, s in zip(kept, scores, strict=True)),
+        key=lambda h: -h.score,
+    )
+
+
 def plugin_reranker(conn: Conn, reranker: ContentScorer) -> Reranker:
     """Adapt a content-scoring reranker (plugins' ``register_rerankers``) to :class:`Reranker`.
 
@@ -173,12 +229,7 @@ def plugin_reranker(conn: Conn, reranker: ContentScorer) -> Reranker:
     ``QueryInfo.item`` (text or image bytes), else ``QueryInfo.text``."""
 
     def apply(query: QueryInfo, candidates: list[Hit]) -> list[Hit]:
-        item = query.item if query.item is not None else query.text
-        if item is None:
-            raise InputError(
-                f"reranker {reranker.name!r} scores content: give the query's text or image "
-                "(query_item=...)"
-            )
+        item = _content_query(reranker, query)
         if not candidates:
             return []
         col, kind = _content_column(
@@ -186,33 +237,18 @@ def plugin_reranker(conn: Conn, reranker: ContentScorer) -> Reranker:
         )
         with sql_errors():
             rows = conn.execute(
-                "SELECT key, content, content_bytes FROM mmr.row_contents(%s, %s::jsonb[], %s)",
-                (query.collection, [Jsonb(h.key) for h in candidates], col),
+                _ROW_CONTENTS_SQL, _row_contents_args(query, candidates, col)
             ).fetchall()
-        found = {
-            json.dumps(r[0], sort_keys=True): (r[2] if r[2] is not None else r[1]) for r in rows
-        }
-        kept = [h for h in candidates if json.dumps(h.key, sort_keys=True) in found]
-        contents: list[Any] = []
-        for h in kept:
-            c = found[json.dumps(h.key, sort_keys=True)]
-            contents.append(Path(c).read_bytes() if kind == "path" and isinstance(c, str) else c)
-        scores = reranker.score(item, contents)
-        if len(scores) != len(kept):
-            raise InputError(
-                f"reranker {reranker.name!r} returned {len(scores)} scores for "
-                f"{len(kept)} candidates"
-            )
-        return sorted(
-            (Hit(h.key, float(s)) for h, s in zip(kept, scores, strict=True)),
-            key=lambda h: -h.score,
-        )
+        return _score_contents(reranker, item, candidates, rows, kind)
 
     return apply
 
 
+_RERANKER_EXISTS_SQL = "SELECT 1 FROM mmr._reranker WHERE name = %s"
+
+
 def _sql_reranker_exists(conn: Conn, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM mmr._reranker WHERE name = %s", (name,)).fetchone()
+    row = conn.execute(_RERANKER_EXISTS_SQL, (name,)).fetchone()
     return row is not None
 
 
@@ -228,22 +264,43 @@ def register_reranker(conn: Conn, name: str, function: str, description: str | N
 RerankArg = str | Reranker | None
 
 
-def _split_rerank(conn: Conn, rerank: RerankArg) -> tuple[str | None, Reranker | None]:
-    """(SQL reranker name, Python reranker) for a rerank argument."""
+def _resolve_rerank(
+    rerank: RerankArg, sql_registered: bool
+) -> tuple[str | None, Reranker | None, ContentScorer | None]:
+    """What a rerank argument names: (SQL reranker, Python callable, content-scoring plugin),
+    at most one of them.  ``sql_registered``: whether ``rerank`` is a name in ``mmr.rerankers``
+    (the caller looks it up with ``_RERANKER_EXISTS_SQL`` on its connection).
+
+    Raises:
+        InputError: a name that is neither a SQL, a Python nor a plugin reranker.
+    """
     if rerank is None:
-        return None, None
+        return None, None, None
     if callable(rerank):
-        return None, rerank
-    with sql_errors():
-        if _sql_reranker_exists(conn, rerank):
-            return rerank, None
-    fn = _python_reranker(rerank, conn)
+        return None, rerank, None
+    if sql_registered:
+        return rerank, None, None
+    fn = _python_reranker(rerank)
     if fn is None:
         raise InputError(
             f"no reranker named {rerank!r}: neither registered in SQL (mmr.rerankers) nor by a "
             "plugin (register_rerankers)"
         )
-    return None, fn
+    if callable(fn):
+        return None, fn, None
+    return None, None, fn
+
+
+def _split_rerank(conn: Conn, rerank: RerankArg) -> tuple[str | None, Reranker | None]:
+    """(SQL reranker name, Python reranker) for a rerank argument."""
+    registered = False
+    if isinstance(rerank, str):
+        with sql_errors():
+            registered = _sql_reranker_exists(conn, rerank)
+    sql_name, fn, plugin = _resolve_rerank(rerank, registered)
+    if plugin is not None:
+        fn = plugin_reranker(conn, plugin)
+    return sql_name, fn
 
 
 def _rerank_depth(k: int, depth: int | None) -> int:
@@ -254,31 +311,49 @@ def _hits(rows: Sequence[Sequence[Any]]) -> list[Hit]:
     return [Hit(key=r[0], score=float(r[1])) for r in rows]
 
 
-def _run(
-    conn: Conn,
-    sql: str,
-    args: dict[str, Any],
-    *,
-    k: int,
-    rerank: RerankArg,
-    rerank_depth: int | None,
-    rerank_params: Mapping[str, Any] | None,
-    info: QueryInfo,
-) -> list[Hit]:
+@dataclass(frozen=True)
+class SearchStatement:
+    """One search, built once and run by a sync or an async connection.
+
+    ``sql`` and ``args`` are the statement without its reranker arguments (:meth:`bind` adds
+    them), ``info`` the query as a Python reranker sees it.  The sync functions of this module
+    and the async client (:class:`pg_mmretrieval.AsyncCollection`) run the same statements.
+    """
+
+    sql: str
+    args: Mapping[str, Any]
+    info: QueryInfo
+    k: int
+    rerank_depth: int | None = None
+    rerank_params: Mapping[str, Any] | None = None
+
+    def bind(self, sql_reranker: str | None, client_side: bool) -> dict[str, Any]:
+        """The statement's arguments for a SQL reranker (applied server-side) or a client-side
+        one (``client_side``: fetch ``rerank_depth`` candidates for it)."""
+        args = dict(self.args)
+        args["rr"] = sql_reranker
+        args["rd"] = self.rerank_depth
+        args["rp"] = _params(self.rerank_params)
+        if client_side:
+            args["k"] = _rerank_depth(self.k, self.rerank_depth)
+        return args
+
+    def top(self, hits: Sequence[Hit]) -> list[Hit]:
+        """The first k of a reranked list."""
+        return list(hits)[: self.k]
+
+    def hits(self, rows: Sequence[Sequence[Any]], reranker: Reranker | None = None) -> list[Hit]:
+        """The result rows as hits, reranked by a Python reranker when one is given."""
+        hits = _hits(rows)
+        return hits if reranker is None else self.top(reranker(self.info, hits))
+
+
+def _run(conn: Conn, stmt: SearchStatement, rerank: RerankArg) -> list[Hit]:
     """Run a search statement; apply a SQL reranker server-side, a Python one here."""
     sql_name, py_fn = _split_rerank(conn, rerank)
-    args = dict(args)
-    args["rr"] = sql_name
-    args["rd"] = rerank_depth
-    args["rp"] = _params(rerank_params)
-    if py_fn is not None:
-        args["k"] = _rerank_depth(k, rerank_depth)
     with sql_errors():
-        rows = conn.execute(sql, args).fetchall()
-    hits = _hits(rows)
-    if py_fn is not None:
-        hits = list(py_fn(info, hits))[:k]
-    return hits
+        rows = conn.execute(stmt.sql, stmt.bind(sql_name, py_fn is not None)).fetchall()
+    return stmt.hits(rows, py_fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,6 +366,54 @@ _COMPOSED_SQL_VEC = (
     "%(meth)s, %(k)s, %(p)s, %(f)s, %(ef)s, %(mst)s, %(rr)s, %(rd)s, %(rp)s)"
 )
 _COMPOSED_SQL_KEY = _COMPOSED_SQL_VEC.replace("%(r)s::vector", "%(r)s::jsonb")
+
+
+def composed_statement(
+    collection: str,
+    space: str,
+    reference: VectorLike | None,
+    modifier: VectorLike | None,
+    *,
+    reference_key: Any = None,
+    method: str = "weighted",
+    k: int = 10,
+    params: Mapping[str, Any] | None = None,
+    filter: Mapping[str, Any] | None = None,
+    ef_search: int | None = None,
+    max_scan_tuples: int | None = None,
+    rerank_depth: int | None = None,
+    rerank_params: Mapping[str, Any] | None = None,
+    query_item: str | bytes | None = None,
+) -> SearchStatement:
+    """The statement :func:`composed_search` runs (arguments as there)."""
+    if method not in COMPOSED_METHODS:
+        raise InputError(f"unknown method {method!r}; methods: {', '.join(COMPOSED_METHODS)}")
+    if (reference is None) == (reference_key is None):
+        raise InputError("give exactly one of reference (a vector) or reference_key")
+    mod = _vec(modifier) if modifier is not None else None
+    args: dict[str, Any] = {
+        "c": collection,
+        "s": space,
+        "r": _vec(reference) if reference is not None else Jsonb(reference_key),
+        "m": mod,
+        "meth": method,
+        "k": k,
+        "p": _params(params),
+        "f": Jsonb(dict(filter)) if filter is not None else None,
+        "ef": ef_search,
+        "mst": max_scan_tuples,
+    }
+    sql = _COMPOSED_SQL_VEC if reference is not None else _COMPOSED_SQL_KEY
+    info = QueryInfo(
+        collection,
+        space,
+        method,
+        None if mod is None else mod.to_numpy(),
+        text=query_item if isinstance(query_item, str) else None,
+        params={**dict(params or {}), **dict(rerank_params or {})},
+        item=query_item,
+    )
+    return SearchStatement(sql, args, info, k, rerank_depth, rerank_params)
 
 
 def composed_search(
@@ -320,43 +443,23 @@ def composed_search(
     projection).  A stored reference is excluded from the results unless
     ``params={"exclude_reference": False}``.
     """
-    if method not in COMPOSED_METHODS:
-        raise InputError(f"unknown method {method!r}; methods: {', '.join(COMPOSED_METHODS)}")
-    if (reference is None) == (reference_key is None):
-        raise InputError("give exactly one of reference (a vector) or reference_key")
-    mod = _vec(modifier) if modifier is not None else None
-    args: dict[str, Any] = {
-        "c": collection,
-        "s": space,
-        "r": _vec(reference) if reference is not None else Jsonb(reference_key),
-        "m": mod,
-        "meth": method,
-        "k": k,
-        "p": _params(params),
-        "f": Jsonb(dict(filter)) if filter is not None else None,
-        "ef": ef_search,
-        "mst": max_scan_tuples,
-    }
-    sql = _COMPOSED_SQL_VEC if reference is not None else _COMPOSED_SQL_KEY
-    info = QueryInfo(
+    stmt = composed_statement(
         collection,
         space,
-        method,
-        None if mod is None else mod.to_numpy(),
-        text=query_item if isinstance(query_item, str) else None,
-        params={**dict(params or {}), **dict(rerank_params or {})},
-        item=query_item,
-    )
-    return _run(
-        conn,
-        sql,
-        args,
+        reference,
+        modifier,
+        reference_key=reference_key,
+        method=method,
         k=k,
-        rerank=rerank,
+        params=params,
+        filter=filter,
+        ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples,
         rerank_depth=rerank_depth,
         rerank_params=rerank_params,
-        info=info,
+        query_item=query_item,
     )
+    return _run(conn, stmt, rerank)
 
 
 def explain_composed(
@@ -471,6 +574,46 @@ _HYBRID_SQL = (
 )
 
 
+def hybrid_statement(
+    collection: str,
+    query_text: str | None,
+    legs: Sequence[tuple[str, VectorLike]] = (),
+    *,
+    k: int = 10,
+    fusion: str = "rrf",
+    weights: Sequence[float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    filter: Mapping[str, Any] | None = None,
+    ef_search: int | None = None,
+    max_scan_tuples: int | None = None,
+    rerank_depth: int | None = None,
+    rerank_params: Mapping[str, Any] | None = None,
+) -> SearchStatement:
+    """The statement :func:`hybrid_search` runs (arguments as there)."""
+    info = QueryInfo(
+        collection,
+        legs[0][0] if legs else "",
+        "hybrid",
+        np.asarray(legs[0][1], dtype=np.float32) if legs else None,
+        query_text,
+        {**dict(params or {}), **dict(rerank_params or {})},
+    )
+    args = {
+        "c": collection,
+        "qt": query_text,
+        "sp": [s for s, _ in legs],
+        "v": [_vec(v) for _, v in legs],
+        "k": k,
+        "fu": fusion,
+        "w": list(weights) if weights is not None else None,
+        "p": _params(params),
+        "f": Jsonb(dict(filter)) if filter is not None else None,
+        "ef": ef_search,
+        "mst": max_scan_tuples,
+    }
+    return SearchStatement(_HYBRID_SQL, args, info, k, rerank_depth, rerank_params)
+
+
 def hybrid_search(
     conn: Conn,
     collection: str,
@@ -498,37 +641,21 @@ def hybrid_search(
             ``norm``: ``minmax`` or ``zscore``) or ``avgrank``.
         weights: one per leg, the lexical leg first when there is one.
     """
-    info = QueryInfo(
+    stmt = hybrid_statement(
         collection,
-        legs[0][0] if legs else "",
-        "hybrid",
-        np.asarray(legs[0][1], dtype=np.float32) if legs else None,
         query_text,
-        {**dict(params or {}), **dict(rerank_params or {})},
-    )
-    args = {
-        "c": collection,
-        "qt": query_text,
-        "sp": [s for s, _ in legs],
-        "v": [_vec(v) for _, v in legs],
-        "k": k,
-        "fu": fusion,
-        "w": list(weights) if weights is not None else None,
-        "p": _params(params),
-        "f": Jsonb(dict(filter)) if filter is not None else None,
-        "ef": ef_search,
-        "mst": max_scan_tuples,
-    }
-    return _run(
-        conn,
-        _HYBRID_SQL,
-        args,
+        legs,
         k=k,
-        rerank=rerank,
+        fusion=fusion,
+        weights=weights,
+        params=params,
+        filter=filter,
+        ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples,
         rerank_depth=rerank_depth,
         rerank_params=rerank_params,
-        info=info,
     )
+    return _run(conn, stmt, rerank)
 
 
 def explain_hybrid(
@@ -605,6 +732,47 @@ def fuse(
 # ---------------------------------------------------------------------------------------------
 
 
+_SEARCH_SQL = (
+    "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, %(ef)s, "
+    "%(mst)s, %(rr)s, %(rd)s, %(rp)s)"
+)
+
+
+def search_statement(
+    collection: str,
+    space: str,
+    query: VectorLike,
+    k: int = 10,
+    *,
+    filter: Mapping[str, Any] | None = None,
+    ef_search: int | None = None,
+    max_scan_tuples: int | None = None,
+    rerank_depth: int | None = None,
+    rerank_params: Mapping[str, Any] | None = None,
+    query_item: str | bytes | None = None,
+) -> SearchStatement:
+    """The statement :func:`search` runs (arguments as there)."""
+    args = {
+        "c": collection,
+        "s": space,
+        "q": _vec(query),
+        "k": k,
+        "f": Jsonb(dict(filter)) if filter is not None else None,
+        "ef": ef_search,
+        "mst": max_scan_tuples,
+    }
+    info = QueryInfo(
+        collection,
+        space,
+        "search",
+        np.asarray(query, dtype=np.float32),
+        text=query_item if isinstance(query_item, str) else None,
+        params=dict(rerank_params or {}),
+        item=query_item,
+    )
+    return SearchStatement(_SEARCH_SQL, args, info, k, rerank_depth, rerank_params)
+
+
 def search(
     conn: Conn,
     collection: str,
@@ -623,38 +791,19 @@ def search(
     """``mmr.search`` with a reranker (SQL by name, or a Python callable / plugin name).
 
     ``query_item``: the query's text or image bytes, for rerankers that score content."""
-    args = {
-        "c": collection,
-        "s": space,
-        "q": _vec(query),
-        "k": k,
-        "f": Jsonb(dict(filter)) if filter is not None else None,
-        "ef": ef_search,
-        "mst": max_scan_tuples,
-    }
-    sql = (
-        "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, %(ef)s, "
-        "%(mst)s, %(rr)s, %(rd)s, %(rp)s)"
-    )
-    info = QueryInfo(
+    stmt = search_statement(
         collection,
         space,
-        "search",
-        np.asarray(query, dtype=np.float32),
-        text=query_item if isinstance(query_item, str) else None,
-        params=dict(rerank_params or {}),
-        item=query_item,
-    )
-    return _run(
-        conn,
-        sql,
-        args,
-        k=k,
-        rerank=rerank,
+        query,
+        k,
+        filter=filter,
+        ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples,
         rerank_depth=rerank_depth,
         rerank_params=rerank_params,
-        info=info,
+        query_item=query_item,
     )
+    return _run(conn, stmt, rerank)
 
 
 def rocchio_search(

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from ..errors import InputError
 from ._types import SpaceInfo
 
-__all__ = ["ImageInput", "QueryVector", "encode_query"]
+__all__ = ["ImageInput", "QueryVector", "encode_query", "query_item"]
 
 QueryVector = Sequence[float] | npt.NDArray[Any]
 #: an encoded image file, or the path of one
@@ -58,3 +58,18 @@ def encode_query(
         item = path.read_bytes()
     (vec,) = list(encoder.embed_batch([item]))
     return vec
+
+
+def query_item(
+    given: str | bytes | None, text: str | None, image: ImageInput | None
+) -> str | bytes | None:
+    """The query as a content reranker sees it: ``given``, else the text, else the image's
+    bytes (read from its path when it is one)."""
+    if given is not None or text is not None:
+        return given if given is not None else text
+    if image is None or isinstance(image, bytes):
+        return image
+    path = Path(os.fspath(image))
+    if not path.is_file():
+        raise InputError(f"image file {str(path)!r} does not exist")
+    return path.read_bytes()

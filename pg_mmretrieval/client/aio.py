@@ -21,14 +21,16 @@ from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .. import db
+from .. import db, retrieval
 from ..errors import DatabaseError, InputError, NotFoundError
+from ..retrieval import RerankArg
 from ..search import Hit
 from ..spec import SpaceSpec
 from . import _sql
 from ._query import ImageInput, QueryVector, encode_query
+from ._query import query_item as query_item_of
 from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
-from .sync import _raise_failed, _timeout_message
+from .sync import _composed_vectors, _leg_vector, _raise_failed, _timeout_message
 
 __all__ = ["AsyncClient", "AsyncCollection", "connect_async"]
 
@@ -112,6 +114,39 @@ class AsyncClient:
     async def _scalar(self, query: Any, params: Any = None) -> Any:
         rows = await self._fetchall(query, params)
         return rows[0][0] if rows else None
+
+    # -- searches (statements of pg_mmretrieval.retrieval) ---------------------------------
+    async def _run_search(self, stmt: retrieval.SearchStatement, rerank: RerankArg) -> list[Hit]:
+        """Run a search statement; a SQL reranker runs in it, a Python one (synchronous) in a
+        worker thread after the fetch, a plugin's on the contents fetched here."""
+        registered = False
+        if isinstance(rerank, str):
+            registered = bool(await self._fetchall(retrieval._RERANKER_EXISTS_SQL, (rerank,)))
+        sql_name, fn, plugin = retrieval._resolve_rerank(rerank, registered)
+        client_side = fn is not None or plugin is not None
+        rows = await self._fetchall(stmt.sql, stmt.bind(sql_name, client_side))
+        hits = stmt.hits(rows)
+        if fn is not None:
+            return stmt.top(await asyncio.to_thread(fn, stmt.info, hits))
+        if plugin is not None:
+            return stmt.top(await self._score_contents(plugin, stmt.info, hits))
+        return hits
+
+    async def _score_contents(
+        self, plugin: retrieval.ContentScorer, query: retrieval.QueryInfo, hits: list[Hit]
+    ) -> list[Hit]:
+        """:func:`pg_mmretrieval.retrieval.plugin_reranker` on this connection."""
+        item = retrieval._content_query(plugin, query)
+        if not hits:
+            return []
+        found = await self._fetchall(retrieval._CONTENT_COLUMN_SQL, (query.space, query.collection))
+        col, kind = retrieval._content_column_of(
+            found[0] if found else None, query.collection, query.params.get("content_column")
+        )
+        rows = await self._fetchall(
+            retrieval._ROW_CONTENTS_SQL, retrieval._row_contents_args(query, hits, col)
+        )
+        return await asyncio.to_thread(retrieval._score_contents, plugin, item, hits, rows, kind)
 
     # -- collections -----------------------------------------------------------------------
     async def collections(self) -> list[CollectionInfo]:
@@ -360,24 +395,111 @@ class AsyncCollection:
         filter: Mapping[str, Any] | None = None,
         ef_search: int | None = None,
         max_scan_tuples: int | None = None,
+        rerank: RerankArg = None,
+        rerank_depth: int | None = None,
+        rerank_params: Mapping[str, Any] | None = None,
+        query_item: str | bytes | None = None,
     ) -> list[Hit]:
-        """The ``k`` rows nearest to a vector, text or image (see :meth:`Collection.search`)."""
+        """The ``k`` rows nearest to a vector, text or image, optionally reranked (see
+        :meth:`Collection.search`)."""
         info = await self.space(space)
         q = await asyncio.to_thread(encode_query, info, vector, text, image)
-        rows = await self.client._fetchall(
-            "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, "
-            "%(ef)s, %(mst)s)",
-            {
-                "c": self.name,
-                "s": space,
-                "q": Vector(q),
-                "k": k,
-                "f": Jsonb(dict(filter)) if filter is not None else None,
-                "ef": ef_search,
-                "mst": max_scan_tuples,
-            },
+        item = None
+        if rerank is not None:
+            item = await asyncio.to_thread(query_item_of, query_item, text, image)
+        stmt = retrieval.search_statement(
+            self.name,
+            space,
+            q,
+            k,
+            filter=filter,
+            ef_search=ef_search,
+            max_scan_tuples=max_scan_tuples,
+            rerank_depth=rerank_depth,
+            rerank_params=rerank_params,
+            query_item=item,
         )
-        return [Hit(key=r[0], score=float(r[1])) for r in rows]
+        return await self.client._run_search(stmt, rerank)
+
+    async def composed_search(
+        self,
+        space: str,
+        reference: QueryVector | None = None,
+        modifier: QueryVector | None = None,
+        *,
+        reference_image: ImageInput | None = None,
+        reference_key: Any = None,
+        modifier_text: str | None = None,
+        method: str = "weighted",
+        k: int = 10,
+        params: Mapping[str, Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        ef_search: int | None = None,
+        max_scan_tuples: int | None = None,
+        rerank: RerankArg = None,
+        rerank_depth: int | None = None,
+        rerank_params: Mapping[str, Any] | None = None,
+        query_item: str | bytes | None = None,
+    ) -> list[Hit]:
+        """Composed-query search (see :meth:`Collection.composed_search`)."""
+        info = await self.space(space)
+        ref, mod = await asyncio.to_thread(
+            _composed_vectors, info, reference, reference_image, modifier, modifier_text
+        )
+        stmt = retrieval.composed_statement(
+            self.name,
+            space,
+            ref,
+            mod,
+            reference_key=reference_key,
+            method=method,
+            k=k,
+            params=params,
+            filter=filter,
+            ef_search=ef_search,
+            max_scan_tuples=max_scan_tuples,
+            rerank_depth=rerank_depth,
+            rerank_params=rerank_params,
+            query_item=query_item,
+        )
+        return await self.client._run_search(stmt, rerank)
+
+    async def hybrid_search(
+        self,
+        query_text: str | None,
+        legs: Sequence[tuple[str, QueryVector | str]] = (),
+        *,
+        k: int = 10,
+        fusion: str = "rrf",
+        weights: Sequence[float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        ef_search: int | None = None,
+        max_scan_tuples: int | None = None,
+        rerank: RerankArg = None,
+        rerank_depth: int | None = None,
+        rerank_params: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Lexical + vector search fused (see :meth:`Collection.hybrid_search`)."""
+        encoded = []
+        for space, q in legs:
+            info = await self.space(space)
+            encoded.append((space, await asyncio.to_thread(_leg_vector, info, q)))
+        stmt = retrieval.hybrid_statement(
+            self.name,
+            query_text,
+            encoded,
+            k=k,
+            fusion=fusion,
+            weights=weights,
+            params=params,
+            filter=filter,
+            ef_search=ef_search,
+            max_scan_tuples=max_scan_tuples,
+            rerank_depth=rerank_depth,
+            rerank_params=rerank_params,
+        )
+        return await self.client._run_search(stmt, rerank)
 
     async def fetch(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
         """The table's rows with ``keys``, in the order of ``keys`` (None where none is)."""

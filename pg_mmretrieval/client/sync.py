@@ -13,17 +13,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg.rows import dict_row
 
 from .. import collections as _c
-from .. import db
+from .. import db, retrieval
 from ..collections import sql_errors
 from ..errors import InputError, NotFoundError
+from ..retrieval import RerankArg
 from ..search import Hit, search
 from ..spec import SpaceSpec
 from . import _sql
 from ._query import ImageInput, QueryVector, encode_query
+from ._query import query_item as query_item_of
 from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
 
 __all__ = ["Client", "Collection"]
@@ -339,6 +343,10 @@ class Collection:
         filter: Mapping[str, Any] | None = None,
         ef_search: int | None = None,
         max_scan_tuples: int | None = None,
+        rerank: RerankArg = None,
+        rerank_depth: int | None = None,
+        rerank_params: Mapping[str, Any] | None = None,
+        query_item: str | bytes | None = None,
     ) -> list[Hit]:
         """The ``k`` rows nearest to a query vector, text or image, best first.
 
@@ -348,12 +356,29 @@ class Collection:
             text: a text, encoded with the space's encoder; or
             image: an image (bytes of the file, or its path), encoded likewise.
             filter: conditions on the table's columns, e.g. ``{"price": {"<": 50}}``.
+            rerank: a reranker: a SQL one's name (``mmr.rerankers``, applied in the database),
+                a Python one's name or a plugin's, or a callable ``(QueryInfo, hits) -> hits``
+                (applied here to ``rerank_depth`` candidates, default ``max(k, 100)``).
+            rerank_params: the reranker's parameters.
+            query_item: the query's text or image bytes for rerankers that score content;
+                defaults to ``text`` or ``image``.
 
         Raises:
             InputError: bad query or arguments.  NotFoundError: no such space.
         """
         q = encode_query(self.space(space), vector, text, image)
-        return search(
+        if rerank is None:
+            return search(
+                self.client.conn,
+                self.name,
+                space,
+                q,
+                k,
+                filter=filter,
+                ef_search=ef_search,
+                max_scan_tuples=max_scan_tuples,
+            )
+        return retrieval.search(
             self.client.conn,
             self.name,
             space,
@@ -362,6 +387,10 @@ class Collection:
             filter=filter,
             ef_search=ef_search,
             max_scan_tuples=max_scan_tuples,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+            rerank_params=rerank_params,
+            query_item=query_item_of(query_item, text, image),
         )
 
     def composed_search(
@@ -373,49 +402,86 @@ class Collection:
         reference_image: ImageInput | None = None,
         reference_key: Any = None,
         modifier_text: str | None = None,
-        **options: Any,
+        method: str = "weighted",
+        k: int = 10,
+        params: Mapping[str, Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        ef_search: int | None = None,
+        max_scan_tuples: int | None = None,
+        rerank: RerankArg = None,
+        rerank_depth: int | None = None,
+        rerank_params: Mapping[str, Any] | None = None,
+        query_item: str | bytes | None = None,
     ) -> list[Hit]:
         """Composed-query search (``mmr.composed_search``): a reference image modified by a
         text ("this dress, but red").
 
         The reference is a vector, an image (encoded with the space's encoder) or a stored row
-        (``reference_key``); the modifier a vector or a text (encoded likewise).  ``options``
-        are those of :func:`pg_mmretrieval.retrieval.composed_search` (``method``, ``k``,
-        ``params``, ``filter``, ``rerank``, ...).
+        (``reference_key``, excluded from the results unless
+        ``params={"exclude_reference": False}``); the modifier a vector or a text (encoded
+        likewise).  The other arguments are those of
+        :func:`pg_mmretrieval.retrieval.composed_search` (``method``, ``params``, rerankers as
+        in :meth:`search`).
         """
-        from .. import retrieval
-
-        info = self.space(space)
-        ref = None
-        if reference is not None or reference_image is not None:
-            ref = encode_query(info, reference, None, reference_image)
-        mod = None
-        if modifier is not None or modifier_text is not None:
-            mod = encode_query(info, modifier, modifier_text, None)
+        ref, mod = _composed_vectors(
+            self.space(space), reference, reference_image, modifier, modifier_text
+        )
         return retrieval.composed_search(
-            self.client.conn, self.name, space, ref, mod, reference_key=reference_key, **options
+            self.client.conn,
+            self.name,
+            space,
+            ref,
+            mod,
+            reference_key=reference_key,
+            method=method,
+            k=k,
+            params=params,
+            filter=filter,
+            ef_search=ef_search,
+            max_scan_tuples=max_scan_tuples,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+            rerank_params=rerank_params,
+            query_item=query_item,
         )
 
     def hybrid_search(
         self,
         query_text: str | None,
         legs: Sequence[tuple[str, QueryVector | str]] = (),
-        **options: Any,
+        *,
+        k: int = 10,
+        fusion: str = "rrf",
+        weights: Sequence[float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        ef_search: int | None = None,
+        max_scan_tuples: int | None = None,
+        rerank: RerankArg = None,
+        rerank_depth: int | None = None,
+        rerank_params: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
         """Lexical + vector search fused (``mmr.hybrid_search``); a leg's query may be a
-        vector or a text (encoded with that space's encoder).  ``options`` are those of
-        :func:`pg_mmretrieval.retrieval.hybrid_search` (``k``, ``fusion``, ``weights``,
-        ``filter``, ``rerank``, ...)."""
-        from .. import retrieval
-
-        encoded = []
-        for space, q in legs:
-            info = self.space(space)
-            if isinstance(q, str):
-                encoded.append((space, encode_query(info, None, q, None)))
-            else:
-                encoded.append((space, encode_query(info, q, None, None)))
-        return retrieval.hybrid_search(self.client.conn, self.name, query_text, encoded, **options)
+        vector or a text (encoded with that space's encoder).  The other arguments are those of
+        :func:`pg_mmretrieval.retrieval.hybrid_search` (``fusion``, ``weights``, ``params``;
+        rerankers as in :meth:`search`, a content reranker scoring ``query_text``)."""
+        encoded = [(space, _leg_vector(self.space(space), q)) for space, q in legs]
+        return retrieval.hybrid_search(
+            self.client.conn,
+            self.name,
+            query_text,
+            encoded,
+            k=k,
+            fusion=fusion,
+            weights=weights,
+            params=params,
+            filter=filter,
+            ef_search=ef_search,
+            max_scan_tuples=max_scan_tuples,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+            rerank_params=rerank_params,
+        )
 
     def fetch(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
         """The table's rows with ``keys``, in the order of ``keys`` (None where none is)."""
@@ -446,6 +512,30 @@ class Collection:
                 SpaceStatus(self.name, s.name, s.version, s.active, s.encoder, row[0], row[1])
             )
         return out
+
+
+def _composed_vectors(
+    info: SpaceInfo,
+    reference: QueryVector | None,
+    reference_image: ImageInput | None,
+    modifier: QueryVector | None,
+    modifier_text: str | None,
+) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]:
+    """A composed query's reference and modifier vectors (None where not given)."""
+    ref = None
+    if reference is not None or reference_image is not None:
+        ref = encode_query(info, reference, None, reference_image)
+    mod = None
+    if modifier is not None or modifier_text is not None:
+        mod = encode_query(info, modifier, modifier_text, None)
+    return ref, mod
+
+
+def _leg_vector(info: SpaceInfo, query: QueryVector | str) -> npt.NDArray[np.float32]:
+    """A hybrid leg's query: a vector, or a text encoded with the space's encoder."""
+    if isinstance(query, str):
+        return encode_query(info, None, query, None)
+    return encode_query(info, query, None, None)
 
 
 def _raise_failed(collection: str, failed: int, error: str | None) -> None:
