@@ -30,5 +30,13 @@ async def main() -> None:
         print(hits)
         assert hits[0].key == 2
 
+        # composed, hybrid and reranked searches: the same arguments as the sync client's
+        hits = await notes.composed_search("vec", modifier=vectors[2], reference_key=1, k=2)
+        await client.conn.execute("SELECT mmr.create_text_index('notes')")
+        hybrid = await notes.hybrid_search("note", [("vec", vectors[0])], k=3)
+        reranked = await notes.search("vec", vectors[0], k=2, rerank="exact")
+        assert 1 not in [h.key for h in hits] and len(hybrid) == 3
+        assert reranked[0].key == 1
+
 
 asyncio.run(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 import pg_mmretrieval as mmr
+from pg_mmretrieval import retrieval
 from pg_mmretrieval.encoders import get_encoder
 
 with mmr.Client() as client:
@@ -53,7 +54,21 @@ with mmr.Client() as client:
     hits = photos.search("caption_vec", query, k=2, filter={"price": {">=": 15}})
     assert [h.key for h in hits] == [2, 3]
 
+    # composed: a stored row (excluded from the results) modified by a vector or a text
+    hits = photos.composed_search("caption_vec", modifier=vectors[2], reference_key=1, k=2)
+    # hybrid: full-text over the text columns, fused with vector legs
+    retrieval.create_text_index(client.conn, "photos")
+    hits = photos.hybrid_search("square", [("caption_vec", query)], k=2)
+    # rerank: a SQL reranker by name, or a Python callable (QueryInfo, hits) -> hits
+    hits = photos.search("caption_vec", query, k=2, rerank="exact", rerank_depth=20)
+    by_key = photos.search(
+        "caption_vec",
+        query,
+        k=2,
+        rerank=lambda q, cands: sorted(cands, key=lambda h: h.key),
+    )
     for s in photos.status():
         print(f"{s.space} v{s.version}: {s.embedded} embedded, {s.queued} queued")
     assert {s.space: s.queued for s in photos.status()}["caption_text"] == 3
-    assert np.isclose(hits[0].score, 1.0, atol=1e-5)
+    assert np.isclose(hits[0].score, 1.0, atol=1e-5) and hits[0].key == 2
+    assert [h.key for h in by_key] == [1, 2]
