@@ -179,7 +179,7 @@ class Pool:
     attribute set (1050 of them) gets ``per_key`` images once, and batches draw from the pool.
     """
 
-    def __init__(self, per_key: int, seed: int) -> None:
+    def __init__(self, per_key: int, seed: int, vary: bool = False) -> None:
         rng = np.random.default_rng([seed, 2])
         self.keys = [
             Attributes(*k) for k in itertools.product(SHAPES, COLOURS, SIZES, POSITIONS, COUNTS)
@@ -188,7 +188,7 @@ class Pool:
         arr = np.empty((len(self.keys), per_key, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
         for i, a in enumerate(self.keys):
             for k in range(per_key):
-                arr[i, k] = np.asarray(render(a, rng, style="flat", augment=True))
+                arr[i, k] = np.asarray(render(a, rng, style="flat", augment=True, vary=vary))
         self.images = torch.from_numpy(arr)
         self.per_key = per_key
         mean = torch.tensor(PREPROCESSOR["image_mean"]).view(1, 3, 1, 1)
@@ -352,7 +352,7 @@ def train(args: argparse.Namespace) -> None:
         return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
     t0 = time.time()
-    pool = Pool(args.pool, args.seed)
+    pool = Pool(args.pool, args.seed, vary=args.vary)
     pool_s = time.time() - t0
     print(
         f"pool of {pool.images.shape[0] * pool.images.shape[1]} images in {pool_s:.0f}s", flush=True
@@ -576,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--group", type=int, default=4, help="scenes per counterfactual group")
     t.add_argument("--p-partial", type=float, default=0.3)
+    t.add_argument("--vary", action="store_true", help="wider shape geometry in the pool")
     t.add_argument("--init", default=None, help="start from this checkpoint directory")
     t.add_argument("--aux", type=float, default=1.0, help="weight of the attribute-head loss")
     t.add_argument("--lr", type=float, default=1e-3)

@@ -80,12 +80,12 @@ def test_runtime_path_needs_no_torch() -> None:
 
 
 # What the committed model reaches (docs/shapes-clip.md has the 1000-sample figures). The issue's
-# targets (THRESHOLDS) hold for colour, size and position in both styles; shape is below its
-# 0.8 target (flat 0.79, paper 0.36 on 1000 samples), so its floors here are the model's own level
-# minus sampling margin, well above chance (0.2).
+# targets (THRESHOLDS) hold in the training style and, except shape, in the paper style; paper
+# shape is below its 0.8 target (0.48 on 1000 samples), so its floor here is the model's own level
+# minus sampling margin, above chance (0.2).
 MODEL_FLOORS: dict[str, dict[str, float]] = {
-    "flat": {**THRESHOLDS, "shape": 0.7, "t2i_R@10": 0.9},
-    "paper": {**THRESHOLDS, "shape": 0.28, "t2i_R@10": 0.75},
+    "flat": {**THRESHOLDS, "t2i_R@10": 0.9},
+    "paper": {**THRESHOLDS, "shape": 0.38, "t2i_R@10": 0.8},
 }
 
 

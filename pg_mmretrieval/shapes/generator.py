@@ -336,9 +336,12 @@ def render(
     style: str = "flat",
     size: int = IMAGE_SIZE,
     augment: bool = False,
+    vary: bool = False,
 ) -> Image.Image:
     """Draw the scene ``a`` as an RGB image of ``size`` x ``size`` pixels.
 
+    ``vary`` (training only) widens the geometry: small shapes down to 12 % of the canvas,
+    cross arm widths 24-38 %, star inner radius 40-55 %.
     ``augment`` (training only, ``flat`` style) randomises the background brightness and tint,
     sometimes anti-aliases and blurs, and adds pixel noise, so the model does not tie shapes to
     one background or one rasterisation.
@@ -347,6 +350,11 @@ def render(
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
     geo = dict(_STYLE_GEOMETRY[style])
     lo, hi = geo[a.size]
+    if vary:
+        # wider geometry for training: smaller small shapes, other cross and star proportions
+        lo = 0.12 if a.size == "small" else lo
+        geo["cross"] = (0.24, 0.38)
+        geo["star_inner"] = float(rng.uniform(0.4, 0.55))
     s = float(rng.uniform(lo, hi))
     cl, ch = geo["cross"]
     geo["cross_t"] = float(rng.uniform(cl, ch))
