@@ -78,3 +78,17 @@ def test_readme_sql_and_python_examples_run_as_written(
         assert mmr.list_collections(conn)[0]["collection"] == "products"
     finally:
         conn.close()
+
+
+def test_quickstart_sql_runs_as_written(empty_db_url: str) -> None:
+    from pg_mmretrieval import install
+
+    install.upgrade(empty_db_url)
+    text = (DOCS / "quickstart.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
+    statements = [s for s in block.split(";\n") if s.strip()]
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        for stmt in statements[:-1]:
+            conn.execute(stmt.encode())
+        rows = conn.execute(statements[-1].rstrip(";\n ").encode()).fetchall()
+    assert [r[0] for r in rows] == [1]  # '[0.9, 0.1, 0]' is nearest to note 1
