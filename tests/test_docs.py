@@ -92,3 +92,34 @@ def test_quickstart_sql_runs_as_written(empty_db_url: str) -> None:
             conn.execute(stmt.encode())
         rows = conn.execute(statements[-1].rstrip(";\n ").encode()).fetchall()
     assert [r[0] for r in rows] == [1]  # '[0.9, 0.1, 0]' is nearest to note 1
+
+
+def test_plugin_guide_encoder_example_works_as_a_plugin(conn: psycopg.Connection[Any]) -> None:
+    import types
+
+    import numpy as np
+
+    import pg_mmretrieval as mmr
+    from pg_mmretrieval import plugins
+    from pg_mmretrieval.encoders import get_encoder
+
+    text = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    block = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    module = types.ModuleType("guide_plugin")
+    exec(compile(block, "docs/plugins.md", "exec"), module.__dict__)
+    plugins.register_plugin(module, "guide_plugin")
+    try:
+        enc = get_encoder("my-encoder")
+        captions = ["a red circle", "a blue square", "two green stars"]
+        vecs = list(enc.embed_batch(captions))
+        assert all(abs(float(np.linalg.norm(v)) - 1.0) < 1e-5 for v in vecs)
+        conn.execute("CREATE TABLE guide_t (id int PRIMARY KEY, caption text)")
+        for i, c in enumerate(captions, 1):
+            conn.execute("INSERT INTO guide_t VALUES (%s, %s)", (i, c))
+        mmr.create_collection(conn, "guide", "guide_t", text_columns=["caption"])
+        mmr.add_space(conn, "guide", "vec", "external", None, enc.dimension)
+        mmr.put_embeddings(conn, "guide", "vec", [1, 2, 3], vecs)
+        (q,) = list(enc.embed_batch(["blue square"]))
+        assert mmr.search(conn, "guide", "vec", q, k=1)[0].key == 2
+    finally:
+        plugins.unregister_plugin("guide_plugin")
