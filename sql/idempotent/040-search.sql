@@ -135,6 +135,10 @@ BEGIN
 END
 $$;
 
+-- Plain search.  Its first signature (7 arguments) is replaced by this one (reranking added);
+-- existing calls keep working because the new arguments have defaults.
+DROP FUNCTION IF EXISTS mmr.search(text, text, @extschema:vector@.vector, int, jsonb, int, int);
+
 CREATE OR REPLACE FUNCTION mmr.search(
     collection text,
     space text,
@@ -142,7 +146,10 @@ CREATE OR REPLACE FUNCTION mmr.search(
     k int DEFAULT 10,
     filter jsonb DEFAULT NULL,
     ef_search int DEFAULT NULL,
-    max_scan_tuples int DEFAULT NULL)
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
 RETURNS TABLE (key jsonb, score float8)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -152,11 +159,37 @@ SET hnsw.iterative_scan = strict_order
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection := mmr._collection_row(collection);
-    s mmr._space := mmr._space_row(c.id, collection, space);
+    c mmr._collection;
+    s mmr._space;
+    p mmr._search_plan;
 BEGIN
-    PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples);
-    RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
+    -- Fast path (no filter, no reranker, valid arguments): the cached statement of the space
+    -- (mmr._space.statements), one catalog look-up, nothing else to build or check.
+    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL
+       AND k BETWEEN 1 AND 1000 AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) THEN
+        SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
+         WHERE y.name = collection AND x.name = space AND x.active;
+        IF FOUND AND s.statements IS NOT NULL
+           AND @extschema:vector@.vector_dims(query) = s.dimensions
+           AND (s.distance <> 'cosine' OR @extschema:vector@.vector_norm(query) > 0) THEN
+            IF k > 40 OR ef_search IS NOT NULL THEN
+                PERFORM set_config('hnsw.ef_search', greatest(k, coalesce(ef_search, 40))::text,
+                                   true);
+            END IF;
+            RETURN QUERY EXECUTE s.statements ->> 'search' USING query, k;
+            RETURN;
+        END IF;
+    END IF;
+    c := mmr._collection_row(collection);
+    s := mmr._space_row(c.id, collection, space);
+    IF rerank IS NULL THEN
+        PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples);
+        RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
+        RETURN;
+    END IF;
+    p := mmr._single_plan(c, s, query, mmr._rerank_depth(k, rerank, rerank_depth), filter, NULL,
+                          ef_search, max_scan_tuples);
+    RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
 END
 $$;
 

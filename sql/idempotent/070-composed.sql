@@ -10,16 +10,7 @@
 -- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
 -- same statement (no per-row round trips).
 
-DO $$
-BEGIN
-    IF to_regtype('mmr._search_plan') IS NULL THEN
-        CREATE TYPE mmr._search_plan AS (
-            sql text, vecs @extschema:vector@.vector[], n int, filter jsonb, k int,
-            exclude jsonb, weights float8[], nums float8[], aux jsonb, qtext text,
-            qvec @extschema:vector@.vector, space text);
-    END IF;
-END
-$$;
+-- The plan type mmr._search_plan is created in 010-internal.sql (mmr.search uses it too).
 
 -- Tables created here (not in an Alembic revision): BASIC projections per space and the
 -- reranker registry.  CREATE TABLE IF NOT EXISTS keeps re-application harmless.
@@ -617,10 +608,34 @@ SET hnsw.iterative_scan = strict_order
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection := mmr._collection_row(collection);
-    s mmr._space := mmr._space_row(c.id, collection, space);
+    c mmr._collection;
+    s mmr._space;
     p mmr._search_plan;
+    q @extschema:vector@.vector;
 BEGIN
+    -- Fast path: a single-vector method without filter or reranker runs the space's cached
+    -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
+    -- general path below, which raises the explanatory errors.
+    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
+       AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
+       AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp') THEN
+        SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
+         WHERE y.name = collection AND x.name = space AND x.active AND x.statements IS NOT NULL;
+        IF FOUND THEN
+            q := mmr._fast_fused(s, reference, modifier, method, params);
+            IF q IS NOT NULL THEN
+                IF k >= 40 OR ef_search IS NOT NULL THEN
+                    PERFORM set_config('hnsw.ef_search',
+                                       greatest(k + 1, coalesce(ef_search, 40))::text, true);
+                END IF;
+                RETURN QUERY EXECUTE s.statements ->> 'single' USING ARRAY[q], NULL::int,
+                                                                    NULL::jsonb, k;
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+    c := mmr._collection_row(collection);
+    s := mmr._space_row(c.id, collection, space);
     p := mmr._composed_plan(c, s, reference, modifier, method,
                             mmr._rerank_depth(k, rerank, rerank_depth), params, filter, NULL, NULL,
                             ef_search, max_scan_tuples);
@@ -657,11 +672,41 @@ SET hnsw.iterative_scan = strict_order
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection := mmr._collection_row(collection);
-    s mmr._space := mmr._space_row(c.id, collection, space);
+    c mmr._collection;
+    s mmr._space;
     prm jsonb := coalesce(params, '{}');
     p mmr._search_plan;
+    ref @extschema:vector@.vector;
+    q @extschema:vector@.vector;
+    excl boolean;
 BEGIN
+    -- Fast path as in the overload above; the reference's embedding comes from the cached
+    -- look-up statement, and it is excluded with the cached single_excl statement.
+    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
+       AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) AND reference_key IS NOT NULL
+       AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp')
+       AND (NOT prm ? 'exclude_reference' OR jsonb_typeof(prm -> 'exclude_reference') = 'boolean') THEN
+        SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
+         WHERE y.name = collection AND x.name = space AND x.active AND x.statements IS NOT NULL;
+        IF FOUND THEN
+            EXECUTE s.statements ->> 'embedding_of' INTO ref USING reference_key;
+            q := mmr._fast_fused(s, ref, modifier, method, prm - 'exclude_reference');
+            IF q IS NOT NULL THEN
+                excl := coalesce((prm ->> 'exclude_reference')::boolean, true);
+                IF k >= 40 OR ef_search IS NOT NULL THEN
+                    PERFORM set_config('hnsw.ef_search',
+                                       greatest(k + 1, coalesce(ef_search, 40))::text, true);
+                END IF;
+                RETURN QUERY EXECUTE s.statements ->> CASE WHEN excl THEN 'single_excl'
+                                                           ELSE 'single' END
+                    USING ARRAY[q], NULL::int, NULL::jsonb, k,
+                          CASE WHEN excl THEN reference_key END;
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+    c := mmr._collection_row(collection);
+    s := mmr._space_row(c.id, collection, space);
     p := mmr._composed_plan(c, s, mmr._embedding_of(c, s, reference_key), modifier, method,
                             mmr._rerank_depth(k, rerank, rerank_depth), prm - 'exclude_reference',
                             filter,

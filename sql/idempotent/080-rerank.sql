@@ -155,45 +155,6 @@ INSERT INTO mmr._reranker (name, function, description) VALUES
      'maximal marginal relevance diversification (params: lambda)')
 ON CONFLICT (name) DO UPDATE SET function = EXCLUDED.function, description = EXCLUDED.description;
 
--- Plain search, now with reranking.  The old signature (040-search.sql) is replaced; its
--- arguments and defaults are unchanged, so existing calls keep working.
-DROP FUNCTION IF EXISTS mmr.search(text, text, @extschema:vector@.vector, int, jsonb, int, int);
-
-CREATE OR REPLACE FUNCTION mmr.search(
-    collection text,
-    space text,
-    query @extschema:vector@.vector,
-    k int DEFAULT 10,
-    filter jsonb DEFAULT NULL,
-    ef_search int DEFAULT NULL,
-    max_scan_tuples int DEFAULT NULL,
-    rerank text DEFAULT NULL,
-    rerank_depth int DEFAULT NULL,
-    rerank_params jsonb DEFAULT NULL)
-RETURNS TABLE (key jsonb, score float8)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
--- The SET clauses scope the index settings to the call: nothing leaks in or out.
-SET hnsw.ef_search = 40
-SET hnsw.iterative_scan = strict_order
-SET hnsw.max_scan_tuples = 20000
-AS $$
-DECLARE
-    c mmr._collection := mmr._collection_row(collection);
-    s mmr._space := mmr._space_row(c.id, collection, space);
-    p mmr._search_plan;
-BEGIN
-    IF rerank IS NULL THEN
-        PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples);
-        RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
-        RETURN;
-    END IF;
-    p := mmr._single_plan(c, s, query, mmr._rerank_depth(k, rerank, rerank_depth), filter, NULL,
-                          ef_search, max_scan_tuples);
-    RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
-END
-$$;
-
 -- A single-vector plan (the HNSW shape) for a query vector.
 CREATE OR REPLACE FUNCTION mmr._single_plan(c mmr._collection, s mmr._space,
                                             p_query @extschema:vector@.vector, p_k int,

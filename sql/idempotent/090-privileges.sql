@@ -19,7 +19,7 @@ BEGIN
                                       'set_projection', 'create_text_index', 'drop_text_index',
                                       'register_reranker', 'unregister_reranker',
                                       'add_multivector_space', 'drop_multivector_space',
-                                      'put_multivectors', '_multivector_dropped',
+                                      'put_multivectors', '_multivector_dropped', '_space_statements_trigger',
                                       -- worker (issue 4): administrative
                                       'check', 'repair', 'backfill', 'retry_failed',
                                       'purge_failed', 'status')
