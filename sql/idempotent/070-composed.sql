@@ -136,9 +136,13 @@ AS $$
 $$;
 
 -- One index leg: the key columns and distance of the p_limit rows nearest to p_expr, in the
--- HNSW shape.  The filter (a jsonb in $3) joins the source table.
+-- HNSW shape (with p_embedding, also the row's embedding, read by the index scan anyway, so the
+-- fusion needs no second look-up).  The filter (a jsonb in $3) joins the source table.
+DROP FUNCTION IF EXISTS mmr._leg_sql(mmr._collection, mmr._space, text, text, jsonb);
+
 CREATE OR REPLACE FUNCTION mmr._leg_sql(c mmr._collection, s mmr._space, p_expr text,
-                                        p_limit text, p_filter jsonb)
+                                        p_limit text, p_filter jsonb,
+                                        p_embedding boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -146,14 +150,39 @@ AS $$
 DECLARE
     dist text := mmr._dist(s, 'e', p_expr);
     where_sql text := mmr._filter_sql(c, p_filter, '$3');
+    cols text := mmr._key_list(c, 'e') || CASE WHEN p_embedding THEN ', e.embedding' ELSE '' END;
 BEGIN
     IF where_sql IS NULL THEN
         RETURN format('SELECT %s, %s AS dist FROM %s e ORDER BY %s LIMIT %s',
-                      mmr._key_list(c, 'e'), dist, s.embedding_table, dist, p_limit);
+                      cols, dist, s.embedding_table, dist, p_limit);
     END IF;
     RETURN format('SELECT %s, %s AS dist FROM %s e JOIN %s s ON %s WHERE %s ORDER BY %s LIMIT %s',
-                  mmr._key_list(c, 'e'), dist, s.embedding_table, c.source,
+                  cols, dist, s.embedding_table, c.source,
                   mmr._key_join(c, 's', 'e'), where_sql, dist, p_limit);
+END
+$$;
+
+-- Two-leg late fusion (score_sum, product): the candidates of both legs ($1[1] the reference,
+-- $1[2] the modifier, $2 rows each), each scored against both queries from the embedding its
+-- leg carried; $5 an excluded key.
+CREATE OR REPLACE FUNCTION mmr._pair_sql(c mmr._collection, s mmr._space, p_filter jsonb,
+                                         p_method text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN format(
+        'WITH u AS (SELECT DISTINCT ON (%s) %s, l.embedding FROM ((%s) UNION ALL (%s)) l), '
+        'r AS (SELECT %s AS key, %s AS s1, %s AS s2 FROM u) '
+        'SELECT r.key, (%s)::float8 AS score FROM r WHERE $5 IS NULL OR r.key <> $5 '
+        'ORDER BY score DESC, r.key LIMIT $4',
+        mmr._key_list(c, 'l'), mmr._key_list(c, 'l'),
+        mmr._leg_sql(c, s, '$1[1]', '$2', p_filter, true),
+        mmr._leg_sql(c, s, '$1[2]', '$2', p_filter, true),
+        mmr._key_json(c, 'u'), mmr._sim(s, 'u', '$1[1]'), mmr._sim(s, 'u', '$1[2]'),
+        CASE p_method WHEN 'score_sum' THEN 'r.s1 + r.s2'
+                      ELSE 'greatest(r.s1, 0) * greatest(r.s2, 0)' END);
 END
 $$;
 
@@ -338,17 +367,7 @@ BEGIN
     WHEN 'score_sum', 'product' THEN
         PERFORM mmr._check_params(prm, '{candidates}', 'method ' || m);
         p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
-        p.sql := format(
-            'WITH u AS (SELECT DISTINCT %s FROM ((%s) UNION ALL (%s)) l), '
-            'r AS (SELECT %s AS key, %s AS s1, %s AS s2 FROM u JOIN %s e ON %s) '
-            'SELECT r.key, (%s)::float8 AS score FROM r WHERE $5 IS NULL OR r.key <> $5 '
-            'ORDER BY score DESC, r.key LIMIT $4',
-            mmr._key_list(c, 'l'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
-            mmr._leg_sql(c, s, '$1[2]', '$2', p_filter), mmr._key_json(c, 'e'),
-            mmr._sim(s, 'e', '$1[1]'), mmr._sim(s, 'e', '$1[2]'), s.embedding_table,
-            mmr._key_join(c, 'u', 'e'),
-            CASE m WHEN 'score_sum' THEN 'r.s1 + r.s2'
-                   ELSE 'greatest(r.s1, 0) * greatest(r.s2, 0)' END);
+        p.sql := mmr._pair_sql(c, s, p_filter, m);
     WHEN 'weimocir' THEN
         PERFORM mmr._check_params(prm, '{alpha,beta,candidates,caption_space,caption_spaces,reference_captions}',
                                   'method weimocir');
@@ -611,25 +630,24 @@ DECLARE
     c mmr._collection;
     s mmr._space;
     p mmr._search_plan;
-    q @extschema:vector@.vector;
 BEGIN
-    -- Fast path: a single-vector method without filter or reranker runs the space's cached
+    -- Fast path: a single-vector method or score_sum/product without filter or reranker runs the space's cached
     -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
     -- general path below, which raises the explanatory errors.
     IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
-       AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp') THEN
+       AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
+                                                   'score_sum', 'product') THEN
         SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
          WHERE y.name = collection AND x.name = space AND x.active AND x.statements IS NOT NULL;
         IF FOUND THEN
-            q := mmr._fast_fused(s, reference, modifier, method, params);
-            IF q IS NOT NULL THEN
-                IF k >= 40 OR ef_search IS NOT NULL THEN
+            p := mmr._fast_plan(s, reference, modifier, method, params, k, NULL);
+            IF p.sql IS NOT NULL THEN
+                IF p.n > 40 OR ef_search IS NOT NULL THEN
                     PERFORM set_config('hnsw.ef_search',
-                                       greatest(k + 1, coalesce(ef_search, 40))::text, true);
+                                       greatest(p.n, coalesce(ef_search, 40))::text, true);
                 END IF;
-                RETURN QUERY EXECUTE s.statements ->> 'single' USING ARRAY[q], NULL::int,
-                                                                    NULL::jsonb, k;
+                RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 RETURN;
             END IF;
         END IF;
@@ -677,30 +695,27 @@ DECLARE
     prm jsonb := coalesce(params, '{}');
     p mmr._search_plan;
     ref @extschema:vector@.vector;
-    q @extschema:vector@.vector;
-    excl boolean;
 BEGIN
     -- Fast path as in the overload above; the reference's embedding comes from the cached
-    -- look-up statement, and it is excluded with the cached single_excl statement.
+    -- look-up statement, and it is excluded from the results unless exclude_reference is false.
     IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) AND reference_key IS NOT NULL
-       AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp')
+       AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
+                                                   'score_sum', 'product')
        AND (NOT prm ? 'exclude_reference' OR jsonb_typeof(prm -> 'exclude_reference') = 'boolean') THEN
         SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
          WHERE y.name = collection AND x.name = space AND x.active AND x.statements IS NOT NULL;
         IF FOUND THEN
             EXECUTE s.statements ->> 'embedding_of' INTO ref USING reference_key;
-            q := mmr._fast_fused(s, ref, modifier, method, prm - 'exclude_reference');
-            IF q IS NOT NULL THEN
-                excl := coalesce((prm ->> 'exclude_reference')::boolean, true);
-                IF k >= 40 OR ef_search IS NOT NULL THEN
+            p := mmr._fast_plan(s, ref, modifier, method, prm - 'exclude_reference', k,
+                                CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true)
+                                     THEN reference_key END);
+            IF p.sql IS NOT NULL THEN
+                IF p.n > 40 OR ef_search IS NOT NULL THEN
                     PERFORM set_config('hnsw.ef_search',
-                                       greatest(k + 1, coalesce(ef_search, 40))::text, true);
+                                       greatest(p.n, coalesce(ef_search, 40))::text, true);
                 END IF;
-                RETURN QUERY EXECUTE s.statements ->> CASE WHEN excl THEN 'single_excl'
-                                                           ELSE 'single' END
-                    USING ARRAY[q], NULL::int, NULL::jsonb, k,
-                          CASE WHEN excl THEN reference_key END;
+                RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 RETURN;
             END IF;
         END IF;

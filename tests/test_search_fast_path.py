@@ -1,0 +1,262 @@
+"""The search fast paths (per-space statement cache, sql/idempotent/088-statement-cache.sql).
+
+mmr.search and mmr.composed_search run a cached statement when there is no filter and no
+reranker; every other call builds its statement per call (the general path).  Passing
+``max_scan_tuples`` (its default value, 20000) forces the general path, so each fast-path result
+can be compared with the general path's on the same data: they must be identical, for every
+fast-path method, every storage and distance, and single and composite keys.  Invalid arguments
+must raise the general path's errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+import pg_mmretrieval as mmr
+from pg_mmretrieval import retrieval
+from pg_mmretrieval.errors import MMRError
+from pg_mmretrieval.search import Hit
+
+from .fusion_synth import n
+
+D = 24
+N = 400
+FORCE_GENERAL = 20000  # max_scan_tuples at its default: same search, general path
+
+Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture(scope="module")
+def db(db_url: str) -> Iterator[tuple[Conn, dict[str, np.ndarray[Any, Any]]]]:
+    """Two collections: `fp` (int key) with spaces img (vector, cosine), imgh (halfvec, cosine)
+    and l2 (vector, l2); `fpc` (composite key) with space img."""
+    rng = np.random.default_rng(7)
+    vecs = {
+        "img": n(rng.standard_normal((N, D))).astype(np.float32),
+        "l2": rng.standard_normal((N, D)).astype(np.float32),
+    }
+    with mmr.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fp (id int PRIMARY KEY, caption text)")
+        conn.execute(f"INSERT INTO fp SELECT i, 'row ' || i FROM generate_series(0, {N - 1}) i")
+        conn.execute("CREATE TABLE fpc (a text, b int, PRIMARY KEY (a, b))")
+        conn.execute(f"INSERT INTO fpc SELECT 'k' || (i % 7), i FROM generate_series(0, {N - 1}) i")
+        mmr.create_collection(conn, "fp", "fp")
+        mmr.create_collection(conn, "fpc", "fpc")
+        for name, storage, distance, v in (
+            ("img", "vector", "cosine", vecs["img"]),
+            ("imgh", "halfvec", "cosine", vecs["img"]),
+            ("l2", "vector", "l2", vecs["l2"]),
+        ):
+            mmr.add_space(conn, "fp", name, "external", None, D, storage=storage, distance=distance)
+            mmr.put_embeddings(conn, "fp", name, list(range(N)), v)
+        mmr.add_space(conn, "fpc", "img", "external", None, D)
+        mmr.put_embeddings(
+            conn, "fpc", "img", [{"a": f"k{i % 7}", "b": i} for i in range(N)], vecs["img"]
+        )
+        yield conn, vecs
+
+
+def _same(fast: list[Hit], general: list[Hit]) -> None:
+    assert [h.key for h in fast] == [h.key for h in general]
+    assert np.allclose([h.score for h in fast], [h.score for h in general], atol=1e-9)
+
+
+def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
+    conn, _ = db
+    rows = conn.execute(
+        "SELECT s.id, s.statements, mmr._space_statements(s), "
+        "       mmr._search_sql(c, s, NULL) "
+        "  FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id"
+    ).fetchall()
+    assert len(rows) == 4
+    for _id, stored, rebuilt, search_sql in rows:
+        assert stored == rebuilt
+        assert stored["search"] == search_sql
+        assert set(stored) == {
+            "search",
+            "single",
+            "single_excl",
+            "score_sum",
+            "product",
+            "embedding_of",
+        }
+    # A new version of a space gets its own statements (its own embedding table).
+    mmr.add_space(conn, "fp", "img", "external", None, D, new_version=True)
+    row = conn.execute(
+        "SELECT statements ->> 'search', embedding_table::text FROM mmr._space "
+        "WHERE name = 'img' AND version = 2 AND collection_id = "
+        "(SELECT id FROM mmr._collection WHERE name = 'fp')"
+    ).fetchone()
+    assert row is not None and row[1] in row[0]
+    mmr.drop_space(conn, "fp", "img", version=2)
+
+
+@pytest.mark.parametrize("space", ["img", "imgh", "l2"])
+def test_search_fast_path_equals_general_path(db: tuple[Conn, Any], space: str) -> None:
+    conn, vecs = db
+    rng = np.random.default_rng(1)
+    base = vecs["l2" if space == "l2" else "img"]
+    for i in rng.integers(0, N, 8):
+        q = base[i] + 0.05 * rng.standard_normal(D).astype(np.float32)
+        for k in (1, 10, 60):
+            fast = retrieval.search(conn, "fp", space, q, k)
+            general = retrieval.search(conn, "fp", space, q, k, max_scan_tuples=FORCE_GENERAL)
+            assert len(fast) == k
+            _same(fast, general)
+        assert retrieval.search(conn, "fp", space, base[i], 1)[0].key == int(i)
+
+
+FAST_METHODS: list[tuple[str, dict[str, Any]]] = [
+    ("image_only", {}),
+    ("text_only", {}),
+    ("weighted", {}),
+    ("weighted", {"alpha": 0.3}),
+    ("slerp", {"alpha": 0.7}),
+    ("score_sum", {}),
+    ("product", {"candidates": 60}),
+]
+
+
+@pytest.mark.parametrize(("method", "params"), FAST_METHODS)
+def test_composed_fast_path_equals_general_path(
+    db: tuple[Conn, Any], method: str, params: dict[str, Any]
+) -> None:
+    conn, vecs = db
+    img = vecs["img"]
+    rng = np.random.default_rng(2)
+    for space in ("img", "imgh"):
+        for _ in range(5):
+            r, m = rng.integers(0, N, 2)
+            args: dict[str, Any] = {"method": method, "params": params, "k": 10}
+            fast = retrieval.composed_search(conn, "fp", space, img[r], img[m], **args)
+            general = retrieval.composed_search(
+                conn, "fp", space, img[r], img[m], max_scan_tuples=FORCE_GENERAL, **args
+            )
+            assert len(fast) == 10
+            _same(fast, general)
+            # By stored key: the reference is excluded unless exclude_reference is false.
+            for excl in (True, False):
+                kp = dict(params, exclude_reference=excl)
+                by_key = {**args, "params": kp}
+                fast = retrieval.composed_search(
+                    conn, "fp", space, None, img[m], reference_key=int(r), **by_key
+                )
+                general = retrieval.composed_search(
+                    conn,
+                    "fp",
+                    space,
+                    None,
+                    img[m],
+                    reference_key=int(r),
+                    max_scan_tuples=FORCE_GENERAL,
+                    **by_key,
+                )
+                _same(fast, general)
+                keys = [h.key for h in fast]
+                if excl:
+                    assert int(r) not in keys
+                elif method == "image_only":
+                    assert keys[0] == int(r)
+
+
+def test_composite_keys_on_the_fast_path(db: tuple[Conn, Any]) -> None:
+    conn, vecs = db
+    img = vecs["img"]
+    key = {"a": "k3", "b": 10}
+    hits = retrieval.search(conn, "fpc", "img", img[10], 5)
+    assert hits[0].key == key
+    _same(hits, retrieval.search(conn, "fpc", "img", img[10], 5, max_scan_tuples=FORCE_GENERAL))
+    for method in ("weighted", "score_sum"):
+        fast = retrieval.composed_search(
+            conn, "fpc", "img", None, img[11], reference_key=key, method=method
+        )
+        assert key not in [h.key for h in fast]
+        general = retrieval.composed_search(
+            conn,
+            "fpc",
+            "img",
+            None,
+            img[11],
+            reference_key=key,
+            method=method,
+            max_scan_tuples=FORCE_GENERAL,
+        )
+        _same(fast, general)
+
+
+def test_fast_path_scopes_ef_search_and_returns_k_rows(db: tuple[Conn, Any]) -> None:
+    conn, vecs = db
+    conn.execute("SET hnsw.ef_search = 5")
+    try:
+        # k above the session's ef_search and above the default 40: the call raises it.
+        assert len(retrieval.search(conn, "fp", "img", vecs["img"][0], 100)) == 100
+        assert (
+            len(retrieval.composed_search(conn, "fp", "img", vecs["img"][0], vecs["img"][1], k=100))
+            == 100
+        )
+        assert (
+            len(
+                retrieval.composed_search(
+                    conn, "fp", "img", vecs["img"][0], vecs["img"][1], method="score_sum", k=100
+                )
+            )
+            == 100
+        )
+        assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("5",)
+    finally:
+        conn.execute("RESET hnsw.ef_search")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            "SELECT * FROM mmr.search('fp', 'img', %(short)s)",
+            "has 3 dimensions, but the space has 24",
+        ),
+        ("SELECT * FROM mmr.search('fp', 'img', %(zero)s)", "zero vector"),
+        ("SELECT * FROM mmr.search('nope', 'img', %(q)s)", "collection 'nope' does not exist"),
+        ("SELECT * FROM mmr.search('fp', 'nope', %(q)s)", "space 'nope' (version active)"),
+        ("SELECT * FROM mmr.search('fp', 'img', %(q)s, 0)", "k must be between 1 and 1000"),
+        (
+            "SELECT * FROM mmr.composed_search('fp', 'img', %(q)s, %(zero)s)",
+            "the modifier vector is a zero vector",
+        ),
+        (
+            "SELECT * FROM mmr.composed_search('fp', 'img', %(q)s, %(q)s, 'weighted', 10, "
+            '\'{"alpha": "x"}\')',
+            "alpha",
+        ),
+        (
+            "SELECT * FROM mmr.composed_search('fp', 'img', %(q)s, %(q)s, 'score_sum', 10, "
+            "'{\"beta\": 1}')",
+            "does not take parameter(s) 'beta'",
+        ),
+        (
+            "SELECT * FROM mmr.composed_search('fp', 'img', '12345'::jsonb, %(q)s)",
+            "has no embedding in space 'img'",
+        ),
+    ],
+)
+def test_fast_path_arguments_get_the_general_errors(
+    db: tuple[Conn, Any], call: str, message: str
+) -> None:
+    conn, vecs = db
+    from pgvector import Vector
+
+    args = {
+        "q": Vector(vecs["img"][0]),
+        "short": Vector(np.ones(3, dtype=np.float32)),
+        "zero": Vector(np.zeros(D, dtype=np.float32)),
+    }
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute(call, args).fetchall()
+    assert message in str(err.value)
+    # The Python client maps it to an MMRError with the same message.
+    with pytest.raises(MMRError, match="zero vector"):
+        retrieval.search(conn, "fp", "img", np.zeros(D, dtype=np.float32))
