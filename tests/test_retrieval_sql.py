@@ -241,11 +241,12 @@ def test_hybrid_rrf_equals_fusion_of_legs(
     conn, vecs = items
     q = vecs["img"][10]
     cq = vecs["cap"][20]
+    # Ties in ts_rank_cd are broken by key (docs/retrieval.md), so the expected leg is exact.
     lex = conn.execute(
         "SELECT to_jsonb(id), "
         "ts_rank_cd(to_tsvector('english', coalesce(caption, '')), q)::float8 AS r "
         "FROM items, websearch_to_tsquery('english', 'red circle') q "
-        "WHERE to_tsvector('english', coalesce(caption, '')) @@ q ORDER BY r DESC LIMIT 40"
+        "WHERE to_tsvector('english', coalesce(caption, '')) @@ q ORDER BY r DESC, 1 LIMIT 40"
     ).fetchall()
     v1 = retrieval.search(conn, "items", "img", q, 40)
     v2 = retrieval.search(conn, "items", "cap", cq, 40)

@@ -42,10 +42,15 @@ def db(db_url: str) -> Iterator[tuple[Conn, dict[str, np.ndarray[Any, Any]]]]:
     }
     with mmr.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE fp (id int PRIMARY KEY, caption text)")
-        conn.execute(f"INSERT INTO fp SELECT i, 'row ' || i FROM generate_series(0, {N - 1}) i")
+        words = ["red", "blue", "green", "circle", "square", "star", "small", "large"]
+        conn.cursor().executemany(
+            "INSERT INTO fp VALUES (%s, %s)",
+            [(i, " ".join(rng.choice(words, 3, replace=False))) for i in range(N)],
+        )
         conn.execute("CREATE TABLE fpc (a text, b int, PRIMARY KEY (a, b))")
         conn.execute(f"INSERT INTO fpc SELECT 'k' || (i % 7), i FROM generate_series(0, {N - 1}) i")
-        mmr.create_collection(conn, "fp", "fp")
+        mmr.create_collection(conn, "fp", "fp", text_columns=["caption"])
+        retrieval.create_text_index(conn, "fp")
         mmr.create_collection(conn, "fpc", "fpc")
         for name, storage, distance, v in (
             ("img", "vector", "cosine", vecs["img"]),
@@ -83,6 +88,7 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "single_excl",
             "score_sum",
             "product",
+            "leg_agg",
             "embedding_of",
         }
     # A new version of a space gets its own statements (its own embedding table).
@@ -260,3 +266,36 @@ def test_fast_path_arguments_get_the_general_errors(
     # The Python client maps it to an MMRError with the same message.
     with pytest.raises(MMRError, match="zero vector"):
         retrieval.search(conn, "fp", "img", np.zeros(D, dtype=np.float32))
+
+
+HYBRID_CASES: list[tuple[str, list[str], str, dict[str, Any], list[float] | None]] = [
+    ("red circle", ["img"], "rrf", {}, None),
+    ("red circle", ["img", "l2"], "rrf", {"rrf_k": 10}, [2.0, 1.0, 0.5]),
+    ("blue", [], "rrf", {}, None),
+    ("", ["img", "imgh"], "rrf", {"candidates": 70}, None),
+    ("green star", ["img"], "combsum", {}, None),
+    ("green star", ["img", "l2"], "combmnz", {"norm": "zscore"}, [1.0, 0.5, 2.0]),
+    ("large", ["imgh"], "combsum", {"norm": "none"}, None),
+]
+
+
+@pytest.mark.parametrize(("text", "spaces", "fusion", "params", "weights"), HYBRID_CASES)
+def test_hybrid_fast_path_equals_general_path(
+    db: tuple[Conn, Any],
+    text: str,
+    spaces: list[str],
+    fusion: str,
+    params: dict[str, Any],
+    weights: list[float] | None,
+) -> None:
+    conn, vecs = db
+    rng = np.random.default_rng(3)
+    for i in rng.integers(0, N, 4):
+        legs = [(sp, vecs["l2" if sp == "l2" else "img"][i]) for sp in spaces]
+        args: dict[str, Any] = {"k": 10, "fusion": fusion, "params": params, "weights": weights}
+        fast = retrieval.hybrid_search(conn, "fp", text, legs, **args)
+        general = retrieval.hybrid_search(
+            conn, "fp", text, legs, max_scan_tuples=FORCE_GENERAL, **args
+        )
+        assert len(fast) == 10
+        _same(fast, general)

@@ -105,7 +105,7 @@ DECLARE
 BEGIN
     RETURN format('SELECT %s AS key, pg_catalog.ts_rank_cd(%s, tq.q)::float8 AS score FROM %s s, '
                   'pg_catalog.websearch_to_tsquery(%L::regconfig, $9) tq(q) WHERE %s @@ tq.q%s '
-                  'ORDER BY score DESC LIMIT $2',
+                  'ORDER BY score DESC, key LIMIT $2',
                   mmr._key_json(c, 's'), tsv, c.source, p_config::text, tsv,
                   CASE WHEN where_sql IS NULL THEN '' ELSE ' AND ' || where_sql END);
 END
@@ -169,7 +169,7 @@ BEGIN
         END IF;
     END LOOP;
     p.sql := format('WITH legs AS (%s) SELECT f.key, f.score FROM (%s) f ORDER BY f.score DESC, f.key LIMIT $4',
-                    (SELECT string_agg(format('SELECT %s AS leg, x.key, row_number() OVER (ORDER BY x.score DESC) AS rank, x.score FROM (%s) x',
+                    (SELECT string_agg(format('SELECT %s AS leg, x.key, row_number() OVER (ORDER BY x.score DESC, x.key) AS rank, x.score FROM (%s) x',
                                               u.i, u.l), ' UNION ALL ' ORDER BY u.i)
                        FROM unnest(legs) WITH ORDINALITY u(l, i)),
                     mmr._fusion_sql(p_fusion, coalesce(prm ->> 'norm', 'minmax')));
@@ -200,9 +200,105 @@ SET hnsw.iterative_scan = strict_order
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection := mmr._collection_row(collection);
+    c mmr._collection;
     p mmr._search_plan;
+    f text := lower(coalesce(fusion, 'rrf'));
+    prm jsonb := coalesce(params, '{}');
+    nlegs int := coalesce(cardinality(spaces), 0);
+    has_text boolean := nullif(btrim(query_text), '') IS NOT NULL;
+    n int;
+    i int;
+    sp mmr._space;
+    legs text[] := '{}';
+    lk jsonb[];
+    ls float8[];
+    a_key jsonb[] := '{}';
+    a_leg int[] := '{}';
+    a_rank int[] := '{}';
+    a_score float8[] := '{}';
+    rrf_k float8;
+    norm text;
 BEGIN
+    -- Fast path (no filter, no reranker, rrf/combsum/combmnz, valid arguments): each leg is one
+    -- small statement (the vector legs cached per space) collected into arrays, and the fusion
+    -- is a static statement whose plan PL/pgSQL keeps; the general path below plans one large
+    -- statement per call.  Same formulas, candidates, ranks and tie-breaks as there.
+    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 1000
+       AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
+       AND f IN ('rrf', 'combsum', 'combmnz') AND nlegs = coalesce(cardinality(vectors), 0)
+       AND (weights IS NULL OR cardinality(weights) = nlegs + has_text::int)
+       AND nlegs + has_text::int > 0 AND jsonb_typeof(prm) = 'object'
+       AND prm - 'rrf_k' - 'norm' - 'candidates' = '{}'
+       AND (NOT prm ? 'rrf_k' OR jsonb_typeof(prm -> 'rrf_k') = 'number')
+       AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number')
+       AND coalesce(prm ->> 'norm', 'minmax') IN ('minmax', 'zscore', 'none') THEN
+        SELECT * INTO c FROM mmr._collection x WHERE x.name = collection;
+        IF FOUND AND (NOT has_text OR cardinality(c.text_columns) > 0) THEN
+            n := least(1000, greatest(k, coalesce((prm ->> 'candidates')::float8::int,
+                                                  greatest(2 * k, 40))));
+            FOR i IN 1 .. nlegs LOOP
+                SELECT x.* INTO sp FROM mmr._space x
+                 WHERE x.collection_id = c.id AND x.name = spaces[i] AND x.active
+                   AND x.statements IS NOT NULL;
+                EXIT WHEN NOT FOUND OR vectors[i] IS NULL
+                          OR @extschema:vector@.vector_dims(vectors[i]) <> sp.dimensions
+                          OR (sp.distance = 'cosine'
+                              AND NOT @extschema:vector@.vector_norm(vectors[i]) > 0);
+                legs := legs || (sp.statements ->> 'leg_agg');
+            END LOOP;
+            IF cardinality(legs) = nlegs THEN
+                IF n > 40 OR ef_search IS NOT NULL THEN
+                    PERFORM set_config('hnsw.ef_search', greatest(n, coalesce(ef_search, 40))::text,
+                                       true);
+                END IF;
+                IF has_text THEN
+                    EXECUTE format('SELECT array_agg(x.key ORDER BY x.score DESC, x.key), '
+                                   'array_agg(x.score ORDER BY x.score DESC, x.key) FROM (%s) x',
+                                   mmr._lexical_sql(c, mmr._text_config(c, prm), NULL))
+                       INTO lk, ls
+                      USING NULL::@extschema:vector@.vector[], n, NULL::jsonb, NULL::int,
+                            NULL::jsonb, NULL::float8[], NULL::float8[], NULL::jsonb, query_text;
+                    a_key := coalesce(lk, '{}');
+                    a_score := coalesce(ls, '{}');
+                    a_leg := array_fill(1, ARRAY[cardinality(a_key)]);
+                    a_rank := ARRAY(SELECT generate_series(1, cardinality(a_key)));
+                END IF;
+                FOR i IN 1 .. nlegs LOOP
+                    EXECUTE legs[i] INTO lk, ls USING vectors[i], n;
+                    lk := coalesce(lk, '{}');
+                    a_key := a_key || lk;
+                    a_score := a_score || coalesce(ls, '{}');
+                    a_leg := a_leg || array_fill(i + has_text::int, ARRAY[cardinality(lk)]);
+                    a_rank := a_rank || ARRAY(SELECT generate_series(1, cardinality(lk)));
+                END LOOP;
+                IF f = 'rrf' THEN
+                    rrf_k := coalesce((prm ->> 'rrf_k')::float8, 60);
+                    RETURN QUERY
+                        SELECT u.key, sum(coalesce(weights[u.leg], 1) / (rrf_k + u.rank))::float8
+                          FROM unnest(a_key, a_leg, a_rank) u(key, leg, rank)
+                         GROUP BY u.key ORDER BY 2 DESC, 1 LIMIT k;
+                ELSE
+                    norm := coalesce(prm ->> 'norm', 'minmax');
+                    RETURN QUERY
+                        SELECT z.key, (sum(coalesce(weights[z.leg], 1) * z.s)
+                                       * CASE WHEN f = 'combmnz' THEN count(DISTINCT z.leg)
+                                              ELSE 1 END)::float8
+                          FROM (SELECT u.key, u.leg,
+                                       CASE norm
+                                           WHEN 'minmax' THEN (u.sc - min(u.sc) OVER w)
+                                                / (max(u.sc) OVER w - min(u.sc) OVER w + 1e-12)
+                                           WHEN 'zscore' THEN (u.sc - avg(u.sc) OVER w)
+                                                / (coalesce(stddev_pop(u.sc) OVER w, 0) + 1e-12)
+                                           ELSE u.sc END AS s
+                                  FROM unnest(a_key, a_leg, a_score) u(key, leg, sc)
+                                WINDOW w AS (PARTITION BY u.leg)) z
+                         GROUP BY z.key ORDER BY 2 DESC, 1 LIMIT k;
+                END IF;
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+    c := mmr._collection_row(collection);
     p := mmr._hybrid_plan(c, query_text, spaces, vectors, mmr._rerank_depth(k, rerank, rerank_depth),
                           fusion, weights, params, filter, ef_search, max_scan_tuples);
     IF rerank IS NULL THEN

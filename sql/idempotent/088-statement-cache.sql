@@ -10,6 +10,8 @@
 --   single_excl  as single, $5 the jsonb key to exclude
 --   score_sum,   $1 vector[] (reference, modifier), $2 candidates per leg, $4 k, $5 a key to
 --   product      exclude or NULL                            (mmr._pair_sql)
+--   leg_agg      $1 vector, $2 n -> (keys jsonb[], scores float8[]) of the n nearest rows,
+--                best first (a vector leg of mmr.hybrid_search)
 --   embedding_of $1 a jsonb key -> that row's embedding as a full-precision vector
 
 CREATE OR REPLACE FUNCTION mmr._space_statements(s mmr._space)
@@ -29,6 +31,13 @@ BEGIN
                               'single_excl', mmr._single_sql(c, s, NULL, true),
                               'score_sum', mmr._pair_sql(c, s, NULL, 'score_sum'),
                               'product', mmr._pair_sql(c, s, NULL, 'product'),
+                              'leg_agg', format(
+                                  'SELECT array_agg(x.key ORDER BY x.dist, x.key), '
+                                  'array_agg(%s ORDER BY x.dist, x.key) FROM '
+                                  '(SELECT %s AS key, %s AS dist FROM %s e ORDER BY %s LIMIT $2) x',
+                                  mmr._score_expr(s.distance, 'x.dist'), mmr._key_json(c, 'e'),
+                                  mmr._dist(s, 'e', '$1'), s.embedding_table,
+                                  mmr._dist(s, 'e', '$1')),
                               'embedding_of', format(
                                   'SELECT e.embedding::@extschema:vector@.vector FROM %s e, '
                                   'LATERAL (SELECT %s) t WHERE %s', s.embedding_table,
