@@ -125,6 +125,16 @@ AS $$
     SELECT mmr._score_expr(s.distance, mmr._dist(s, p_alias, p_expr))
 $$;
 
+-- Similarity (score) of an embedding expression to a query expression.
+CREATE OR REPLACE FUNCTION mmr._sim_of(s mmr._space, p_embedding text, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT mmr._score_expr(s.distance, format('(%s) OPERATOR(@extschema:vector@.%s) %s', p_embedding,
+                                              mmr._distance_op(s.distance), mmr._qexpr(s, p_expr)))
+$$;
+
 -- Inner product of alias.embedding with a query expression (float8).
 CREATE OR REPLACE FUNCTION mmr._ip(s mmr._space, p_alias text, p_expr text)
 RETURNS text
@@ -391,28 +401,41 @@ BEGIN
                           HINT = 'Pass params {"reference_captions": [[...], ...]} or search by a '
                                  'stored reference key.';
             END IF;
-            legs := ARRAY[mmr._leg_sql(c, s, '$1[1]', '$2', p_filter)];
+            -- Every leg carries its embeddings; a candidate another leg found is looked up in
+            -- a space only when that space's leg did not return it (a scalar sub-select that
+            -- coalesce evaluates only then).
+            legs := ARRAY[format('l0 AS (%s)', mmr._leg_sql(c, s, '$1[1]', '$2', p_filter, true))];
             FOR j IN 1 .. cardinality(caps) LOOP
                 cs := caps[j];
                 PERFORM mmr._check_vector(refcaps[j], s.dimensions, s.distance,
                                           format('reference caption %s', j));
                 -- The caption branch fuses the reference's j-th caption, not its image.
                 p.vecs := p.vecs || mmr.vec_normalize(mmr.vec_mix(refcaps[j], p_mod, alpha));
-                legs := legs || mmr._leg_sql(c, cs, format('$1[%s]', j + 1), '$2', p_filter);
-                joins := joins || format(' LEFT JOIN %s c%s ON %s', cs.embedding_table, j,
-                                         mmr._key_join(c, 'u', 'c' || j));
-                capsum := capsum || format('coalesce(%s, 0)', mmr._sim(cs, 'c' || j, format('$1[%s]', j + 1)));
+                legs := legs || format('l%s AS (%s)', j, mmr._leg_sql(c, cs, format('$1[%s]', j + 1),
+                                                                      '$2', p_filter, true));
+                joins := joins || format(' LEFT JOIN l%s ON %s', j, mmr._key_join(c, 'u', 'l' || j));
+                capsum := capsum || format(
+                    'coalesce(%s, 0)',
+                    mmr._sim_of(cs, format('coalesce(l%s.embedding, (SELECT x.embedding FROM %s x WHERE %s))',
+                                           j, cs.embedding_table, mmr._key_join(c, 'x', 'u')),
+                                format('$1[%s]', j + 1)));
             END LOOP;
             p.nums := ARRAY[beta];
             p.sql := format(
-                'WITH u AS (SELECT DISTINCT %s FROM (%s) l), '
-                'r AS (SELECT %s AS key, %s AS s_img, (%s) / %s AS s_cap FROM u JOIN %s e ON %s%s) '
+                'WITH %s, u AS (SELECT DISTINCT %s FROM (%s) l), '
+                'r AS (SELECT %s AS key, %s AS s_img, (%s) / %s AS s_cap '
+                'FROM u LEFT JOIN l0 ON %s%s) '
                 'SELECT r.key, ($7[1] * r.s_cap + (1 - $7[1]) * r.s_img)::float8 AS score FROM r '
                 'WHERE $5 IS NULL OR r.key <> $5 ORDER BY score DESC, r.key LIMIT $4',
-                mmr._key_list(c, 'l'),
-                (SELECT string_agg('(' || x || ')', ' UNION ALL ') FROM unnest(legs) x),
-                mmr._key_json(c, 'e'), mmr._sim(s, 'e', '$1[1]'), array_to_string(capsum, ' + '),
-                cardinality(caps), s.embedding_table, mmr._key_join(c, 'u', 'e'), joins);
+                array_to_string(legs, ', '), mmr._key_list(c, 'l'),
+                (SELECT string_agg(format('(SELECT %s FROM l%s)', mmr._key_list(c, 'l' || (i - 1)),
+                                          i - 1), ' UNION ALL ' ORDER BY i)
+                   FROM generate_series(1, cardinality(legs)) i),
+                mmr._key_json(c, 'u'),
+                mmr._sim_of(s, format('coalesce(l0.embedding, (SELECT x.embedding FROM %s x WHERE %s))',
+                                      s.embedding_table, mmr._key_join(c, 'x', 'u')), '$1[1]'),
+                array_to_string(capsum, ' + '), cardinality(caps),
+                mmr._key_join(c, 'u', 'l0'), joins);
         END IF;
     WHEN 'basic' THEN
         PERFORM mmr._check_params(prm, '{projection,query_expansion,qe_k,qe_scale,lambda,min_norm,'
