@@ -39,6 +39,7 @@ def db(db_url: str) -> Iterator[tuple[Conn, dict[str, np.ndarray[Any, Any]]]]:
     vecs = {
         "img": n(rng.standard_normal((N, D))).astype(np.float32),
         "l2": rng.standard_normal((N, D)).astype(np.float32),
+        "cap": n(rng.standard_normal((N, D))).astype(np.float32),
     }
     with mmr.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE fp (id int PRIMARY KEY, caption text)")
@@ -56,9 +57,12 @@ def db(db_url: str) -> Iterator[tuple[Conn, dict[str, np.ndarray[Any, Any]]]]:
             ("img", "vector", "cosine", vecs["img"]),
             ("imgh", "halfvec", "cosine", vecs["img"]),
             ("l2", "vector", "l2", vecs["l2"]),
+            ("cap", "vector", "cosine", vecs["cap"]),
         ):
             mmr.add_space(conn, "fp", name, "external", None, D, storage=storage, distance=distance)
-            mmr.put_embeddings(conn, "fp", name, list(range(N)), v)
+            # Rows 0-19 have no caption embedding (a candidate may lack one).
+            keys = list(range(20, N)) if name == "cap" else list(range(N))
+            mmr.put_embeddings(conn, "fp", name, keys, v[keys])
         mmr.add_space(conn, "fpc", "img", "external", None, D)
         mmr.put_embeddings(
             conn, "fpc", "img", [{"a": f"k{i % 7}", "b": i} for i in range(N)], vecs["img"]
@@ -78,7 +82,7 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
         "       mmr._search_sql(c, s, NULL) "
         "  FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id"
     ).fetchall()
-    assert len(rows) == 4
+    assert len(rows) == 5
     for _id, stored, rebuilt, search_sql in rows:
         assert stored == rebuilt
         assert stored["search"] == search_sql
@@ -89,6 +93,7 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "score_sum",
             "product",
             "leg_agg",
+            "sims_of",
             "embedding_of",
         }
     # A new version of a space gets its own statements (its own embedding table).
@@ -125,7 +130,46 @@ FAST_METHODS: list[tuple[str, dict[str, Any]]] = [
     ("slerp", {"alpha": 0.7}),
     ("score_sum", {}),
     ("product", {"candidates": 60}),
+    ("weimocir", {"alpha": 0.6}),
 ]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"caption_space": "cap"},
+        {"caption_space": "cap", "alpha": 0.5, "beta": 0.6, "candidates": 50},
+        {"caption_space": "l2", "beta": 0.3},
+    ],
+)
+def test_weimocir_caption_fast_path_equals_general_path(
+    db: tuple[Conn, Any], params: dict[str, Any]
+) -> None:
+    conn, vecs = db
+    rng = np.random.default_rng(4)
+    refs = list(rng.integers(0, N, 6)) + [3]  # row 3 has no caption embedding: general error
+    for r in refs:
+        m = vecs["img"][rng.integers(0, N)]
+        for excl in (True, False):
+            args: dict[str, Any] = {
+                "method": "weimocir",
+                "params": dict(params, exclude_reference=excl),
+                "reference_key": int(r),
+            }
+            if r < 20 and params["caption_space"] == "cap":
+                for extra in ({}, {"max_scan_tuples": FORCE_GENERAL}):
+                    with pytest.raises(MMRError, match="has no embedding in space 'cap'"):
+                        retrieval.composed_search(conn, "fp", "img", None, m, **args, **extra)
+                continue
+            fast = retrieval.composed_search(conn, "fp", "img", None, m, **args)
+            general = retrieval.composed_search(
+                conn, "fp", "img", None, m, max_scan_tuples=FORCE_GENERAL, **args
+            )
+            assert len(fast) == 10
+            _same(fast, general)
+            assert (int(r) in [h.key for h in fast]) is (
+                False if excl else int(r) in [h.key for h in general]
+            )
 
 
 @pytest.mark.parametrize(("method", "params"), FAST_METHODS)
@@ -299,3 +343,47 @@ def test_hybrid_fast_path_equals_general_path(
         )
         assert len(fast) == 10
         _same(fast, general)
+
+
+def _calls(conn: Conn, sql: str, args: dict[str, Any]) -> dict[str, int]:
+    """The mmr functions a statement called: pg_stat_xact_user_functions before and after it,
+    in one transaction (the view also shows calls not yet flushed from earlier ones)."""
+    count = "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE schemaname = 'mmr'"
+    with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'all'")
+        before = dict(conn.execute(count).fetchall())
+        conn.execute(sql, args).fetchall()
+        after = dict(conn.execute(count).fetchall())
+    return {f: c - before.get(f, 0) for f, c in after.items() if c > before.get(f, 0)}
+
+
+def test_the_fast_paths_are_taken(db: tuple[Conn, Any]) -> None:
+    conn, vecs = db
+    from pgvector import Vector
+
+    a = {"q": Vector(vecs["img"][5]), "m": Vector(vecs["img"][9]), "mst": None}
+    general = dict(a, mst=FORCE_GENERAL)
+    search = "SELECT * FROM mmr.search('fp', 'img', %(q)s, 10, max_scan_tuples => %(mst)s)"
+    assert "_search_sql" not in _calls(conn, search, a)
+    assert "_search_sql" in _calls(conn, search, general)
+    for method, params in (("weighted", "{}"), ("score_sum", "{}")):
+        composed = (
+            f"SELECT * FROM mmr.composed_search('fp', 'img', %(q)s, %(m)s, '{method}', 10, "
+            f"'{params}', max_scan_tuples => %(mst)s)"
+        )
+        fast = _calls(conn, composed, a)
+        assert "_fast_plan" in fast and "_composed_plan" not in fast
+        assert "_composed_plan" in _calls(conn, composed, general)
+    wmc = (
+        "SELECT * FROM mmr.composed_search('fp', 'img', '50'::jsonb, %(m)s, 'weimocir', 10, "
+        '\'{"caption_space": "cap"}\', max_scan_tuples => %(mst)s)'
+    )
+    fast = _calls(conn, wmc, a)
+    assert "_weimocir_fast" in fast and "_composed_plan" not in fast
+    assert "_composed_plan" in _calls(conn, wmc, general)
+    hybrid = (
+        "SELECT * FROM mmr.hybrid_search('fp', 'red', ARRAY['img'], ARRAY[%(q)s::vector], 10, "
+        "max_scan_tuples => %(mst)s)"
+    )
+    assert "_hybrid_plan" not in _calls(conn, hybrid, a)
+    assert "_hybrid_plan" in _calls(conn, hybrid, general)

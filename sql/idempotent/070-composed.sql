@@ -426,7 +426,8 @@ BEGIN
                 'r AS (SELECT %s AS key, %s AS s_img, (%s) / %s AS s_cap '
                 'FROM u LEFT JOIN l0 ON %s%s) '
                 'SELECT r.key, ($7[1] * r.s_cap + (1 - $7[1]) * r.s_img)::float8 AS score FROM r '
-                'WHERE $5 IS NULL OR r.key <> $5 ORDER BY score DESC, r.key LIMIT $4',
+                'WHERE r.s_img IS NOT NULL AND ($5 IS NULL OR r.key <> $5) '
+                'ORDER BY score DESC, r.key LIMIT $4',
                 array_to_string(legs, ', '), mmr._key_list(c, 'l'),
                 (SELECT string_agg(format('(SELECT %s FROM l%s)', mmr._key_list(c, 'l' || (i - 1)),
                                           i - 1), ' UNION ALL ' ORDER BY i)
@@ -660,7 +661,7 @@ BEGIN
     IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
        AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
-                                                   'score_sum', 'product') THEN
+                                                   'score_sum', 'product', 'weimocir') THEN
         SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
          WHERE y.name = collection AND x.name = space AND x.active AND x.statements IS NOT NULL;
         IF FOUND THEN
@@ -718,18 +719,55 @@ DECLARE
     prm jsonb := coalesce(params, '{}');
     p mmr._search_plan;
     ref @extschema:vector@.vector;
+    refcap @extschema:vector@.vector;
+    cs mmr._space;
+    n int;
 BEGIN
     -- Fast path as in the overload above; the reference's embedding comes from the cached
     -- look-up statement, and it is excluded from the results unless exclude_reference is false.
     IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) AND reference_key IS NOT NULL
        AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
-                                                   'score_sum', 'product')
+                                                   'score_sum', 'product', 'weimocir')
        AND (NOT prm ? 'exclude_reference' OR jsonb_typeof(prm -> 'exclude_reference') = 'boolean') THEN
         SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
          WHERE y.name = collection AND x.name = space AND x.active AND x.statements IS NOT NULL;
         IF FOUND THEN
             EXECUTE s.statements ->> 'embedding_of' INTO ref USING reference_key;
+            -- WeiMoCIR with one caption space: its own fast path (mmr._weimocir_fast).
+            IF lower(method) = 'weimocir' AND jsonb_typeof(prm -> 'caption_space') = 'string'
+               AND prm - 'exclude_reference' - 'alpha' - 'beta' - 'candidates' - 'caption_space' = '{}'
+               AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
+               AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
+               AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number')
+               AND coalesce((prm ->> 'beta')::float8, 0.1) <> 0 AND s.storage = 'vector' THEN
+                SELECT x.* INTO cs FROM mmr._space x
+                 WHERE x.collection_id = s.collection_id AND x.name = prm ->> 'caption_space'
+                   AND x.active AND x.statements IS NOT NULL AND x.storage = 'vector'
+                   AND x.dimensions = s.dimensions;
+                IF FOUND THEN
+                    EXECUTE cs.statements ->> 'embedding_of' INTO refcap USING reference_key;
+                END IF;
+                IF FOUND AND ref IS NOT NULL AND refcap IS NOT NULL AND modifier IS NOT NULL
+                   AND @extschema:vector@.vector_dims(ref) = s.dimensions
+                   AND @extschema:vector@.vector_dims(modifier) = s.dimensions
+                   AND (s.distance <> 'cosine' OR (@extschema:vector@.vector_norm(ref) > 0
+                        AND @extschema:vector@.vector_norm(modifier) > 0
+                        AND @extschema:vector@.vector_norm(refcap) > 0)) THEN
+                    n := least(1000, greatest(k + 1, coalesce((prm ->> 'candidates')::float8::int,
+                                                              greatest(4 * k, 40))));
+                    IF n > 40 OR ef_search IS NOT NULL THEN
+                        PERFORM set_config('hnsw.ef_search',
+                                           greatest(n, coalesce(ef_search, 40))::text, true);
+                    END IF;
+                    RETURN QUERY SELECT * FROM mmr._weimocir_fast(
+                        s, cs, ref, refcap, modifier, coalesce((prm ->> 'alpha')::float8, 0.8),
+                        coalesce((prm ->> 'beta')::float8, 0.1), n, k,
+                        CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true)
+                             THEN reference_key END);
+                    RETURN;
+                END IF;
+            END IF;
             p := mmr._fast_plan(s, ref, modifier, method, prm - 'exclude_reference', k,
                                 CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true)
                                      THEN reference_key END);

@@ -12,6 +12,8 @@
 --   product      exclude or NULL                            (mmr._pair_sql)
 --   leg_agg      $1 vector, $2 n -> (keys jsonb[], scores float8[]) of the n nearest rows,
 --                best first (a vector leg of mmr.hybrid_search)
+--   sims_of      $1 jsonb[] keys, $2 vector -> float8[] scores of those rows to $2 (NULL where
+--                a row has no embedding)
 --   embedding_of $1 a jsonb key -> that row's embedding as a full-precision vector
 
 CREATE OR REPLACE FUNCTION mmr._space_statements(s mmr._space)
@@ -38,6 +40,12 @@ BEGIN
                                   mmr._score_expr(s.distance, 'x.dist'), mmr._key_json(c, 'e'),
                                   mmr._dist(s, 'e', '$1'), s.embedding_table,
                                   mmr._dist(s, 'e', '$1')),
+                              'sims_of', format(
+                                  'SELECT array_agg(%s ORDER BY u.ord) '
+                                  'FROM unnest($1::jsonb[]) WITH ORDINALITY u(key, ord) '
+                                  'CROSS JOIN LATERAL (SELECT %s) t LEFT JOIN %s e ON %s',
+                                  mmr._sim(s, 'e', '$2'), mmr._key_from_json(c, 'u.key'),
+                                  s.embedding_table, mmr._key_join(c, 'e', 't')),
                               'embedding_of', format(
                                   'SELECT e.embedding::@extschema:vector@.vector FROM %s e, '
                                   'LATERAL (SELECT %s) t WHERE %s', s.embedding_table,
@@ -96,6 +104,13 @@ BEGIN
                              THEN mmr.vec_lerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
                              ELSE mmr.vec_slerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
                         END];
+    ELSIF m = 'weimocir' AND prm - 'alpha' - 'beta' - 'candidates' = '{}'
+          AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
+          AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
+          AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
+        -- WeiMoCIR without caption spaces is its query fusion alone: one vector.
+        p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
+                                                      coalesce((prm ->> 'alpha')::float8, 0.8)))];
     ELSIF m IN ('score_sum', 'product') AND prm - 'candidates' = '{}'
           AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
         p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
@@ -108,5 +123,54 @@ BEGIN
     END IF;
     p.sql := s.statements ->> CASE WHEN p_exclude IS NULL THEN 'single' ELSE 'single_excl' END;
     RETURN p;
+END
+$$;
+
+-- WeiMoCIR with one caption space on the fast path (mmr.composed_search by stored key, no
+-- filter or reranker, both spaces stored as `vector`): the same candidates, formula and order as
+-- the general statement of mmr._composed_plan, but each leg is one small cached statement
+-- returning keys and scores, a space scores by key only the candidates its own leg did not
+-- return, and the fusion is a static statement (its plan is kept).  Vectors never leave the
+-- index scans: carrying 40 embeddings per leg through arrays cost more than the look-ups.
+CREATE OR REPLACE FUNCTION mmr._weimocir_fast(s mmr._space, cs mmr._space,
+                                              p_ref @extschema:vector@.vector,
+                                              p_refcap @extschema:vector@.vector,
+                                              p_mod @extschema:vector@.vector, p_alpha float8,
+                                              p_beta float8, p_n int, p_k int, p_exclude jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qi @extschema:vector@.vector := mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod, p_alpha));
+    qc @extschema:vector@.vector := mmr.vec_normalize(mmr.vec_mix(p_refcap, p_mod, p_alpha));
+    ki jsonb[];
+    si float8[];
+    kc jsonb[];
+    sc float8[];
+    mi jsonb[];
+    mc jsonb[];
+    wi float8[] := '{}';
+    wc float8[] := '{}';
+BEGIN
+    EXECUTE s.statements ->> 'leg_agg' INTO ki, si USING qi, p_n;
+    EXECUTE cs.statements ->> 'leg_agg' INTO kc, sc USING qc, p_n;
+    ki := coalesce(ki, '{}'); si := coalesce(si, '{}');
+    kc := coalesce(kc, '{}'); sc := coalesce(sc, '{}');
+    -- Set differences by hashing (x <> ALL (array) compares every pair of jsonb keys).
+    mi := ARRAY(SELECT x FROM unnest(kc) x EXCEPT ALL SELECT y FROM unnest(ki) y);
+    mc := ARRAY(SELECT x FROM unnest(ki) x EXCEPT ALL SELECT y FROM unnest(kc) y);
+    IF cardinality(mi) > 0 THEN
+        EXECUTE s.statements ->> 'sims_of' INTO wi USING mi, qi;
+    END IF;
+    IF cardinality(mc) > 0 THEN
+        EXECUTE cs.statements ->> 'sims_of' INTO wc USING mc, qc;
+    END IF;
+    RETURN QUERY
+        SELECT i.k, (p_beta * ((coalesce(c.s, 0)) / 1) + (1 - p_beta) * i.s)::float8
+          FROM unnest(ki || mi, si || wi) i(k, s)
+          LEFT JOIN unnest(kc || mc, sc || wc) c(k, s) ON c.k = i.k
+         WHERE i.s IS NOT NULL AND (p_exclude IS NULL OR i.k <> p_exclude)
+         ORDER BY 2 DESC, 1 LIMIT p_k;
 END
 $$;
