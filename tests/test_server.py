@@ -64,7 +64,32 @@ def test_server_lifecycle_and_on_demand_start(tmp_path_factory: pytest.TempPathF
     # data survives a restart
     r = _run(data, "db", "current")
     assert r.returncode == 0 and "up to date" in r.stdout
+
+    # after a crash (postmaster killed: stale postmaster.pid, WAL to replay) the next command
+    # starts the server again, waiting for recovery (MMR_SERVER_START_TIMEOUT)
+    import signal
+
+    pid = int((data / "pgdata" / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    r = _run(data, "db", "current")
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stderr
+    log = (data / "pgdata" / "log").read_text()
+    assert "database system was interrupted" in log or "not properly shut down" in log
     _run(data, "server", "stop")
+
+    env_bad = {"MMR_SERVER_START_TIMEOUT": "soon"}
+    r = subprocess.run(
+        [sys.executable, "-m", "pg_mmretrieval", "db", "current"],
+        env={
+            **{k: v for k, v in os.environ.items() if k != "MMR_DATABASE_URL"},
+            "MMR_DATA_DIR": str(data),
+            **env_bad,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode != 0 and "MMR_SERVER_START_TIMEOUT must be a whole number" in r.stderr
 
 
 def test_tuned_settings_scale_with_the_machine() -> None:
