@@ -147,7 +147,7 @@ def test_weimocir_caption_fast_path_equals_general_path(
 ) -> None:
     conn, vecs = db
     rng = np.random.default_rng(4)
-    refs = list(rng.integers(0, N, 6)) + [3]  # row 3 has no caption embedding: general error
+    refs = [*rng.integers(0, N, 6).tolist(), 3]  # row 3 has no caption embedding: general error
     for r in refs:
         m = vecs["img"][rng.integers(0, N)]
         for excl in (True, False):
