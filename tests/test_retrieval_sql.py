@@ -211,6 +211,23 @@ def test_t9_gqr_gradient_and_refinement(conn: psycopg.Connection[Any]) -> None:
     assert loss1 < loss0
     rank = lambda zz: int(np.sum(d @ zz > d[2] @ zz)) + 1  # noqa: E731
     assert rank(z2.to_numpy()) < rank(z) or rank(z) == 1
+    # The refinement equals a numpy reference of FUSION.md §2.3 (float64 gradient steps on z).
+    for a, steps, lr in ((0.5, 15, 5e-3), (1.0, 20, 0.1), (0.3, 7, 0.05)):
+        zz, d64 = z.astype(np.float64), d.astype(np.float64)
+
+        def softmax(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            e = np.exp(x - x.max())
+            return np.asarray(e / e.sum())
+
+        target = (1 - a) * softmax(d64 @ zz) + a * softmax(np.asarray(s2))
+        for _ in range(steps):
+            zz = zz - lr * ((softmax(d64 @ zz) - target) @ d64)
+        got = _one(
+            conn,
+            "SELECT mmr.gqr_refine(%s, %s::vector[], %s, %s, 1, %s, %s)",
+            (vec(z), dv, s2, a, lr, steps),
+        ).to_numpy()
+        assert np.abs(got - zz).max() < 1e-5, (a, steps, np.abs(got - zz).max())
 
 
 def test_gqr_composed_output_within_union(
