@@ -114,6 +114,13 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    ap.add_argument(
+        "--reuse",
+        metavar="DATABASE",
+        help="run the queries on a database kept by an earlier --keep run with the same --n and "
+        "--dim (skips the load and the HNSW builds); it is kept",
+    )
+    ap.add_argument("--setup-only", action="store_true", help="build and keep; run no queries")
     args = ap.parse_args()
     img, cap, centers = data(args.n, args.dim)
     rng = np.random.default_rng(2)
@@ -127,16 +134,27 @@ def main() -> None:
     words = [" ".join(rng.choice(WORDS, 2)) for _ in range(nq)]
 
     server = db.resolve_url()
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
     from tests.conftest import _with_database
 
+    keep = args.keep or args.setup_only or args.reuse is not None
+    name = args.reuse or f"bench_{uuid.uuid4().hex[:8]}"
     url = _with_database(server, name)
+    if args.reuse is None:
+        with psycopg.connect(server, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
     try:
         install.upgrade(url)
-        setup(url, img, cap)
+        if args.reuse is None:
+            setup(url, img, cap)
         conn = db.connect(url, autocommit=True)
+        rows, dims = conn.execute(
+            "SELECT count(*), max(vector_dims(embedding)) FROM mmr._emb_1"
+        ).fetchone() or (0, 0)
+        if (rows, dims) != (args.n, args.dim):
+            sys.exit(f"database {name} holds {rows} x {dims}, not --n {args.n} --dim {args.dim}")
+        print(f"# database {name}" + (" (kept)" if keep else ""), flush=True)
+        if args.setup_only:
+            return
         k = args.k
         basis, mu_t = rt.basic_projection(cap[:300], cap[300:600])
         rt.store_basic_projection(conn, "items", "img", basis, mu_t)
@@ -322,7 +340,7 @@ def main() -> None:
             )
         conn.close()
     finally:
-        if not args.keep:
+        if not keep:
             with psycopg.connect(server, autocommit=True) as c:
                 c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
