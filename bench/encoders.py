@@ -1,8 +1,13 @@
 """Encoder throughput: our ONNX encoders (fp32, int8) vs the same model in PyTorch, CPU.
 
 Same inputs, same process, same thread count; each side includes its own preprocessing
-(tokenizer / image decoding and transforms).  Prints items/s, the ratio to PyTorch and the
-cosine agreement with PyTorch's embeddings.
+(tokenizer / image decoding and transforms).  One warm-up run per engine, then interleaved
+rounds (every engine once per round, order rotated); prints items/s of the median round, the
+ratio of median times to PyTorch with the range of per-round ratios, and the cosine agreement
+with PyTorch's embeddings.  ``pytorch sorted`` gives PyTorch the same length-sorted batching
+as our text encoder, to separate what batching and what ONNX Runtime contribute.
+
+On a shared machine serialise benchmarks:  flock /tmp/bench.lock .venv/bin/python bench/...
 
     .venv/bin/python bench/encoders.py                  # MiniLM texts + random ViT-B/32
     .venv/bin/python bench/encoders.py --only text --texts 2000

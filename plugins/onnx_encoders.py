@@ -47,7 +47,7 @@ class OnnxEncoder(Encoder):
 
     ``embed_batch`` gathers up to ``batch_size * sort_window`` items, sorts their texts by
     token length and runs them in batches of ``batch_size``: each batch is padded only to its
-    own longest text (measured 1.2-1.3x on MiniLM captions vs batches in input order).
+    own longest text (measured 1.2-1.5x on MiniLM captions vs batches in input order).
     Results come back in input order.
     """
 
