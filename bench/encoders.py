@@ -1,8 +1,13 @@
 """Encoder throughput: our ONNX encoders (fp32, int8) vs the same model in PyTorch, CPU.
 
 Same inputs, same process, same thread count; each side includes its own preprocessing
-(tokenizer / image decoding and transforms).  Prints items/s, the ratio to PyTorch and the
-cosine agreement with PyTorch's embeddings.
+(tokenizer / image decoding and transforms).  One warm-up run per engine, then interleaved
+rounds (every engine once per round, order rotated); prints items/s of the median round, the
+ratio of median times to PyTorch with the range of per-round ratios, and the cosine agreement
+with PyTorch's embeddings.  ``pytorch sorted`` gives PyTorch the same length-sorted batching
+as our text encoder, to separate what batching and what ONNX Runtime contribute.
+
+On a shared machine serialise benchmarks:  flock /tmp/bench.lock .venv/bin/python bench/...
 
     .venv/bin/python bench/encoders.py                  # MiniLM texts + random ViT-B/32
     .venv/bin/python bench/encoders.py --only text --texts 2000
@@ -44,27 +49,45 @@ def captions(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words, int(rng.integers(5, 41)))) for _ in range(n)]
 
 
-def timed(fn: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
-    fn()  # warm-up: sessions, allocations, caches
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    assert out is not None
-    return best, out
+def timed_rounds(
+    engines: dict[str, Callable[[], np.ndarray]], rounds: int
+) -> dict[str, tuple[list[float], np.ndarray]]:
+    """Run every engine once (warm-up), then ``rounds`` interleaved rounds.
+
+    Each round runs every engine once, in an order rotated from round to round, so slow
+    phases of a shared machine hit all engines alike.  Returns each engine's round times and
+    its last output.
+    """
+    names = list(engines)
+    outputs = {name: engines[name]() for name in names}  # warm-up: sessions, caches
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            outputs[name] = engines[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: (times[name], outputs[name]) for name in names}
 
 
-def report(label: str, n: int, results: dict[str, tuple[float, np.ndarray]]) -> None:
+def report(label: str, n: int, results: dict[str, tuple[list[float], np.ndarray]]) -> None:
+    """items/s (median round), ratio to PyTorch (median, and range over rounds), cosine."""
     base_t, base_v = results["pytorch"]
-    print(f"\n{label} ({n} items, best of runs)")
-    print(f"  {'engine':<14}{'items/s':>10}{'vs torch':>10}{'cosine mean':>13}{'min':>9}")
+    rounds = len(base_t)
+    print(f"\n{label} ({n} items, median of {rounds} interleaved rounds)")
+    print(
+        f"  {'engine':<16}{'items/s':>9}{'vs torch':>10}{'range':>14}{'cosine mean':>13}{'min':>9}"
+    )
     for name, (t, v) in results.items():
+        ratios = [b / x for b, x in zip(base_t, t, strict=True)]
+        ratio = float(np.median(base_t)) / float(np.median(t))
         cos = np.sum(_unit(v) * _unit(base_v), axis=1)
-        print(f"  {name:<14}{n / t:>10.1f}{base_t / t:>9.2f}x{cos.mean():>13.5f}{cos.min():>9.5f}")
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        print(f"  {name:<16}{n / float(np.median(t)):>9.1f}{ratio:>9.2f}x{spread:>14}"
+              f"{cos.mean():>13.5f}{cos.min():>9.5f}")  # fmt: skip
 
 
 def bench_text(n: int, batch: int, repeat: int) -> None:
+    """MiniLM: transformers + PyTorch (input order, and length-sorted like ours) vs ONNX."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -76,29 +99,45 @@ def bench_text(n: int, batch: int, repeat: int) -> None:
     tok = AutoTokenizer.from_pretrained(str(minilm_source()))
     model = AutoModel.from_pretrained(str(minilm_source())).eval()
 
+    def embed(chunk: list[str]) -> np.ndarray:
+        enc = tok(chunk, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+
     def pytorch() -> np.ndarray:
-        out = []
         with torch.inference_mode():
-            for i in range(0, n, batch):
-                enc = tok(texts[i : i + batch], padding=True, truncation=True, max_length=256,
-                          return_tensors="pt")  # fmt: skip
-                hidden = model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                out.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
-        return np.concatenate(out)
+            return np.concatenate([embed(texts[i : i + batch]) for i in range(0, n, batch)])
+
+    window = batch * 8  # the ONNX encoder's sort window (OnnxEncoder.sort_window batches)
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=256)["input_ids"]]
+
+    def pytorch_sorted() -> np.ndarray:
+        out = np.zeros((n, model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for w in range(0, n, window):
+                order = sorted(range(w, min(n, w + window)), key=lambda i: -lengths[i])
+                for i in range(0, len(order), batch):
+                    idx = order[i : i + batch]
+                    out[idx] = embed([texts[j] for j in idx])
+        return out
 
     def onnx(name: str) -> Callable[[], np.ndarray]:
         enc = get_encoder(name)
         enc.batch_size = batch
         return lambda: np.stack(list(enc.embed_batch(texts)))
 
-    results = {"pytorch": timed(pytorch, repeat)}
-    results["onnx fp32"] = timed(onnx("minilm"), repeat)
-    results["onnx int8"] = timed(onnx("minilm:int8"), repeat)
-    report(f"MiniLM-L6 texts, batch {batch}", n, results)
+    engines = {
+        "pytorch": pytorch,
+        "pytorch sorted": pytorch_sorted,
+        "onnx fp32": onnx("minilm"),
+        "onnx int8": onnx("minilm:int8"),
+    }
+    report(f"MiniLM-L6 texts, batch {batch}", n, timed_rounds(engines, repeat))
 
 
 def bench_images(n: int, batch: int, repeat: int) -> None:
+    """Random full-size CLIP ViT-B/32 image tower: transformers + PyTorch vs ONNX."""
     import torch
     from transformers import CLIPImageProcessor, CLIPModel
 
@@ -129,10 +168,12 @@ def bench_images(n: int, batch: int, repeat: int) -> None:
         enc.batch_size = batch
         return lambda: np.stack(list(enc.embed_batch(files)))
 
-    results = {"pytorch": timed(pytorch, repeat)}
-    results["onnx fp32"] = timed(onnx("clip-b32-random"), repeat)
-    results["onnx int8"] = timed(onnx("clip-b32-random:int8"), repeat)
-    report(f"CLIP ViT-B/32 images 640x480 JPEG, batch {batch}", n, results)
+    engines = {
+        "pytorch": pytorch,
+        "onnx fp32": onnx("clip-b32-random"),
+        "onnx int8": onnx("clip-b32-random:int8"),
+    }
+    report(f"CLIP ViT-B/32 images 640x480 JPEG, batch {batch}", n, timed_rounds(engines, repeat))
 
 
 def main() -> None:
@@ -141,7 +182,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=512)
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 

@@ -95,6 +95,21 @@ def test_int8_variant(clip: tuple[Path, Path]) -> None:
     assert cosine.mean() >= 0.99
 
 
+def test_images_run_in_batches_of_batch_size(clip: tuple[Path, Path]) -> None:
+    """More images than batch_size: sub-batches, same vectors, input order kept."""
+    from pg_mmretrieval_plugins.onnx_encoders import OnnxEncoder
+
+    files = sample_files()
+    base = get_encoder("clip-b32-random")
+    assert isinstance(base, OnnxEncoder) and len(files) > 2
+    small = OnnxEncoder(base.manifest)
+    small.batch_size = 2
+    items = [*files, TEXTS[0], *files[:1]]
+    ours = np.stack(list(small.embed_batch(items)))
+    reference = np.stack(list(base.embed_batch(items)))
+    assert np.allclose(np.sum(ours * reference, axis=1), 1.0, atol=1e-5)
+
+
 def test_long_text_windows(clip: tuple[Path, Path]) -> None:
     enc = get_encoder("clip-b32-random")
     long = TEXTS[2] * 3

@@ -118,3 +118,31 @@ def test_cli_embed(tmp_path: object) -> None:
     assert line["model_id"].endswith("/truncate") and len(line["embedding"]) == 384
     expected = next(iter(get_encoder("minilm").embed_batch(["a red circle"])))
     assert np.allclose(line["embedding"], expected, atol=1e-6)
+
+
+def test_texts_are_length_sorted_across_batches() -> None:
+    """embed_batch sorts up to sort_window batches of texts by length: little padding."""
+    from pg_mmretrieval_plugins.onnx_encoders import OnnxEncoder
+
+    base = get_encoder("minilm")
+    assert isinstance(base, OnnxEncoder)
+    enc = OnnxEncoder(base.manifest)
+    enc.batch_size, enc.sort_window = 4, 3
+    # alternating short and long texts: batches in input order would each pad to the long
+    texts = [("short text" if i % 2 else "a much longer text " * (3 + i % 5)) for i in range(26)]
+    widths: list[list[int]] = []
+    run_text = enc._run_text
+
+    def spy(windows: list) -> np.ndarray:  # type: ignore[type-arg]
+        widths.append([len(w.ids) for w in windows])
+        return run_text(windows)
+
+    enc._run_text = spy  # type: ignore[method-assign]
+    together = np.stack(list(enc.embed_batch(texts)))
+    # chunks of 12, 12 and 2 items, each run as length-sorted batches of at most 4
+    assert [len(w) for w in widths] == [4, 4, 4, 4, 4, 4, 2]
+    for chunk in (widths[0:3], widths[3:6]):
+        flat = [n for batch in chunk for n in batch]
+        assert flat == sorted(flat, reverse=True)
+    alone = np.stack([next(iter(base.embed_batch([t]))) for t in texts])
+    assert np.allclose(np.sum(together * alone, axis=1), 1.0, atol=1e-5)
