@@ -196,7 +196,7 @@ class Pool:
         per_key: int,
         seed: int,
         vary: bool = False,
-        randomise: bool = False,
+        p_randomised: float = 0.0,
         image_size: int = IMAGE_SIZE,
     ) -> None:
         from PIL import Image
@@ -209,7 +209,8 @@ class Pool:
         arr = np.empty((len(self.keys), per_key, image_size, image_size, 3), dtype=np.uint8)
         for i, a in enumerate(self.keys):
             for k in range(per_key):
-                if randomise:
+                # (no random draw when p is 0 or 1: those streams match the pure renderers)
+                if p_randomised >= 1 or (p_randomised > 0 and rng.random() < p_randomised):
                     img = render_randomised(a, rng)
                 else:
                     img = render(a, rng, style="flat", augment=True, vary=vary)
@@ -398,7 +399,7 @@ def train(args: argparse.Namespace) -> None:
         args.pool,
         args.seed,
         vary=args.vary,
-        randomise=args.randomise,
+        p_randomised=args.p_randomised,
         image_size=int(model.config.vision_config.image_size),
     )
     pool_s = time.time() - t0
@@ -648,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="train / export shapes-clip")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--steps", type=int, default=450)
+    t.add_argument("--steps", type=int, default=1000)
     t.add_argument("--pool", type=int, default=16, help="pre-rendered images per attribute set")
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--group", type=int, default=4, help="scenes per counterfactual group")
@@ -656,15 +657,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument(
         "--shape-negatives",
         type=float,
-        default=VARIANT_WEIGHTS["shape"],
+        default=0.6,
         help="share of counterfactual variants that change the shape",
     )
-    t.add_argument("--vary", action="store_true", help="wider shape geometry in the pool")
     t.add_argument(
-        "--randomise",
+        "--vary",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="pool drawn with generator.render_randomised (domain randomisation)",
+        help="wider shape geometry in the pool",
+    )
+    t.add_argument(
+        "--p-randomised",
+        type=float,
+        default=0.0,
+        help="share of pool images drawn by generator.render_randomised (the rest: the flat "
+        "style with augmentations, --vary geometry)",
     )
     t.add_argument("--posemb", choices=("sincos", "learned"), default="sincos")
     t.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="processor resolution")
