@@ -19,9 +19,16 @@ Why shape is the hard attribute and what this script does about it:
 * Partial captions ("three stars", "a star on the left") are mixed in, with multi-positive targets
   (a caption is positive for every image it correctly describes), so the shape word has to carry
   information on its own.
-* Shapes are drawn at 15-33 % of the 64 px canvas (>= 10 px, spanning 2x2 patches of 8 px at
-  least), and the augmentations (background brightness, anti-aliasing, blur, noise) keep the
-  model from keying on one rasterisation.
+* The pool is drawn in the ``flat`` style with augmentations (background anywhere from black to
+  white, anti-aliasing, blur, noise, colour jitter) and, with ``--vary`` (default), wider shape
+  geometry (small shapes from 12 % of the canvas, cross arm widths, star inner radius), so the
+  model does not key on one rasterisation.  The out-of-style ``paper`` split is never rendered
+  for training (only for evaluation).  ``--p-randomised`` mixes in the stronger
+  ``generator.render_randomised`` (rotations, offsets, outlines; slower to learn shape).
+* The vision position embeddings start from a 2D sin-cos table (``--posemb sincos``), so
+  position, and shape with it, is learned within the first few hundred steps.
+
+One command trains the committed model: ``python scripts/train_shapes_clip.py train --threads 2``.
 """
 
 from __future__ import annotations
