@@ -19,9 +19,16 @@ Why shape is the hard attribute and what this script does about it:
 * Partial captions ("three stars", "a star on the left") are mixed in, with multi-positive targets
   (a caption is positive for every image it correctly describes), so the shape word has to carry
   information on its own.
-* Shapes are drawn at 15-33 % of the 64 px canvas (>= 10 px, spanning 2x2 patches of 8 px at
-  least), and the augmentations (background brightness, anti-aliasing, blur, noise) keep the
-  model from keying on one rasterisation.
+* The pool is drawn in the ``flat`` style with augmentations (background anywhere from black to
+  white, anti-aliasing, blur, noise, colour jitter) and, with ``--vary`` (default), wider shape
+  geometry (small shapes from 12 % of the canvas, cross arm widths, star inner radius), so the
+  model does not key on one rasterisation.  The out-of-style ``paper`` split is never rendered
+  for training (only for evaluation).  ``--p-randomised`` mixes in the stronger
+  ``generator.render_randomised`` (rotations, offsets, outlines; slower to learn shape).
+* The vision position embeddings start from a 2D sin-cos table (``--posemb sincos``), so
+  position, and shape with it, is learned within the first few hundred steps.
+
+One command trains the committed model: ``python scripts/train_shapes_clip.py train --threads 2``.
 """
 
 from __future__ import annotations
@@ -65,10 +72,22 @@ from pg_mmretrieval.shapes.generator import (  # noqa: E402
     partial_caption,
     random_attributes,
     render,
+    render_randomised,
 )
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 MAX_LENGTH = 24
+
+
+def preprocessor_config(image_size: int = IMAGE_SIZE) -> dict[str, Any]:
+    """The CLIPImageProcessor configuration: the 64 px drawings resized to ``image_size``."""
+    return {
+        **PREPROCESSOR,
+        "crop_size": {"height": image_size, "width": image_size},
+        "size": {"shortest_edge": image_size},
+    }
+
+
 PREPROCESSOR: dict[str, Any] = {
     "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
     "do_center_crop": True,
@@ -162,7 +181,7 @@ def make_config(vocab_size: int, args: argparse.Namespace) -> Any:
         "intermediate_size": 4 * args.vision_width,
         "num_hidden_layers": args.vision_layers,
         "num_attention_heads": 4,
-        "image_size": IMAGE_SIZE,
+        "image_size": args.image_size,
         "patch_size": args.patch,
         "num_channels": 3,
     }
@@ -179,16 +198,32 @@ class Pool:
     attribute set (1050 of them) gets ``per_key`` images once, and batches draw from the pool.
     """
 
-    def __init__(self, per_key: int, seed: int, vary: bool = False) -> None:
+    def __init__(
+        self,
+        per_key: int,
+        seed: int,
+        vary: bool = False,
+        p_randomised: float = 0.0,
+        image_size: int = IMAGE_SIZE,
+    ) -> None:
+        from PIL import Image
+
         rng = np.random.default_rng([seed, 2])
         self.keys = [
             Attributes(*k) for k in itertools.product(SHAPES, COLOURS, SIZES, POSITIONS, COUNTS)
         ]
         self.index = {a: i for i, a in enumerate(self.keys)}
-        arr = np.empty((len(self.keys), per_key, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        arr = np.empty((len(self.keys), per_key, image_size, image_size, 3), dtype=np.uint8)
         for i, a in enumerate(self.keys):
             for k in range(per_key):
-                arr[i, k] = np.asarray(render(a, rng, style="flat", augment=True, vary=vary))
+                # (no random draw when p is 0 or 1: those streams match the pure renderers)
+                if p_randomised >= 1 or (p_randomised > 0 and rng.random() < p_randomised):
+                    img = render_randomised(a, rng)
+                else:
+                    img = render(a, rng, style="flat", augment=True, vary=vary)
+                if image_size != IMAGE_SIZE:  # as preprocess(): Pillow bicubic resize
+                    img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+                arr[i, k] = np.asarray(img)
         self.images = torch.from_numpy(arr)
         self.per_key = per_key
         mean = torch.tensor(PREPROCESSOR["image_mean"]).view(1, 3, 1, 1)
@@ -203,13 +238,24 @@ class Pool:
         return (x - self.mean) / self.std
 
 
+def variant_weights(shape: float) -> dict[str, float]:
+    """``VARIANT_WEIGHTS`` with the shape share set to ``shape`` (the others scaled to fit)."""
+    rest = {k: v for k, v in VARIANT_WEIGHTS.items() if k != "shape"}
+    total = sum(rest.values())
+    return {"shape": shape, **{k: v * (1 - shape) / total for k, v in rest.items()}}
+
+
 def make_batch(
-    rng: np.random.Generator, batch: int, group: int, p_partial: float
+    rng: np.random.Generator,
+    batch: int,
+    group: int,
+    p_partial: float,
+    weights_by_kind: dict[str, float] = VARIANT_WEIGHTS,
 ) -> tuple[list[Attributes], list[str], torch.Tensor, torch.Tensor]:
     """Attribute sets, captions, the [image, caption] positive mask and the captions' mentioned
     attributes (``[caption, attribute]`` 0/1) of one training batch."""
-    kinds = list(VARIANT_WEIGHTS)
-    weights = np.array([VARIANT_WEIGHTS[k] for k in kinds])
+    kinds = list(weights_by_kind)
+    weights = np.array([weights_by_kind[k] for k in kinds])
     attrs: list[Attributes] = []
     while len(attrs) < batch:
         base = random_attributes(rng)
@@ -287,6 +333,8 @@ def _values(attribute: str) -> list[Any]:
 
 
 def _embedders(model: Any, tk: Tokenizer) -> tuple[Any, Any]:
+    config = preprocessor_config(int(model.config.vision_config.image_size))
+
     @torch.no_grad()
     def texts(items: Sequence[str]) -> np.ndarray:
         out = []
@@ -299,7 +347,7 @@ def _embedders(model: Any, tk: Tokenizer) -> tuple[Any, Any]:
     def images(items: Sequence[Any]) -> np.ndarray:
         out = []
         for s in range(0, len(items), 256):
-            px = torch.from_numpy(preprocess(items[s : s + 256], PREPROCESSOR))
+            px = torch.from_numpy(preprocess(items[s : s + 256], config))
             out.append(model.get_image_features(pixel_values=px))
         return torch.cat([_tensor(o) for o in out]).numpy()
 
@@ -328,6 +376,8 @@ def train(args: argparse.Namespace) -> None:
         config = model.config
     else:
         model = CLIPModel(config)
+        if args.posemb == "sincos":
+            init_sincos(model)
     model.train()
     heads = AttributeHeads(args.dim)
     n_params = sum(p.numel() for p in model.parameters())
@@ -352,7 +402,13 @@ def train(args: argparse.Namespace) -> None:
         return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
     t0 = time.time()
-    pool = Pool(args.pool, args.seed, vary=args.vary)
+    pool = Pool(
+        args.pool,
+        args.seed,
+        vary=args.vary,
+        p_randomised=args.p_randomised,
+        image_size=int(model.config.vision_config.image_size),
+    )
     pool_s = time.time() - t0
     print(
         f"pool of {pool.images.shape[0] * pool.images.shape[1]} images in {pool_s:.0f}s", flush=True
@@ -363,7 +419,9 @@ def train(args: argparse.Namespace) -> None:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         td = time.time()
-        attrs, captions, pos, said = make_batch(rng, args.batch, args.group, args.p_partial)
+        attrs, captions, pos, said = make_batch(
+            rng, args.batch, args.group, args.p_partial, variant_weights(args.shape_negatives)
+        )
         px = pool.pixels(attrs, rng)
         ids, mask = tokenize(tk, captions)
         data_time += time.time() - td
@@ -392,7 +450,7 @@ def train(args: argparse.Namespace) -> None:
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             model.eval()
             texts, imgs = _embedders(model, tk)
-            rep = evaluate(texts, imgs, n=200, seed=999, styles=("flat", "paper"))
+            rep = evaluate(texts, imgs, n=args.eval_n_pilot, seed=999, styles=("flat", "paper"))
             print(f"eval@{step + 1}: " + json.dumps(_short(rep)), flush=True)
             log["evals"].append({"step": step + 1, "report": rep})
             model.train()
@@ -417,6 +475,32 @@ def train(args: argparse.Namespace) -> None:
     (out / "train_log.json").write_text(json.dumps(log, indent=2))
     if args.dest:
         export(out / "checkpoint", Path(args.dest))
+
+
+def init_sincos(model: Any, amplitude: float = 0.3) -> None:
+    """2D sin-cos initialisation of the vision position embeddings (CLS row left as it is).
+
+    Half of the channels encode the patch row, half the column, at geometrically spaced
+    frequencies (as MAE/ViT-sincos); scaled to ``amplitude`` so they sit beside the patch
+    embeddings instead of dominating them.  They stay learnable.
+    """
+    emb = model.vision_model.embeddings.position_embedding.weight
+    n, dim = emb.shape
+    side = math.isqrt(n - 1)
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    ys, xs = torch.meshgrid(
+        torch.arange(side, dtype=torch.float32),
+        torch.arange(side, dtype=torch.float32),
+        indexing="ij",
+    )
+    parts = []
+    for coord in (ys.flatten(), xs.flatten()):
+        ang = coord[:, None] * omega[None, :]
+        parts += [torch.sin(ang), torch.cos(ang)]
+    table = torch.cat(parts, dim=1)
+    with torch.no_grad():
+        emb[1:, : table.shape[1]] = amplitude * table
 
 
 def _cpu() -> float:
@@ -480,8 +564,9 @@ def export(checkpoint: Path, dest: Path) -> None:
     texts = ["two small red circles on the left", "a star", "in the middle there is a big cross"]
     ids, mask = tokenize(tk, texts)
     rng = np.random.default_rng(5)
+    pre = preprocessor_config(int(model.config.vision_config.image_size))
     imgs = [render(random_attributes(rng), rng, style=s) for s in ("flat", "paper", "flat")]
-    px = torch.from_numpy(preprocess(imgs, PREPROCESSOR))
+    px = torch.from_numpy(preprocess(imgs, pre))
     text_tower, vision_tower = TextTower(model).eval(), VisionTower(model).eval()
     common: dict[str, Any] = {"opset_version": 17, "do_constant_folding": True, "dynamo": False}
     torch.onnx.export(
@@ -509,7 +594,7 @@ def export(checkpoint: Path, dest: Path) -> None:
     # ONNX vs PyTorch, on other batch and sequence sizes than the export's
     ids2, mask2 = tokenize(tk, [*texts, "one tiny pink triangle near the bottom of the image"])
     imgs2 = [render(random_attributes(rng), rng, style="paper") for _ in range(5)]
-    px2 = torch.from_numpy(preprocess(imgs2, PREPROCESSOR))
+    px2 = torch.from_numpy(preprocess(imgs2, pre))
     with torch.no_grad():
         ref_t = text_tower(ids2, mask2).numpy()
         ref_i = vision_tower(px2).numpy()
@@ -528,7 +613,7 @@ def export(checkpoint: Path, dest: Path) -> None:
         raise SystemExit(f"ONNX export does not match PyTorch (text {diff_t}, image {diff_i})")
 
     tk.save(str(dest / "tokenizer.json"))
-    (dest / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
+    (dest / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
     files = sorted(p.name for p in dest.iterdir() if p.name != "manifest.json")
     manifest = {
         "format": 1,
@@ -571,12 +656,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="train / export shapes-clip")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--steps", type=int, default=450)
+    t.add_argument("--steps", type=int, default=1000)
     t.add_argument("--pool", type=int, default=16, help="pre-rendered images per attribute set")
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--group", type=int, default=4, help="scenes per counterfactual group")
     t.add_argument("--p-partial", type=float, default=0.3)
-    t.add_argument("--vary", action="store_true", help="wider shape geometry in the pool")
+    t.add_argument(
+        "--shape-negatives",
+        type=float,
+        default=0.6,
+        help="share of counterfactual variants that change the shape",
+    )
+    t.add_argument(
+        "--vary",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wider shape geometry in the pool",
+    )
+    t.add_argument(
+        "--p-randomised",
+        type=float,
+        default=0.0,
+        help="share of pool images drawn by generator.render_randomised (the rest: the flat "
+        "style with augmentations, --vary geometry)",
+    )
+    t.add_argument("--posemb", choices=("sincos", "learned"), default="sincos")
+    t.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="processor resolution")
+    t.add_argument("--eval-n-pilot", type=int, default=200)
     t.add_argument("--init", default=None, help="start from this checkpoint directory")
     t.add_argument("--aux", type=float, default=1.0, help="weight of the attribute-head loss")
     t.add_argument("--lr", type=float, default=1e-3)

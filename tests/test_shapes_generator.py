@@ -15,6 +15,7 @@ from pg_mmretrieval.shapes import (
     matches,
     partial_caption,
     render,
+    render_randomised,
 )
 from pg_mmretrieval.shapes.cir import KINDS, relevant
 from pg_mmretrieval.shapes.evaluate import preprocess
@@ -77,6 +78,32 @@ def test_size_and_count_show_in_pixels() -> None:
     three = area(Attributes("square", "green", "small", "center", 3))
     assert large > 2.5 * small
     assert 2.2 * small < three < 3.8 * small
+
+
+def test_randomised_training_renderer() -> None:
+    """Seeded, varied backgrounds from dark to light, and the position still holds."""
+    a = Attributes("circle", "blue", "small", "left", 1)
+    one = np.asarray(render_randomised(a, np.random.default_rng(5)))
+    again = np.asarray(render_randomised(a, np.random.default_rng(5)))
+    assert one.shape == (64, 64, 3) and (one == again).all()
+    rng = np.random.default_rng(6)
+    corners = []
+    for position, check in [
+        ("left", lambda x, y: x < 30),
+        ("right", lambda x, y: x > 34),
+        ("top", lambda x, y: y < 30),
+        ("bottom", lambda x, y: y > 34),
+        ("center", lambda x, y: 22 < x < 42 and 22 < y < 42),
+    ]:
+        for _ in range(6):
+            a = Attributes("square", "blue", "large", position, 1)
+            img = np.asarray(render_randomised(a, rng)).astype(int)
+            corners.append(img[0, 0].mean())
+            blue = (img[..., 2] - img[..., 0] > 80) & (img[..., 2] - img[..., 1] > 60)
+            ys, xs = np.nonzero(blue)
+            assert len(xs) > 40, position
+            assert check(xs.mean(), ys.mean()), (position, xs.mean(), ys.mean())
+    assert min(corners) < 70 and max(corners) > 180
 
 
 def test_captions() -> None:

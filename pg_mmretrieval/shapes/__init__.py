@@ -26,6 +26,7 @@ from pg_mmretrieval.shapes.generator import (
     partial_caption,
     random_attributes,
     render,
+    render_randomised,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "partial_caption",
     "random_attributes",
     "render",
+    "render_randomised",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "partial_caption",
     "random_attributes",
     "render",
+    "render_randomised",
 ]
 
 IMAGE_SIZE = 64
@@ -256,7 +257,7 @@ _STYLE_GEOMETRY: dict[str, dict[str, Any]] = {
 def _polygon(shape: str, cx: float, cy: float, s: float, geo: Mapping[str, Any]) -> list[float]:
     r = s / 2
     if shape == "square":
-        h = r * 0.88
+        h = r * float(geo.get("square", 0.88))
         pts = [(-h, -h), (h, -h), (h, h), (-h, h)]
     elif shape == "triangle":
         # equilateral, pointing up, bounding box centred
@@ -286,6 +287,10 @@ def _polygon(shape: str, cx: float, cy: float, s: float, geo: Mapping[str, Any])
         ]  # fmt: skip
     else:
         raise ValueError(f"no polygon for shape {shape!r}")
+    angle = float(geo.get("rotation", 0.0))
+    if angle:
+        c, sn = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        pts = [(x * c - y * sn, x * sn + y * c) for x, y in pts]
     out: list[float] = []
     for x, y in pts:
         out.extend((cx + x, cy + y))
@@ -388,6 +393,110 @@ def render(
             draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
         else:
             draw.polygon(_polygon(a.shape, x, y, px, geo), fill=fill)
+    if scale > 1:
+        img = img.resize((size, size), Image.Resampling.BOX)
+    if blur > 0:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    if noise_sd > 0:
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr + np.float32(noise_sd) * rng.standard_normal(arr.shape, dtype=np.float32)
+        img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return img
+
+
+#: Ranges of the domain-randomised training renderer (:func:`render_randomised`).
+RANDOMISED: dict[str, Any] = {
+    "small": (0.10, 0.21),  # shape size, fraction of the canvas
+    "large": (0.24, 0.32),
+    "gap": {"small": (0.05, 0.11), "large": (0.02, 0.05)},
+    "anchor": (0.15, 0.25),  # distance of a side region's group from the edge
+    "jitter": 0.07,  # uniform +- jitter of the group, both axes
+    "off_axis": 0.14,  # extra +- offset along the free axis of left/right/top/bottom groups
+    "cross": (0.22, 0.40),  # cross arm half-width / half-size
+    "star_inner": (0.38, 0.58),  # star inner radius / outer radius
+    "square": (0.80, 0.95),  # square half-side / half-size
+    "rotation": 12.0,  # +- degrees, whole group
+    "background": (0.35, 0.35),  # P(dark 0-60), P(any 0-255); else light (195-255)
+    "p_antialias": 0.5,
+    "p_outline": 0.2,
+    "p_blur": 0.3,
+    "blur": (0.0, 0.8),
+    "noise": (0.0, 8.0),
+    "colour_jitter": 25,
+}
+
+
+def render_randomised(
+    a: Attributes, rng: np.random.Generator, size: int = IMAGE_SIZE
+) -> Image.Image:
+    """Draw ``a`` with domain randomisation (the training renderer; ranges in ``RANDOMISED``).
+
+    Built on the ``flat`` style's drawing code with every nuisance factor randomised
+    independently: background level anywhere from black to white with a colour tint, shape
+    sizes (small 10-21 %, large 24-32 % of the canvas), group gaps, region anchors, jitter and
+    off-axis offsets, cross arm width, star inner radius, square proportion, a small rotation of
+    the group (+-12 degrees), 4x anti-aliasing, a darker outline, blur, pixel noise and colour
+    jitter.  The out-of-style ``paper`` geometry is never used here.
+    """
+    R = RANDOMISED
+    s = float(rng.uniform(*R[a.size]))
+    geo: dict[str, Any] = {
+        "cross_t": float(rng.uniform(*R["cross"])),
+        "star_inner": float(rng.uniform(*R["star_inner"])),
+        "square": float(rng.uniform(*R["square"])),
+        "rotation": float(rng.uniform(-R["rotation"], R["rotation"])),
+    }
+    step = s + float(rng.uniform(*R["gap"][a.size]))
+    offsets = [(k - (a.count - 1) / 2) * step for k in range(a.count)]
+    anchor = float(rng.uniform(*R["anchor"]))
+    jx, jy = (float(v) for v in rng.uniform(-R["jitter"], R["jitter"], size=2))
+    free = float(rng.uniform(-R["off_axis"], R["off_axis"]))
+    if a.position in ("left", "right"):
+        x = anchor if a.position == "left" else 1 - anchor
+        centres = [(x + jx, 0.5 + free + o + jy) for o in offsets]
+    elif a.position in ("top", "bottom"):
+        y = anchor if a.position == "top" else 1 - anchor
+        centres = [(0.5 + free + o + jx, y + jy) for o in offsets]
+    else:
+        centres = [(0.5 + o + jx, 0.5 + jy) for o in offsets]
+    half = s / 2 + 0.01
+    xs = [c[0] for c in centres]
+    ys = [c[1] for c in centres]
+    dx = max(0.0, half - min(xs)) - max(0.0, max(xs) - (1 - half))
+    dy = max(0.0, half - min(ys)) - max(0.0, max(ys) - (1 - half))
+    centres = [(x + dx, y + dy) for x, y in centres]
+
+    u = rng.random()
+    p_dark, p_any = R["background"]
+    if u < p_dark:
+        level = int(rng.integers(0, 60))
+    elif u < p_dark + p_any:
+        level = int(rng.integers(0, 256))
+    else:
+        level = int(rng.integers(195, 256))
+    background = _jitter_colour((level, level, level), rng, 12)
+    scale = 4 if rng.random() < R["p_antialias"] else 1
+    fill = _jitter_colour(COLOURS[a.colour], rng, int(R["colour_jitter"]))
+    outline = None
+    width = 0
+    if rng.random() < R["p_outline"]:
+        outline = tuple(int(v * 0.6) for v in fill)
+        width = scale
+    noise_sd = float(rng.uniform(*R["noise"]))
+    blur = float(rng.uniform(*R["blur"])) if rng.random() < R["p_blur"] else 0.0
+
+    big = size * scale
+    img = Image.new("RGB", (big, big), background)
+    draw = ImageDraw.Draw(img)
+    px = s * big
+    for cx, cy in centres:
+        x, y = cx * big, cy * big
+        if a.shape == "circle":
+            r = px / 2
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=outline, width=width)
+        else:
+            pts = _polygon(a.shape, x, y, px, geo)
+            draw.polygon(pts, fill=fill, outline=outline, width=max(width, 1))
     if scale > 1:
         img = img.resize((size, size), Image.Resampling.BOX)
     if blur > 0:
