@@ -92,6 +92,11 @@ class _Job:
     last: bool  # the batch's last unit: report progress after it
 
 
+# The worker's own commits (claims, embeddings with their dequeue, failures) need not wait
+# for the WAL flush: a crash of the server loses at most the last of them, atomically, and
+# the queue entries a lost write deleted come back with it (docs/worker.md, "Durability").
+_SESSION_OPTIONS = "-c synchronous_commit=off"
+
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 _TRANSIENT = (
     psycopg.errors.DeadlockDetected,
@@ -153,8 +158,11 @@ class Worker:
                 try:
                     if self._step():
                         continue
-                    if self.config.once and self._drained():
-                        break
+                    if self.config.once:
+                        if self._writer is not None:
+                            self._writer.flush()  # what it holds is not "queued" work
+                        if self._drained():
+                            break
                     self._wait()
                 except (WriterFailed, *_CONNECTION_ERRORS) as e:
                     _log.warning("database connection lost (%s); reconnecting", e)
@@ -172,9 +180,18 @@ class Worker:
             self._pool.shutdown(wait=False, cancel_futures=True)
         return self.stats
 
+    def _db(self) -> psycopg.Connection[Any]:
+        """A connection for claims and writes (asynchronous commit, see above)."""
+        options = str(psycopg.conninfo.conninfo_to_dict(self.url).get("options") or "")
+        return db.connect(
+            self.url,
+            autocommit=True,
+            application_name=self.application_name,
+            options=f"{options} {_SESSION_OPTIONS}".strip(),
+        )
+
     def _connect(self) -> None:
-        self._conn = db.connect(self.url, application_name=self.application_name)
-        self._conn.autocommit = True
+        self._conn = self._db()
         self._listen = db.connect(self.url, autocommit=True, application_name=self.application_name)
         self._listen.execute("LISTEN mmr_queue")
         self._refresh_catalog(force=True)
@@ -193,12 +210,7 @@ class Worker:
         )
         queue.release_mine(self._conn, self._catalog, self.id)
         if self.config.pipeline:
-            self._writer = Writer(
-                lambda: db.connect(
-                    self.url, autocommit=True, application_name=self.application_name
-                ),
-                self._write_job,
-            )
+            self._writer = Writer(self._db, self._write_job)
 
     def _stop_writer(self, flush: bool) -> None:
         w, self._writer = self._writer, None
