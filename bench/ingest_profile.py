@@ -2,8 +2,10 @@
 
 Wraps the worker's phases (claim, load, encode with its ONNX run, write with its vector
 formatting, the writer hand-off) in timers, samples the CPU time of the PostgreSQL backends
-serving the worker (``/proc/<pid>/stat``; the server must run on this machine), and prints
-a breakdown next to the encoder-alone time on the same inputs.  Wall times of phases that
+(``/proc/<pid>/stat``; the server must run on this machine), and prints
+a breakdown next to the encoder-alone time on the same inputs.  The CPU ratio (encoder alone
+/ worker + server) is what a saturated machine's wall-clock ratio tends to; it moves much less
+than wall time when other jobs share the CPUs.  Wall times of phases that
 run on the writer thread overlap the encoder's; CPU times add up to what the two cores did.
 
     .venv/bin/python bench/ingest_profile.py --encoder minilm --rows 1000
@@ -65,32 +67,29 @@ def patch(obj: Any, attr: str, name: str) -> None:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / _TICK
-    except OSError:
-        return 0.0
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
 
 
-class BackendSampler(threading.Thread):
-    """Polls the CPU time of the backends whose application_name starts with mmr-worker."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.cpu: dict[int, float] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self.stop.is_set():
-                for (pid,) in conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'mmr-worker%'"
-                ):
-                    self.cpu[pid] = max(self.cpu.get(pid, 0.0), _proc_cpu(pid))
-                self.stop.wait(0.05)
+def server_cpu(url: str) -> float:
+    """CPU seconds of the whole PostgreSQL server so far: the postmaster, its live children
+    (backends, WAL writer, checkpointer...) and the children that exited (cutime/cstime)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    assert row is not None
+    master = int(Path(row[0], "postmaster.pid").read_text().split()[0])
+    parts = _stat(master)
+    total = sum(int(x) for x in parts[11:15])  # utime, stime, cutime, cstime
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = _stat(int(d))
+            except OSError:
+                continue
+            if int(st[1]) == master:
+                total += int(st[11]) + int(st[12])
+    return total / _TICK
 
 
 def main() -> None:
@@ -106,9 +105,10 @@ def main() -> None:
     enc.batch_size = args.batch_size
     data = ingest.texts(args.rows, random.Random(0))
     list(enc.embed_batch(data[: args.batch_size]))
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
     list(enc.embed_batch(data))
     t_enc, c_enc = time.perf_counter() - t0, time.process_time() - c0
+    m_enc = time.thread_time() - m0
 
     patch(queue, "claim", "claim")
     patch(queue, "write", "write (txn)")
@@ -137,26 +137,26 @@ def main() -> None:
         with conn.cursor().copy(f"COPY {t} (id, body) FROM STDIN") as cp:
             for i, x in enumerate(data):
                 cp.write_row((i, x))
-    sampler = BackendSampler(url)
-    sampler.start()
+    pg0 = server_cpu(url)
     cfg = WorkerConfig(
         collections=(t,), once=True, batch_size=args.batch_size, pipeline=not args.no_pipeline
     )
     t0, c0 = time.perf_counter(), time.process_time()
     Worker(url, cfg).run()
     t_w, c_w = time.perf_counter() - t0, time.process_time() - c0
-    time.sleep(0.2)
-    sampler.stop.set()
-    sampler.join()
-    pg_cpu = sum(sampler.cpu.values())
+    time.sleep(0.5)  # let the backends exit, so their CPU time lands in the postmaster's
+    pg_cpu = server_cpu(url) - pg0
 
     n = args.rows
     print(
         f"{enc.name}, {n} rows, batch {args.batch_size}, index={'no' if args.no_index else 'hnsw'}"
     )
-    print(f"encoder alone: {t_enc:.2f} s wall ({n / t_enc:.1f} rows/s), {c_enc:.2f} s CPU")
+    print(
+        f"encoder alone: {t_enc:.2f} s wall ({n / t_enc:.1f} rows/s), {c_enc:.2f} s CPU "
+        f"({m_enc:.2f} s on the calling thread)"
+    )
     print(f"worker:        {t_w:.2f} s wall ({n / t_w:.1f} rows/s), {c_w:.2f} s CPU (python)")
-    print(f"               + {pg_cpu:.2f} s CPU in {len(sampler.cpu)} PostgreSQL backends")
+    print(f"               + {pg_cpu:.2f} s CPU in the PostgreSQL server (all processes)")
     print(
         f"ratio {t_enc / t_w:.2f} (wall); CPU ratio encoder / (worker + PostgreSQL) "
         f"{c_enc / (c_w + pg_cpu):.2f}"
