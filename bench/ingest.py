@@ -4,17 +4,21 @@ Three measurements on the same inputs, in one run:
 
 * **encoder alone**: ``encoder.embed_batch(inputs)`` in batches (the ceiling);
 * **worker**: rows queued by the trigger, drained by ``Worker(once=True)`` into an
-  HNSW-indexed space (claim, read, encode, verify, COPY-free set-based upsert, dequeue);
+  HNSW-indexed space (claim, read, encode, verify, one set-based upsert per batch with the
+  vectors in binary, dequeue);
   repeated without the HNSW index to show the index's share;
 * **hand loop**: what a user writes by hand: encode one row (PyTorch when ``--torch``),
   then one autocommitted INSERT per row.
 
 Ratios printed: worker / encoder alone (target >= 0.85) and worker / hand loop (>= 3).
+On shared CPUs use ``--repeat N`` (interleaved rounds, best of each) and run under
+``flock /tmp/bench.lock`` so that benchmarks never overlap; ``bench/ingest_profile.py`` shows
+where the worker's time goes.
 
 Examples::
 
     python bench/ingest.py                                   # mmr-test encoder, text
-    python bench/ingest.py --onnx-text onnx_models/minilm --torch --rows 2000
+    python bench/ingest.py --encoder minilm --torch --torch-model DIR --rows 1000 --repeat 3
     python bench/ingest.py --clip-b32 --torch --rows 256      # random-init ViT-B/32 images
 """
 
