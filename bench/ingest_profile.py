@@ -115,6 +115,7 @@ def main() -> None:
     patch(queue, "_write_space", "write: statements")
     patch(queue, "_vec_text", "write: vector text")
     patch(runner, "encode_isolating", "encode (total)")
+    patch(runner.Worker, "_take_prefetch", "claim ahead: wait")
     patch(runner.Worker, "_load", "load")
     patch(runner.Worker, "_submit", "hand-off to writer")
     patch(runner.Worker, "_wait", "idle wait")
