@@ -557,3 +557,37 @@ def test_composite_text_and_uuid_keys(conn: psycopg.Connection[Any], db_url: str
         0,
         0,
     )
+
+
+def test_halfvec_space_and_binary_vectors_without_registered_adapters(
+    conn: psycopg.Connection[Any], db_url: str, encoder: ScriptedEncoder
+) -> None:
+    """Vectors go to the server in pgvector's binary format, also into halfvec spaces and
+    on a connection where pgvector's adapters were not registered by ``db.connect``."""
+    name = f"half_{next(_counter)}"
+    conn.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, body text)")
+    conn.execute("SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, name))
+    conn.execute(
+        "SELECT mmr.add_space(%s, 'vec', %s, 'body', 32, storage => 'halfvec')",
+        (name, encoder.name),
+    )
+    conn.execute(f"INSERT INTO {name} SELECT g, 'half ' || g FROM generate_series(1, 40) g")
+    (catalog,) = load_catalog(conn, [name])
+    items = queue.claim(conn, catalog, "test-worker", 100, 30.0, [catalog.spaces[0].id])
+    for it in items:
+        it.vector = _hash_vec(str(it.content))
+    bare = db.connect(db_url, autocommit=True, register_types=False)
+    try:
+        res = queue.write(bare, catalog, items, "test-worker", {catalog.spaces[0].id: "m/1"})
+    finally:
+        bare.close()
+    assert res.written == 40 and res.released == 0
+    rep = check(conn, name)
+    assert (rep["embedded"], rep["queued"], rep["missing"], rep["stale"]) == (40, 0, 0, 0)
+    row = conn.execute(
+        f"SELECT embedding::text, pg_typeof(embedding)::text FROM {emb_table(conn, name)} "
+        "WHERE id = 5"
+    ).fetchone()
+    assert row is not None and row[1] == "halfvec"
+    got = np.array(json.loads(row[0]), dtype=np.float32)
+    np.testing.assert_allclose(got, _hash_vec("half 5"), atol=2e-3)

@@ -16,9 +16,17 @@ import numpy.typing as npt
 from ..errors import ConfigError, EncoderError, InputError
 from .providers import requested_providers
 
-__all__ = ["ENV_ONNX_THREADS", "InputSpec", "Session", "clear_cache", "get_session"]
+__all__ = [
+    "ENV_ONNX_SPIN",
+    "ENV_ONNX_THREADS",
+    "InputSpec",
+    "Session",
+    "clear_cache",
+    "get_session",
+]
 
 ENV_ONNX_THREADS = "MMR_ONNX_THREADS"
+ENV_ONNX_SPIN = "MMR_ONNX_SPIN"
 log = logging.getLogger(__name__)
 
 _DTYPES: dict[str, Any] = {
@@ -52,6 +60,20 @@ def _threads() -> int:
     if n < 0:
         raise ConfigError(f"{ENV_ONNX_THREADS} must be >= 0, not {n}")
     return n
+
+
+def _spin() -> bool:
+    """Whether idle intra-op threads busy-wait (``MMR_ONNX_SPIN=1``; off by default).
+
+    onnxruntime's default spinning burns whole cores between operators; next to a database,
+    a writer thread or other processes on the same CPUs that time is taken from them, and a
+    spinning thread that is descheduled stalls its peers.  Measured on 2 shared cores
+    (bench/ingest.py), MiniLM encodes faster without it and uses about a third less CPU.
+    """
+    raw = os.environ.get(ENV_ONNX_SPIN, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ConfigError(f"{ENV_ONNX_SPIN}={raw!r} must be 0 or 1")
+    return raw == "1"
 
 
 class Session:
@@ -132,7 +154,7 @@ def _preload_cuda(ort: Any) -> None:
         log.debug("onnxruntime.preload_dlls failed: %s", e)
 
 
-_cache: dict[tuple[str, int, int, tuple[str, ...], int], Session] = {}
+_cache: dict[tuple[str, int, int, tuple[str, ...], int, bool], Session] = {}
 _lock = threading.Lock()
 
 
@@ -160,7 +182,8 @@ def get_session(path: Path) -> Session:
     if "CUDAExecutionProvider" in providers:
         _preload_cuda(ort)
     threads = _threads()
-    key = (str(path), st.st_mtime_ns, st.st_size, tuple(providers), threads)
+    spin = _spin()
+    key = (str(path), st.st_mtime_ns, st.st_size, tuple(providers), threads, spin)
     with _lock:
         cached = _cache.get(key)
         if cached is not None:
@@ -170,6 +193,8 @@ def get_session(path: Path) -> Session:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only: the provider actually used is reported
         try:
             inner = ort.InferenceSession(str(path), sess_options=opts, providers=providers)

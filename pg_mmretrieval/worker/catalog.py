@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["CollectionSpec", "SpaceSpec", "load_catalog"]
+__all__ = ["CollectionSpec", "SpaceSpec", "load_catalog", "vector_schema"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,11 @@ class SpaceSpec:
 
 
 _VECTOR_SCHEMA = ["public"]
+
+
+def vector_schema() -> str:
+    """The schema of pgvector's types (read with the catalog)."""
+    return _VECTOR_SCHEMA[0]
 
 
 @dataclass(frozen=True)

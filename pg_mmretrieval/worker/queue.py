@@ -23,10 +23,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from pgvector.psycopg.vector import register_vector_info
 from psycopg import sql
+from psycopg.adapt import PyFormat
+from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 
-from .catalog import CollectionSpec, SpaceSpec
+from .catalog import CollectionSpec, SpaceSpec, vector_schema
 
 __all__ = ["Item", "claim", "fail", "release", "release_mine", "renew", "write"]
 
@@ -61,8 +64,18 @@ class Item:
         return self.hash is None
 
 
-def _vec_text(v: npt.NDArray[np.float32]) -> str:
-    return "[" + ",".join(map(repr, v.tolist())) + "]"
+def _vector_array(conn: psycopg.Connection[Any]) -> sql.Composable:
+    """``<schema>.vector[]``, after making sure ``conn`` sends numpy vectors in binary.
+
+    :func:`pg_mmretrieval.db.connect` registers pgvector's adapters when ``vector`` is on
+    the search path; otherwise they are registered here from the qualified type name.
+    """
+    schema = vector_schema()
+    try:
+        conn.adapters.get_dumper(np.ndarray, PyFormat.BINARY)
+    except psycopg.ProgrammingError:
+        register_vector_info(conn, TypeInfo.fetch(conn, f"{schema}.vector"))
+    return sql.SQL("{}.vector[]").format(sql.Identifier(schema))
 
 
 def claim(
@@ -230,7 +243,7 @@ def _write_space(
         vals = sql.SQL(
             "INSERT INTO {emb} AS x ({cols}, embedding, content_hash, model_id, updated_at) "
             "SELECT {typed}, u.mmr_e::{vt}, u.mmr_h, %s, now() "
-            "  FROM unnest({arrays}, %s::bytea[], %s::text[]) AS u({cols}, mmr_h, mmr_e) "
+            "  FROM unnest({arrays}, %s::bytea[], %b::{va}) AS u({cols}, mmr_h, mmr_e) "
             " ORDER BY {ord} "
             "ON CONFLICT ({cols}) DO UPDATE SET embedding = EXCLUDED.embedding, "
             "  content_hash = EXCLUDED.content_hash, model_id = EXCLUDED.model_id, "
@@ -240,18 +253,15 @@ def _write_space(
             cols=coll.key_cols(),
             typed=coll.typed("u"),
             vt=space.vector_type,
+            va=_vector_array(conn),
             arrays=coll.text_arrays(),
             ord=sql.SQL(", ").join(sql.SQL(str(j + 1)) for j in range(len(coll.key_columns))),
         )
-        vectors = [it.vector for it in upserts]
+        # Vectors travel in pgvector's binary format (no float formatting and parsing).
+        vectors = [np.asarray(it.vector, dtype=np.float32) for it in upserts]
         conn.execute(
             vals,
-            [
-                model_id,
-                *_key_arrays(coll, upserts),
-                [it.hash for it in upserts],
-                [_vec_text(v) for v in vectors if v is not None],
-            ],
+            [model_id, *_key_arrays(coll, upserts), [it.hash for it in upserts], vectors],
         )
         res.written += len(upserts)
     gone = [it for it in matched if it.gone]

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,8 @@ class WorkerConfig:
         load_threads: threads fetching files and URLs.
         connect_timeout_s: how long the first connection is retried before giving up
             (once connected, a lost connection is retried for ever).
-        pipeline: write batch N on a second connection while batch N+1 is encoded.
+        pipeline: write batch N on a second connection while batch N+1 is encoded, and
+            claim batch N+1 on a third while batch N is encoded.
     """
 
     collections: tuple[str, ...] | None = None
@@ -92,6 +93,11 @@ class _Job:
     last: bool  # the batch's last unit: report progress after it
 
 
+# The worker's own commits (claims, embeddings with their dequeue, failures) need not wait
+# for the WAL flush: a crash of the server loses at most the last of them, atomically, and
+# the queue entries a lost write deleted come back with it (docs/worker.md, "Durability").
+_SESSION_OPTIONS = "-c synchronous_commit=off"
+
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 _TRANSIENT = (
     psycopg.errors.DeadlockDetected,
@@ -130,6 +136,9 @@ class Worker:
         self._inflight_lock = threading.Lock()
         self._writer: Writer[_Job] | None = None
         self._pool = ThreadPoolExecutor(self.config.load_threads, thread_name_prefix="mmr-load")
+        self._claimer = ThreadPoolExecutor(1, thread_name_prefix="mmr-claim")
+        self._claim_conn: psycopg.Connection[Any] | None = None
+        self._prefetch: tuple[CollectionSpec, Future[list[Item]]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -153,8 +162,11 @@ class Worker:
                 try:
                     if self._step():
                         continue
-                    if self.config.once and self._drained():
-                        break
+                    if self.config.once:
+                        if self._writer is not None:
+                            self._writer.flush()  # what it holds is not "queued" work
+                        if self._drained():
+                            break
                     self._wait()
                 except (WriterFailed, *_CONNECTION_ERRORS) as e:
                     _log.warning("database connection lost (%s); reconnecting", e)
@@ -170,11 +182,21 @@ class Worker:
             hb.join(timeout=5)
             self._close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            self._claimer.shutdown(wait=False, cancel_futures=True)
         return self.stats
 
+    def _db(self) -> psycopg.Connection[Any]:
+        """A connection for claims and writes (asynchronous commit, see above)."""
+        options = str(psycopg.conninfo.conninfo_to_dict(self.url).get("options") or "")
+        return db.connect(
+            self.url,
+            autocommit=True,
+            application_name=self.application_name,
+            options=f"{options} {_SESSION_OPTIONS}".strip(),
+        )
+
     def _connect(self) -> None:
-        self._conn = db.connect(self.url, application_name=self.application_name)
-        self._conn.autocommit = True
+        self._conn = self._db()
         self._listen = db.connect(self.url, autocommit=True, application_name=self.application_name)
         self._listen.execute("LISTEN mmr_queue")
         self._refresh_catalog(force=True)
@@ -193,12 +215,7 @@ class Worker:
         )
         queue.release_mine(self._conn, self._catalog, self.id)
         if self.config.pipeline:
-            self._writer = Writer(
-                lambda: db.connect(
-                    self.url, autocommit=True, application_name=self.application_name
-                ),
-                self._write_job,
-            )
+            self._writer = Writer(self._db, self._write_job)
 
     def _stop_writer(self, flush: bool) -> None:
         w, self._writer = self._writer, None
@@ -213,6 +230,7 @@ class Worker:
 
     def _reconnect(self, give_up_after: float | None = None) -> None:
         """(Re)connect with backoff: forever, or raise after ``give_up_after`` seconds."""
+        self._drop_prefetch()
         self._stop_writer(flush=False)
         with self._inflight_lock:
             self._inflight.clear()
@@ -236,6 +254,7 @@ class Worker:
 
     def _recover(self) -> None:
         assert self._conn is not None
+        self._drop_prefetch()
         self._stop.wait(0.5)
         try:
             queue.release_mine(self._conn, self._catalog, self.id)
@@ -245,6 +264,7 @@ class Worker:
         self._refresh_catalog(force=True)
 
     def _close(self, mark: bool = True) -> None:
+        self._drop_prefetch()  # before the release below, so no claim lands after it
         for c in (self._conn, self._listen):
             if c is None:
                 continue
@@ -377,14 +397,57 @@ class Worker:
             for _ in self._listen.notifies(timeout=min(left, 0.5), stop_after=1):
                 return
 
+    # -- claim prefetch (a third connection claims batch N+1 while batch N encodes) -------
+
+    def _claim_ahead(self, coll: CollectionSpec, space_ids: list[int]) -> list[Item]:
+        if self._claim_conn is None or self._claim_conn.closed:
+            self._claim_conn = self._db()
+        return queue.claim(
+            self._claim_conn, coll, self.id, self.config.batch_size, self.config.lease_s, space_ids
+        )
+
+    def _start_prefetch(self, coll: CollectionSpec, space_ids: list[int]) -> None:
+        if self._prefetch is not None or self._stop.is_set() or not self.config.pipeline:
+            return
+        self._hold(coll, 1)  # the heartbeat renews the leases of what it claims
+        self._prefetch = (coll, self._claimer.submit(self._claim_ahead, coll, space_ids))
+
+    def _take_prefetch(self, coll: CollectionSpec) -> list[Item]:
+        """The batch claimed ahead for ``coll`` (empty if none); raises what the claim raised."""
+        if self._prefetch is None or self._prefetch[0].id != coll.id:
+            return []
+        fut = self._prefetch[1]
+        self._prefetch = None
+        try:
+            return fut.result()
+        finally:
+            self._hold(coll, -1)
+
+    def _drop_prefetch(self) -> None:
+        """Wait for a claim in flight and forget it (its entries are released with the
+        worker's others: ``release_mine``), then close the claim connection."""
+        pending, self._prefetch = self._prefetch, None
+        if pending is not None:
+            try:
+                pending[1].result(timeout=60)
+            except Exception as e:  # the claim's own failure; nothing is held then
+                _log.info("claim ahead failed: %s", e)
+            self._hold(pending[0], -1)
+        conn, self._claim_conn = self._claim_conn, None
+        if conn is not None:
+            conn.close()
+
     def _batch(self, coll: CollectionSpec, space_ids: list[int]) -> bool:
         assert self._conn is not None
-        items = queue.claim(
-            self._conn, coll, self.id, self.config.batch_size, self.config.lease_s, space_ids
-        )
+        items = self._take_prefetch(coll)
+        if not items:
+            items = queue.claim(
+                self._conn, coll, self.id, self.config.batch_size, self.config.lease_s, space_ids
+            )
         self._faults.at("claim")
         if not items:
             return False
+        self._start_prefetch(coll, space_ids)
         crashed = [it for it in items if it.claims > self.config.retry.max_claims]
         for it in crashed:
             it.error = MMRError(
