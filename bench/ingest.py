@@ -301,7 +301,14 @@ def main() -> None:
     ap.add_argument("--torch-model", help="Hugging Face dir for the PyTorch text baseline")
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--hand-rows", type=int, help="rows for the hand loop (default: --rows)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64, help="the encoder's inference batch")
+    ap.add_argument(
+        "--claim-size",
+        type=int,
+        default=256,
+        help="rows the worker claims per batch (default 256, the worker's own default); a claim "
+        "larger than the inference batch lets the encoder sort texts by length across it",
+    )
     ap.add_argument("--modality", choices=["text", "image"])
     ap.add_argument(
         "--repeat",
@@ -333,10 +340,9 @@ def main() -> None:
         t0 = time.perf_counter()
         list(enc.embed_batch(data))
         t_enc = min(t_enc, time.perf_counter() - t0)
-        t_worker = min(t_worker, run_worker(url, enc, data, modality, args.batch_size, True))
-        t_worker_noidx = min(
-            t_worker_noidx, run_worker(url, enc, data, modality, args.batch_size, False)
-        )
+        claim = args.claim_size
+        t_worker = min(t_worker, run_worker(url, enc, data, modality, claim, True))
+        t_worker_noidx = min(t_worker_noidx, run_worker(url, enc, data, modality, claim, False))
         if args.repeat > 1:
             n = len(data)
             print(
@@ -361,6 +367,7 @@ def main() -> None:
     r_enc, r_w, r_wn, r_h = n / t_enc, n / t_worker, n / t_worker_noidx, hand_n / t_hand
     print(
         f"encoder {enc.name} ({enc.model_id}), {modality}, {n} rows, batch {args.batch_size}, "
+        f"worker claims {args.claim_size}, "
         f"{os.cpu_count()} CPUs, best of {args.repeat}, load average {os.getloadavg()[0]:.1f}"
     )
     print(f"  encoder alone                 {r_enc:10.1f} rows/s")

@@ -26,7 +26,12 @@ def register(cli: click.Group) -> None:
 def _worker_options(f: click.decorators.FC) -> click.decorators.FC:
     for opt in reversed(
         [
-            click.option("--batch-size", default=64, show_default=True, help="Entries per claim."),
+            click.option(
+                "--batch-size",
+                default=256,
+                show_default=True,
+                help="Entries per claim (the encoder sorts texts by length across a claim).",
+            ),
             click.option(
                 "--lease",
                 "lease_s",

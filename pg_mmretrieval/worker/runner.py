@@ -40,7 +40,9 @@ class WorkerConfig:
 
     Attributes:
         collections: names to serve (None: all).
-        batch_size: queue entries claimed per batch.
+        batch_size: queue entries claimed per batch (256: the ONNX encoders sort texts by
+            length across up to batch_size x sort_window = 32 x 8 items, so a claim of that
+            size pads least; smaller claims sort only within themselves).
         lease_s: how long a claim holds without renewal; a dead worker's entries are
             claimable again after at most this long (renewed every ``lease_s / 3``).
         poll_s: longest sleep without a notification before looking at the queue again.
@@ -55,7 +57,7 @@ class WorkerConfig:
     """
 
     collections: tuple[str, ...] | None = None
-    batch_size: int = 64
+    batch_size: int = 256
     lease_s: float = 30.0
     poll_s: float = 5.0
     once: bool = False
