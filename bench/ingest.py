@@ -177,7 +177,7 @@ class OnnxClipB32(Encoder):
     modalities: ClassVar[frozenset[str]] = frozenset({"image"})
     model_id = "bench/clip-vit-b32-random-seed0"
 
-    def __init__(self, cache: Path) -> None:
+    def __init__(self, cache: Path, variant: str | None = None) -> None:
         import onnxruntime as ort
 
         path = cache / "clip_b32_vision.onnx"
@@ -197,6 +197,16 @@ class OnnxClipB32(Encoder):
                 opset_version=17,
                 dynamo=False,
             )
+        if variant == "int8":
+            # The exporter's per-channel dynamic int8 (pg_mmretrieval.export.variants).
+            from pg_mmretrieval.export.variants import make_int8
+
+            q = cache / "clip_b32_vision.int8.onnx"
+            if not q.exists():
+                make_int8(path, q)
+            path, self.name = q, "bench-clip-b32:int8"
+        elif variant is not None:
+            raise SystemExit(f"--variant {variant}: only int8 is built for --clip-b32")
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def _embed(self, batch: Sequence[Item]) -> npt.NDArray[np.float32]:
@@ -294,7 +304,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--encoder", default="mmr-test", help="a registered encoder")
     ap.add_argument("--onnx-text", type=Path, help="a text model directory (manifest format)")
-    ap.add_argument("--variant", help="model variant of --onnx-text (e.g. int8)")
+    ap.add_argument("--variant", help="model variant of --onnx-text or --clip-b32 (e.g. int8)")
     ap.add_argument("--clip-b32", action="store_true", help="random-init CLIP ViT-B/32 images")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"))
     ap.add_argument("--torch", action="store_true", help="hand loop encodes with PyTorch")
@@ -324,7 +334,7 @@ def main() -> None:
         enc = OnnxText(args.onnx_text, args.variant)
         register_encoder(enc)
     elif args.clip_b32:
-        enc = OnnxClipB32(args.cache)
+        enc = OnnxClipB32(args.cache, args.variant)
         register_encoder(enc)
     else:
         enc = get_encoder(args.encoder)
