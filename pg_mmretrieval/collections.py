@@ -194,7 +194,7 @@ def put_embeddings(
     return int(
         _call(
             conn,
-            "SELECT mmr.put_embeddings(%(c)s, %(s)s, %(k)s::jsonb[], %(e)s::vector[])",
+            "SELECT mmr.put_embeddings(%(c)s, %(s)s, %(k)s::jsonb[], %(e)b::vector[])",
             {"c": collection, "s": space, "k": [Jsonb(k) for k in keys], "e": vectors},
         )
     )

@@ -550,7 +550,7 @@ def store_basic_projection(
     """Store a projection (``mmr.set_projection``); ``mu_image=None`` uses the space's mean."""
     with sql_errors(), conn.transaction():
         conn.execute(
-            "SELECT mmr.set_projection(%s, %s, %s::vector[], %s::vector, %s::vector, %s, %s, %s)",
+            "SELECT mmr.set_projection(%s, %s, %b::vector[], %s::vector, %s::vector, %s, %s, %s)",
             (
                 collection,
                 space,
@@ -569,7 +569,7 @@ def store_basic_projection(
 # ---------------------------------------------------------------------------------------------
 
 _HYBRID_SQL = (
-    "SELECT key, score FROM mmr.hybrid_search(%(c)s, %(qt)s, %(sp)s::text[], %(v)s::vector[], "
+    "SELECT key, score FROM mmr.hybrid_search(%(c)s, %(qt)s, %(sp)s::text[], %(v)b::vector[], "
     "%(k)s, %(fu)s, %(w)s::float8[], %(p)s, %(f)s, %(ef)s, %(mst)s, %(rr)s, %(rd)s, %(rp)s)"
 )
 
@@ -672,7 +672,7 @@ def explain_hybrid(
     """The JSON plan of the statement a hybrid search runs."""
     with sql_errors():
         row = conn.execute(
-            "SELECT mmr.explain_hybrid(%s, %s, %s::text[], %s::vector[], %s, %s, NULL, %s, %s)",
+            "SELECT mmr.explain_hybrid(%s, %s, %s::text[], %b::vector[], %s, %s, NULL, %s, %s)",
             (
                 collection,
                 query_text,
@@ -875,7 +875,7 @@ def dialog_search(
     """Multi-turn query from the turns' embeddings (``mmr.dialog_search``)."""
     with sql_errors():
         rows = conn.execute(
-            "SELECT key, score FROM mmr.dialog_search(%s, %s, %s::vector[], %s, %s, %s)",
+            "SELECT key, score FROM mmr.dialog_search(%s, %s, %b::vector[], %s, %s, %s)",
             (
                 collection,
                 space,
@@ -916,7 +916,7 @@ def put_multivectors(
     """Replace the vectors of one row."""
     with sql_errors(), conn.transaction():
         row = conn.execute(
-            "SELECT mmr.put_multivectors(%s, %s, %s, %s::vector[])",
+            "SELECT mmr.put_multivectors(%s, %s, %s, %b::vector[])",
             (collection, space, Jsonb(key), [_vec(v) for v in vectors]),
         ).fetchone()
     return int(row[0]) if row else 0
@@ -935,7 +935,7 @@ def multivector_search(
     """MaxSim search over a multi-vector space: Σ_q max_part sim(q, part)."""
     with sql_errors():
         rows = conn.execute(
-            "SELECT key, score FROM mmr.multivector_search(%s, %s, %s::vector[], %s, %s, %s)",
+            "SELECT key, score FROM mmr.multivector_search(%s, %s, %b::vector[], %s, %s, %s)",
             (
                 collection,
                 space,

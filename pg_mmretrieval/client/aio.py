@@ -330,7 +330,7 @@ class AsyncCollection:
         vectors = [Vector(np.asarray(e, dtype=np.float32)) for e in embeddings]
         return int(
             await self.client._scalar(
-                "SELECT mmr.put_embeddings(%(c)s, %(s)s, %(k)s::jsonb[], %(e)s::vector[])",
+                "SELECT mmr.put_embeddings(%(c)s, %(s)s, %(k)s::jsonb[], %(e)b::vector[])",
                 {"c": self.name, "s": space, "k": [Jsonb(k) for k in keys], "e": vectors},
             )
         )
