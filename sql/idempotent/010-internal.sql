@@ -179,6 +179,31 @@ AS $$
      WHERE attrelid = p_rel AND attname = p_column AND attnum > 0 AND NOT attisdropped
 $$;
 
+-- The active version of a space, for the search fast paths: all fields NULL when the names do
+-- not resolve or its statement cache is not built (the general path then raises the error).
+CREATE OR REPLACE FUNCTION mmr._active_space(p_collection text, p_space text)
+RETURNS mmr._space
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT x.* FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
+     WHERE y.name = p_collection AND x.name = p_space AND x.active AND x.statements IS NOT NULL;
+END;
+
+-- Raise hnsw.ef_search for the current call to the rows one index scan must return (or to the
+-- caller's ef_search); the search functions' SET clauses restore it when they return.
+CREATE OR REPLACE FUNCTION mmr._raise_ef_search(p_rows int, p_ef_search int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_rows > 40 OR p_ef_search IS NOT NULL THEN
+        PERFORM set_config('hnsw.ef_search', greatest(p_rows, coalesce(p_ef_search, 40))::text,
+                           true);
+    END IF;
+END
+$$;
+
 -- Raise a clear error for an invalid query or stored vector.
 CREATE OR REPLACE FUNCTION mmr._check_vector(p_vec @extschema:vector@.vector, p_dimensions int,
                                              p_distance text, p_what text)

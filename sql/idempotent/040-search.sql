@@ -126,8 +126,7 @@ BEGIN
     END IF;
     -- ef_search bounds how many rows one scan returns: never below k.  Iterative scans keep
     -- returning rows under a selective filter, up to max_scan_tuples visited tuples.
-    PERFORM set_config('hnsw.ef_search',
-                       greatest(p_k, coalesce(p_ef_search, 40))::text, true);
+    PERFORM mmr._raise_ef_search(p_k, p_ef_search);
     PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
     IF p_max_scan_tuples IS NOT NULL THEN
         PERFORM set_config('hnsw.max_scan_tuples', p_max_scan_tuples::text, true);
@@ -167,15 +166,11 @@ BEGIN
     -- (mmr._space.statements), one catalog look-up, nothing else to build or check.
     IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL
        AND k BETWEEN 1 AND 1000 AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) THEN
-        SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
-         WHERE y.name = collection AND x.name = space AND x.active;
-        IF FOUND AND s.statements IS NOT NULL
+        s := mmr._active_space(collection, space);
+        IF s.id IS NOT NULL
            AND @extschema:vector@.vector_dims(query) = s.dimensions
            AND (s.distance <> 'cosine' OR @extschema:vector@.vector_norm(query) > 0) THEN
-            IF k > 40 OR ef_search IS NOT NULL THEN
-                PERFORM set_config('hnsw.ef_search', greatest(k, coalesce(ef_search, 40))::text,
-                                   true);
-            END IF;
+            PERFORM mmr._raise_ef_search(k, ef_search);
             RETURN QUERY EXECUTE s.statements ->> 'search' USING query, k;
             RETURN;
         END IF;

@@ -662,15 +662,11 @@ BEGIN
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
        AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
                                                    'score_sum', 'product', 'weimocir') THEN
-        SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
-         WHERE y.name = collection AND x.name = space AND x.active AND x.statements IS NOT NULL;
-        IF FOUND THEN
+        s := mmr._active_space(collection, space);
+        IF s.id IS NOT NULL THEN
             p := mmr._fast_plan(s, reference, modifier, method, params, k, NULL);
             IF p.sql IS NOT NULL THEN
-                IF p.n > 40 OR ef_search IS NOT NULL THEN
-                    PERFORM set_config('hnsw.ef_search',
-                                       greatest(p.n, coalesce(ef_search, 40))::text, true);
-                END IF;
+                PERFORM mmr._raise_ef_search(p.n, ef_search);
                 RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 RETURN;
             END IF;
@@ -730,9 +726,8 @@ BEGIN
        AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
                                                    'score_sum', 'product', 'weimocir')
        AND (NOT prm ? 'exclude_reference' OR jsonb_typeof(prm -> 'exclude_reference') = 'boolean') THEN
-        SELECT x.* INTO s FROM mmr._space x JOIN mmr._collection y ON y.id = x.collection_id
-         WHERE y.name = collection AND x.name = space AND x.active AND x.statements IS NOT NULL;
-        IF FOUND THEN
+        s := mmr._active_space(collection, space);
+        IF s.id IS NOT NULL THEN
             EXECUTE s.statements ->> 'embedding_of' INTO ref USING reference_key;
             -- WeiMoCIR with one caption space: its own fast path (mmr._weimocir_fast).
             IF lower(method) = 'weimocir' AND jsonb_typeof(prm -> 'caption_space') = 'string'
@@ -756,10 +751,7 @@ BEGIN
                         AND @extschema:vector@.vector_norm(refcap) > 0)) THEN
                     n := least(1000, greatest(k + 1, coalesce((prm ->> 'candidates')::float8::int,
                                                               greatest(4 * k, 40))));
-                    IF n > 40 OR ef_search IS NOT NULL THEN
-                        PERFORM set_config('hnsw.ef_search',
-                                           greatest(n, coalesce(ef_search, 40))::text, true);
-                    END IF;
+                    PERFORM mmr._raise_ef_search(n, ef_search);
                     RETURN QUERY SELECT * FROM mmr._weimocir_fast(
                         s, cs, ref, refcap, modifier, coalesce((prm ->> 'alpha')::float8, 0.8),
                         coalesce((prm ->> 'beta')::float8, 0.1), n, k,
@@ -772,10 +764,7 @@ BEGIN
                                 CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true)
                                      THEN reference_key END);
             IF p.sql IS NOT NULL THEN
-                IF p.n > 40 OR ef_search IS NOT NULL THEN
-                    PERFORM set_config('hnsw.ef_search',
-                                       greatest(p.n, coalesce(ef_search, 40))::text, true);
-                END IF;
+                PERFORM mmr._raise_ef_search(p.n, ef_search);
                 RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 RETURN;
             END IF;

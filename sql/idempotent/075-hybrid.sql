@@ -247,10 +247,7 @@ BEGIN
                 legs := legs || (sp.statements ->> 'leg_agg');
             END LOOP;
             IF cardinality(legs) = nlegs THEN
-                IF n > 40 OR ef_search IS NOT NULL THEN
-                    PERFORM set_config('hnsw.ef_search', greatest(n, coalesce(ef_search, 40))::text,
-                                       true);
-                END IF;
+                PERFORM mmr._raise_ef_search(n, ef_search);
                 IF has_text THEN
                     EXECUTE format('SELECT array_agg(x.key ORDER BY x.score DESC, x.key), '
                                    'array_agg(x.score ORDER BY x.score DESC, x.key) FROM (%s) x',
