@@ -387,3 +387,77 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any]) -> None:
     )
     assert "_hybrid_plan" not in _calls(conn, hybrid, a)
     assert "_hybrid_plan" in _calls(conn, hybrid, general)
+
+
+def test_fast_paths_top_up_past_invisible_index_entries(db_url: str) -> None:
+    """The fast paths scan without iterative scans; when the ef_search nearest index entries are
+    dead rows (deleted, not yet vacuumed), they must still return k rows, the same as the
+    general path (which scans iteratively), and leave the session's settings alone."""
+    rng = np.random.default_rng(11)
+    img = n(rng.standard_normal((N, D))).astype(np.float32)
+    cap = n(img + 0.3 * rng.standard_normal((N, D))).astype(np.float32)
+    q, m = img[0], img[1]
+    with mmr.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fpd (id int PRIMARY KEY, caption text)")
+        conn.execute(f"INSERT INTO fpd SELECT i, 'red circle' FROM generate_series(0, {N - 1}) i")
+        mmr.create_collection(conn, "fpd", "fpd", text_columns=["caption"])
+        retrieval.create_text_index(conn, "fpd")
+        tables = {}
+        for name, v in (("img", img), ("cap", cap)):
+            mmr.add_space(conn, "fpd", name, "external", None, D)
+            mmr.put_embeddings(conn, "fpd", name, list(range(N)), v)
+            row = conn.execute(
+                "SELECT s.embedding_table::text FROM mmr._space s JOIN mmr._collection c "
+                "ON c.id = s.collection_id WHERE c.name = 'fpd' AND s.name = %s",
+                (name,),
+            ).fetchone()
+            assert row is not None
+            tables[name] = row[0]
+            conn.execute(f"ALTER TABLE {tables[name]} SET (autovacuum_enabled = false)")
+        # Delete the 60 rows nearest to the query and to the weighted query, in both spaces:
+        # their index entries stay until VACUUM, and they fill a plain scan's 40 candidates.
+        wq = n(0.5 * q + 0.5 * m)
+        dead = sorted(
+            set(np.argsort(-(img @ q))[1:61].tolist()) | set(np.argsort(-(img @ wq))[2:62].tolist())
+        )
+        for t in tables.values():
+            conn.execute(f"DELETE FROM {t} WHERE id = ANY(%s)", (dead,))
+        from pgvector import Vector
+
+        conn.execute("SET enable_seqscan = off")  # 400 rows: the planner would sort them all
+        plain = conn.execute(
+            f"SELECT id FROM {tables['img']} ORDER BY embedding <=> %s LIMIT 10", (Vector(q),)
+        ).fetchall()
+        assert len(plain) < 10  # the situation the top-up is for
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        try:
+            fast = retrieval.search(conn, "fpd", "img", q, 10)
+            general = retrieval.search(conn, "fpd", "img", q, 10, max_scan_tuples=FORCE_GENERAL)
+            assert len(fast) == 10
+            _same(fast, general)
+            live = [i for i in np.argsort(-(img @ q)).tolist() if i not in dead][:10]
+            assert [h.key for h in fast] == live
+            for method in ("weighted", "image_only"):
+                fast = retrieval.composed_search(conn, "fpd", "img", q, m, method=method, k=10)
+                general = retrieval.composed_search(
+                    conn, "fpd", "img", q, m, method=method, k=10, max_scan_tuples=FORCE_GENERAL
+                )
+                assert len(fast) == 10
+                _same(fast, general)
+            kw: dict[str, Any] = {"method": "weimocir", "params": {"caption_space": "cap"}}
+            fast = retrieval.composed_search(conn, "fpd", "img", None, m, reference_key=0, **kw)
+            general = retrieval.composed_search(
+                conn, "fpd", "img", None, m, reference_key=0, max_scan_tuples=FORCE_GENERAL, **kw
+            )
+            assert len(fast) == 10
+            _same(fast, general)
+            fast = retrieval.hybrid_search(conn, "fpd", None, [("img", q)], k=10)
+            general = retrieval.hybrid_search(
+                conn, "fpd", None, [("img", q)], k=10, max_scan_tuples=FORCE_GENERAL
+            )
+            assert len(fast) == 10
+            _same(fast, general)
+            assert conn.execute("SHOW hnsw.iterative_scan").fetchone() == ("relaxed_order",)
+        finally:
+            conn.execute("RESET hnsw.iterative_scan")
+            conn.execute("RESET enable_seqscan")

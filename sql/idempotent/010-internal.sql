@@ -204,6 +204,27 @@ BEGIN
 END
 $$;
 
+-- The fast paths scan without pgvector's iterative scan (it costs ~10 % of a plain scan).  An
+-- unfiltered scan returns fewer rows than asked only when index entries among the ef_search
+-- nearest are invisible (deleted or uncommitted rows) or the table is small; the fast path then
+-- switches iterative scans on for the rest of the call (the caller's SET clause restores it) and
+-- runs its statement again past the rows it already returned.  The first ef_search candidates of
+-- a strict-order iterative scan are those of the plain scan, in the same order, and a STABLE
+-- function sees one snapshot, so the offset skips exactly those rows.
+CREATE OR REPLACE FUNCTION mmr._top_up_scan()
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT set_config('hnsw.iterative_scan', 'strict_order', true);
+END;
+
+CREATE OR REPLACE FUNCTION mmr._offset_sql(p_sql text, p_offset bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 'SELECT * FROM (' || p_sql || ') x OFFSET ' || p_offset;
+END;
+
 -- Raise a clear error for an invalid query or stored vector.
 CREATE OR REPLACE FUNCTION mmr._check_vector(p_vec @extschema:vector@.vector, p_dimensions int,
                                              p_distance text, p_what text)

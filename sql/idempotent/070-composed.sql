@@ -647,13 +647,14 @@ RETURNS TABLE (key jsonb, score float8)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET hnsw.ef_search = 40
-SET hnsw.iterative_scan = strict_order
+SET hnsw.iterative_scan = off
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
     c mmr._collection;
     s mmr._space;
     p mmr._search_plan;
+    got bigint;
 BEGIN
     -- Fast path: a single-vector method or score_sum/product without filter or reranker runs the space's cached
     -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
@@ -667,7 +668,17 @@ BEGIN
             p := mmr._fast_plan(s, reference, modifier, method, params, k, NULL);
             IF p.sql IS NOT NULL THEN
                 PERFORM mmr._raise_ef_search(p.n, ef_search);
+                IF cardinality(p.vecs) > 1 THEN
+                    -- score_sum / product: each leg must return its candidates
+                    PERFORM mmr._top_up_scan();
+                END IF;
                 RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
+                GET DIAGNOSTICS got = ROW_COUNT;
+                IF got < k AND cardinality(p.vecs) = 1 THEN
+                    PERFORM mmr._top_up_scan();
+                    RETURN QUERY EXECUTE mmr._offset_sql(p.sql, got)
+                        USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
+                END IF;
                 RETURN;
             END IF;
         END IF;
@@ -706,7 +717,7 @@ RETURNS TABLE (key jsonb, score float8)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET hnsw.ef_search = 40
-SET hnsw.iterative_scan = strict_order
+SET hnsw.iterative_scan = off
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
@@ -718,6 +729,7 @@ DECLARE
     refcap @extschema:vector@.vector;
     cs mmr._space;
     n int;
+    got bigint;
 BEGIN
     -- Fast path as in the overload above; the reference's embedding comes from the cached
     -- look-up statement, and it is excluded from the results unless exclude_reference is false.
@@ -765,7 +777,17 @@ BEGIN
                                      THEN reference_key END);
             IF p.sql IS NOT NULL THEN
                 PERFORM mmr._raise_ef_search(p.n, ef_search);
+                IF cardinality(p.vecs) > 1 THEN
+                    -- score_sum / product: each leg must return its candidates
+                    PERFORM mmr._top_up_scan();
+                END IF;
                 RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
+                GET DIAGNOSTICS got = ROW_COUNT;
+                IF got < k AND cardinality(p.vecs) = 1 THEN
+                    PERFORM mmr._top_up_scan();
+                    RETURN QUERY EXECUTE mmr._offset_sql(p.sql, got)
+                        USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
+                END IF;
                 RETURN;
             END IF;
         END IF;

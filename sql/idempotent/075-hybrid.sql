@@ -196,7 +196,7 @@ RETURNS TABLE (key jsonb, score float8)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET hnsw.ef_search = 40
-SET hnsw.iterative_scan = strict_order
+SET hnsw.iterative_scan = off
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
@@ -262,6 +262,12 @@ BEGIN
                 END IF;
                 FOR i IN 1 .. nlegs LOOP
                     EXECUTE legs[i] INTO lk, ls USING vectors[i], n;
+                    IF coalesce(cardinality(lk), 0) < n
+                       AND current_setting('hnsw.iterative_scan') = 'off' THEN
+                        -- a short leg: scan again past invisible entries (mmr._top_up_scan)
+                        PERFORM mmr._top_up_scan();
+                        EXECUTE legs[i] INTO lk, ls USING vectors[i], n;
+                    END IF;
                     lk := coalesce(lk, '{}');
                     a_key := a_key || lk;
                     a_score := a_score || coalesce(ls, '{}');
