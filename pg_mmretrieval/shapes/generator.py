@@ -309,12 +309,12 @@ def _layout(
     jx, jy = (float(v) for v in rng.uniform(-jit, jit, size=2))
     if a.position in ("left", "right"):
         x = anchor if a.position == "left" else 1 - anchor
-        spread = 0.12 if style == "paper" else 0.0
+        spread = float(geo.get("spread", 0.12 if style == "paper" else 0.0))
         y = 0.5 + float(rng.uniform(-spread, spread))
         centres = [(x + jx, y + o + jy) for o in offsets]
     elif a.position in ("top", "bottom"):
         y = anchor if a.position == "top" else 1 - anchor
-        spread = 0.12 if style == "paper" else 0.0
+        spread = float(geo.get("spread", 0.12 if style == "paper" else 0.0))
         x = 0.5 + float(rng.uniform(-spread, spread))
         centres = [(x + o + jx, y + jy) for o in offsets]
     else:
@@ -342,6 +342,7 @@ def render(
     size: int = IMAGE_SIZE,
     augment: bool = False,
     vary: bool = False,
+    wide: bool = False,
 ) -> Image.Image:
     """Draw the scene ``a`` as an RGB image of ``size`` x ``size`` pixels.
 
@@ -350,6 +351,9 @@ def render(
     ``augment`` (training only, ``flat`` style) randomises the background brightness and tint,
     sometimes anti-aliases and blurs, and adds pixel noise, so the model does not tie shapes to
     one background or one rasterisation.
+    ``wide`` (training only, the second training phase) widens the layout (region anchors
+    15-25 % from the edge, jitter +-6 %, +-12 % along the free axis) and, with ``augment``,
+    draws a third of the backgrounds light (195-255), a third dark (0-59) and the rest anywhere.
     """
     if style not in _STYLE_GEOMETRY:
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
@@ -360,6 +364,10 @@ def render(
         lo = 0.12 if a.size == "small" else lo
         geo["cross"] = (0.24, 0.38)
         geo["star_inner"] = float(rng.uniform(0.4, 0.55))
+    if wide:
+        geo["anchor"] = float(rng.uniform(0.15, 0.25))
+        geo["jitter"] = 0.06
+        geo["spread"] = 0.12
     s = float(rng.uniform(lo, hi))
     cl, ch = geo["cross"]
     geo["cross_t"] = float(rng.uniform(cl, ch))
@@ -372,7 +380,15 @@ def render(
         noise_sd = 0.0
         blur = 0.0
     else:
-        if augment and rng.random() < 0.5:
+        if wide and augment:
+            u = float(rng.random())
+            if u < 0.3:
+                level = int(rng.integers(0, 256))
+            elif u < 0.65:
+                level = int(rng.integers(195, 256))
+            else:
+                level = int(rng.integers(0, 60))
+        elif augment and rng.random() < 0.5:
             level = int(rng.integers(0, 256))
         else:
             level = int(rng.integers(0, 60))
