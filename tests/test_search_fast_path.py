@@ -92,6 +92,8 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "single_excl",
             "score_sum",
             "product",
+            "score_sum_checked",
+            "product_checked",
             "leg_agg",
             "sims_of",
             "embedding_of",
@@ -373,6 +375,7 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any]) -> None:
         )
         fast = _calls(conn, composed, a)
         assert "_fast_plan" in fast and "_composed_plan" not in fast
+        assert "_top_up_scan" not in fast  # complete scans: no second one
         assert "_composed_plan" in _calls(conn, composed, general)
     wmc = (
         "SELECT * FROM mmr.composed_search('fp', 'img', '50'::jsonb, %(m)s, 'weimocir', 10, "
@@ -437,7 +440,10 @@ def test_fast_paths_top_up_past_invisible_index_entries(db_url: str) -> None:
             _same(fast, general)
             live = [i for i in np.argsort(-(img @ q)).tolist() if i not in dead][:10]
             assert [h.key for h in fast] == live
-            for method in ("weighted", "image_only"):
+            for method in ("weighted", "score_sum"):
+                call = f"SELECT * FROM mmr.composed_search('fpd', 'img', %(q)s, %(m)s, '{method}')"
+                assert "_top_up_scan" in _calls(conn, call, {"q": Vector(q), "m": Vector(m)})
+            for method in ("weighted", "image_only", "score_sum", "product"):
                 fast = retrieval.composed_search(conn, "fpd", "img", q, m, method=method, k=10)
                 general = retrieval.composed_search(
                     conn, "fpd", "img", q, m, method=method, k=10, max_scan_tuples=FORCE_GENERAL

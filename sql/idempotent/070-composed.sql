@@ -175,24 +175,32 @@ $$;
 -- Two-leg late fusion (score_sum, product): the candidates of both legs ($1[1] the reference,
 -- $1[2] the modifier, $2 rows each), each scored against both queries from the embedding its
 -- leg carried; $5 an excluded key.
+-- p_checked (the fast path's variant, scanned without iterative scans): the statement returns no
+-- row at all unless both legs returned their $2 candidates; the caller then scans again with
+-- iterative scans on (see mmr._top_up_scan).
+DROP FUNCTION IF EXISTS mmr._pair_sql(mmr._collection, mmr._space, jsonb, text);
+
 CREATE OR REPLACE FUNCTION mmr._pair_sql(c mmr._collection, s mmr._space, p_filter jsonb,
-                                         p_method text)
+                                         p_method text, p_checked boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN format(
-        'WITH u AS (SELECT DISTINCT ON (%s) %s, l.embedding FROM ((%s) UNION ALL (%s)) l), '
+        'WITH l AS %s((%s) UNION ALL (%s)), '
+        'u AS (SELECT DISTINCT ON (%s) %s, l.embedding FROM l), '
         'r AS (SELECT %s AS key, %s AS s1, %s AS s2 FROM u) '
-        'SELECT r.key, (%s)::float8 AS score FROM r WHERE $5 IS NULL OR r.key <> $5 '
+        'SELECT r.key, (%s)::float8 AS score FROM r WHERE ($5 IS NULL OR r.key <> $5)%s '
         'ORDER BY score DESC, r.key LIMIT $4',
-        mmr._key_list(c, 'l'), mmr._key_list(c, 'l'),
+        CASE WHEN p_checked THEN 'MATERIALIZED ' ELSE '' END,
         mmr._leg_sql(c, s, '$1[1]', '$2', p_filter, true),
         mmr._leg_sql(c, s, '$1[2]', '$2', p_filter, true),
+        mmr._key_list(c, 'l'), mmr._key_list(c, 'l'),
         mmr._key_json(c, 'u'), mmr._sim(s, 'u', '$1[1]'), mmr._sim(s, 'u', '$1[2]'),
         CASE p_method WHEN 'score_sum' THEN 'r.s1 + r.s2'
-                      ELSE 'greatest(r.s1, 0) * greatest(r.s2, 0)' END);
+                      ELSE 'greatest(r.s1, 0) * greatest(r.s2, 0)' END,
+        CASE WHEN p_checked THEN ' AND (SELECT count(*) FROM l) >= 2 * $2' ELSE '' END);
 END
 $$;
 
@@ -668,15 +676,15 @@ BEGIN
             p := mmr._fast_plan(s, reference, modifier, method, params, k, NULL);
             IF p.sql IS NOT NULL THEN
                 PERFORM mmr._raise_ef_search(p.n, ef_search);
-                IF cardinality(p.vecs) > 1 THEN
-                    -- score_sum / product: each leg must return its candidates
-                    PERFORM mmr._top_up_scan();
-                END IF;
                 RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 GET DIAGNOSTICS got = ROW_COUNT;
-                IF got < k AND cardinality(p.vecs) = 1 THEN
+                IF got < k AND (cardinality(p.vecs) = 1 OR got = 0) THEN
+                    -- short scan (mmr._top_up_scan): single-vector methods continue past the
+                    -- rows returned; score_sum / product returned nothing and run again
                     PERFORM mmr._top_up_scan();
-                    RETURN QUERY EXECUTE mmr._offset_sql(p.sql, got)
+                    RETURN QUERY EXECUTE CASE WHEN cardinality(p.vecs) = 1
+                                              THEN mmr._offset_sql(p.sql, got)
+                                              ELSE p.aux ->> 'sql' END
                         USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 END IF;
                 RETURN;
@@ -777,15 +785,15 @@ BEGIN
                                      THEN reference_key END);
             IF p.sql IS NOT NULL THEN
                 PERFORM mmr._raise_ef_search(p.n, ef_search);
-                IF cardinality(p.vecs) > 1 THEN
-                    -- score_sum / product: each leg must return its candidates
-                    PERFORM mmr._top_up_scan();
-                END IF;
                 RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 GET DIAGNOSTICS got = ROW_COUNT;
-                IF got < k AND cardinality(p.vecs) = 1 THEN
+                IF got < k AND (cardinality(p.vecs) = 1 OR got = 0) THEN
+                    -- short scan (mmr._top_up_scan): single-vector methods continue past the
+                    -- rows returned; score_sum / product returned nothing and run again
                     PERFORM mmr._top_up_scan();
-                    RETURN QUERY EXECUTE mmr._offset_sql(p.sql, got)
+                    RETURN QUERY EXECUTE CASE WHEN cardinality(p.vecs) = 1
+                                              THEN mmr._offset_sql(p.sql, got)
+                                              ELSE p.aux ->> 'sql' END
                         USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 END IF;
                 RETURN;

@@ -10,6 +10,8 @@
 --   single_excl  as single, $5 the jsonb key to exclude
 --   score_sum,   $1 vector[] (reference, modifier), $2 candidates per leg, $4 k, $5 a key to
 --   product      exclude or NULL                            (mmr._pair_sql)
+--   score_sum_checked, product_checked: the same, returning no row unless both legs returned
+--                $2 candidates (the fast path scans without iterative scans)
 --   leg_agg      $1 vector, $2 n -> (keys jsonb[], scores float8[]) of the n nearest rows,
 --                best first (a vector leg of mmr.hybrid_search)
 --   sims_of      $1 jsonb[] keys, $2 vector -> float8[] scores of those rows to $2 (NULL where
@@ -33,6 +35,8 @@ BEGIN
                               'single_excl', mmr._single_sql(c, s, NULL, true),
                               'score_sum', mmr._pair_sql(c, s, NULL, 'score_sum'),
                               'product', mmr._pair_sql(c, s, NULL, 'product'),
+                              'score_sum_checked', mmr._pair_sql(c, s, NULL, 'score_sum', true),
+                              'product_checked', mmr._pair_sql(c, s, NULL, 'product', true),
                               'leg_agg', format(
                                   'SELECT array_agg(x.key ORDER BY x.dist, x.key), '
                                   'array_agg(%s ORDER BY x.dist, x.key) FROM '
@@ -116,7 +120,9 @@ BEGIN
         p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
         p.n := least(1000, greatest(p_k + 1, coalesce((prm ->> 'candidates')::float8::int,
                                                       greatest(4 * p_k, 40))));
-        p.sql := s.statements ->> m;
+        -- the checked statement (no rows unless both legs are complete), the plain one to rerun
+        p.sql := s.statements ->> (m || '_checked');
+        p.aux := jsonb_build_object('sql', s.statements ->> m);
         RETURN p;
     ELSE
         RETURN NULL;
