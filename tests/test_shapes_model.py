@@ -79,18 +79,18 @@ def test_runtime_path_needs_no_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-# What the committed model reaches (docs/shapes-clip.md has the 1000-sample figures). The issue's
-# targets (THRESHOLDS) hold in the training style and, except shape, in the paper style; paper
-# shape is below its 0.8 target (0.68 on 1000 samples), so its floor here is the model's own level
-# minus sampling margin, well above chance (0.2).
+# What the committed model reaches (docs/shapes-clip.md has the 1000-sample figures): the
+# issue's targets (THRESHOLDS: colour, size, position >= 0.9, shape >= 0.8) in both styles, the
+# training style with shape >= 0.9.  500 samples per style (paper shape 0.818 on this seed, 9
+# images above its floor).
 MODEL_FLOORS: dict[str, dict[str, float]] = {
     "flat": {**THRESHOLDS, "shape": 0.9, "t2i_R@10": 0.95},
-    "paper": {**THRESHOLDS, "shape": 0.58, "t2i_R@10": 0.9},
+    "paper": {**THRESHOLDS, "t2i_R@10": 0.95},
 }
 
 
 def test_accuracy_on_held_out_shapes_in_both_styles(model: OnnxShapesModel) -> None:
-    report = evaluate(model.embed_texts, model.embed_images, n=200, seed=4242)
+    report = evaluate(model.embed_texts, model.embed_images, n=500, seed=4242)
     for style, row in report.items():
         for metric, floor in MODEL_FLOORS[style].items():
             assert row[metric] >= floor, (style, metric, row)
