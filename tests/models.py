@@ -65,7 +65,8 @@ def random_clip_model() -> tuple[Path, Path]:
     """
     from pg_mmretrieval.export import export_model
 
-    root = CACHE / f"clip-b32-random-{_cache_key('clip-b32-random', 'v1')}"
+    # v2: int8 without the quantised patch convolution (pg_mmretrieval.export.variants)
+    root = CACHE / f"clip-b32-random-{_cache_key('clip-b32-random', 'v2')}"
     root.mkdir(parents=True, exist_ok=True)
     checkpoint = random_clip_checkpoint(root)
     model = root / "models" / "clip-b32-random"

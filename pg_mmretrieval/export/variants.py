@@ -18,14 +18,22 @@ MIN_COSINE = 0.99
 
 
 def make_int8(src: Path, dst: Path) -> None:
-    """Per-channel dynamic int8 quantisation of the weights (activations stay float)."""
+    """Per-channel dynamic int8 quantisation of the weights (activations stay float).
+
+    Every operator onnxruntime quantises dynamically except ``Conv``: its integer kernel
+    (ConvInteger) is slow on CPU, and a vision tower's only convolution is the patch embedding
+    (~3 % of ViT-B/32's work).  Measured on the ViT-B/32 vision tower, 1 thread, batch 16: int8
+    1.48x fp32 with the convolution quantised, 1.67x without it, same cosine (0.9994).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
 
     quantize_dynamic(
         str(src),
         str(dst),
         per_channel=True,
         weight_type=QuantType.QInt8,
+        op_types_to_quantize=[op for op in IntegerOpsRegistry if op != "Conv"],
         extra_options={"MatMulConstBOnly": True},
     )
 
