@@ -663,6 +663,7 @@ DECLARE
     s mmr._space;
     p mmr._search_plan;
     got bigint;
+    rerun text;
 BEGIN
     -- Fast path: a single-vector method or score_sum/product without filter or reranker runs the space's cached
     -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
@@ -678,14 +679,9 @@ BEGIN
                 PERFORM mmr._raise_ef_search(p.n, ef_search);
                 RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 GET DIAGNOSTICS got = ROW_COUNT;
-                IF got < k AND (cardinality(p.vecs) = 1 OR got = 0) THEN
-                    -- short scan (mmr._top_up_scan): single-vector methods continue past the
-                    -- rows returned; score_sum / product returned nothing and run again
-                    PERFORM mmr._top_up_scan();
-                    RETURN QUERY EXECUTE CASE WHEN cardinality(p.vecs) = 1
-                                              THEN mmr._offset_sql(p.sql, got)
-                                              ELSE p.aux ->> 'sql' END
-                        USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
+                rerun := mmr._fast_rerun(p, got);
+                IF rerun IS NOT NULL THEN
+                    RETURN QUERY EXECUTE rerun USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 END IF;
                 RETURN;
             END IF;
@@ -738,6 +734,7 @@ DECLARE
     cs mmr._space;
     n int;
     got bigint;
+    rerun text;
 BEGIN
     -- Fast path as in the overload above; the reference's embedding comes from the cached
     -- look-up statement, and it is excluded from the results unless exclude_reference is false.
@@ -787,14 +784,9 @@ BEGIN
                 PERFORM mmr._raise_ef_search(p.n, ef_search);
                 RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 GET DIAGNOSTICS got = ROW_COUNT;
-                IF got < k AND (cardinality(p.vecs) = 1 OR got = 0) THEN
-                    -- short scan (mmr._top_up_scan): single-vector methods continue past the
-                    -- rows returned; score_sum / product returned nothing and run again
-                    PERFORM mmr._top_up_scan();
-                    RETURN QUERY EXECUTE CASE WHEN cardinality(p.vecs) = 1
-                                              THEN mmr._offset_sql(p.sql, got)
-                                              ELSE p.aux ->> 'sql' END
-                        USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
+                rerun := mmr._fast_rerun(p, got);
+                IF rerun IS NOT NULL THEN
+                    RETURN QUERY EXECUTE rerun USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
                 END IF;
                 RETURN;
             END IF;

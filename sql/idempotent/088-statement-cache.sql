@@ -132,6 +132,25 @@ BEGIN
 END
 $$;
 
+-- After a fast-path statement returned p_got rows: NULL when that was complete, else the
+-- statement to run next with iterative scans switched on (mmr._top_up_scan): a single-vector
+-- statement continues past the rows already returned; a checked score_sum / product statement
+-- returned nothing, and its plain form runs again.
+CREATE OR REPLACE FUNCTION mmr._fast_rerun(p mmr._search_plan, p_got bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_got >= p.k OR (cardinality(p.vecs) > 1 AND p_got > 0) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM mmr._top_up_scan();
+    RETURN CASE WHEN cardinality(p.vecs) = 1 THEN mmr._offset_sql(p.sql, p_got)
+                ELSE p.aux ->> 'sql' END;
+END
+$$;
+
 -- WeiMoCIR with one caption space on the fast path (mmr.composed_search by stored key, no
 -- filter or reranker, both spaces stored as `vector`): the same candidates, formula and order as
 -- the general statement of mmr._composed_plan, but each leg is one small cached statement
