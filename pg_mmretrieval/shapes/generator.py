@@ -319,13 +319,56 @@ def _layout(
         centres = [(x + o + jx, y + jy) for o in offsets]
     else:
         centres = [(0.5 + o + jx, 0.5 + jy) for o in offsets]
-    # keep the whole group inside the canvas (shift, never shrink)
+    return _inside(centres, s)
+
+
+def _inside(centres: list[tuple[float, float]], s: float) -> list[tuple[float, float]]:
+    """The group shifted (never shrunk) so that shapes of size ``s`` stay inside the canvas."""
     half = s / 2 + 0.01
     xs = [c[0] for c in centres]
     ys = [c[1] for c in centres]
     dx = max(0.0, half - min(xs)) - max(0.0, max(xs) - (1 - half))
     dy = max(0.0, half - min(ys)) - max(0.0, max(ys) - (1 - half))
     return [(x + dx, y + dy) for x, y in centres]
+
+
+def _draw(
+    a: Attributes,
+    centres: Sequence[tuple[float, float]],
+    s: float,
+    geo: Mapping[str, Any],
+    rng: np.random.Generator,
+    size: int,
+    scale: int,
+    background: tuple[int, ...],
+    fill: tuple[int, ...],
+    blur: float,
+    noise_sd: float,
+    outline: tuple[int, ...] | None = None,
+    width: int = 0,
+) -> Image.Image:
+    """Rasterise the group at ``scale`` x ``size`` pixels, downsample, blur, add pixel noise."""
+    big = size * scale
+    img = Image.new("RGB", (big, big), background)
+    draw = ImageDraw.Draw(img)
+    px = s * big
+    for cx, cy in centres:
+        x, y = cx * big, cy * big
+        if a.shape == "circle":
+            r = px / 2
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=outline, width=width)
+        else:
+            pts = _polygon(a.shape, x, y, px, geo)
+            draw.polygon(pts, fill=fill, outline=outline, width=max(width, 1))
+    if scale > 1:
+        img = img.resize((size, size), Image.Resampling.BOX)
+    if blur > 0:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    if noise_sd > 0:
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr + np.float32(noise_sd) * rng.standard_normal(arr.shape, dtype=np.float32)
+        img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return img
 
 
 def _jitter_colour(
@@ -397,27 +440,7 @@ def render(
         fill = _jitter_colour(COLOURS[a.colour], rng, 25 if augment else 15)
         noise_sd = float(rng.uniform(0, 8)) if augment else 3.0
         blur = float(rng.uniform(0, 0.7)) if augment and rng.random() < 0.3 else 0.0
-
-    big = size * scale
-    img = Image.new("RGB", (big, big), background)
-    draw = ImageDraw.Draw(img)
-    px = s * big
-    for cx, cy in centres:
-        x, y = cx * big, cy * big
-        if a.shape == "circle":
-            r = px / 2
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
-        else:
-            draw.polygon(_polygon(a.shape, x, y, px, geo), fill=fill)
-    if scale > 1:
-        img = img.resize((size, size), Image.Resampling.BOX)
-    if blur > 0:
-        img = img.filter(ImageFilter.GaussianBlur(blur))
-    if noise_sd > 0:
-        arr = np.asarray(img, dtype=np.float32)
-        arr = arr + np.float32(noise_sd) * rng.standard_normal(arr.shape, dtype=np.float32)
-        img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
-    return img
+    return _draw(a, centres, s, geo, rng, size, scale, background, fill, blur, noise_sd)
 
 
 #: Ranges of the domain-randomised training renderer (:func:`render_randomised`).
@@ -475,12 +498,7 @@ def render_randomised(
         centres = [(0.5 + free + o + jx, y + jy) for o in offsets]
     else:
         centres = [(0.5 + o + jx, 0.5 + jy) for o in offsets]
-    half = s / 2 + 0.01
-    xs = [c[0] for c in centres]
-    ys = [c[1] for c in centres]
-    dx = max(0.0, half - min(xs)) - max(0.0, max(xs) - (1 - half))
-    dy = max(0.0, half - min(ys)) - max(0.0, max(ys) - (1 - half))
-    centres = [(x + dx, y + dy) for x, y in centres]
+    centres = _inside(centres, s)
 
     u = rng.random()
     p_dark, p_any = R["background"]
@@ -500,28 +518,9 @@ def render_randomised(
         width = scale
     noise_sd = float(rng.uniform(*R["noise"]))
     blur = float(rng.uniform(*R["blur"])) if rng.random() < R["p_blur"] else 0.0
-
-    big = size * scale
-    img = Image.new("RGB", (big, big), background)
-    draw = ImageDraw.Draw(img)
-    px = s * big
-    for cx, cy in centres:
-        x, y = cx * big, cy * big
-        if a.shape == "circle":
-            r = px / 2
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=outline, width=width)
-        else:
-            pts = _polygon(a.shape, x, y, px, geo)
-            draw.polygon(pts, fill=fill, outline=outline, width=max(width, 1))
-    if scale > 1:
-        img = img.resize((size, size), Image.Resampling.BOX)
-    if blur > 0:
-        img = img.filter(ImageFilter.GaussianBlur(blur))
-    if noise_sd > 0:
-        arr = np.asarray(img, dtype=np.float32)
-        arr = arr + np.float32(noise_sd) * rng.standard_normal(arr.shape, dtype=np.float32)
-        img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
-    return img
+    return _draw(
+        a, centres, s, geo, rng, size, scale, background, fill, blur, noise_sd, outline, width
+    )
 
 
 def generate(

@@ -225,6 +225,25 @@ BEGIN ATOMIC
     SELECT 'SELECT * FROM (' || p_sql || ') x OFFSET ' || p_offset;
 END;
 
+-- One vector leg of a fast path (a space's cached leg_agg statement): the keys and scores of the
+-- p_n nearest rows, best first; a short scan is run again past invisible index entries with
+-- iterative scans on (mmr._top_up_scan).  Empty arrays when the space has no rows.
+CREATE OR REPLACE FUNCTION mmr._leg_agg(p_sql text, p_query @extschema:vector@.vector, p_n int,
+                                        OUT keys jsonb[], OUT scores float8[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE p_sql INTO keys, scores USING p_query, p_n;
+    IF coalesce(cardinality(keys), 0) < p_n AND current_setting('hnsw.iterative_scan') = 'off' THEN
+        PERFORM mmr._top_up_scan();
+        EXECUTE p_sql INTO keys, scores USING p_query, p_n;
+    END IF;
+    keys := coalesce(keys, '{}');
+    scores := coalesce(scores, '{}');
+END
+$$;
+
 -- Raise a clear error for an invalid query or stored vector.
 CREATE OR REPLACE FUNCTION mmr._check_vector(p_vec @extschema:vector@.vector, p_dimensions int,
                                              p_distance text, p_what text)

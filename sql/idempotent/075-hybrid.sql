@@ -261,16 +261,10 @@ BEGIN
                     a_rank := ARRAY(SELECT generate_series(1, cardinality(a_key)));
                 END IF;
                 FOR i IN 1 .. nlegs LOOP
-                    EXECUTE legs[i] INTO lk, ls USING vectors[i], n;
-                    IF coalesce(cardinality(lk), 0) < n
-                       AND current_setting('hnsw.iterative_scan') = 'off' THEN
-                        -- a short leg: scan again past invisible entries (mmr._top_up_scan)
-                        PERFORM mmr._top_up_scan();
-                        EXECUTE legs[i] INTO lk, ls USING vectors[i], n;
-                    END IF;
-                    lk := coalesce(lk, '{}');
+                    SELECT l.keys, l.scores INTO lk, ls
+                      FROM mmr._leg_agg(legs[i], vectors[i], n) l;
                     a_key := a_key || lk;
-                    a_score := a_score || coalesce(ls, '{}');
+                    a_score := a_score || ls;
                     a_leg := a_leg || array_fill(i + has_text::int, ARRAY[cardinality(lk)]);
                     a_rank := a_rank || ARRAY(SELECT generate_series(1, cardinality(lk)));
                 END LOOP;

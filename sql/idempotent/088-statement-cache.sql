@@ -178,19 +178,8 @@ DECLARE
     wi float8[] := '{}';
     wc float8[] := '{}';
 BEGIN
-    EXECUTE s.statements ->> 'leg_agg' INTO ki, si USING qi, p_n;
-    IF coalesce(cardinality(ki), 0) < p_n AND current_setting('hnsw.iterative_scan') = 'off' THEN
-        -- a short leg: scan again past invisible entries (mmr._top_up_scan)
-        PERFORM mmr._top_up_scan();
-        EXECUTE s.statements ->> 'leg_agg' INTO ki, si USING qi, p_n;
-    END IF;
-    EXECUTE cs.statements ->> 'leg_agg' INTO kc, sc USING qc, p_n;
-    IF coalesce(cardinality(kc), 0) < p_n AND current_setting('hnsw.iterative_scan') = 'off' THEN
-        PERFORM mmr._top_up_scan();
-        EXECUTE cs.statements ->> 'leg_agg' INTO kc, sc USING qc, p_n;
-    END IF;
-    ki := coalesce(ki, '{}'); si := coalesce(si, '{}');
-    kc := coalesce(kc, '{}'); sc := coalesce(sc, '{}');
+    SELECT l.keys, l.scores INTO ki, si FROM mmr._leg_agg(s.statements ->> 'leg_agg', qi, p_n) l;
+    SELECT l.keys, l.scores INTO kc, sc FROM mmr._leg_agg(cs.statements ->> 'leg_agg', qc, p_n) l;
     -- Set differences by hashing (x <> ALL (array) compares every pair of jsonb keys).
     mi := ARRAY(SELECT x FROM unnest(kc) x EXCEPT ALL SELECT y FROM unnest(ki) y);
     mc := ARRAY(SELECT x FROM unnest(ki) x EXCEPT ALL SELECT y FROM unnest(kc) y);
