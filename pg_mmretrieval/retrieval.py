@@ -326,6 +326,24 @@ class SearchStatement:
     k: int
     rerank_depth: int | None = None
     rerank_params: Mapping[str, Any] | None = None
+    #: The same call with its optional arguments left out (defaults), and the arguments it
+    #: binds: sent instead of ``sql`` when every other argument is unset and nothing reranks,
+    #: so the plain search sends and binds 4 parameters instead of 10.
+    short_sql: str | None = None
+    short_args: tuple[str, ...] = ()
+
+    def query(self, sql_reranker: str | None, client_side: bool) -> tuple[str, dict[str, Any]]:
+        """The statement text and its arguments (see :meth:`bind`)."""
+        if (
+            self.short_sql is not None
+            and sql_reranker is None
+            and not client_side
+            and self.rerank_depth is None
+            and self.rerank_params is None
+            and all(v is None for n, v in self.args.items() if n not in self.short_args)
+        ):
+            return self.short_sql, {n: self.args[n] for n in self.short_args}
+        return self.sql, self.bind(sql_reranker, client_side)
 
     def bind(self, sql_reranker: str | None, client_side: bool) -> dict[str, Any]:
         """The statement's arguments for a SQL reranker (applied server-side) or a client-side
@@ -352,7 +370,7 @@ def _run(conn: Conn, stmt: SearchStatement, rerank: RerankArg) -> list[Hit]:
     """Run a search statement; apply a SQL reranker server-side, a Python one here."""
     sql_name, py_fn = _split_rerank(conn, rerank)
     with sql_errors():
-        rows = conn.execute(stmt.sql, stmt.bind(sql_name, py_fn is not None)).fetchall()
+        rows = conn.execute(*stmt.query(sql_name, py_fn is not None)).fetchall()
     return stmt.hits(rows, py_fn)
 
 
@@ -366,6 +384,11 @@ _COMPOSED_SQL_VEC = (
     "%(meth)s, %(k)s, %(p)s, %(f)s, %(ef)s, %(mst)s, %(rr)s, %(rd)s, %(rp)s)"
 )
 _COMPOSED_SQL_KEY = _COMPOSED_SQL_VEC.replace("%(r)s::vector", "%(r)s::jsonb")
+_COMPOSED_SHORT_VEC = (
+    "SELECT key, score FROM mmr.composed_search(%(c)s, %(s)s, %(r)s::vector, %(m)s::vector, "
+    "%(meth)s, %(k)s, %(p)s)"
+)
+_COMPOSED_SHORT_KEY = _COMPOSED_SHORT_VEC.replace("%(r)s::vector", "%(r)s::jsonb")
 
 
 def composed_statement(
@@ -413,7 +436,16 @@ def composed_statement(
         params={**dict(params or {}), **dict(rerank_params or {})},
         item=query_item,
     )
-    return SearchStatement(sql, args, info, k, rerank_depth, rerank_params)
+    return SearchStatement(
+        sql,
+        args,
+        info,
+        k,
+        rerank_depth,
+        rerank_params,
+        short_sql=_COMPOSED_SHORT_VEC if reference is not None else _COMPOSED_SHORT_KEY,
+        short_args=("c", "s", "r", "m", "meth", "k", "p"),
+    )
 
 
 def composed_search(
@@ -736,6 +768,7 @@ _SEARCH_SQL = (
     "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, %(ef)s, "
     "%(mst)s, %(rr)s, %(rd)s, %(rp)s)"
 )
+_SEARCH_SQL_SHORT = "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s)"
 
 
 def search_statement(
@@ -770,7 +803,16 @@ def search_statement(
         params=dict(rerank_params or {}),
         item=query_item,
     )
-    return SearchStatement(_SEARCH_SQL, args, info, k, rerank_depth, rerank_params)
+    return SearchStatement(
+        _SEARCH_SQL,
+        args,
+        info,
+        k,
+        rerank_depth,
+        rerank_params,
+        short_sql=_SEARCH_SQL_SHORT,
+        short_args=("c", "s", "q", "k"),
+    )
 
 
 def search(

@@ -6,6 +6,10 @@ reranker; every other call builds its statement per call (the general path).  Pa
 can be compared with the general path's on the same data: they must be identical, for every
 fast-path method, every storage and distance, and single and composite keys.  Invalid arguments
 must raise the general path's errors.
+
+Every test runs twice: with mmr.search and mmr.composed_search bound to the native module
+(native/pg_mmretrieval.c, whose general path is the PL/pgSQL functions) and bound to the PL/pgSQL
+reference functions themselves (a server without the library), see 089-native.sql.
 """
 
 from __future__ import annotations
@@ -68,6 +72,52 @@ def db(db_url: str) -> Iterator[tuple[Conn, dict[str, np.ndarray[Any, Any]]]]:
             conn, "fpc", "img", [{"a": f"k{i % 7}", "b": i} for i in range(N)], vecs["img"]
         )
         yield conn, vecs
+
+
+@pytest.fixture(autouse=True, params=["native", "plpgsql"])
+def binding(db_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Bind the public search functions natively or to the PL/pgSQL reference functions."""
+    with mmr.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT mmr._bind_search(%s)", (request.param == "native",))
+    yield str(request.param)
+    with mmr.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT mmr._bind_search(true)")
+
+
+def test_the_binding_is_in_place(db_url: str, binding: str) -> None:
+    """make test installs the native module into the embedded server: it must be usable there
+    (089-native.sql binds to it at install), and each binding must take."""
+    with mmr.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT mmr._native_unavailable()").fetchone() == (None,), (
+            "the native module is not installed in this server: run `make native`"
+        )
+        langs = conn.execute(
+            "SELECT p.oid::regprocedure::text, l.lanname FROM pg_proc p "
+            "JOIN pg_language l ON l.oid = p.prolang "
+            "WHERE p.pronamespace = 'mmr'::regnamespace "
+            "AND p.proname IN ('search', 'composed_search') ORDER BY 1"
+        ).fetchall()
+    want = "c" if binding == "native" else "plpgsql"
+    assert [lang for sig, lang in langs if "jsonb,vector" not in sig] == [want, want]
+    # The by-key overload of composed_search is PL/pgSQL in both bindings.
+    assert [lang for sig, lang in langs if "jsonb,vector" in sig] == ["plpgsql"]
+
+
+def test_native_unavailable_names_the_reason(db_url: str, binding: str) -> None:
+    """A role that may not create C functions keeps the PL/pgSQL functions, with a reason."""
+    with mmr.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS mmr_not_super")
+        conn.execute("CREATE ROLE mmr_not_super")
+        try:
+            conn.execute("GRANT EXECUTE ON FUNCTION mmr._native_unavailable() TO mmr_not_super")
+            conn.execute("SET ROLE mmr_not_super")
+            (why,) = conn.execute("SELECT mmr._native_unavailable()").fetchone() or (None,)
+            conn.execute("RESET ROLE")
+            assert why is not None and "permission denied" in why
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute("REVOKE ALL ON FUNCTION mmr._native_unavailable() FROM mmr_not_super")
+            conn.execute("DROP ROLE mmr_not_super")
 
 
 def _same(fast: list[Hit], general: list[Hit]) -> None:
@@ -359,7 +409,7 @@ def _calls(conn: Conn, sql: str, args: dict[str, Any]) -> dict[str, int]:
     return {f: c - before.get(f, 0) for f, c in after.items() if c > before.get(f, 0)}
 
 
-def test_the_fast_paths_are_taken(db: tuple[Conn, Any]) -> None:
+def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
     conn, vecs = db
     from pgvector import Vector
 
@@ -374,7 +424,12 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any]) -> None:
             f"'{params}', max_scan_tuples => %(mst)s)"
         )
         fast = _calls(conn, composed, a)
-        assert "_fast_plan" in fast and "_composed_plan" not in fast
+        assert "_composed_plan" not in fast
+        # The native path fuses weighted / slerp itself (mmr.vec_lerp / vec_slerp).
+        uses_fast_plan = binding == "plpgsql" or method == "score_sum"
+        assert ("_fast_plan" in fast) == uses_fast_plan
+        if method == "weighted":
+            assert "vec_normalize" in fast
         assert "_top_up_scan" not in fast  # complete scans: no second one
         assert "_composed_plan" in _calls(conn, composed, general)
     wmc = (
@@ -401,6 +456,9 @@ def test_fast_paths_top_up_past_invisible_index_entries(db_url: str) -> None:
     cap = n(img + 0.3 * rng.standard_normal((N, D))).astype(np.float32)
     q, m = img[0], img[1]
     with mmr.connect(db_url, autocommit=True) as conn:
+        # run once per binding on the module's database
+        conn.execute("SELECT mmr.drop_collection(name) FROM mmr._collection WHERE name = 'fpd'")
+        conn.execute("DROP TABLE IF EXISTS fpd")
         conn.execute("CREATE TABLE fpd (id int PRIMARY KEY, caption text)")
         conn.execute(f"INSERT INTO fpd SELECT i, 'red circle' FROM generate_series(0, {N - 1}) i")
         mmr.create_collection(conn, "fpd", "fpd", text_columns=["caption"])

@@ -124,7 +124,7 @@ class AsyncClient:
             registered = bool(await self._fetchall(retrieval._RERANKER_EXISTS_SQL, (rerank,)))
         sql_name, fn, plugin = retrieval._resolve_rerank(rerank, registered)
         client_side = fn is not None or plugin is not None
-        rows = await self._fetchall(stmt.sql, stmt.bind(sql_name, client_side))
+        rows = await self._fetchall(*stmt.query(sql_name, client_side))
         hits = stmt.hits(rows)
         if fn is not None:
             return stmt.top(await asyncio.to_thread(fn, stmt.info, hits))

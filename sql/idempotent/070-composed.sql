@@ -637,7 +637,10 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION mmr.composed_search(
+-- mmr.composed_search with the reference as a vector: the reference implementation and general
+-- path; 089-native.sql creates the public function from it (natively or as a copy), as for
+-- mmr.search.
+CREATE OR REPLACE FUNCTION mmr._composed_search_plpgsql(
     collection text,
     space text,
     reference @extschema:vector@.vector,

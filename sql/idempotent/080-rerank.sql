@@ -268,8 +268,9 @@ RETURNS TABLE (key jsonb, score float8)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM mmr.search(collection, space, query, k, filter, ef_search, max_scan_tuples,
-                             'mmr', greatest(candidates, k), jsonb_build_object('lambda', lambda))
+    SELECT * FROM mmr._search_plpgsql(collection, space, query, k, filter, ef_search,
+                                      max_scan_tuples, 'mmr', greatest(candidates, k),
+                                      jsonb_build_object('lambda', lambda))
 $$;
 
 -- Dialog (multi-turn) query from the embeddings of the turns (caption, then answers...):

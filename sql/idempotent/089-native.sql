@@ -1,0 +1,108 @@
+-- mmr.search and mmr.composed_search (reference as a vector): the native fast path when this
+-- server has the library (native/pg_mmretrieval.c, installed with `make -C native install
+-- PG_CONFIG=...`; `make test` and `make demo` install it into the embedded server), else the
+-- PL/pgSQL functions mmr._search_plpgsql and mmr._composed_search_plpgsql under the public
+-- names.  Each pair has the same signature, SET clauses and contract; a native function hands
+-- every call that is not its plain fast path to its PL/pgSQL function.  The native ones are
+-- used only when the library loads, its ABI is the one this schema expects, and the installing
+-- role may create C functions (superuser); anything else keeps the PL/pgSQL functions, with a
+-- NOTICE.  Re-run on every upgrade, so installing or removing the library takes effect at the
+-- next `mmr db upgrade`.
+-- Why the native functions cannot be used here (NULL: they can).
+CREATE OR REPLACE FUNCTION mmr._native_unavailable()
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $mmr$
+DECLARE
+    expected_abi constant int := 1;
+    abi int;
+BEGIN
+    CREATE OR REPLACE FUNCTION mmr._native_abi() RETURNS int
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS '$libdir/pg_mmretrieval', 'mmr_native_abi';
+    EXECUTE 'SELECT mmr._native_abi()' INTO abi;
+    IF abi <> expected_abi THEN
+        RETURN format('the library''s ABI is %s, this schema needs %s (rebuild native/)', abi,
+                      expected_abi);
+    END IF;
+    RETURN NULL;
+EXCEPTION WHEN undefined_file OR undefined_function OR insufficient_privilege THEN
+    RETURN SQLERRM;
+END
+$mmr$;
+
+-- Bind the public functions to the native module (p_native) or to copies of the PL/pgSQL
+-- reference functions.  Tests switch a database both ways; OIDs, grants and comments stay.
+CREATE OR REPLACE FUNCTION mmr._bind_search(p_native boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $mmr$
+BEGIN
+    IF p_native THEN
+        CREATE OR REPLACE FUNCTION mmr.search(
+            collection text,
+            space text,
+            query @extschema:vector@.vector,
+            k int DEFAULT 10,
+            filter jsonb DEFAULT NULL,
+            ef_search int DEFAULT NULL,
+            max_scan_tuples int DEFAULT NULL,
+            rerank text DEFAULT NULL,
+            rerank_depth int DEFAULT NULL,
+            rerank_params jsonb DEFAULT NULL)
+        RETURNS TABLE (key jsonb, score float8)
+        LANGUAGE c STABLE
+        SET search_path = pg_catalog, pg_temp
+        SET hnsw.ef_search = 40
+        SET hnsw.iterative_scan = off
+        SET hnsw.max_scan_tuples = 20000
+        AS '$libdir/pg_mmretrieval', 'mmr_search';
+        CREATE OR REPLACE FUNCTION mmr.composed_search(
+            collection text,
+            space text,
+            reference @extschema:vector@.vector,
+            modifier @extschema:vector@.vector,
+            method text DEFAULT 'weighted',
+            k int DEFAULT 10,
+            params jsonb DEFAULT '{}',
+            filter jsonb DEFAULT NULL,
+            ef_search int DEFAULT NULL,
+            max_scan_tuples int DEFAULT NULL,
+            rerank text DEFAULT NULL,
+            rerank_depth int DEFAULT NULL,
+            rerank_params jsonb DEFAULT NULL)
+        RETURNS TABLE (key jsonb, score float8)
+        LANGUAGE c STABLE
+        SET search_path = pg_catalog, pg_temp
+        SET hnsw.ef_search = 40
+        SET hnsw.iterative_scan = off
+        SET hnsw.max_scan_tuples = 20000
+        AS '$libdir/pg_mmretrieval', 'mmr_composed_search';
+    ELSE
+        EXECUTE replace(
+            pg_get_functiondef('mmr._search_plpgsql(text, text, @extschema:vector@.vector, int, '
+                               'jsonb, int, int, text, int, jsonb)'::regprocedure),
+            'FUNCTION mmr._search_plpgsql(', 'FUNCTION mmr.search(');
+        EXECUTE replace(
+            pg_get_functiondef('mmr._composed_search_plpgsql(text, text, '
+                               '@extschema:vector@.vector, @extschema:vector@.vector, text, int, '
+                               'jsonb, jsonb, int, int, text, int, jsonb)'::regprocedure),
+            'FUNCTION mmr._composed_search_plpgsql(', 'FUNCTION mmr.composed_search(');
+    END IF;
+END
+$mmr$;
+
+DO $mmr$
+DECLARE
+    why text := mmr._native_unavailable();
+BEGIN
+    IF why IS NOT NULL THEN
+        RAISE NOTICE 'pg_mmretrieval: mmr.search and mmr.composed_search run without the native '
+                     'fast path: %', why;
+    END IF;
+    PERFORM mmr._bind_search(why IS NULL);
+END
+$mmr$;
