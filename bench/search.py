@@ -199,6 +199,14 @@ def main() -> None:
         # The methods' own query vectors (formulas of FUSION.md, defaults of docs/retrieval.md).
         weighted_q = n(0.5 * n(ref_vecs) + 0.5 * n(mods)).astype(np.float32)
         weimocir_q = n(0.2 * img[refs] + 0.8 * mods).astype(np.float32)
+        # WeiMoCIR's second leg: the same fusion of the reference's caption embedding, searched
+        # in the caption space (its own bare query, for the legs' floor printed at the end).
+        weimocir_cap_q = n(0.2 * cap[refs] + 0.8 * mods).astype(np.float32)
+        (cap_table,) = conn.execute(
+            "SELECT s.embedding_table::text FROM mmr._space s JOIN mmr._collection c "
+            "ON c.id = s.collection_id WHERE c.name = 'items' AND s.name = 'cap' AND s.active"
+        ).fetchone() or ("",)
+        bare_cap_sql = f"SELECT id FROM {cap_table} ORDER BY embedding <=> %s LIMIT %s"
 
         def bare_with(qs: np.ndarray[Any, Any]) -> Callable[[int], list[Any]]:
             def f(i: int) -> list[Any]:
@@ -221,6 +229,15 @@ def main() -> None:
                 bare_with(weimocir_q),
                 1.0,
                 lambda i: np.argsort(-(img @ weimocir_q[i]))[:k],
+            ),
+            (
+                "bare (caption leg: weimocir)",
+                lambda i: [
+                    r[0]
+                    for r in conn.execute(bare_cap_sql, (Vector(weimocir_cap_q[i]), k)).fetchall()
+                ],
+                1.0,
+                lambda i: np.argsort(-(cap @ weimocir_cap_q[i]))[:k],
             ),
             (
                 "mmr.search",
@@ -350,6 +367,13 @@ def main() -> None:
                 f"{target:7.2f} {rec:>9s}",
                 flush=True,
             )
+        legs = statistics.median(lat["bare (same q: weimocir)"]) + statistics.median(
+            lat["bare (caption leg: weimocir)"]
+        )
+        print(
+            f"# weimocir+cap: {statistics.median(lat['composed weimocir+cap']) / legs:.2f} x the "
+            f"sum of its two legs' bare queries ({legs / base:.2f} x the reference)"
+        )
         conn.close()
     finally:
         if not keep:

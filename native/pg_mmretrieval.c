@@ -28,6 +28,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -37,6 +39,8 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/array.h"
+#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -77,6 +81,8 @@ static int	n_cached = 0;
 PG_FUNCTION_INFO_V1(mmr_native_abi);
 PG_FUNCTION_INFO_V1(mmr_search);
 PG_FUNCTION_INFO_V1(mmr_composed_search);
+PG_FUNCTION_INFO_V1(mmr_gqr_refine);
+PG_FUNCTION_INFO_V1(mmr_composed_search_key);
 
 Datum
 mmr_native_abi(PG_FUNCTION_ARGS)
@@ -239,14 +245,9 @@ lookup_space(Datum collection, Datum space, FastSpace *out)
 /* A query vector the fast path accepts: the space's dimension, and not zero under cosine
  * (anything else is the general path's to reject, with its error). */
 static PgVector *
-fast_vector(FunctionCallInfo fcinfo, int arg, const FastSpace *space)
+check_vector(PgVector *v, const FastSpace *space)
 {
-	PgVector   *v;
-
-	if (PG_ARGISNULL(arg))
-		return NULL;
-	v = (PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(arg));
-	if (v->dim != space->dimensions)
+	if (v == NULL || v->dim != space->dimensions)
 		return NULL;
 	if (space->cosine)
 	{
@@ -258,6 +259,14 @@ fast_vector(FunctionCallInfo fcinfo, int arg, const FastSpace *space)
 			return NULL;
 	}
 	return v;
+}
+
+static PgVector *
+fast_vector(FunctionCallInfo fcinfo, int arg, const FastSpace *space)
+{
+	if (PG_ARGISNULL(arg))
+		return NULL;
+	return check_vector((PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(arg)), space);
 }
 
 /* One vector through the space's search statement: the k nearest rows, with hnsw.ef_search
@@ -394,6 +403,174 @@ alpha_param(FunctionCallInfo fcinfo, double *alpha)
 	return true;
 }
 
+/* params is an object of numbers under the given names only (none: true). */
+static bool
+numeric_params(FunctionCallInfo fcinfo, const char *const *names, int n_names)
+{
+	Jsonb	   *params;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (PG_ARGISNULL(6))
+		return true;
+	params = PG_GETARG_JSONB_P(6);
+	if (!JB_ROOT_IS_OBJECT(params))
+		return false;
+	it = JsonbIteratorInit(&params->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			bool		known = false;
+
+			for (int i = 0; i < n_names; i++)
+				known = known || (v.val.string.len == (int) strlen(names[i])
+								  && strncmp(v.val.string.val, names[i],
+											 v.val.string.len) == 0);
+			if (!known)
+				return false;
+		}
+		else if (tok == WJB_VALUE && v.type != jbvNumeric)
+			return false;
+	}
+	return true;
+}
+
+/* mmr._num(params, name, default): a number of params (checked by numeric_params). */
+static double
+num_param(FunctionCallInfo fcinfo, const char *name, double dflt)
+{
+	JsonbValue	value;
+
+	if (PG_ARGISNULL(6)
+		|| getKeyJsonValueFromContainer(&PG_GETARG_JSONB_P(6)->root, name, strlen(name),
+										&value) == NULL)
+		return dflt;
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+											  NumericGetDatum(value.val.numeric)));
+}
+
+static int32
+float8_int4(double x)
+{
+	return DatumGetInt32(DirectFunctionCall1(dtoi4, Float8GetDatum(x)));
+}
+
+/* One row of one column of a kept statement's result, copied out of SPI's tuple table. */
+static Datum
+first_value(const char *sql, int nargs, const Oid *types, Datum *args, const char *nulls,
+			bool *isnull)
+{
+	Form_pg_attribute att;
+
+	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, nulls, true, 1) != SPI_OK_SELECT
+		|| SPI_processed != 1)
+		elog(ERROR, "pg_mmretrieval native: \"%s\" returned no row", sql);
+	att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
+	return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull),
+					 att->attbyval, att->attlen);
+}
+
+/*
+ * GQR on one space (no caption space or caption query; FUSION.md §2.3), as the general path
+ * of mmr._composed_plan computes it: the weighted query z, the candidate pool U of z and of the
+ * modifier from the space's cached checked statement (plain scans; a short leg hands the call
+ * to the general path), z refined by mmr.gqr_refine, U re-scored by the refined query.
+ */
+static bool
+run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *space, int32 k)
+{
+	static const char *const names[] = {"alpha", "a", "temperature", "lr", "steps", "candidates"};
+	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
+	Oid			array_type = get_array_type(vector_type);
+	PgVector   *ref;
+	PgVector   *mod;
+	bool		isnull;
+	Datum		z;
+	Datum		keys;
+	Datum		embeddings;
+	Datum		comp_scores;
+	Datum		refined;
+	int32		n;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	if (!numeric_params(fcinfo, names, lengthof(names)))
+		return false;
+	if ((ref = fast_vector(fcinfo, 2, space)) == NULL || (mod = fast_vector(fcinfo, 3, space)) == NULL)
+		return false;
+	n = Min(MAX_K, Max(k + 1, float8_int4(num_param(fcinfo, "candidates", 10))));
+
+	{
+		Oid			types[3] = {vector_type, vector_type, FLOAT8OID};
+		Datum		args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
+		Float8GetDatum(num_param(fcinfo, "alpha", 0.5))};
+
+		z = first_value("SELECT mmr.vec_lerp($1, $2, $3)", 3, types, args, NULL, &isnull);
+	}
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(space->id)};
+		Datum		sql = first_value("SELECT s.statements ->> 'gqr_union_checked' "
+									  "FROM mmr._space s WHERE s.id = $1",
+									  1, types, args, NULL, &isnull);
+		Oid			union_types[5] = {array_type, INT4OID, JSONBOID, INT4OID, JSONBOID};
+		Datum		union_args[5];
+		char		union_nulls[5] = {' ', ' ', 'n', 'n', 'n'};
+		Datum		elems[2] = {z, PointerGetDatum(mod)};
+		char	   *union_sql;
+
+		if (isnull)
+			return false;
+		union_sql = TextDatumGetCString(sql);
+		get_typlenbyvalalign(vector_type, &typlen, &typbyval, &typalign);
+		union_args[0] = PointerGetDatum(construct_array(elems, 2, vector_type, typlen, typbyval,
+														typalign));
+		union_args[1] = Int32GetDatum(n);
+		union_args[2] = union_args[3] = union_args[4] = (Datum) 0;
+		raise_ef_search(n, fcinfo, 8);
+		if (SPI_execute_plan(statement_plan(union_sql, 5, union_types), union_args, union_nulls,
+							 true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "pg_mmretrieval native: GQR candidate pool failed");
+		keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (isnull)
+			return false;		/* a leg came back short: the general path scans iteratively */
+		keys = datumCopy(keys, false, -1);
+		embeddings = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+											 &isnull), false, -1);
+		comp_scores = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
+											  &isnull), false, -1);
+	}
+	{
+		Oid			types[7] = {vector_type, array_type, FLOAT8ARRAYOID, FLOAT8OID, FLOAT8OID,
+		FLOAT8OID, INT4OID};
+		Datum		args[7] = {z, embeddings, comp_scores,
+			Float8GetDatum(num_param(fcinfo, "a", 0.5)),
+			Float8GetDatum(num_param(fcinfo, "temperature", 1)),
+			Float8GetDatum(num_param(fcinfo, "lr", 5e-3)),
+		Int32GetDatum(float8_int4(num_param(fcinfo, "steps", 15)))};
+
+		refined = first_value("SELECT mmr.gqr_refine($1, $2, $3, $4, $5, $6, $7)", 7, types,
+							  args, NULL, &isnull);
+	}
+	{
+		/* The general path's final statement (mmr._composed_plan, method gqr). */
+		Oid			types[4] = {vector_type, JSONBARRAYOID, array_type, INT4OID};
+		Datum		args[4] = {refined, keys, embeddings, Int32GetDatum(k)};
+
+		if (SPI_execute_plan(statement_plan(
+			"SELECT (pg_catalog.to_jsonb($2) -> (u.i::int - 1)) AS key, "
+			"mmr.vec_dot($1, u.v) AS score FROM unnest($3) WITH ORDINALITY u(v, i) "
+			"ORDER BY score DESC, key LIMIT $4", 4, types), args, NULL, true, 0)
+			!= SPI_OK_SELECT)
+			elog(ERROR, "pg_mmretrieval native: GQR re-scoring failed");
+		append_rows(rsinfo);
+	}
+	return true;
+}
+
 static bool
 run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 {
@@ -472,6 +649,9 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		}
 	}
 
+	if (is_method(fcinfo, "gqr"))
+		return run_gqr_fast(fcinfo, rsinfo, &space, k);
+
 	/* Every other method: mmr._fast_plan decides and builds the query vectors. */
 	plan_args[0] = Int32GetDatum(space.id);
 	plan_nulls[0] = ' ';
@@ -542,6 +722,438 @@ mmr_composed_search(PG_FUNCTION_ARGS)
 		run_general(fcinfo, rsinfo,
 					"SELECT key, score FROM mmr._composed_search_plpgsql($1, $2, $3, $4, $5, $6, "
 					"$7, $8, $9, $10, $11, $12, $13)", 13, types);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* softmax(x / t) into out (max-shifted, as mmr.softmax). */
+static void
+softmax(const double *x, int n, double t, double *out)
+{
+	double		mx = x[0];
+	double		tot = 0.0;
+
+	for (int i = 1; i < n; i++)
+		mx = Max(mx, x[i]);
+	for (int i = 0; i < n; i++)
+	{
+		out[i] = exp((x[i] - mx) / t);
+		tot += out[i];
+	}
+	for (int i = 0; i < n; i++)
+		out[i] /= tot;
+}
+
+static double
+dot(const PgVector *a, const PgVector *b)
+{
+	double		sum = 0.0;
+
+	for (int i = 0; i < a->dim; i++)
+		sum += (double) a->x[i] * (double) b->x[i];
+	return sum;
+}
+
+/*
+ * mmr.gqr_refine(z, d, s2, a, t, lr, steps): the steps of mmr._gqr_refine_plpgsql (FUSION.md
+ * §2.3: gradient descent on KL(m || softmax(z D^T / t)), run on the coefficients of z in
+ * z0 + span(d) with the Gram matrix) in double precision.  NULL arguments or elements, and
+ * vectors of another dimension than z, go to the PL/pgSQL function (its result or its error).
+ */
+Datum
+mmr_gqr_refine(PG_FUNCTION_ARGS)
+{
+	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	PgVector   *z;
+	ArrayType  *d_arr;
+	ArrayType  *s2_arr;
+	Datum	   *d_elems;
+	bool	   *d_nulls;
+	Datum	   *s2_elems;
+	bool	   *s2_nulls;
+	int			n;
+	int			n_s2;
+	double		a,
+				t,
+				lr;
+	int32		steps;
+	PgVector  **d;
+	double	   *b,
+			   *s2,
+			   *target,
+			   *p,
+			   *gram,
+			   *c,
+			   *sc;
+	PgVector   *result;
+	bool		delegate = false;
+
+	for (int i = 0; i < 7; i++)
+		delegate = delegate || PG_ARGISNULL(i);
+	if (!delegate)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		z = (PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(0));
+		d_arr = PG_GETARG_ARRAYTYPE_P(1);
+		s2_arr = PG_GETARG_ARRAYTYPE_P(2);
+		get_typlenbyvalalign(ARR_ELEMTYPE(d_arr), &typlen, &typbyval, &typalign);
+		deconstruct_array(d_arr, ARR_ELEMTYPE(d_arr), typlen, typbyval, typalign, &d_elems,
+						  &d_nulls, &n);
+		deconstruct_array(s2_arr, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &s2_elems,
+						  &s2_nulls, &n_s2);
+		for (int i = 0; i < n; i++)
+			delegate = delegate || d_nulls[i]
+				|| ((PgVector *) PG_DETOAST_DATUM(d_elems[i]))->dim != z->dim;
+		for (int i = 0; i < n_s2; i++)
+			delegate = delegate || s2_nulls[i];
+	}
+	if (delegate)
+	{
+		Oid			types[7] = {vector_type, get_array_type(vector_type), FLOAT8ARRAYOID,
+		FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID};
+		Datum		args[7];
+		char		nulls[7];
+		Datum		value;
+		bool		isnull;
+
+		for (int i = 0; i < 7; i++)
+		{
+			args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+			nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		}
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
+		value = first_value("SELECT mmr._gqr_refine_plpgsql($1, $2, $3, $4, $5, $6, $7)", 7,
+							types, args, nulls, &isnull);
+		value = isnull ? (Datum) 0 : SPI_datumTransfer(value, false, -1);
+		SPI_finish();
+		if (isnull)
+			PG_RETURN_NULL();
+		PG_RETURN_DATUM(value);
+	}
+	if (n != n_s2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("gqr_refine: %d candidate vectors but %d complementary scores", n, n_s2)));
+	a = PG_GETARG_FLOAT8(3);
+	t = PG_GETARG_FLOAT8(4);
+	lr = PG_GETARG_FLOAT8(5);
+	steps = PG_GETARG_INT32(6);
+	if (n == 0 || steps <= 0)
+		PG_RETURN_POINTER(z);
+
+	d = palloc(sizeof(PgVector *) * n);
+	b = palloc(sizeof(double) * n);
+	s2 = palloc(sizeof(double) * n);
+	target = palloc(sizeof(double) * n);
+	p = palloc(sizeof(double) * n);
+	sc = palloc(sizeof(double) * n);
+	c = palloc0(sizeof(double) * n);
+	gram = palloc(sizeof(double) * n * n);
+	for (int i = 0; i < n; i++)
+	{
+		d[i] = (PgVector *) PG_DETOAST_DATUM(d_elems[i]);
+		s2[i] = DatumGetFloat8(s2_elems[i]);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		b[i] = dot(z, d[i]);
+		for (int j = 0; j <= i; j++)
+			gram[i * n + j] = gram[j * n + i] = dot(d[i], d[j]);
+	}
+	/* m = (1 - a) softmax(b / t) + a softmax(s2 / t) (mmr.gqr_target) */
+	softmax(b, n, t, target);
+	softmax(s2, n, t, p);
+	for (int i = 0; i < n; i++)
+		target[i] = (1 - a) * target[i] + a * p[i];
+	for (int step = 0; step < steps; step++)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			sc[i] = b[i];
+			for (int j = 0; j < n; j++)
+				sc[i] += gram[i * n + j] * c[j];
+		}
+		softmax(sc, n, t, p);
+		for (int i = 0; i < n; i++)
+			c[i] -= lr * (p[i] - target[i]) / t;
+	}
+	result = (PgVector *) palloc0(VARSIZE(z));
+	SET_VARSIZE(result, VARSIZE(z));
+	result->dim = z->dim;
+	for (int k = 0; k < z->dim; k++)
+	{
+		double		x = z->x[k];
+
+		for (int i = 0; i < n; i++)
+			x += c[i] * d[i]->x[k];
+		result->x[k] = (float) x;
+	}
+	PG_RETURN_POINTER(result);
+}
+
+/* One vector leg of WeiMoCIR (mmr._leg_agg): the keys and scores of the n nearest rows, best
+ * first, from the space's cached leg_agg statement; a short scan runs again with iterative
+ * scans on (once per call, as mmr._leg_agg); empty arrays when the space has no rows. */
+static void
+run_leg(const char *sql, Oid vector_type, Datum query, int32 n, Datum *keys, Datum *scores)
+{
+	Oid			types[2] = {vector_type, INT4OID};
+	Datum		args[2] = {query, Int32GetDatum(n)};
+	bool		null_keys;
+	bool		null_scores;
+
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
+		int			got = 0;
+
+		if (SPI_execute_plan(statement_plan(sql, 2, types), args, NULL, true, 1) != SPI_OK_SELECT
+			|| SPI_processed != 1)
+			elog(ERROR, "pg_mmretrieval native: a WeiMoCIR leg failed");
+		*keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null_keys);
+		*scores = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null_scores);
+		if (!null_keys)
+			got = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(*keys)),
+								 ARR_DIMS(DatumGetArrayTypeP(*keys)));
+		if (got >= n || attempt == 1
+			|| strcmp(GetConfigOption("hnsw.iterative_scan", false, false), "off") != 0)
+			break;
+		top_up_scan();
+	}
+	*keys = null_keys ? PointerGetDatum(construct_empty_array(JSONBOID)) : datumCopy(*keys, false, -1);
+	*scores = null_scores ? PointerGetDatum(construct_empty_array(FLOAT8OID))
+		: datumCopy(*scores, false, -1);
+}
+
+/* The value of a kept one-column statement, NULL when it returns no row (EXECUTE ... INTO). */
+static Datum
+maybe_value(const char *sql, int nargs, const Oid *types, Datum *args, bool *isnull)
+{
+	Form_pg_attribute att;
+
+	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: \"%s\" failed", sql);
+	if (SPI_processed == 0)
+	{
+		*isnull = true;
+		return (Datum) 0;
+	}
+	att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
+	return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull),
+					 att->attbyval, att->attlen);
+}
+
+/*
+ * WeiMoCIR with one caption space, reference by stored key (mmr._composed_search_key_plpgsql's
+ * fast path and mmr._weimocir_fast, with kept plans): both spaces stored as `vector`, params
+ * among exclude_reference (boolean), caption_space (string), alpha, beta, candidates (numbers),
+ * beta not 0.  False for anything else (the PL/pgSQL function decides).
+ */
+static bool
+run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+{
+	static const char *const names[] = {"exclude_reference", "caption_space", "alpha", "beta",
+	"candidates"};
+	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 3);
+	Jsonb	   *params;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbValue	caption;
+	JsonbValue	excl;
+	bool		exclude = true;
+	double		beta;
+	int32		k;
+	int32		n;
+	FastSpace	space;
+	char	   *stmt[6];
+	PgVector   *ref;
+	PgVector   *refcap;
+	PgVector   *mod;
+	Datum		qi;
+	Datum		qc;
+	Datum		ki,
+				si,
+				kc,
+				sc,
+				mi,
+				mc,
+				wi,
+				wc;
+	bool		isnull;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3)
+		|| PG_ARGISNULL(4) || PG_ARGISNULL(6))
+		return false;
+	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(9) || !PG_ARGISNULL(10))
+		return false;
+	if (!fast_bounds(fcinfo, 5, MAX_K - 1, 8) || !is_method(fcinfo, "weimocir"))
+		return false;
+	k = PG_GETARG_INT32(5);
+	params = PG_GETARG_JSONB_P(6);
+	if (!JB_ROOT_IS_OBJECT(params))
+		return false;
+	it = JsonbIteratorInit(&params->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			bool		known = false;
+
+			for (int i = 0; i < (int) lengthof(names); i++)
+				known = known || (v.val.string.len == (int) strlen(names[i])
+								  && strncmp(v.val.string.val, names[i],
+											 v.val.string.len) == 0);
+			if (!known)
+				return false;
+		}
+	}
+	if (getKeyJsonValueFromContainer(&params->root, "caption_space", 13, &caption) == NULL
+		|| caption.type != jbvString)
+		return false;
+	if (getKeyJsonValueFromContainer(&params->root, "exclude_reference", 17, &excl) != NULL)
+	{
+		if (excl.type != jbvBool)
+			return false;
+		exclude = excl.val.boolean;
+	}
+	for (int i = 2; i < 5; i++)
+		if (getKeyJsonValueFromContainer(&params->root, names[i], strlen(names[i]), &v) != NULL
+			&& v.type != jbvNumeric)
+			return false;
+	beta = num_param(fcinfo, "beta", 0.1);
+	if (beta == 0)
+		return false;
+
+	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
+		return false;
+	{
+		Oid			types[2] = {INT4OID, TEXTOID};
+		Datum		args[2] = {Int32GetDatum(space.id),
+		PointerGetDatum(cstring_to_text_with_len(caption.val.string.val, caption.val.string.len))};
+
+		if (SPI_execute_plan(statement_plan(
+			"SELECT s.statements ->> 'embedding_of', s.statements ->> 'leg_agg', "
+			"s.statements ->> 'sims_of', x.statements ->> 'embedding_of', "
+			"x.statements ->> 'leg_agg', x.statements ->> 'sims_of' "
+			"FROM mmr._space s JOIN mmr._space x ON x.collection_id = s.collection_id "
+			"WHERE s.id = $1 AND s.storage = 'vector' AND x.name = $2 AND x.active "
+			"AND x.statements IS NOT NULL AND x.storage = 'vector' "
+			"AND x.dimensions = s.dimensions", 2, types), args, NULL, true, 2) != SPI_OK_SELECT)
+			elog(ERROR, "pg_mmretrieval native: caption space look-up failed");
+		if (SPI_processed != 1)
+			return false;
+		for (int i = 0; i < 6; i++)
+			if ((stmt[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1))
+				== NULL)
+				return false;
+	}
+	{
+		Oid			types[1] = {JSONBOID};
+		Datum		args[1] = {PG_GETARG_DATUM(2)};
+		Datum		value;
+
+		value = maybe_value(stmt[0], 1, types, args, &isnull);
+		ref = isnull ? NULL : (PgVector *) PG_DETOAST_DATUM(value);
+		value = maybe_value(stmt[3], 1, types, args, &isnull);
+		refcap = isnull ? NULL : (PgVector *) PG_DETOAST_DATUM(value);
+	}
+	mod = (PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(3));
+	if (check_vector(ref, &space) == NULL || check_vector(refcap, &space) == NULL
+		|| check_vector(mod, &space) == NULL)
+		return false;
+	n = Min(MAX_K, Max(k + 1, float8_int4(num_param(fcinfo, "candidates", Max(4 * k, 40)))));
+	raise_ef_search(n, fcinfo, 8);
+	{
+		Oid			types[3] = {vector_type, vector_type, FLOAT8OID};
+		Datum		args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
+		Float8GetDatum(num_param(fcinfo, "alpha", 0.8))};
+		const char *fuse = "SELECT mmr.vec_normalize(mmr.vec_mix($1, $2, $3))";
+
+		qi = maybe_value(fuse, 3, types, args, &isnull);
+		args[0] = PointerGetDatum(refcap);
+		qc = maybe_value(fuse, 3, types, args, &isnull);
+	}
+	run_leg(stmt[1], vector_type, qi, n, &ki, &si);
+	run_leg(stmt[4], vector_type, qc, n, &kc, &sc);
+	{
+		Oid			types[2] = {JSONBARRAYOID, JSONBARRAYOID};
+		Datum		args[2] = {kc, ki};
+
+		mi = maybe_value("SELECT mmr._keys_except($1, $2)", 2, types, args, &isnull);
+		args[0] = ki;
+		args[1] = kc;
+		mc = maybe_value("SELECT mmr._keys_except($1, $2)", 2, types, args, &isnull);
+	}
+	{
+		Oid			types[2] = {JSONBARRAYOID, vector_type};
+		Datum		args[2];
+		ArrayType  *a;
+
+		wi = wc = PointerGetDatum(construct_empty_array(FLOAT8OID));
+		a = DatumGetArrayTypeP(mi);
+		if (ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) > 0)
+		{
+			args[0] = mi;
+			args[1] = qi;
+			wi = maybe_value(stmt[2], 2, types, args, &isnull);
+			if (isnull)
+				wi = PointerGetDatum(construct_empty_array(FLOAT8OID));
+		}
+		a = DatumGetArrayTypeP(mc);
+		if (ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) > 0)
+		{
+			args[0] = mc;
+			args[1] = qc;
+			wc = maybe_value(stmt[5], 2, types, args, &isnull);
+			if (isnull)
+				wc = PointerGetDatum(construct_empty_array(FLOAT8OID));
+		}
+	}
+	{
+		Oid			types[11] = {JSONBARRAYOID, JSONBARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
+			JSONBARRAYOID, JSONBARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8OID, INT4OID,
+		JSONBOID};
+		Datum		args[11] = {ki, mi, si, wi, kc, mc, sc, wc, Float8GetDatum(beta),
+		Int32GetDatum(k), exclude ? PG_GETARG_DATUM(2) : (Datum) 0};
+		char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
+		exclude ? ' ' : 'n'};
+
+		if (SPI_execute_plan(statement_plan(
+			"SELECT key, score FROM mmr._weimocir_fuse($1 || $2, $3 || $4, $5 || $6, $7 || $8, "
+			"$9, $10, $11)", 11, types), args, nulls, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "pg_mmretrieval native: WeiMoCIR fusion failed");
+		append_rows(rsinfo);
+	}
+	return true;
+}
+
+/*
+ * mmr.composed_search with the reference as a stored row's key: WeiMoCIR with a caption space
+ * natively (run_weimocir_key_fast), every other call by mmr._composed_search_key_plpgsql (its
+ * own fast path for the single-vector and two-leg methods, and the general path).
+ */
+Datum
+mmr_composed_search_key(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
+	if (!run_weimocir_key_fast(fcinfo, rsinfo))
+	{
+		Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 3);
+		Oid			types[13] = {TEXTOID, TEXTOID, JSONBOID, vector_type, TEXTOID, INT4OID,
+			JSONBOID, JSONBOID, INT4OID, INT4OID, TEXTOID, INT4OID, JSONBOID};
+
+		run_general(fcinfo, rsinfo,
+					"SELECT key, score FROM mmr._composed_search_key_plpgsql($1, $2, $3, $4, $5, "
+					"$6, $7, $8, $9, $10, $11, $12, $13)", 13, types);
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -95,12 +95,11 @@ def test_the_binding_is_in_place(db_url: str, binding: str) -> None:
             "SELECT p.oid::regprocedure::text, l.lanname FROM pg_proc p "
             "JOIN pg_language l ON l.oid = p.prolang "
             "WHERE p.pronamespace = 'mmr'::regnamespace "
-            "AND p.proname IN ('search', 'composed_search') ORDER BY 1"
+            "AND p.proname IN ('search', 'composed_search', 'gqr_refine') ORDER BY 1"
         ).fetchall()
     want = "c" if binding == "native" else "plpgsql"
-    assert [lang for sig, lang in langs if "jsonb,vector" not in sig] == [want, want]
-    # The by-key overload of composed_search is PL/pgSQL in both bindings.
-    assert [lang for sig, lang in langs if "jsonb,vector" in sig] == ["plpgsql"]
+    # both overloads of composed_search, gqr_refine, search
+    assert [lang for _sig, lang in langs] == [want] * 4, langs
 
 
 def test_native_unavailable_names_the_reason(db_url: str, binding: str) -> None:
@@ -144,6 +143,7 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "product",
             "score_sum_checked",
             "product_checked",
+            "gqr_union_checked",
             "leg_agg",
             "sims_of",
             "embedding_of",
@@ -183,6 +183,8 @@ FAST_METHODS: list[tuple[str, dict[str, Any]]] = [
     ("score_sum", {}),
     ("product", {"candidates": 60}),
     ("weimocir", {"alpha": 0.6}),
+    ("gqr", {}),
+    ("gqr", {"alpha": 0.4, "a": 0.7, "temperature": 0.5, "lr": 0.01, "steps": 5, "candidates": 12}),
 ]
 
 
@@ -432,12 +434,23 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
             assert "vec_normalize" in fast
         assert "_top_up_scan" not in fast  # complete scans: no second one
         assert "_composed_plan" in _calls(conn, composed, general)
+    gqr = (
+        "SELECT * FROM mmr.composed_search('fp', 'img', %(q)s, %(m)s, 'gqr', 10, '{}', "
+        "max_scan_tuples => %(mst)s)"
+    )
+    fast = _calls(conn, gqr, a)
+    assert "gqr_refine" in fast
+    # The native path has a GQR fast path (cached candidate-pool statement); PL/pgSQL does not.
+    assert ("_composed_plan" in fast) is (binding == "plpgsql")
+    assert "_composed_plan" in _calls(conn, gqr, general)
     wmc = (
         "SELECT * FROM mmr.composed_search('fp', 'img', '50'::jsonb, %(m)s, 'weimocir', 10, "
         '\'{"caption_space": "cap"}\', max_scan_tuples => %(mst)s)'
     )
     fast = _calls(conn, wmc, a)
-    assert "_weimocir_fast" in fast and "_composed_plan" not in fast
+    assert "_composed_plan" not in fast and "_keys_except" in fast
+    # Natively the legs and the fusion run from kept plans, without mmr._weimocir_fast.
+    assert ("_weimocir_fast" in fast) is (binding == "plpgsql")
     assert "_composed_plan" in _calls(conn, wmc, general)
     hybrid = (
         "SELECT * FROM mmr.hybrid_search('fp', 'red', ARRAY['img'], ARRAY[%(q)s::vector], 10, "

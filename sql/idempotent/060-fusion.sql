@@ -155,10 +155,12 @@ BEGIN ATOMIC
                                         ORDER BY x.i), t), m) AS u(v, p, m);
 END;
 
-CREATE OR REPLACE FUNCTION mmr.gqr_refine(z @extschema:vector@.vector,
-                                          d @extschema:vector@.vector[], s2 float8[],
-                                          a float8 DEFAULT 0.5, t float8 DEFAULT 1,
-                                          lr float8 DEFAULT 5e-3, steps int DEFAULT 15)
+-- mmr.gqr_refine's reference implementation; 089-native.sql creates mmr.gqr_refine from it (the
+-- native function, the same steps in C, or a copy of this one).
+CREATE OR REPLACE FUNCTION mmr._gqr_refine_plpgsql(z @extschema:vector@.vector,
+                                                    d @extschema:vector@.vector[], s2 float8[],
+                                                    a float8 DEFAULT 0.5, t float8 DEFAULT 1,
+                                                    lr float8 DEFAULT 5e-3, steps int DEFAULT 15)
 RETURNS @extschema:vector@.vector
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp

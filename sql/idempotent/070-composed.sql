@@ -204,6 +204,37 @@ BEGIN
 END
 $$;
 
+-- GQR's candidate pool U (FUSION.md §2.3): the top $2 of the primary query $1[1] on space s and
+-- of the complementary query $1[2] on comp, as arrays ordered by key: keys, full-precision
+-- embeddings of s, and scores in comp (-1 where a row has none); $5 a key to exclude.  With
+-- p_checked the arrays are NULL unless both legs returned $2 rows (the fast path scans without
+-- iterative scans and falls back to the general path when a leg comes back short).
+CREATE OR REPLACE FUNCTION mmr._gqr_union_sql(c mmr._collection, s mmr._space, comp mmr._space,
+                                              p_filter jsonb, p_checked boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kj text := mmr._key_json(c, 'e');
+    same boolean := comp.id = s.id;  -- scores in comp come from e itself
+BEGIN
+    RETURN format(
+        'WITH l AS MATERIALIZED ((%s) UNION ALL (%s)), u AS (SELECT DISTINCT %s FROM l) '
+        'SELECT array_agg(%s ORDER BY %s), '
+        'array_agg(e.embedding::@extschema:vector@.vector ORDER BY %s), '
+        'array_agg(coalesce(%s, -1) ORDER BY %s) FROM u JOIN %s e ON %s %s '
+        'WHERE ($5 IS NULL OR %s <> $5)%s',
+        mmr._leg_sql(c, s, '$1[1]', '$2', p_filter), mmr._leg_sql(c, comp, '$1[2]', '$2', p_filter),
+        mmr._key_list(c, 'l'), kj, kj, kj,
+        mmr._sim(comp, CASE WHEN same THEN 'e' ELSE 'x' END, '$1[2]'), kj,
+        s.embedding_table, mmr._key_join(c, 'u', 'e'),
+        CASE WHEN same THEN ''
+             ELSE format('LEFT JOIN %s x ON %s', comp.embedding_table, mmr._key_join(c, 'u', 'x')) END,
+        kj, CASE WHEN p_checked THEN ' AND (SELECT count(*) FROM l) >= 2 * $2' ELSE '' END);
+END
+$$;
+
 -- Single-vector statement: the k nearest rows to $1[1] in the HNSW shape; when a key may be
 -- excluded ($5), k + 1 rows are fetched and the excluded one dropped.
 DROP FUNCTION IF EXISTS mmr._single_sql(mmr._collection, mmr._space, jsonb);
@@ -542,17 +573,7 @@ BEGIN
         compq := coalesce(mmr._jvec(prm -> 'caption_query'), p_mod);
         PERFORM mmr._check_vector(compq, comp.dimensions, comp.distance, 'the complementary query');
         PERFORM mmr._prepare_search(s, z, n, p_ef_search, p_max_scan_tuples);
-        EXECUTE format(
-            'WITH u AS (SELECT DISTINCT %s FROM ((%s) UNION ALL (%s)) l) '
-            'SELECT array_agg(%s ORDER BY %s), array_agg(e.embedding::@extschema:vector@.vector ORDER BY %s), '
-            'array_agg(coalesce(%s, -1) ORDER BY %s) FROM u JOIN %s e ON %s LEFT JOIN %s x ON %s '
-            'WHERE $5 IS NULL OR %s <> $5',
-            mmr._key_list(c, 'l'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
-            mmr._leg_sql(c, comp, '$1[2]', '$2', p_filter),
-            mmr._key_json(c, 'e'), mmr._key_json(c, 'e'), mmr._key_json(c, 'e'),
-            mmr._sim(comp, 'x', '$1[2]'), mmr._key_json(c, 'e'),
-            s.embedding_table, mmr._key_join(c, 'u', 'e'), comp.embedding_table,
-            mmr._key_join(c, 'u', 'x'), mmr._key_json(c, 'e'))
+        EXECUTE mmr._gqr_union_sql(c, s, comp, p_filter)
            INTO keys_u, d_u, s2_u
           USING ARRAY[z, compq], n, p_filter, NULL::int, p_exclude;
         z := mmr.gqr_refine(z, coalesce(d_u, '{}'), coalesce(s2_u, '{}'), mmr._num(prm, 'a', 0.5),
@@ -705,8 +726,9 @@ END
 $$;
 
 -- The reference as a stored row (its key); it is excluded from the results unless
--- params.exclude_reference is false (CIRR protocol).
-CREATE OR REPLACE FUNCTION mmr.composed_search(
+-- params.exclude_reference is false (CIRR protocol).  The reference implementation and general
+-- path of that overload of mmr.composed_search (089-native.sql creates the public function).
+CREATE OR REPLACE FUNCTION mmr._composed_search_key_plpgsql(
     collection text,
     space text,
     reference_key jsonb,

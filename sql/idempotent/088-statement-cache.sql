@@ -12,6 +12,8 @@
 --   product      exclude or NULL                            (mmr._pair_sql)
 --   score_sum_checked, product_checked: the same, returning no row unless both legs returned
 --                $2 candidates (the fast path scans without iterative scans)
+--   gqr_union_checked  GQR's candidate pool on this space (mmr._gqr_union_sql, checked): $1
+--                vector[] (primary, complementary), $2 candidates per leg, $5 NULL
 --   leg_agg      $1 vector, $2 n -> (keys jsonb[], scores float8[]) of the n nearest rows,
 --                best first (a vector leg of mmr.hybrid_search)
 --   sims_of      $1 jsonb[] keys, $2 vector -> float8[] scores of those rows to $2 (NULL where
@@ -37,6 +39,7 @@ BEGIN
                               'product', mmr._pair_sql(c, s, NULL, 'product'),
                               'score_sum_checked', mmr._pair_sql(c, s, NULL, 'score_sum', true),
                               'product_checked', mmr._pair_sql(c, s, NULL, 'product', true),
+                              'gqr_union_checked', mmr._gqr_union_sql(c, s, s, NULL, true),
                               'leg_agg', format(
                                   'SELECT array_agg(x.key ORDER BY x.dist, x.key), '
                                   'array_agg(%s ORDER BY x.dist, x.key) FROM '
@@ -151,6 +154,30 @@ BEGIN
 END
 $$;
 
+-- The keys of a not in b (multiset difference, by hashing: x <> ALL (array) compares every pair
+-- of jsonb keys).
+CREATE OR REPLACE FUNCTION mmr._keys_except(a jsonb[], b jsonb[])
+RETURNS jsonb[]
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT ARRAY(SELECT x FROM unnest(a) x EXCEPT ALL SELECT y FROM unnest(b) y);
+END;
+
+-- WeiMoCIR's fusion of its two legs (image space: keys ki, scores si; caption space: kc, sc;
+-- each leg's candidates completed with the other leg's, scored by key): beta·caption +
+-- (1 − beta)·image over the image-space candidates, best k, p_exclude left out.
+CREATE OR REPLACE FUNCTION mmr._weimocir_fuse(ki jsonb[], si float8[], kc jsonb[], sc float8[],
+                                              p_beta float8, p_k int, p_exclude jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT i.k, (p_beta * ((coalesce(c.s, 0)) / 1) + (1 - p_beta) * i.s)::float8
+      FROM unnest(ki, si) i(k, s)
+      LEFT JOIN unnest(kc, sc) c(k, s) ON c.k = i.k
+     WHERE i.s IS NOT NULL AND (p_exclude IS NULL OR i.k <> p_exclude)
+     ORDER BY 2 DESC, 1 LIMIT p_k;
+END;
+
 -- WeiMoCIR with one caption space on the fast path (mmr.composed_search by stored key, no
 -- filter or reranker, both spaces stored as `vector`): the same candidates, formula and order as
 -- the general statement of mmr._composed_plan, but each leg is one small cached statement
@@ -180,20 +207,15 @@ DECLARE
 BEGIN
     SELECT l.keys, l.scores INTO ki, si FROM mmr._leg_agg(s.statements ->> 'leg_agg', qi, p_n) l;
     SELECT l.keys, l.scores INTO kc, sc FROM mmr._leg_agg(cs.statements ->> 'leg_agg', qc, p_n) l;
-    -- Set differences by hashing (x <> ALL (array) compares every pair of jsonb keys).
-    mi := ARRAY(SELECT x FROM unnest(kc) x EXCEPT ALL SELECT y FROM unnest(ki) y);
-    mc := ARRAY(SELECT x FROM unnest(ki) x EXCEPT ALL SELECT y FROM unnest(kc) y);
+    mi := mmr._keys_except(kc, ki);
+    mc := mmr._keys_except(ki, kc);
     IF cardinality(mi) > 0 THEN
         EXECUTE s.statements ->> 'sims_of' INTO wi USING mi, qi;
     END IF;
     IF cardinality(mc) > 0 THEN
         EXECUTE cs.statements ->> 'sims_of' INTO wc USING mc, qc;
     END IF;
-    RETURN QUERY
-        SELECT i.k, (p_beta * ((coalesce(c.s, 0)) / 1) + (1 - p_beta) * i.s)::float8
-          FROM unnest(ki || mi, si || wi) i(k, s)
-          LEFT JOIN unnest(kc || mc, sc || wc) c(k, s) ON c.k = i.k
-         WHERE i.s IS NOT NULL AND (p_exclude IS NULL OR i.k <> p_exclude)
-         ORDER BY 2 DESC, 1 LIMIT p_k;
+    RETURN QUERY SELECT * FROM mmr._weimocir_fuse(ki || mi, si || wi, kc || mc, sc || wc, p_beta,
+                                                  p_k, p_exclude);
 END
 $$;

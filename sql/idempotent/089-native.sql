@@ -1,13 +1,16 @@
--- mmr.search and mmr.composed_search (reference as a vector): the native fast path when this
--- server has the library (native/pg_mmretrieval.c, installed with `make -C native install
--- PG_CONFIG=...`; `make test` and `make demo` install it into the embedded server), else the
--- PL/pgSQL functions mmr._search_plpgsql and mmr._composed_search_plpgsql under the public
--- names.  Each pair has the same signature, SET clauses and contract; a native function hands
--- every call that is not its plain fast path to its PL/pgSQL function.  The native ones are
--- used only when the library loads, its ABI is the one this schema expects, and the installing
--- role may create C functions (superuser); anything else keeps the PL/pgSQL functions, with a
--- NOTICE.  Re-run on every upgrade, so installing or removing the library takes effect at the
--- next `mmr db upgrade`.
+-- mmr.search, both overloads of mmr.composed_search and mmr.gqr_refine: the native functions
+-- when this server has the library (native/pg_mmretrieval.c, installed with
+-- `make -C native install PG_CONFIG=...`; `make test` and `make demo` install it into the
+-- embedded server), else the PL/pgSQL functions mmr._search_plpgsql,
+-- mmr._composed_search_plpgsql, mmr._composed_search_key_plpgsql and mmr._gqr_refine_plpgsql
+-- under the public names.  Each pair
+-- has the same signature, SET clauses and contract; a native function hands every call that is
+-- not its plain fast path to its PL/pgSQL function.  The native ones are used only when the
+-- library loads, its ABI is the one this schema expects, and the installing role may create C
+-- functions (superuser); anything else keeps the PL/pgSQL functions, with a NOTICE.  Re-run on
+-- every upgrade, so installing or removing the library takes effect at the next
+-- `mmr db upgrade`.
+
 -- Why the native functions cannot be used here (NULL: they can).
 CREATE OR REPLACE FUNCTION mmr._native_unavailable()
 RETURNS text
@@ -81,6 +84,35 @@ BEGIN
         SET hnsw.iterative_scan = off
         SET hnsw.max_scan_tuples = 20000
         AS '$libdir/pg_mmretrieval', 'mmr_composed_search';
+        CREATE OR REPLACE FUNCTION mmr.composed_search(
+            collection text,
+            space text,
+            reference_key jsonb,
+            modifier @extschema:vector@.vector,
+            method text DEFAULT 'weighted',
+            k int DEFAULT 10,
+            params jsonb DEFAULT '{}',
+            filter jsonb DEFAULT NULL,
+            ef_search int DEFAULT NULL,
+            max_scan_tuples int DEFAULT NULL,
+            rerank text DEFAULT NULL,
+            rerank_depth int DEFAULT NULL,
+            rerank_params jsonb DEFAULT NULL)
+        RETURNS TABLE (key jsonb, score float8)
+        LANGUAGE c STABLE
+        SET search_path = pg_catalog, pg_temp
+        SET hnsw.ef_search = 40
+        SET hnsw.iterative_scan = off
+        SET hnsw.max_scan_tuples = 20000
+        AS '$libdir/pg_mmretrieval', 'mmr_composed_search_key';
+        CREATE OR REPLACE FUNCTION mmr.gqr_refine(z @extschema:vector@.vector,
+                                                  d @extschema:vector@.vector[], s2 float8[],
+                                                  a float8 DEFAULT 0.5, t float8 DEFAULT 1,
+                                                  lr float8 DEFAULT 5e-3, steps int DEFAULT 15)
+        RETURNS @extschema:vector@.vector
+        LANGUAGE c IMMUTABLE PARALLEL SAFE
+        SET search_path = pg_catalog, pg_temp
+        AS '$libdir/pg_mmretrieval', 'mmr_gqr_refine';
     ELSE
         EXECUTE replace(
             pg_get_functiondef('mmr._search_plpgsql(text, text, @extschema:vector@.vector, int, '
@@ -91,6 +123,16 @@ BEGIN
                                '@extschema:vector@.vector, @extschema:vector@.vector, text, int, '
                                'jsonb, jsonb, int, int, text, int, jsonb)'::regprocedure),
             'FUNCTION mmr._composed_search_plpgsql(', 'FUNCTION mmr.composed_search(');
+        EXECUTE replace(
+            pg_get_functiondef('mmr._composed_search_key_plpgsql(text, text, jsonb, '
+                               '@extschema:vector@.vector, text, int, jsonb, jsonb, int, int, '
+                               'text, int, jsonb)'::regprocedure),
+            'FUNCTION mmr._composed_search_key_plpgsql(', 'FUNCTION mmr.composed_search(');
+        EXECUTE replace(
+            pg_get_functiondef('mmr._gqr_refine_plpgsql(@extschema:vector@.vector, '
+                               '@extschema:vector@.vector[], float8[], float8, float8, float8, '
+                               'int)'::regprocedure),
+            'FUNCTION mmr._gqr_refine_plpgsql(', 'FUNCTION mmr.gqr_refine(');
     END IF;
 END
 $mmr$;
