@@ -39,6 +39,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
@@ -334,25 +335,47 @@ run_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 	return true;
 }
 
-Datum
-mmr_search(PG_FUNCTION_ARGS)
+/* A fast path: true when it answered the call. */
+typedef bool (*FastPath) (FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo);
+
+/*
+ * A search entry point: its fast path, else the PL/pgSQL reference function `reference` with the
+ * call's arguments unchanged (same argument types), which is the general path.
+ */
+static Datum
+search_entry(FunctionCallInfo fcinfo, FastPath fast, const char *reference)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
-	if (!run_fast(fcinfo, rsinfo))
+	if (!fast(fcinfo, rsinfo))
 	{
-		Oid			types[10] = {TEXTOID, TEXTOID, get_fn_expr_argtype(fcinfo->flinfo, 2),
-		INT4OID, JSONBOID, INT4OID, INT4OID, TEXTOID, INT4OID, JSONBOID};
+		Oid			types[MAX_ARGS];
+		StringInfoData sql;
 
-		run_general(fcinfo, rsinfo,
-					"SELECT key, score FROM mmr._search_plpgsql($1, $2, $3, $4, $5, $6, $7, $8, "
-					"$9, $10)", 10, types);
+		Assert(PG_NARGS() <= MAX_ARGS);
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "SELECT key, score FROM %s(", reference);
+		for (int i = 0; i < PG_NARGS(); i++)
+		{
+			types[i] = get_fn_expr_argtype(fcinfo->flinfo, i);
+			if (!OidIsValid(types[i]))
+				elog(ERROR, "pg_mmretrieval native: argument types unknown");
+			appendStringInfo(&sql, "%s$%d", i == 0 ? "" : ", ", i + 1);
+		}
+		appendStringInfoChar(&sql, ')');
+		run_general(fcinfo, rsinfo, sql.data, PG_NARGS(), types);
 	}
 	SPI_finish();
 	return (Datum) 0;
+}
+
+Datum
+mmr_search(PG_FUNCTION_ARGS)
+{
+	return search_entry(fcinfo, run_fast, "mmr._search_plpgsql");
 }
 
 /*
@@ -403,18 +426,15 @@ alpha_param(FunctionCallInfo fcinfo, double *alpha)
 	return true;
 }
 
-/* params is an object of numbers under the given names only (none: true). */
+/* params is an object whose keys are among names (and, with `numbers`, whose values are all
+ * numbers). */
 static bool
-numeric_params(FunctionCallInfo fcinfo, const char *const *names, int n_names)
+params_within(Jsonb *params, const char *const *names, int n_names, bool numbers)
 {
-	Jsonb	   *params;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 
-	if (PG_ARGISNULL(6))
-		return true;
-	params = PG_GETARG_JSONB_P(6);
 	if (!JB_ROOT_IS_OBJECT(params))
 		return false;
 	it = JsonbIteratorInit(&params->root);
@@ -431,10 +451,17 @@ numeric_params(FunctionCallInfo fcinfo, const char *const *names, int n_names)
 			if (!known)
 				return false;
 		}
-		else if (tok == WJB_VALUE && v.type != jbvNumeric)
+		else if (tok == WJB_VALUE && numbers && v.type != jbvNumeric)
 			return false;
 	}
 	return true;
+}
+
+/* params (argument 6) is NULL or an object of numbers under the given names only. */
+static bool
+numeric_params(FunctionCallInfo fcinfo, const char *const *names, int n_names)
+{
+	return PG_ARGISNULL(6) || params_within(PG_GETARG_JSONB_P(6), names, n_names, true);
 }
 
 /* mmr._num(params, name, default): a number of params (checked by numeric_params). */
@@ -708,23 +735,7 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 Datum
 mmr_composed_search(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
-	if (!run_composed_fast(fcinfo, rsinfo))
-	{
-		Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
-		Oid			types[13] = {TEXTOID, TEXTOID, vector_type, vector_type, TEXTOID, INT4OID,
-			JSONBOID, JSONBOID, INT4OID, INT4OID, TEXTOID, INT4OID, JSONBOID};
-
-		run_general(fcinfo, rsinfo,
-					"SELECT key, score FROM mmr._composed_search_plpgsql($1, $2, $3, $4, $5, $6, "
-					"$7, $8, $9, $10, $11, $12, $13)", 13, types);
-	}
-	SPI_finish();
-	return (Datum) 0;
+	return search_entry(fcinfo, run_composed_fast, "mmr._composed_search_plpgsql");
 }
 
 /* softmax(x / t) into out (max-shifted, as mmr.softmax). */
@@ -960,9 +971,7 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 	"candidates"};
 	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 3);
 	Jsonb	   *params;
-	JsonbIterator *it;
 	JsonbValue	v;
-	JsonbIteratorToken tok;
 	JsonbValue	caption;
 	JsonbValue	excl;
 	bool		exclude = true;
@@ -995,23 +1004,8 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		return false;
 	k = PG_GETARG_INT32(5);
 	params = PG_GETARG_JSONB_P(6);
-	if (!JB_ROOT_IS_OBJECT(params))
+	if (!params_within(params, names, lengthof(names), false))
 		return false;
-	it = JsonbIteratorInit(&params->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok == WJB_KEY)
-		{
-			bool		known = false;
-
-			for (int i = 0; i < (int) lengthof(names); i++)
-				known = known || (v.val.string.len == (int) strlen(names[i])
-								  && strncmp(v.val.string.val, names[i],
-											 v.val.string.len) == 0);
-			if (!known)
-				return false;
-		}
-	}
 	if (getKeyJsonValueFromContainer(&params->root, "caption_space", 13, &caption) == NULL
 		|| caption.type != jbvString)
 		return false;
@@ -1140,21 +1134,5 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 Datum
 mmr_composed_search_key(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
-	if (!run_weimocir_key_fast(fcinfo, rsinfo))
-	{
-		Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 3);
-		Oid			types[13] = {TEXTOID, TEXTOID, JSONBOID, vector_type, TEXTOID, INT4OID,
-			JSONBOID, JSONBOID, INT4OID, INT4OID, TEXTOID, INT4OID, JSONBOID};
-
-		run_general(fcinfo, rsinfo,
-					"SELECT key, score FROM mmr._composed_search_key_plpgsql($1, $2, $3, $4, $5, "
-					"$6, $7, $8, $9, $10, $11, $12, $13)", 13, types);
-	}
-	SPI_finish();
-	return (Datum) 0;
+	return search_entry(fcinfo, run_weimocir_key_fast, "mmr._composed_search_key_plpgsql");
 }

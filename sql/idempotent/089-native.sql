@@ -36,104 +36,56 @@ EXCEPTION WHEN undefined_file OR undefined_function OR insufficient_privilege TH
 END
 $mmr$;
 
--- Bind the public functions to the native module (p_native) or to copies of the PL/pgSQL
--- reference functions.  Tests switch a database both ways; OIDs, grants and comments stay.
+-- One public function from its PL/pgSQL reference function: the same definition (signature,
+-- volatility, SET clauses) with the C symbol p_symbol of the native library as its body, or, when
+-- p_symbol is NULL, a copy of the reference under the public name.  CREATE OR REPLACE keeps the
+-- public function's OID, so grants, comments and dependent objects stay.
+CREATE OR REPLACE FUNCTION mmr._bind_function(p_reference regprocedure, p_name text,
+                                              p_symbol text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $mmr$
+DECLARE
+    def text := pg_get_functiondef(p_reference);
+    ref_name text := (SELECT proname FROM pg_proc WHERE oid = p_reference);
+BEGIN
+    def := replace(def, format('FUNCTION mmr.%s(', ref_name), format('FUNCTION mmr.%s(', p_name));
+    IF p_symbol IS NOT NULL THEN
+        def := replace(def, E'\n LANGUAGE plpgsql\n', E'\n LANGUAGE c\n');
+        def := left(def, strpos(def, E'\nAS $function$')) ||
+               format('AS %L, %L', '$libdir/pg_mmretrieval', p_symbol);
+    END IF;
+    EXECUTE def;
+END
+$mmr$;
+
+-- Bind the public functions natively (p_native) or to copies of their PL/pgSQL reference
+-- functions.  Tests switch a database both ways.
 CREATE OR REPLACE FUNCTION mmr._bind_search(p_native boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $mmr$
+DECLARE
+    f record;
 BEGIN
-    IF p_native THEN
-        CREATE OR REPLACE FUNCTION mmr.search(
-            collection text,
-            space text,
-            query @extschema:vector@.vector,
-            k int DEFAULT 10,
-            filter jsonb DEFAULT NULL,
-            ef_search int DEFAULT NULL,
-            max_scan_tuples int DEFAULT NULL,
-            rerank text DEFAULT NULL,
-            rerank_depth int DEFAULT NULL,
-            rerank_params jsonb DEFAULT NULL)
-        RETURNS TABLE (key jsonb, score float8)
-        LANGUAGE c STABLE
-        SET search_path = pg_catalog, pg_temp
-        SET hnsw.ef_search = 40
-        SET hnsw.iterative_scan = off
-        SET hnsw.max_scan_tuples = 20000
-        AS '$libdir/pg_mmretrieval', 'mmr_search';
-        CREATE OR REPLACE FUNCTION mmr.composed_search(
-            collection text,
-            space text,
-            reference @extschema:vector@.vector,
-            modifier @extschema:vector@.vector,
-            method text DEFAULT 'weighted',
-            k int DEFAULT 10,
-            params jsonb DEFAULT '{}',
-            filter jsonb DEFAULT NULL,
-            ef_search int DEFAULT NULL,
-            max_scan_tuples int DEFAULT NULL,
-            rerank text DEFAULT NULL,
-            rerank_depth int DEFAULT NULL,
-            rerank_params jsonb DEFAULT NULL)
-        RETURNS TABLE (key jsonb, score float8)
-        LANGUAGE c STABLE
-        SET search_path = pg_catalog, pg_temp
-        SET hnsw.ef_search = 40
-        SET hnsw.iterative_scan = off
-        SET hnsw.max_scan_tuples = 20000
-        AS '$libdir/pg_mmretrieval', 'mmr_composed_search';
-        CREATE OR REPLACE FUNCTION mmr.composed_search(
-            collection text,
-            space text,
-            reference_key jsonb,
-            modifier @extschema:vector@.vector,
-            method text DEFAULT 'weighted',
-            k int DEFAULT 10,
-            params jsonb DEFAULT '{}',
-            filter jsonb DEFAULT NULL,
-            ef_search int DEFAULT NULL,
-            max_scan_tuples int DEFAULT NULL,
-            rerank text DEFAULT NULL,
-            rerank_depth int DEFAULT NULL,
-            rerank_params jsonb DEFAULT NULL)
-        RETURNS TABLE (key jsonb, score float8)
-        LANGUAGE c STABLE
-        SET search_path = pg_catalog, pg_temp
-        SET hnsw.ef_search = 40
-        SET hnsw.iterative_scan = off
-        SET hnsw.max_scan_tuples = 20000
-        AS '$libdir/pg_mmretrieval', 'mmr_composed_search_key';
-        CREATE OR REPLACE FUNCTION mmr.gqr_refine(z @extschema:vector@.vector,
-                                                  d @extschema:vector@.vector[], s2 float8[],
-                                                  a float8 DEFAULT 0.5, t float8 DEFAULT 1,
-                                                  lr float8 DEFAULT 5e-3, steps int DEFAULT 15)
-        RETURNS @extschema:vector@.vector
-        LANGUAGE c IMMUTABLE PARALLEL SAFE
-        SET search_path = pg_catalog, pg_temp
-        AS '$libdir/pg_mmretrieval', 'mmr_gqr_refine';
-    ELSE
-        EXECUTE replace(
-            pg_get_functiondef('mmr._search_plpgsql(text, text, @extschema:vector@.vector, int, '
-                               'jsonb, int, int, text, int, jsonb)'::regprocedure),
-            'FUNCTION mmr._search_plpgsql(', 'FUNCTION mmr.search(');
-        EXECUTE replace(
-            pg_get_functiondef('mmr._composed_search_plpgsql(text, text, '
-                               '@extschema:vector@.vector, @extschema:vector@.vector, text, int, '
-                               'jsonb, jsonb, int, int, text, int, jsonb)'::regprocedure),
-            'FUNCTION mmr._composed_search_plpgsql(', 'FUNCTION mmr.composed_search(');
-        EXECUTE replace(
-            pg_get_functiondef('mmr._composed_search_key_plpgsql(text, text, jsonb, '
-                               '@extschema:vector@.vector, text, int, jsonb, jsonb, int, int, '
-                               'text, int, jsonb)'::regprocedure),
-            'FUNCTION mmr._composed_search_key_plpgsql(', 'FUNCTION mmr.composed_search(');
-        EXECUTE replace(
-            pg_get_functiondef('mmr._gqr_refine_plpgsql(@extschema:vector@.vector, '
-                               '@extschema:vector@.vector[], float8[], float8, float8, float8, '
-                               'int)'::regprocedure),
-            'FUNCTION mmr._gqr_refine_plpgsql(', 'FUNCTION mmr.gqr_refine(');
-    END IF;
+    FOR f IN SELECT * FROM (VALUES
+        ('mmr._search_plpgsql(text, text, @extschema:vector@.vector, int, jsonb, int, int, text, '
+         'int, jsonb)', 'search', 'mmr_search'),
+        ('mmr._composed_search_plpgsql(text, text, @extschema:vector@.vector, '
+         '@extschema:vector@.vector, text, int, jsonb, jsonb, int, int, text, int, jsonb)',
+         'composed_search', 'mmr_composed_search'),
+        ('mmr._composed_search_key_plpgsql(text, text, jsonb, @extschema:vector@.vector, text, '
+         'int, jsonb, jsonb, int, int, text, int, jsonb)', 'composed_search',
+         'mmr_composed_search_key'),
+        ('mmr._gqr_refine_plpgsql(@extschema:vector@.vector, @extschema:vector@.vector[], '
+         'float8[], float8, float8, float8, int)', 'gqr_refine', 'mmr_gqr_refine'))
+        AS v(reference, name, symbol)
+    LOOP
+        PERFORM mmr._bind_function(f.reference::regprocedure, f.name,
+                                   CASE WHEN p_native THEN f.symbol END);
+    END LOOP;
 END
 $mmr$;
 

@@ -20,7 +20,8 @@ BEGIN
                                       'register_reranker', 'unregister_reranker',
                                       'add_multivector_space', 'drop_multivector_space',
                                       'put_multivectors', '_multivector_dropped', '_space_statements_trigger',
-                                      '_bind_search', '_native_unavailable', '_native_abi',
+                                      '_bind_search', '_bind_function', '_native_unavailable',
+                                      '_native_abi',
                                       -- worker (issue 4): administrative
                                       'check', 'repair', 'backfill', 'retry_failed',
                                       'purge_failed', 'status')
