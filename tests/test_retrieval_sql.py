@@ -109,6 +109,13 @@ def test_t6_slerp(conn: psycopg.Connection[Any]) -> None:
             assert np.allclose(v, na, atol=1e-6)
         if w == 1.0:
             assert np.allclose(v, nb, atol=1e-6)
+        # inside [0, 1] slerp runs as a lerp with an adjusted weight: the same vector as the
+        # textbook formula (kept for w outside [0, 1])
+        ref = _one(conn, "SELECT mmr._slerp_extrapolated(%s, %s, %s)", (vec(a), vec(b), w))
+        assert np.allclose(v, ref.to_numpy(), atol=1e-6)
+    for w in (-0.2, 1.3):  # extrapolation beyond the two directions
+        v = _one(conn, "SELECT mmr.vec_slerp(%s, %s, %s)", (vec(a), vec(b), w)).to_numpy()
+        assert abs(math.acos(min(1.0, float(v @ na))) - abs(w) * omega) < 1e-3
     mid = _one(conn, "SELECT mmr.vec_slerp(%s, %s, 0.5)", (vec(a), vec(b))).to_numpy()
     lerp = _one(conn, "SELECT mmr.vec_lerp(%s, %s, 0.5)", (vec(a), vec(b))).to_numpy()
     assert np.allclose(mid, lerp, atol=1e-6)
