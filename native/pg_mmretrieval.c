@@ -598,26 +598,104 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 	return true;
 }
 
+/*
+ * The fast path as mmr._fast_plan plans it (the PL/pgSQL fast path's rule, shared): the
+ * reference `ref` (the vector argument, or a stored row's embedding), the modifier (argument 3),
+ * method (4), params (6, less exclude_reference), k (5), and the key to leave out (`exclude`,
+ * when has_exclude); then mmr._fast_rerun's top-up.  False when mmr._fast_plan declines.
+ */
 static bool
-run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Datum ref,
+			  Datum exclude, bool by_key)
 {
-	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
-	Oid			plan_types[6] = {INT4OID, vector_type, vector_type, TEXTOID, JSONBOID, INT4OID};
-	Datum		plan_args[6];
-	char		plan_nulls[6];
+	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 3);
+	Oid			plan_types[7] = {INT4OID, vector_type, vector_type, TEXTOID, JSONBOID, INT4OID,
+	JSONBOID};
+	Datum		plan_args[7];
+	char		plan_nulls[7];
 	Oid			types[5] = {get_array_type(vector_type), INT4OID, JSONBOID, INT4OID, JSONBOID};
 	Datum		args[5];
-	char		nulls[5] = {' ', ' ', 'n', ' ', 'n'};
-	FastSpace	space;
+	bool		has_exclude = by_key && exclude != (Datum) 0;
+	char		nulls[5] = {' ', ' ', 'n', ' ', has_exclude ? ' ' : 'n'};
+	int32		k = PG_GETARG_INT32(5);
 	HeapTuple	row;
 	TupleDesc	desc;
 	bool		isnull;
 	char	   *sql;
 	char	   *pair_sql;
 	int32		n;
-	int32		k;
 	int			n_vecs;
 	uint64		got;
+
+	plan_args[0] = Int32GetDatum(space_id);
+	plan_args[1] = ref;
+	plan_args[6] = exclude;
+	plan_nulls[0] = plan_nulls[1] = ' ';
+	plan_nulls[6] = has_exclude ? ' ' : 'n';
+	for (int i = 2; i < 6; i++)
+	{
+		int			arg = i == 2 ? 3 : i == 3 ? 4 : i == 4 ? 6 : 5;
+
+		plan_args[i] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
+		plan_nulls[i] = PG_ARGISNULL(arg) ? 'n' : ' ';
+	}
+	/* By key, exclude_reference is the overload's own parameter, not the method's. */
+	if (SPI_execute_plan(statement_plan(by_key
+										? "SELECT p.sql, p.vecs, p.n, cardinality(p.vecs), "
+										"p.aux ->> 'sql' FROM mmr._space s, mmr._fast_plan(s, $2, "
+										"$3, $4, $5 - 'exclude_reference', $6, $7) p "
+										"WHERE s.id = $1 AND p.sql IS NOT NULL"
+										: "SELECT p.sql, p.vecs, p.n, cardinality(p.vecs), "
+										"p.aux ->> 'sql' FROM mmr._space s, mmr._fast_plan(s, $2, "
+										"$3, $4, $5, $6, $7) p "
+										"WHERE s.id = $1 AND p.sql IS NOT NULL",
+										7, plan_types),
+						 plan_args, plan_nulls, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: composed plan failed");
+	if (SPI_processed != 1)
+		return false;
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	sql = SPI_getvalue(row, desc, 1);
+	args[0] = SPI_getbinval(row, desc, 2, &isnull);
+	n = DatumGetInt32(SPI_getbinval(row, desc, 3, &isnull));
+	n_vecs = DatumGetInt32(SPI_getbinval(row, desc, 4, &isnull));
+	pair_sql = SPI_getvalue(row, desc, 5);
+	args[1] = Int32GetDatum(n);
+	args[2] = (Datum) 0;
+	args[3] = Int32GetDatum(k);
+	args[4] = exclude;
+
+	raise_ef_search(n, fcinfo, 8);
+	if (SPI_execute_plan(statement_plan(sql, 5, types), args, nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: composed statement failed");
+	got = SPI_processed;
+	append_rows(rsinfo);
+	/* mmr._fast_rerun: a short single-vector scan continues past its rows; a checked pair
+	 * statement that returned nothing (a leg came back short) reruns in its plain form. */
+	if (got < (uint64) k && (n_vecs == 1 || got == 0))
+	{
+		char	   *rest = n_vecs == 1
+			? psprintf("SELECT * FROM (%s) x OFFSET " UINT64_FORMAT, sql, got)
+			: pair_sql;
+
+		if (rest == NULL)
+			elog(ERROR, "pg_mmretrieval native: no plain statement to rerun");
+		top_up_scan();
+		if (SPI_execute_with_args(rest, 5, types, args, nulls, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "pg_mmretrieval native: composed top-up failed");
+		append_rows(rsinfo);
+	}
+	return true;
+}
+
+static bool
+run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+{
+	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
+	FastSpace	space;
+	bool		isnull;
+	int32		k;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		return false;
@@ -680,56 +758,7 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		return run_gqr_fast(fcinfo, rsinfo, &space, k);
 
 	/* Every other method: mmr._fast_plan decides and builds the query vectors. */
-	plan_args[0] = Int32GetDatum(space.id);
-	plan_nulls[0] = ' ';
-	for (int i = 1; i < 6; i++)
-	{
-		int			arg = i == 1 ? 2 : i == 2 ? 3 : i == 3 ? 4 : i == 4 ? 6 : 5;
-
-		plan_args[i] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
-		plan_nulls[i] = PG_ARGISNULL(arg) ? 'n' : ' ';
-	}
-	if (SPI_execute_plan(statement_plan(
-		"SELECT p.sql, p.vecs, p.n, cardinality(p.vecs), p.aux ->> 'sql' "
-		"FROM mmr._space s, mmr._fast_plan(s, $2, $3, $4, $5, $6, NULL) p "
-		"WHERE s.id = $1 AND p.sql IS NOT NULL", 6, plan_types),
-						 plan_args, plan_nulls, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: composed plan failed");
-	if (SPI_processed != 1)
-		return false;
-	row = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	sql = SPI_getvalue(row, desc, 1);
-	args[0] = SPI_getbinval(row, desc, 2, &isnull);
-	n = DatumGetInt32(SPI_getbinval(row, desc, 3, &isnull));
-	n_vecs = DatumGetInt32(SPI_getbinval(row, desc, 4, &isnull));
-	pair_sql = SPI_getvalue(row, desc, 5);
-	args[1] = Int32GetDatum(n);
-	args[2] = (Datum) 0;
-	args[3] = Int32GetDatum(k);
-	args[4] = (Datum) 0;
-
-	raise_ef_search(n, fcinfo, 8);
-	if (SPI_execute_plan(statement_plan(sql, 5, types), args, nulls, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: composed statement failed");
-	got = SPI_processed;
-	append_rows(rsinfo);
-	/* mmr._fast_rerun: a short single-vector scan continues past its rows; a checked pair
-	 * statement that returned nothing (a leg came back short) reruns in its plain form. */
-	if (got < (uint64) k && (n_vecs == 1 || got == 0))
-	{
-		char	   *rest = n_vecs == 1
-			? psprintf("SELECT * FROM (%s) x OFFSET " UINT64_FORMAT, sql, got)
-			: pair_sql;
-
-		if (rest == NULL)
-			elog(ERROR, "pg_mmretrieval native: no plain statement to rerun");
-		top_up_scan();
-		if (SPI_execute_with_args(rest, 5, types, args, nulls, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "pg_mmretrieval native: composed top-up failed");
-		append_rows(rsinfo);
-	}
-	return true;
+	return run_fast_plan(fcinfo, rsinfo, space.id, PG_GETARG_DATUM(2), (Datum) 0, false);
 }
 
 Datum
@@ -1131,8 +1160,64 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
  * natively (run_weimocir_key_fast), every other call by mmr._composed_search_key_plpgsql (its
  * own fast path for the single-vector and two-leg methods, and the general path).
  */
+static bool
+run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+{
+	static const char *const methods[] = {"image_only", "text_only", "weighted", "slerp",
+	"score_sum", "product", "weimocir"};
+	bool		known = false;
+	bool		exclude = true;
+	FastSpace	space;
+	Datum		ref;
+	bool		isnull;
+
+	if (run_weimocir_key_fast(fcinfo, rsinfo))
+		return true;
+	/* The conditions of mmr._composed_search_key_plpgsql's fast path. */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		return false;
+	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(9) || !PG_ARGISNULL(10))
+		return false;
+	if (!fast_bounds(fcinfo, 5, MAX_K - 1, 8))
+		return false;
+	for (int i = 0; i < (int) lengthof(methods); i++)
+		known = known || is_method(fcinfo, methods[i]);
+	if (!known)
+		return false;
+	if (!PG_ARGISNULL(6))
+	{
+		JsonbValue	excl;
+
+		if (getKeyJsonValueFromContainer(&PG_GETARG_JSONB_P(6)->root, "exclude_reference", 17,
+										 &excl) != NULL)
+		{
+			if (excl.type != jbvBool)
+				return false;
+			exclude = excl.val.boolean;
+		}
+	}
+	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
+		return false;
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(space.id)};
+		Datum		sql = first_value("SELECT s.statements ->> 'embedding_of' FROM mmr._space s "
+									  "WHERE s.id = $1", 1, types, args, NULL, &isnull);
+		Oid			key_types[1] = {JSONBOID};
+		Datum		key_args[1] = {PG_GETARG_DATUM(2)};
+
+		if (isnull)
+			return false;
+		ref = maybe_value(TextDatumGetCString(sql), 1, key_types, key_args, &isnull);
+		if (isnull)
+			return false;
+	}
+	return run_fast_plan(fcinfo, rsinfo, space.id, ref,
+						 exclude ? PG_GETARG_DATUM(2) : (Datum) 0, true);
+}
+
 Datum
 mmr_composed_search_key(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, run_weimocir_key_fast, "mmr._composed_search_key_plpgsql");
+	return search_entry(fcinfo, run_key_fast, "mmr._composed_search_key_plpgsql");
 }

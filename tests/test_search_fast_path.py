@@ -434,6 +434,18 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
             assert "vec_normalize" in fast
         assert "_top_up_scan" not in fast  # complete scans: no second one
         assert "_composed_plan" in _calls(conn, composed, general)
+    # By stored key: natively the PL/pgSQL reference function is not called at all (in the
+    # PL/pgSQL binding the public function is its copy).
+    for method in ("weighted", "score_sum", "weimocir"):
+        params = '{"caption_space": "cap"}' if method == "weimocir" else "{}"
+        by_key = (
+            f"SELECT * FROM mmr.composed_search('fp', 'img', '50'::jsonb, %(m)s, '{method}', 10, "
+            f"'{params}', max_scan_tuples => %(mst)s)"
+        )
+        fast = _calls(conn, by_key, a)
+        assert "_composed_plan" not in fast
+        assert "_composed_search_key_plpgsql" not in fast, method
+        assert "_composed_plan" in _calls(conn, by_key, general)
     gqr = (
         "SELECT * FROM mmr.composed_search('fp', 'img', %(q)s, %(m)s, 'gqr', 10, '{}', "
         "max_scan_tuples => %(mst)s)"
