@@ -484,19 +484,25 @@ float8_int4(double x)
 	return DatumGetInt32(DirectFunctionCall1(dtoi4, Float8GetDatum(x)));
 }
 
+/* The first column of SPI's first result row, copied out of the tuple table (NULL: *isnull). */
+static Datum
+copy_value(bool *isnull)
+{
+	Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
+	Datum		value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+
+	return *isnull ? (Datum) 0 : datumCopy(value, att->attbyval, att->attlen);
+}
+
 /* One row of one column of a kept statement's result, copied out of SPI's tuple table. */
 static Datum
 first_value(const char *sql, int nargs, const Oid *types, Datum *args, const char *nulls,
 			bool *isnull)
 {
-	Form_pg_attribute att;
-
 	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, nulls, true, 1) != SPI_OK_SELECT
 		|| SPI_processed != 1)
 		elog(ERROR, "pg_mmretrieval native: \"%s\" returned no row", sql);
-	att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
-	return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull),
-					 att->attbyval, att->attlen);
+	return copy_value(isnull);
 }
 
 /*
@@ -536,6 +542,8 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 		Float8GetDatum(num_param(fcinfo, "alpha", 0.5))};
 
 		z = first_value("SELECT mmr.vec_lerp($1, $2, $3)", 3, types, args, NULL, &isnull);
+		if (isnull)
+			return false;
 	}
 	{
 		Oid			types[1] = {INT4OID};
@@ -565,10 +573,14 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 		if (isnull)
 			return false;		/* a leg came back short: the general path scans iteratively */
 		keys = datumCopy(keys, false, -1);
-		embeddings = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
-											 &isnull), false, -1);
-		comp_scores = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
-											  &isnull), false, -1);
+		embeddings = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (isnull)
+			return false;
+		embeddings = datumCopy(embeddings, false, -1);
+		comp_scores = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+		if (isnull)
+			return false;
+		comp_scores = datumCopy(comp_scores, false, -1);
 	}
 	{
 		Oid			types[7] = {vector_type, array_type, FLOAT8ARRAYOID, FLOAT8OID, FLOAT8OID,
@@ -581,6 +593,8 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 
 		refined = first_value("SELECT mmr.gqr_refine($1, $2, $3, $4, $5, $6, $7)", 7, types,
 							  args, NULL, &isnull);
+		if (isnull)
+			return false;
 	}
 	{
 		/* The general path's final statement (mmr._composed_plan, method gqr). */
@@ -736,6 +750,7 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 			Datum		fuse_args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
 			Float8GetDatum(alpha)};
 			PgVector   *fused;
+			Datum		fused_value;
 
 			if (SPI_execute_plan(statement_plan(is_method(fcinfo, "weighted")
 												? "SELECT mmr.vec_lerp($1, $2, $3)"
@@ -744,11 +759,10 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 								 fuse_args, NULL, true, 1) != SPI_OK_SELECT
 				|| SPI_processed != 1)
 				elog(ERROR, "pg_mmretrieval native: query fusion failed");
-			fused = (PgVector *) PG_DETOAST_DATUM_COPY(SPI_getbinval(SPI_tuptable->vals[0],
-																	  SPI_tuptable->tupdesc, 1,
-																	  &isnull));
+			fused_value = copy_value(&isnull);
 			if (isnull)
 				return false;
+			fused = (PgVector *) PG_DETOAST_DATUM(fused_value);
 			run_single(fcinfo, rsinfo, &space, fused, k, k + 1, 8);
 			return true;
 		}
@@ -973,8 +987,6 @@ run_leg(const char *sql, Oid vector_type, Datum query, int32 n, Datum *keys, Dat
 static Datum
 maybe_value(const char *sql, int nargs, const Oid *types, Datum *args, bool *isnull)
 {
-	Form_pg_attribute att;
-
 	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pg_mmretrieval native: \"%s\" failed", sql);
 	if (SPI_processed == 0)
@@ -982,9 +994,7 @@ maybe_value(const char *sql, int nargs, const Oid *types, Datum *args, bool *isn
 		*isnull = true;
 		return (Datum) 0;
 	}
-	att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
-	return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull),
-					 att->attbyval, att->attlen);
+	return copy_value(isnull);
 }
 
 /*
@@ -1098,8 +1108,12 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		const char *fuse = "SELECT mmr.vec_normalize(mmr.vec_mix($1, $2, $3))";
 
 		qi = maybe_value(fuse, 3, types, args, &isnull);
+		if (isnull)
+			return false;
 		args[0] = PointerGetDatum(refcap);
 		qc = maybe_value(fuse, 3, types, args, &isnull);
+		if (isnull)
+			return false;
 	}
 	run_leg(stmt[1], vector_type, qi, n, &ki, &si);
 	run_leg(stmt[4], vector_type, qc, n, &kc, &sc);
@@ -1108,9 +1122,13 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		Datum		args[2] = {kc, ki};
 
 		mi = maybe_value("SELECT mmr._keys_except($1, $2)", 2, types, args, &isnull);
+		if (isnull)
+			return false;
 		args[0] = ki;
 		args[1] = kc;
 		mc = maybe_value("SELECT mmr._keys_except($1, $2)", 2, types, args, &isnull);
+		if (isnull)
+			return false;
 	}
 	{
 		Oid			types[2] = {JSONBARRAYOID, vector_type};
