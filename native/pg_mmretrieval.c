@@ -997,6 +997,22 @@ maybe_value(const char *sql, int nargs, const Oid *types, Datum *args, bool *isn
 	return copy_value(isnull);
 }
 
+/* The scores of the rows `keys` (jsonb[]) to `query` in a space (its cached sims_of
+ * statement), as float8[]; empty when there are no keys. */
+static Datum
+scores_of(const char *sims_of, Datum keys, Datum query, Oid vector_type)
+{
+	Oid			types[2] = {JSONBARRAYOID, vector_type};
+	Datum		args[2] = {keys, query};
+	ArrayType  *a = DatumGetArrayTypeP(keys);
+	Datum		scores;
+	bool		isnull = true;
+
+	scores = ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) > 0
+		? maybe_value(sims_of, 2, types, args, &isnull) : (Datum) 0;
+	return isnull ? PointerGetDatum(construct_empty_array(FLOAT8OID)) : scores;
+}
+
 /*
  * WeiMoCIR with one caption space, reference by stored key (mmr._composed_search_key_plpgsql's
  * fast path and mmr._weimocir_fast, with kept plans): both spaces stored as `vector`, params
@@ -1130,31 +1146,8 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		if (isnull)
 			return false;
 	}
-	{
-		Oid			types[2] = {JSONBARRAYOID, vector_type};
-		Datum		args[2];
-		ArrayType  *a;
-
-		wi = wc = PointerGetDatum(construct_empty_array(FLOAT8OID));
-		a = DatumGetArrayTypeP(mi);
-		if (ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) > 0)
-		{
-			args[0] = mi;
-			args[1] = qi;
-			wi = maybe_value(stmt[2], 2, types, args, &isnull);
-			if (isnull)
-				wi = PointerGetDatum(construct_empty_array(FLOAT8OID));
-		}
-		a = DatumGetArrayTypeP(mc);
-		if (ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) > 0)
-		{
-			args[0] = mc;
-			args[1] = qc;
-			wc = maybe_value(stmt[5], 2, types, args, &isnull);
-			if (isnull)
-				wc = PointerGetDatum(construct_empty_array(FLOAT8OID));
-		}
-	}
+	wi = scores_of(stmt[2], mi, qi, vector_type);
+	wc = scores_of(stmt[5], mc, qc, vector_type);
 	{
 		Oid			types[11] = {JSONBARRAYOID, JSONBARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
 			JSONBARRAYOID, JSONBARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8OID, INT4OID,
