@@ -148,6 +148,15 @@ append_rows(ReturnSetInfo *rsinfo)
 	}
 }
 
+/* Run a kept statement for its single row: true when it returned exactly one (SPI_tuptable). */
+static bool
+one_row(const char *sql, int nargs, const Oid *types, Datum *args, const char *nulls)
+{
+	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, nulls, true, 2) != SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: \"%s\" failed", sql);
+	return SPI_processed == 1;
+}
+
 static void
 set_local(const char *name, const char *value)
 {
@@ -207,7 +216,13 @@ typedef struct FastSpace
 	int32		id;
 	int32		dimensions;
 	bool		cosine;
-	char	   *search_sql;		/* statements ->> 'search': $1 vector, $2 k */
+	bool		plain_vector;	/* storage 'vector' (not halfvec) */
+	/* its cached statements (088-statement-cache.sql); all but search_sql may be NULL */
+	char	   *search_sql;		/* $1 vector, $2 k */
+	char	   *embedding_of_sql;	/* $1 jsonb key */
+	char	   *gqr_sql;		/* gqr_union_checked */
+	char	   *leg_agg_sql;	/* $1 vector, $2 n */
+	char	   *sims_of_sql;	/* $1 jsonb[] keys, $2 vector */
 } FastSpace;
 
 static bool
@@ -223,21 +238,28 @@ lookup_space(Datum collection, Datum space, FastSpace *out)
 
 	args[0] = collection;
 	args[1] = space;
-	if (SPI_execute_plan(statement_plan(
-		"SELECT s.id, s.dimensions, s.distance, s.statements ->> 'search' "
-		"FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id "
-		"WHERE c.name = $1 AND s.name = $2 AND s.active AND s.statements IS NOT NULL",
-		2, types), args, NULL, true, 2) != SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: space look-up failed");
-	if (SPI_processed != 1)
+	if (!one_row("SELECT s.id, s.dimensions, s.distance, s.storage = 'vector', "
+				 "s.statements ->> 'search', s.statements ->> 'embedding_of', "
+				 "s.statements ->> 'gqr_union_checked', s.statements ->> 'leg_agg', "
+				 "s.statements ->> 'sims_of' "
+				 "FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id "
+				 "WHERE c.name = $1 AND s.name = $2 AND s.active AND s.statements IS NOT NULL",
+				 2, types, args, NULL))
 		return false;
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	out->id = DatumGetInt32(SPI_getbinval(row, desc, 1, &null_id));
 	out->dimensions = DatumGetInt32(SPI_getbinval(row, desc, 2, &null_dims));
+	if (null_dims)
+		return false;
 	distance = SPI_getvalue(row, desc, 3);
-	out->search_sql = SPI_getvalue(row, desc, 4);
-	if (null_id || null_dims || distance == NULL || out->search_sql == NULL)
+	out->plain_vector = DatumGetBool(SPI_getbinval(row, desc, 4, &null_dims)) && !null_dims;
+	out->search_sql = SPI_getvalue(row, desc, 5);
+	out->embedding_of_sql = SPI_getvalue(row, desc, 6);
+	out->gqr_sql = SPI_getvalue(row, desc, 7);
+	out->leg_agg_sql = SPI_getvalue(row, desc, 8);
+	out->sims_of_sql = SPI_getvalue(row, desc, 9);
+	if (null_id || distance == NULL || out->search_sql == NULL)
 		return false;
 	out->cosine = strcmp(distance, "cosine") == 0;
 	return true;
@@ -270,6 +292,25 @@ fast_vector(FunctionCallInfo fcinfo, int arg, const FastSpace *space)
 	return check_vector((PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(arg)), space);
 }
 
+/* A short scan's rest (invisible index entries or a tiny table): iterative scans on for the
+ * rest of the call (mmr._top_up_scan), then `rest`, its rows appended. */
+static void
+run_rest(ReturnSetInfo *rsinfo, const char *rest, int nargs, Oid *types, Datum *args,
+		 const char *nulls)
+{
+	top_up_scan();
+	if (SPI_execute_with_args(rest, nargs, types, args, nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: top-up scan failed");
+	append_rows(rsinfo);
+}
+
+/* A single-vector statement continued past the `got` rows it returned (mmr._offset_sql). */
+static char *
+offset_sql(const char *sql, uint64 got)
+{
+	return psprintf("SELECT * FROM (%s) x OFFSET " UINT64_FORMAT, sql, got);
+}
+
 /* One vector through the space's search statement: the k nearest rows, with hnsw.ef_search
  * raised to ef_rows (or to the ef_search argument), and a short scan topped up. */
 static void
@@ -289,17 +330,7 @@ run_single(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *spac
 	got = SPI_processed;
 	append_rows(rsinfo);
 	if (got < (uint64) k)
-	{
-		/* Invisible index entries or a tiny table: the rest with iterative scans, past the
-		 * rows already returned (see mmr._top_up_scan). */
-		char	   *rest = psprintf("SELECT * FROM (%s) x OFFSET " UINT64_FORMAT,
-									space->search_sql, got);
-
-		top_up_scan();
-		if (SPI_execute_with_args(rest, 2, types, args, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "pg_mmretrieval native: top-up scan failed");
-		append_rows(rsinfo);
-	}
+		run_rest(rsinfo, offset_sql(space->search_sql, got), 2, types, args, NULL);
 }
 
 /* The k and ef_search arguments allow the fast path. */
@@ -396,36 +427,6 @@ is_method(FunctionCallInfo fcinfo, const char *name)
 	return pg_strcasecmp(m, name) == 0;
 }
 
-static bool
-no_params(FunctionCallInfo fcinfo)
-{
-	Jsonb	   *params;
-
-	if (PG_ARGISNULL(6))
-		return true;
-	params = PG_GETARG_JSONB_P(6);
-	return JB_ROOT_IS_OBJECT(params) && JB_ROOT_COUNT(params) == 0;
-}
-
-/* params holds nothing but a numeric alpha (or nothing): set *alpha from it. */
-static bool
-alpha_param(FunctionCallInfo fcinfo, double *alpha)
-{
-	Jsonb	   *params;
-	JsonbValue	value;
-
-	if (no_params(fcinfo))
-		return true;
-	params = PG_GETARG_JSONB_P(6);
-	if (!JB_ROOT_IS_OBJECT(params) || JB_ROOT_COUNT(params) != 1
-		|| getKeyJsonValueFromContainer(&params->root, "alpha", 5, &value) == NULL
-		|| value.type != jbvNumeric)
-		return false;
-	*alpha = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-												NumericGetDatum(value.val.numeric)));
-	return true;
-}
-
 /* params is an object whose keys are among names (and, with `numbers`, whose values are all
  * numbers). */
 static bool
@@ -484,25 +485,27 @@ float8_int4(double x)
 	return DatumGetInt32(DirectFunctionCall1(dtoi4, Float8GetDatum(x)));
 }
 
-/* The first column of SPI's first result row, copied out of the tuple table (NULL: *isnull). */
+/* Column `col` of SPI's first result row, copied out of the tuple table (NULL: *isnull). */
 static Datum
-copy_value(bool *isnull)
+copy_value(int col, bool *isnull)
 {
-	Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
-	Datum		value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, col - 1);
+	Datum		value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, isnull);
 
 	return *isnull ? (Datum) 0 : datumCopy(value, att->attbyval, att->attlen);
 }
 
-/* One row of one column of a kept statement's result, copied out of SPI's tuple table. */
+/* The value of a kept one-column statement, NULL when it returns no row (EXECUTE ... INTO). */
 static Datum
-first_value(const char *sql, int nargs, const Oid *types, Datum *args, const char *nulls,
-			bool *isnull)
+value_of(const char *sql, int nargs, const Oid *types, Datum *args, const char *nulls,
+		 bool *isnull)
 {
-	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, nulls, true, 1) != SPI_OK_SELECT
-		|| SPI_processed != 1)
-		elog(ERROR, "pg_mmretrieval native: \"%s\" returned no row", sql);
-	return copy_value(isnull);
+	if (!one_row(sql, nargs, types, args, nulls))
+	{
+		*isnull = true;			/* no row */
+		return (Datum) 0;
+	}
+	return copy_value(1, isnull);
 }
 
 /*
@@ -541,46 +544,36 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 		Datum		args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
 		Float8GetDatum(num_param(fcinfo, "alpha", 0.5))};
 
-		z = first_value("SELECT mmr.vec_lerp($1, $2, $3)", 3, types, args, NULL, &isnull);
+		z = value_of("SELECT mmr.vec_lerp($1, $2, $3)", 3, types, args, NULL, &isnull);
 		if (isnull)
 			return false;
 	}
 	{
-		Oid			types[1] = {INT4OID};
-		Datum		args[1] = {Int32GetDatum(space->id)};
-		Datum		sql = first_value("SELECT s.statements ->> 'gqr_union_checked' "
-									  "FROM mmr._space s WHERE s.id = $1",
-									  1, types, args, NULL, &isnull);
 		Oid			union_types[5] = {array_type, INT4OID, JSONBOID, INT4OID, JSONBOID};
 		Datum		union_args[5];
 		char		union_nulls[5] = {' ', ' ', 'n', 'n', 'n'};
 		Datum		elems[2] = {z, PointerGetDatum(mod)};
-		char	   *union_sql;
 
-		if (isnull)
+		if (space->gqr_sql == NULL)
 			return false;
-		union_sql = TextDatumGetCString(sql);
 		get_typlenbyvalalign(vector_type, &typlen, &typbyval, &typalign);
 		union_args[0] = PointerGetDatum(construct_array(elems, 2, vector_type, typlen, typbyval,
 														typalign));
 		union_args[1] = Int32GetDatum(n);
 		union_args[2] = union_args[3] = union_args[4] = (Datum) 0;
 		raise_ef_search(n, fcinfo, 8);
-		if (SPI_execute_plan(statement_plan(union_sql, 5, union_types), union_args, union_nulls,
-							 true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "pg_mmretrieval native: GQR candidate pool failed");
-		keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (isnull)
-			return false;		/* a leg came back short: the general path scans iteratively */
-		keys = datumCopy(keys, false, -1);
-		embeddings = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!one_row(space->gqr_sql, 5, union_types, union_args, union_nulls))
+			elog(ERROR, "pg_mmretrieval native: GQR candidate pool returned no row");
+		/* NULL arrays: a leg came back short, and the general path scans iteratively */
+		keys = copy_value(1, &isnull);
 		if (isnull)
 			return false;
-		embeddings = datumCopy(embeddings, false, -1);
-		comp_scores = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+		embeddings = copy_value(2, &isnull);
 		if (isnull)
 			return false;
-		comp_scores = datumCopy(comp_scores, false, -1);
+		comp_scores = copy_value(3, &isnull);
+		if (isnull)
+			return false;
 	}
 	{
 		Oid			types[7] = {vector_type, array_type, FLOAT8ARRAYOID, FLOAT8OID, FLOAT8OID,
@@ -591,8 +584,8 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 			Float8GetDatum(num_param(fcinfo, "lr", 5e-3)),
 		Int32GetDatum(float8_int4(num_param(fcinfo, "steps", 15)))};
 
-		refined = first_value("SELECT mmr.gqr_refine($1, $2, $3, $4, $5, $6, $7)", 7, types,
-							  args, NULL, &isnull);
+		refined = value_of("SELECT mmr.gqr_refine($1, $2, $3, $4, $5, $6, $7)", 7, types,
+						   args, NULL, &isnull);
 		if (isnull)
 			return false;
 	}
@@ -623,10 +616,10 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 			  Datum exclude, bool by_key)
 {
 	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 3);
-	Oid			plan_types[7] = {INT4OID, vector_type, vector_type, TEXTOID, JSONBOID, INT4OID,
-	JSONBOID};
-	Datum		plan_args[7];
-	char		plan_nulls[7];
+	Oid			plan_types[8] = {INT4OID, vector_type, vector_type, TEXTOID, JSONBOID, INT4OID,
+	JSONBOID, BOOLOID};
+	Datum		plan_args[8];
+	char		plan_nulls[8];
 	Oid			types[5] = {get_array_type(vector_type), INT4OID, JSONBOID, INT4OID, JSONBOID};
 	Datum		args[5];
 	bool		has_exclude = by_key && exclude != (Datum) 0;
@@ -646,6 +639,8 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 	plan_args[6] = exclude;
 	plan_nulls[0] = plan_nulls[1] = ' ';
 	plan_nulls[6] = has_exclude ? ' ' : 'n';
+	plan_args[7] = BoolGetDatum(by_key);
+	plan_nulls[7] = ' ';
 	for (int i = 2; i < 6; i++)
 	{
 		int			arg = i == 2 ? 3 : i == 3 ? 4 : i == 4 ? 6 : 5;
@@ -653,20 +648,11 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 		plan_args[i] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
 		plan_nulls[i] = PG_ARGISNULL(arg) ? 'n' : ' ';
 	}
-	/* By key, exclude_reference is the overload's own parameter, not the method's. */
-	if (SPI_execute_plan(statement_plan(by_key
-										? "SELECT p.sql, p.vecs, p.n, cardinality(p.vecs), "
-										"p.aux ->> 'sql' FROM mmr._space s, mmr._fast_plan(s, $2, "
-										"$3, $4, $5 - 'exclude_reference', $6, $7) p "
-										"WHERE s.id = $1 AND p.sql IS NOT NULL"
-										: "SELECT p.sql, p.vecs, p.n, cardinality(p.vecs), "
-										"p.aux ->> 'sql' FROM mmr._space s, mmr._fast_plan(s, $2, "
-										"$3, $4, $5, $6, $7) p "
-										"WHERE s.id = $1 AND p.sql IS NOT NULL",
-										7, plan_types),
-						 plan_args, plan_nulls, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: composed plan failed");
-	if (SPI_processed != 1)
+	/* By key ($8), exclude_reference is the overload's own parameter, not the method's. */
+	if (!one_row("SELECT p.sql, p.vecs, p.n, cardinality(p.vecs), p.aux ->> 'sql' "
+				 "FROM mmr._space s, mmr._fast_plan(s, $2, $3, $4, "
+				 "CASE WHEN $8 THEN $5 - 'exclude_reference' ELSE $5 END, $6, $7) p "
+				 "WHERE s.id = $1 AND p.sql IS NOT NULL", 8, plan_types, plan_args, plan_nulls))
 		return false;
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -689,16 +675,9 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 	 * statement that returned nothing (a leg came back short) reruns in its plain form. */
 	if (got < (uint64) k && (n_vecs == 1 || got == 0))
 	{
-		char	   *rest = n_vecs == 1
-			? psprintf("SELECT * FROM (%s) x OFFSET " UINT64_FORMAT, sql, got)
-			: pair_sql;
-
-		if (rest == NULL)
+		if (n_vecs > 1 && pair_sql == NULL)
 			elog(ERROR, "pg_mmretrieval native: no plain statement to rerun");
-		top_up_scan();
-		if (SPI_execute_with_args(rest, 5, types, args, nulls, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "pg_mmretrieval native: composed top-up failed");
-		append_rows(rsinfo);
+		run_rest(rsinfo, n_vecs == 1 ? offset_sql(sql, got) : pair_sql, 5, types, args, nulls);
 	}
 	return true;
 }
@@ -723,7 +702,8 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 
 	/* image_only / text_only: the reference (or the modifier) through the search statement,
 	 * as mmr._fast_plan's `single` statement with k + 1 rows per scan (its ef_search). */
-	if (no_params(fcinfo) && (is_method(fcinfo, "image_only") || is_method(fcinfo, "text_only")))
+	if (numeric_params(fcinfo, NULL, 0)
+		&& (is_method(fcinfo, "image_only") || is_method(fcinfo, "text_only")))
 	{
 		PgVector   *ref = fast_vector(fcinfo, 2, &space);
 		PgVector   *query = ref;
@@ -742,24 +722,20 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 	{
 		PgVector   *ref = fast_vector(fcinfo, 2, &space);
 		PgVector   *mod = ref == NULL ? NULL : fast_vector(fcinfo, 3, &space);
-		double		alpha = 0.5;
+		static const char *const alpha[] = {"alpha"};
 
-		if (mod != NULL && alpha_param(fcinfo, &alpha))
+		if (mod != NULL && numeric_params(fcinfo, alpha, 1))
 		{
 			Oid			fuse_types[3] = {vector_type, vector_type, FLOAT8OID};
 			Datum		fuse_args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
-			Float8GetDatum(alpha)};
+			Float8GetDatum(num_param(fcinfo, "alpha", 0.5))};
 			PgVector   *fused;
 			Datum		fused_value;
 
-			if (SPI_execute_plan(statement_plan(is_method(fcinfo, "weighted")
-												? "SELECT mmr.vec_lerp($1, $2, $3)"
-												: "SELECT mmr.vec_slerp($1, $2, $3)",
-												3, fuse_types),
-								 fuse_args, NULL, true, 1) != SPI_OK_SELECT
-				|| SPI_processed != 1)
-				elog(ERROR, "pg_mmretrieval native: query fusion failed");
-			fused_value = copy_value(&isnull);
+			fused_value = value_of(is_method(fcinfo, "weighted")
+								   ? "SELECT mmr.vec_lerp($1, $2, $3)"
+								   : "SELECT mmr.vec_slerp($1, $2, $3)",
+								   3, fuse_types, fuse_args, NULL, &isnull);
 			if (isnull)
 				return false;
 			fused = (PgVector *) PG_DETOAST_DATUM(fused_value);
@@ -881,8 +857,8 @@ mmr_gqr_refine(PG_FUNCTION_ARGS)
 		}
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
-		value = first_value("SELECT mmr._gqr_refine_plpgsql($1, $2, $3, $4, $5, $6, $7)", 7,
-							types, args, nulls, &isnull);
+		value = value_of("SELECT mmr._gqr_refine_plpgsql($1, $2, $3, $4, $5, $6, $7)", 7,
+						 types, args, nulls, &isnull);
 		value = isnull ? (Datum) 0 : SPI_datumTransfer(value, false, -1);
 		SPI_finish();
 		if (isnull)
@@ -983,20 +959,6 @@ run_leg(const char *sql, Oid vector_type, Datum query, int32 n, Datum *keys, Dat
 		: datumCopy(*scores, false, -1);
 }
 
-/* The value of a kept one-column statement, NULL when it returns no row (EXECUTE ... INTO). */
-static Datum
-maybe_value(const char *sql, int nargs, const Oid *types, Datum *args, bool *isnull)
-{
-	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: \"%s\" failed", sql);
-	if (SPI_processed == 0)
-	{
-		*isnull = true;
-		return (Datum) 0;
-	}
-	return copy_value(isnull);
-}
-
 /* The scores of the rows `keys` (jsonb[]) to `query` in a space (its cached sims_of
  * statement), as float8[]; empty when there are no keys. */
 static Datum
@@ -1009,111 +971,81 @@ scores_of(const char *sims_of, Datum keys, Datum query, Oid vector_type)
 	bool		isnull = true;
 
 	scores = ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) > 0
-		? maybe_value(sims_of, 2, types, args, &isnull) : (Datum) 0;
+		? value_of(sims_of, 2, types, args, NULL, &isnull) : (Datum) 0;
 	return isnull ? PointerGetDatum(construct_empty_array(FLOAT8OID)) : scores;
 }
 
 /*
  * WeiMoCIR with one caption space, reference by stored key (mmr._composed_search_key_plpgsql's
- * fast path and mmr._weimocir_fast, with kept plans): both spaces stored as `vector`, params
- * among exclude_reference (boolean), caption_space (string), alpha, beta, candidates (numbers),
- * beta not 0.  False for anything else (the PL/pgSQL function decides).
+ * fast path and mmr._weimocir_fast, with kept plans), once run_key_fast has checked the call and
+ * fetched the reference's embedding `ref` in `space`: both spaces stored as `vector`, params
+ * among exclude_reference, caption_space (a string), alpha, beta, candidates (numbers), beta not
+ * 0.  False for anything else (mmr._fast_plan then declines too, and the general path decides).
  */
 static bool
-run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+run_weimocir_key(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *space,
+				 PgVector *ref, bool exclude)
 {
 	static const char *const names[] = {"exclude_reference", "caption_space", "alpha", "beta",
 	"candidates"};
 	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 3);
-	Jsonb	   *params;
+	Jsonb	   *params = PG_GETARG_JSONB_P(6);
 	JsonbValue	v;
 	JsonbValue	caption;
-	JsonbValue	excl;
-	bool		exclude = true;
-	double		beta;
-	int32		k;
+	double		beta = num_param(fcinfo, "beta", 0.1);
+	int32		k = PG_GETARG_INT32(5);
 	int32		n;
-	FastSpace	space;
-	char	   *stmt[6];
-	PgVector   *ref;
+	char	   *cap_stmt[3];	/* the caption space's embedding_of, leg_agg, sims_of */
 	PgVector   *refcap;
 	PgVector   *mod;
-	Datum		qi;
-	Datum		qc;
-	Datum		ki,
+	Datum		qi,
+				qc,
+				ki,
 				si,
 				kc,
 				sc,
 				mi,
-				mc,
-				wi,
-				wc;
+				mc;
 	bool		isnull;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3)
-		|| PG_ARGISNULL(4) || PG_ARGISNULL(6))
-		return false;
-	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(9) || !PG_ARGISNULL(10))
-		return false;
-	if (!fast_bounds(fcinfo, 5, MAX_K - 1, 8) || !is_method(fcinfo, "weimocir"))
-		return false;
-	k = PG_GETARG_INT32(5);
-	params = PG_GETARG_JSONB_P(6);
-	if (!params_within(params, names, lengthof(names), false))
+	if (PG_ARGISNULL(3) || !space->plain_vector || space->leg_agg_sql == NULL
+		|| space->sims_of_sql == NULL || !params_within(params, names, lengthof(names), false))
 		return false;
 	if (getKeyJsonValueFromContainer(&params->root, "caption_space", 13, &caption) == NULL
 		|| caption.type != jbvString)
 		return false;
-	if (getKeyJsonValueFromContainer(&params->root, "exclude_reference", 17, &excl) != NULL)
-	{
-		if (excl.type != jbvBool)
-			return false;
-		exclude = excl.val.boolean;
-	}
 	for (int i = 2; i < 5; i++)
 		if (getKeyJsonValueFromContainer(&params->root, names[i], strlen(names[i]), &v) != NULL
 			&& v.type != jbvNumeric)
 			return false;
-	beta = num_param(fcinfo, "beta", 0.1);
 	if (beta == 0)
-		return false;
-
-	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
 		return false;
 	{
 		Oid			types[2] = {INT4OID, TEXTOID};
-		Datum		args[2] = {Int32GetDatum(space.id),
+		Datum		args[2] = {Int32GetDatum(space->id),
 		PointerGetDatum(cstring_to_text_with_len(caption.val.string.val, caption.val.string.len))};
 
-		if (SPI_execute_plan(statement_plan(
-			"SELECT s.statements ->> 'embedding_of', s.statements ->> 'leg_agg', "
-			"s.statements ->> 'sims_of', x.statements ->> 'embedding_of', "
-			"x.statements ->> 'leg_agg', x.statements ->> 'sims_of' "
-			"FROM mmr._space s JOIN mmr._space x ON x.collection_id = s.collection_id "
-			"WHERE s.id = $1 AND s.storage = 'vector' AND x.name = $2 AND x.active "
-			"AND x.statements IS NOT NULL AND x.storage = 'vector' "
-			"AND x.dimensions = s.dimensions", 2, types), args, NULL, true, 2) != SPI_OK_SELECT)
-			elog(ERROR, "pg_mmretrieval native: caption space look-up failed");
-		if (SPI_processed != 1)
+		if (!one_row("SELECT x.statements ->> 'embedding_of', x.statements ->> 'leg_agg', "
+					 "x.statements ->> 'sims_of' "
+					 "FROM mmr._space s JOIN mmr._space x ON x.collection_id = s.collection_id "
+					 "WHERE s.id = $1 AND x.name = $2 AND x.active AND x.statements IS NOT NULL "
+					 "AND x.storage = 'vector' AND x.dimensions = s.dimensions",
+					 2, types, args, NULL))
 			return false;
-		for (int i = 0; i < 6; i++)
-			if ((stmt[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1))
+		for (int i = 0; i < 3; i++)
+			if ((cap_stmt[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1))
 				== NULL)
 				return false;
 	}
 	{
 		Oid			types[1] = {JSONBOID};
 		Datum		args[1] = {PG_GETARG_DATUM(2)};
-		Datum		value;
+		Datum		value = value_of(cap_stmt[0], 1, types, args, NULL, &isnull);
 
-		value = maybe_value(stmt[0], 1, types, args, &isnull);
-		ref = isnull ? NULL : (PgVector *) PG_DETOAST_DATUM(value);
-		value = maybe_value(stmt[3], 1, types, args, &isnull);
 		refcap = isnull ? NULL : (PgVector *) PG_DETOAST_DATUM(value);
 	}
 	mod = (PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(3));
-	if (check_vector(ref, &space) == NULL || check_vector(refcap, &space) == NULL
-		|| check_vector(mod, &space) == NULL)
+	if (check_vector(refcap, space) == NULL || check_vector(mod, space) == NULL)
 		return false;
 	n = Min(MAX_K, Max(k + 1, float8_int4(num_param(fcinfo, "candidates", Max(4 * k, 40)))));
 	raise_ef_search(n, fcinfo, 8);
@@ -1123,36 +1055,35 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		Float8GetDatum(num_param(fcinfo, "alpha", 0.8))};
 		const char *fuse = "SELECT mmr.vec_normalize(mmr.vec_mix($1, $2, $3))";
 
-		qi = maybe_value(fuse, 3, types, args, &isnull);
+		qi = value_of(fuse, 3, types, args, NULL, &isnull);
 		if (isnull)
 			return false;
 		args[0] = PointerGetDatum(refcap);
-		qc = maybe_value(fuse, 3, types, args, &isnull);
+		qc = value_of(fuse, 3, types, args, NULL, &isnull);
 		if (isnull)
 			return false;
 	}
-	run_leg(stmt[1], vector_type, qi, n, &ki, &si);
-	run_leg(stmt[4], vector_type, qc, n, &kc, &sc);
+	run_leg(space->leg_agg_sql, vector_type, qi, n, &ki, &si);
+	run_leg(cap_stmt[1], vector_type, qc, n, &kc, &sc);
 	{
 		Oid			types[2] = {JSONBARRAYOID, JSONBARRAYOID};
 		Datum		args[2] = {kc, ki};
 
-		mi = maybe_value("SELECT mmr._keys_except($1, $2)", 2, types, args, &isnull);
+		mi = value_of("SELECT mmr._keys_except($1, $2)", 2, types, args, NULL, &isnull);
 		if (isnull)
 			return false;
 		args[0] = ki;
 		args[1] = kc;
-		mc = maybe_value("SELECT mmr._keys_except($1, $2)", 2, types, args, &isnull);
+		mc = value_of("SELECT mmr._keys_except($1, $2)", 2, types, args, NULL, &isnull);
 		if (isnull)
 			return false;
 	}
-	wi = scores_of(stmt[2], mi, qi, vector_type);
-	wc = scores_of(stmt[5], mc, qc, vector_type);
 	{
 		Oid			types[11] = {JSONBARRAYOID, JSONBARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
 			JSONBARRAYOID, JSONBARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8OID, INT4OID,
 		JSONBOID};
-		Datum		args[11] = {ki, mi, si, wi, kc, mc, sc, wc, Float8GetDatum(beta),
+		Datum		args[11] = {ki, mi, si, scores_of(space->sims_of_sql, mi, qi, vector_type),
+			kc, mc, sc, scores_of(cap_stmt[2], mc, qc, vector_type), Float8GetDatum(beta),
 		Int32GetDatum(k), exclude ? PG_GETARG_DATUM(2) : (Datum) 0};
 		char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
 		exclude ? ' ' : 'n'};
@@ -1167,9 +1098,11 @@ run_weimocir_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 }
 
 /*
- * mmr.composed_search with the reference as a stored row's key: WeiMoCIR with a caption space
- * natively (run_weimocir_key_fast), every other call by mmr._composed_search_key_plpgsql (its
- * own fast path for the single-vector and two-leg methods, and the general path).
+ * mmr.composed_search with the reference as a stored row's key, under the conditions of
+ * mmr._composed_search_key_plpgsql's fast path: the row's embedding from the space's cached
+ * statement, then WeiMoCIR with a caption space (run_weimocir_key) or the mmr._fast_plan
+ * methods with the reference left out unless exclude_reference is false.  Everything else goes
+ * to mmr._composed_search_key_plpgsql.
  */
 static bool
 run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
@@ -1182,9 +1115,6 @@ run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 	Datum		ref;
 	bool		isnull;
 
-	if (run_weimocir_key_fast(fcinfo, rsinfo))
-		return true;
-	/* The conditions of mmr._composed_search_key_plpgsql's fast path. */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		return false;
 	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(9) || !PG_ARGISNULL(10))
@@ -1207,22 +1137,21 @@ run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 			exclude = excl.val.boolean;
 		}
 	}
-	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
+	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space)
+		|| space.embedding_of_sql == NULL)
 		return false;
 	{
-		Oid			types[1] = {INT4OID};
-		Datum		args[1] = {Int32GetDatum(space.id)};
-		Datum		sql = first_value("SELECT s.statements ->> 'embedding_of' FROM mmr._space s "
-									  "WHERE s.id = $1", 1, types, args, NULL, &isnull);
-		Oid			key_types[1] = {JSONBOID};
-		Datum		key_args[1] = {PG_GETARG_DATUM(2)};
+		Oid			types[1] = {JSONBOID};
+		Datum		args[1] = {PG_GETARG_DATUM(2)};
 
-		if (isnull)
-			return false;
-		ref = maybe_value(TextDatumGetCString(sql), 1, key_types, key_args, &isnull);
+		ref = value_of(space.embedding_of_sql, 1, types, args, NULL, &isnull);
 		if (isnull)
 			return false;
 	}
+	if (is_method(fcinfo, "weimocir") && !PG_ARGISNULL(6)
+		&& check_vector((PgVector *) PG_DETOAST_DATUM(ref), &space) != NULL
+		&& run_weimocir_key(fcinfo, rsinfo, &space, (PgVector *) PG_DETOAST_DATUM(ref), exclude))
+		return true;
 	return run_fast_plan(fcinfo, rsinfo, space.id, ref,
 						 exclude ? PG_GETARG_DATUM(2) : (Datum) 0, true);
 }

@@ -3,13 +3,12 @@
 -- `make -C native install PG_CONFIG=...`; `make test` and `make demo` install it into the
 -- embedded server), else the PL/pgSQL functions mmr._search_plpgsql,
 -- mmr._composed_search_plpgsql, mmr._composed_search_key_plpgsql and mmr._gqr_refine_plpgsql
--- under the public names.  Each pair
--- has the same signature, SET clauses and contract; a native function hands every call that is
--- not its plain fast path to its PL/pgSQL function.  The native ones are used only when the
--- library loads, its ABI is the one this schema expects, and the installing role may create C
--- functions (superuser); anything else keeps the PL/pgSQL functions, with a NOTICE.  Re-run on
--- every upgrade, so installing or removing the library takes effect at the next
--- `mmr db upgrade`.
+-- under the public names.  Each pair has the same signature, SET clauses and contract; a native
+-- function hands every call that is not its plain fast path to its PL/pgSQL function.  The
+-- native ones are used only when the library loads, its ABI is the one this schema expects, and
+-- the installing role may create C functions (superuser); anything else keeps the PL/pgSQL
+-- functions, with a NOTICE.  Re-run on every upgrade, so installing or removing the library
+-- takes effect at the next `mmr db upgrade`.
 
 -- Why the native functions cannot be used here (NULL: they can).
 CREATE OR REPLACE FUNCTION mmr._native_unavailable()
@@ -70,20 +69,17 @@ AS $mmr$
 DECLARE
     f record;
 BEGIN
-    FOR f IN SELECT * FROM (VALUES
-        ('mmr._search_plpgsql(text, text, @extschema:vector@.vector, int, jsonb, int, int, text, '
-         'int, jsonb)', 'search', 'mmr_search'),
-        ('mmr._composed_search_plpgsql(text, text, @extschema:vector@.vector, '
-         '@extschema:vector@.vector, text, int, jsonb, jsonb, int, int, text, int, jsonb)',
-         'composed_search', 'mmr_composed_search'),
-        ('mmr._composed_search_key_plpgsql(text, text, jsonb, @extschema:vector@.vector, text, '
-         'int, jsonb, jsonb, int, int, text, int, jsonb)', 'composed_search',
-         'mmr_composed_search_key'),
-        ('mmr._gqr_refine_plpgsql(@extschema:vector@.vector, @extschema:vector@.vector[], '
-         'float8[], float8, float8, float8, int)', 'gqr_refine', 'mmr_gqr_refine'))
-        AS v(reference, name, symbol)
+    -- each reference function by name (one overload each), its public name and C symbol
+    FOR f IN SELECT p.oid::regprocedure AS reference, v.name, v.symbol
+               FROM (VALUES ('_search_plpgsql', 'search', 'mmr_search'),
+                            ('_composed_search_plpgsql', 'composed_search', 'mmr_composed_search'),
+                            ('_composed_search_key_plpgsql', 'composed_search',
+                             'mmr_composed_search_key'),
+                            ('_gqr_refine_plpgsql', 'gqr_refine', 'mmr_gqr_refine'))
+                    AS v(ref, name, symbol)
+               JOIN pg_proc p ON p.proname = v.ref AND p.pronamespace = 'mmr'::regnamespace
     LOOP
-        PERFORM mmr._bind_function(f.reference::regprocedure, f.name,
+        PERFORM mmr._bind_function(f.reference, f.name,
                                    CASE WHEN p_native THEN f.symbol END);
     END LOOP;
 END
