@@ -217,13 +217,22 @@ typedef struct FastSpace
 	int32		dimensions;
 	bool		cosine;
 	bool		plain_vector;	/* storage 'vector' (not halfvec) */
-	/* its cached statements (088-statement-cache.sql); all but search_sql may be NULL */
-	char	   *search_sql;		/* $1 vector, $2 k */
-	char	   *embedding_of_sql;	/* $1 jsonb key */
-	char	   *gqr_sql;		/* gqr_union_checked */
-	char	   *leg_agg_sql;	/* $1 vector, $2 n */
-	char	   *sims_of_sql;	/* $1 jsonb[] keys, $2 vector */
+	Jsonb	   *statements;		/* its cached statements (088-statement-cache.sql) */
+	char	   *search_sql;		/* statements ->> 'search': $1 vector, $2 k */
 } FastSpace;
+
+/* One of a space's cached statements by name (NULL when it has none), read from the jsonb the
+ * look-up fetched: no further query, and only the statements a path uses are copied out. */
+static char *
+space_sql(const FastSpace *space, const char *name)
+{
+	JsonbValue	v;
+
+	if (getKeyJsonValueFromContainer(&space->statements->root, name, strlen(name), &v) == NULL
+		|| v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
 
 static bool
 lookup_space(Datum collection, Datum space, FastSpace *out)
@@ -238,10 +247,7 @@ lookup_space(Datum collection, Datum space, FastSpace *out)
 
 	args[0] = collection;
 	args[1] = space;
-	if (!one_row("SELECT s.id, s.dimensions, s.distance, s.storage = 'vector', "
-				 "s.statements ->> 'search', s.statements ->> 'embedding_of', "
-				 "s.statements ->> 'gqr_union_checked', s.statements ->> 'leg_agg', "
-				 "s.statements ->> 'sims_of' "
+	if (!one_row("SELECT s.id, s.dimensions, s.distance, s.storage = 'vector', s.statements "
 				 "FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id "
 				 "WHERE c.name = $1 AND s.name = $2 AND s.active AND s.statements IS NOT NULL",
 				 2, types, args, NULL))
@@ -249,17 +255,18 @@ lookup_space(Datum collection, Datum space, FastSpace *out)
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	out->id = DatumGetInt32(SPI_getbinval(row, desc, 1, &null_id));
+	if (null_id)
+		return false;
 	out->dimensions = DatumGetInt32(SPI_getbinval(row, desc, 2, &null_dims));
 	if (null_dims)
 		return false;
 	distance = SPI_getvalue(row, desc, 3);
 	out->plain_vector = DatumGetBool(SPI_getbinval(row, desc, 4, &null_dims)) && !null_dims;
-	out->search_sql = SPI_getvalue(row, desc, 5);
-	out->embedding_of_sql = SPI_getvalue(row, desc, 6);
-	out->gqr_sql = SPI_getvalue(row, desc, 7);
-	out->leg_agg_sql = SPI_getvalue(row, desc, 8);
-	out->sims_of_sql = SPI_getvalue(row, desc, 9);
-	if (null_id || distance == NULL || out->search_sql == NULL)
+	out->statements = DatumGetJsonbP(SPI_getbinval(row, desc, 5, &null_id));
+	if (null_id || distance == NULL)
+		return false;
+	out->search_sql = space_sql(out, "search");
+	if (out->search_sql == NULL)
 		return false;
 	out->cosine = strcmp(distance, "cosine") == 0;
 	return true;
@@ -553,8 +560,9 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 		Datum		union_args[5];
 		char		union_nulls[5] = {' ', ' ', 'n', 'n', 'n'};
 		Datum		elems[2] = {z, PointerGetDatum(mod)};
+		char	   *pool_sql = space_sql(space, "gqr_union_checked");
 
-		if (space->gqr_sql == NULL)
+		if (pool_sql == NULL)
 			return false;
 		get_typlenbyvalalign(vector_type, &typlen, &typbyval, &typalign);
 		union_args[0] = PointerGetDatum(construct_array(elems, 2, vector_type, typlen, typbyval,
@@ -562,7 +570,7 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 		union_args[1] = Int32GetDatum(n);
 		union_args[2] = union_args[3] = union_args[4] = (Datum) 0;
 		raise_ef_search(n, fcinfo, 8);
-		if (!one_row(space->gqr_sql, 5, union_types, union_args, union_nulls))
+		if (!one_row(pool_sql, 5, union_types, union_args, union_nulls))
 			elog(ERROR, "pg_mmretrieval native: GQR candidate pool returned no row");
 		/* NULL arrays: a leg came back short, and the general path scans iteratively */
 		keys = copy_value(1, &isnull);
@@ -1008,8 +1016,11 @@ run_weimocir_key(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace
 				mc;
 	bool		isnull;
 
-	if (PG_ARGISNULL(3) || !space->plain_vector || space->leg_agg_sql == NULL
-		|| space->sims_of_sql == NULL || !params_within(params, names, lengthof(names), false))
+	char	   *leg_agg_sql = space_sql(space, "leg_agg");
+	char	   *sims_of_sql = space_sql(space, "sims_of");
+
+	if (PG_ARGISNULL(3) || !space->plain_vector || leg_agg_sql == NULL || sims_of_sql == NULL
+		|| !params_within(params, names, lengthof(names), false))
 		return false;
 	if (getKeyJsonValueFromContainer(&params->root, "caption_space", 13, &caption) == NULL
 		|| caption.type != jbvString)
@@ -1063,7 +1074,7 @@ run_weimocir_key(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace
 		if (isnull)
 			return false;
 	}
-	run_leg(space->leg_agg_sql, vector_type, qi, n, &ki, &si);
+	run_leg(leg_agg_sql, vector_type, qi, n, &ki, &si);
 	run_leg(cap_stmt[1], vector_type, qc, n, &kc, &sc);
 	{
 		Oid			types[2] = {JSONBARRAYOID, JSONBARRAYOID};
@@ -1082,7 +1093,7 @@ run_weimocir_key(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace
 		Oid			types[11] = {JSONBARRAYOID, JSONBARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
 			JSONBARRAYOID, JSONBARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8OID, INT4OID,
 		JSONBOID};
-		Datum		args[11] = {ki, mi, si, scores_of(space->sims_of_sql, mi, qi, vector_type),
+		Datum		args[11] = {ki, mi, si, scores_of(sims_of_sql, mi, qi, vector_type),
 			kc, mc, sc, scores_of(cap_stmt[2], mc, qc, vector_type), Float8GetDatum(beta),
 		Int32GetDatum(k), exclude ? PG_GETARG_DATUM(2) : (Datum) 0};
 		char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
@@ -1112,6 +1123,7 @@ run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 	bool		known = false;
 	bool		exclude = true;
 	FastSpace	space;
+	char	   *embedding_of;
 	Datum		ref;
 	bool		isnull;
 
@@ -1138,13 +1150,13 @@ run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		}
 	}
 	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space)
-		|| space.embedding_of_sql == NULL)
+		|| (embedding_of = space_sql(&space, "embedding_of")) == NULL)
 		return false;
 	{
 		Oid			types[1] = {JSONBOID};
 		Datum		args[1] = {PG_GETARG_DATUM(2)};
 
-		ref = value_of(space.embedding_of_sql, 1, types, args, NULL, &isnull);
+		ref = value_of(embedding_of, 1, types, args, NULL, &isnull);
 		if (isnull)
 			return false;
 	}
