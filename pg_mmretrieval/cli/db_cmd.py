@@ -53,10 +53,9 @@ def uninstall(yes: bool, cascade: bool) -> None:
     """Remove pg_mmretrieval from the database: all collections (triggers, views, queues,
     embeddings) and schema mmr. Your tables and their rows are kept.
 
-    If objects of yours depend on schema mmr (a column GENERATED ALWAYS AS
-    (mmr.content_hash(caption)), a view over mmr.collections, an index calling an mmr
-    function...), uninstall lists them and refuses, changing nothing; --cascade drops them too
-    and lists what it dropped.
+    If objects of yours depend on schema mmr (a generated column calling an mmr function,
+    a view over mmr.collections, an index calling an mmr function...), uninstall lists them
+    and refuses, changing nothing; --cascade drops them too and lists what it dropped.
 
     \b
     Example:
