@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DatabaseError",
+    "DependentObjectsError",
     "EncoderError",
     "InputError",
     "LoadError",
@@ -80,3 +81,14 @@ class RetryableLoadError(LoadError):
 
     The worker should retry the item later.
     """
+
+
+class DependentObjectsError(DatabaseError):
+    """Objects outside schema ``mmr`` (a user's columns, views, indexes...) depend on it.
+
+    ``objects`` lists them as ``(kind, object, depends_on)`` descriptions.
+    """
+
+    def __init__(self, message: str, objects: list[tuple[str, str, str]]) -> None:
+        super().__init__(message, sqlstate="2BP01")
+        self.objects = objects

@@ -23,12 +23,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from . import db
-from .errors import DatabaseError, UnsupportedServerError
+from .errors import DatabaseError, DependentObjectsError, UnsupportedServerError
 
 __all__ = [
     "MIN_PGVECTOR",
     "MIN_POSTGRES",
     "SchemaVersion",
+    "Uninstalled",
     "apply_sql_file",
     "check_server",
     "check_versions",
@@ -36,6 +37,7 @@ __all__ = [
     "migrations_dir",
     "render_sql",
     "sql_dir",
+    "uninstall",
     "upgrade",
     "vector_schema",
 ]
@@ -247,20 +249,114 @@ def _upgrade_on(connection: sa.Connection, revision: str) -> SchemaVersion:
     return SchemaVersion(_current(connection), head_revision())
 
 
-def uninstall(url: str | None = None) -> list[str]:
+# Objects outside schema mmr that depend on an object in it (a function, type, table, view,
+# operator): a column whose generated or default expression calls an mmr function, a column of an
+# mmr type, a view, index, constraint, trigger, policy or function using one.  A view's rule and a
+# column's default are reported as the view and the column.  The project's own objects are in
+# schema mmr, except the event trigger calling mmr._ddl_guard; collections' triggers, views and
+# sync functions are dropped by mmr.drop_collection before this runs.
+_DEPENDENTS_SQL = """
+WITH mmr_objects AS (
+    SELECT 'pg_class'::regclass AS cls, oid FROM pg_class WHERE relnamespace = $1
+    UNION ALL SELECT 'pg_proc'::regclass, oid FROM pg_proc WHERE pronamespace = $1
+    UNION ALL SELECT 'pg_type'::regclass, oid FROM pg_type WHERE typnamespace = $1
+    UNION ALL SELECT 'pg_operator'::regclass, oid FROM pg_operator WHERE oprnamespace = $1
+), deps AS (
+    SELECT CASE WHEN d.classid IN ('pg_rewrite'::regclass, 'pg_attrdef'::regclass)
+                THEN 'pg_class'::regclass ELSE d.classid END AS classid,
+           coalesce(r.ev_class, ad.adrelid, d.objid) AS objid,
+           CASE WHEN d.classid = 'pg_rewrite'::regclass THEN 0
+                ELSE coalesce(ad.adnum, d.objsubid) END AS objsubid,
+           d.refclassid, d.refobjid, d.refobjsubid
+      FROM pg_depend d
+      JOIN mmr_objects m ON m.cls = d.refclassid AND m.oid = d.refobjid
+      LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+      LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+     WHERE d.deptype IN ('n', 'a')
+), placed AS (
+    SELECT deps.*,
+           CASE deps.classid
+               WHEN 'pg_class'::regclass THEN
+                   (SELECT relnamespace FROM pg_class WHERE oid = deps.objid)
+               WHEN 'pg_proc'::regclass THEN
+                   (SELECT pronamespace FROM pg_proc WHERE oid = deps.objid)
+               WHEN 'pg_type'::regclass THEN
+                   (SELECT typnamespace FROM pg_type WHERE oid = deps.objid)
+               WHEN 'pg_constraint'::regclass THEN
+                   (SELECT connamespace FROM pg_constraint WHERE oid = deps.objid)
+               WHEN 'pg_trigger'::regclass THEN
+                   (SELECT k.relnamespace FROM pg_trigger g JOIN pg_class k ON k.oid = g.tgrelid
+                     WHERE g.oid = deps.objid)
+               WHEN 'pg_policy'::regclass THEN
+                   (SELECT k.relnamespace FROM pg_policy p JOIN pg_class k ON k.oid = p.polrelid
+                     WHERE p.oid = deps.objid)
+               WHEN 'pg_event_trigger'::regclass THEN
+                   (SELECT p.pronamespace FROM pg_event_trigger e JOIN pg_proc p
+                        ON p.oid = e.evtfoid WHERE e.oid = deps.objid)
+           END AS nsp
+      FROM deps
+)
+SELECT (pg_identify_object(classid, objid, objsubid)).type,
+       pg_describe_object(classid, objid, objsubid),
+       string_agg(DISTINCT pg_describe_object(refclassid, refobjid, refobjsubid), ', ')
+  FROM placed
+ WHERE nsp IS DISTINCT FROM $1
+ GROUP BY 1, 2
+ ORDER BY 2
+"""
+
+
+@dataclass(frozen=True)
+class Uninstalled:
+    """What :func:`uninstall` removed: the collections, and (with ``cascade``) the user's objects
+    that depended on schema ``mmr``, as ``(kind, object, depends_on)``."""
+
+    collections: list[str]
+    dropped: list[tuple[str, str, str]]
+
+
+def _dependents(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str]]:
+    nsp = conn.execute("SELECT 'mmr'::regnamespace::oid").fetchone()
+    assert nsp is not None
+    sql = _DEPENDENTS_SQL.replace("$1", str(int(nsp[0])) + "::oid")
+    return [(str(k), str(o), str(d)) for k, o, d in conn.execute(sql.encode()).fetchall()]
+
+
+def uninstall(url: str | None = None, *, cascade: bool = False) -> Uninstalled:
     """Remove pg_mmretrieval from a database: every collection (its triggers on your tables,
     views, queues, embedding tables), then schema ``mmr``.  Your tables and the vector
-    extension stay.  Returns the names of the collections that were dropped."""
+    extension stay.
+
+    Objects of yours that depend on schema ``mmr`` (e.g. a column ``GENERATED ALWAYS AS
+    (mmr.some_function(caption))``, a view reading ``mmr.collections``, an index calling an mmr
+    function) would be dropped with it: uninstall then refuses and changes nothing, unless
+    ``cascade`` is true, which drops them too and reports them in ``Uninstalled.dropped``.
+
+    Raises:
+        DependentObjectsError: such objects exist and ``cascade`` is false (``objects`` lists
+            them: kind, object, what it depends on).
+    """
     with db.connect(url, autocommit=False) as conn:
         if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'mmr'").fetchone() is None:
-            return []
+            return Uninstalled([], [])
         conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
         names = [str(r[0]) for r in conn.execute("SELECT name FROM mmr._collection ORDER BY id")]
         for name in names:
             conn.execute("SELECT mmr.drop_collection(%s)", (name,))
+        found = _dependents(conn)
+        if found and not cascade:
+            conn.rollback()
+            listing = "\n".join(f"  {kind} {obj} (uses {on})" for kind, obj, on in found)
+            raise DependentObjectsError(
+                f"not uninstalling: {len(found)} object(s) of yours depend on schema mmr and "
+                f"would be dropped with it:\n{listing}\nNothing was changed. Remove or alter "
+                "them first (e.g. ALTER TABLE ... ALTER COLUMN ... DROP EXPRESSION keeps a "
+                "generated column's values), or pass --cascade (cascade=True) to drop them too.",
+                found,
+            )
         conn.execute("DROP SCHEMA mmr CASCADE")
         conn.commit()
-    return names
+    return Uninstalled(names, found)
 
 
 def _current(connection: sa.Connection) -> str | None:

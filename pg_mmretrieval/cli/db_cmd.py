@@ -43,10 +43,28 @@ def current() -> None:
 
 @db_group.command("uninstall")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def uninstall(yes: bool) -> None:
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Also drop your objects that depend on schema mmr (listed); without it, uninstall "
+    "refuses and changes nothing when there are any.",
+)
+def uninstall(yes: bool, cascade: bool) -> None:
     """Remove pg_mmretrieval from the database: all collections (triggers, views, queues,
-    embeddings) and schema mmr. Your tables and their rows are kept."""
+    embeddings) and schema mmr. Your tables and their rows are kept.
+
+    If objects of yours depend on schema mmr (a generated column calling an mmr function,
+    a view over mmr.collections, an index calling an mmr function...), uninstall lists them
+    and refuses, changing nothing; --cascade drops them too and lists what it dropped.
+
+    \b
+    Example:
+      mmr db uninstall --yes             # refuses if your objects depend on schema mmr
+      mmr db uninstall --yes --cascade   # drops those objects too, and lists them
+    """
     if not yes:
         click.confirm("Remove schema mmr with every collection and embedding?", abort=True)
-    names = install.uninstall()
-    click.echo(f"removed schema mmr ({len(names)} collections dropped)")
+    result = install.uninstall(cascade=cascade)
+    for kind, obj, on in result.dropped:
+        click.echo(f"dropped {kind} {obj} (it used {on})")
+    click.echo(f"removed schema mmr ({len(result.collections)} collections dropped)")

@@ -116,7 +116,9 @@ END
 $$;
 
 -- (Re)create the collection's view: every source column plus one column per active space,
--- named after the space.  security_invoker: the caller's grants and RLS apply.
+-- named after the space.  security_invoker: the caller's grants and RLS apply.  Only the view mmr
+-- created for this collection (its oid is in mmr._collection.view_relid) is ever dropped: a
+-- relation of the chosen name that mmr did not create is left alone and the call fails.
 CREATE OR REPLACE FUNCTION mmr._rebuild_view(p_collection_id int)
 RETURNS void
 LANGUAGE plpgsql
@@ -128,6 +130,9 @@ DECLARE
     cols text := '';
     joins text := '';
     i int := 0;
+    v_relid oid;
+    v_schema name;
+    v_name name;
 BEGIN
     SELECT * INTO STRICT c FROM mmr._collection WHERE id = p_collection_id;
     IF c.view_name IS NULL THEN
@@ -139,11 +144,32 @@ BEGIN
         joins := joins || format(E'\n  LEFT JOIN mmr.%I %I ON %s', mmr._emb_name(s.id), 'e' || i,
                                  mmr._key_join(c, 'e' || i, 's'));
     END LOOP;
-    EXECUTE format('DROP VIEW IF EXISTS %I.%I', c.view_schema, c.view_name);
+    -- Our view, where it is now (the user may have renamed it or its schema).
+    SELECT n.nspname, v.relname INTO v_schema, v_name
+      FROM pg_class v JOIN pg_namespace n ON n.oid = v.relnamespace
+     WHERE v.oid = c.view_relid AND v.relkind = 'v';
+    IF FOUND THEN
+        c.view_schema := v_schema;
+        c.view_name := v_name;
+        EXECUTE format('DROP VIEW %s', c.view_relid::regclass);
+    ELSIF EXISTS (SELECT 1 FROM pg_class v JOIN pg_namespace n ON n.oid = v.relnamespace
+                   WHERE n.nspname = c.view_schema AND v.relname = c.view_name) THEN
+        RAISE EXCEPTION 'relation %.% already exists and was not created by pg_mmretrieval for '
+                        'collection %, so it cannot be the collection''s view',
+                        quote_ident(c.view_schema), quote_ident(c.view_name), quote_literal(c.name)
+            USING ERRCODE = 'duplicate_table',
+                  HINT = 'pg_mmretrieval never replaces a relation it did not create: rename or '
+                         'drop that relation and run mmr.refresh_view(collection), or register '
+                         'the table with view_name => ''another_name''.';
+    END IF;
     EXECUTE format('CREATE VIEW %I.%I WITH (security_invoker = true) AS SELECT s.*%s '
                    'FROM %s s%s', c.view_schema, c.view_name, cols, c.source, joins);
+    v_relid := format('%I.%I', c.view_schema, c.view_name)::regclass::oid;
+    UPDATE mmr._collection x SET view_relid = v_relid, view_schema = c.view_schema,
+                                 view_name = c.view_name
+     WHERE x.id = c.id;
     -- security_invoker: reading through the view checks the caller's rights on the source and
     -- embedding tables (and their RLS), so the view itself may be readable by everyone.
-    EXECUTE format('GRANT SELECT ON %I.%I TO PUBLIC', c.view_schema, c.view_name);
+    EXECUTE format('GRANT SELECT ON %s TO PUBLIC', v_relid::regclass);
 END
 $$;

@@ -143,12 +143,16 @@ BEGIN
     IF create_view THEN
         v_view := coalesce(v_view, left(v_relname, 59) || '_mmr');
         PERFORM mmr._check_name('view', v_view);
-        IF EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = v_schema::regnamespace
-                                             AND relname = v_view) THEN
+        -- the source table's own schema, by oid (a name like "MyApp" must not be case-folded)
+        IF EXISTS (SELECT 1 FROM pg_class k
+                    WHERE k.relnamespace = (SELECT t.relnamespace FROM pg_class t
+                                             WHERE t.oid = source)
+                      AND k.relname = v_view) THEN
             RAISE EXCEPTION 'relation %.% already exists, so it cannot be the collection''s view',
                             quote_ident(v_schema), quote_ident(v_view)
                 USING ERRCODE = 'duplicate_table',
-                      HINT = 'Pass view_name => ''another_name'', or create_view => false.';
+                      HINT = 'pg_mmretrieval never replaces a relation it did not create: pass '
+                             'view_name => ''another_name'', or create_view => false.';
         END IF;
     ELSE
         v_view := NULL;
@@ -433,16 +437,22 @@ DECLARE
     t text;
 BEGIN
     c := mmr._collection_row(name);
-    IF c.view_name IS NOT NULL THEN
-        EXECUTE format('DROP VIEW IF EXISTS %I.%I', c.view_schema, c.view_name);
+    -- Only what mmr created: the view by its oid, the triggers calling this collection's sync
+    -- function (whatever they are called now), the lexical index it recorded.
+    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = c.view_relid AND relkind = 'v') THEN
+        EXECUTE format('DROP VIEW %s', c.view_relid::regclass);
     END IF;
     -- The source table may already be gone (DROP TABLE ... CASCADE took the triggers).
-    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = c.source) THEN
-        FOREACH t IN ARRAY ARRAY['ins', 'upd', 'del', 'trunc'] LOOP
-            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'mmr_sync_' || c.id || '_' || t,
-                           c.source);
-        END LOOP;
-    END IF;
+    FOR t IN SELECT g.tgname FROM pg_trigger g
+              WHERE g.tgrelid = c.source AND NOT g.tgisinternal
+                AND g.tgfoid = to_regprocedure(format('mmr.%I()', '_sync_' || c.id)) LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t, c.source);
+    END LOOP;
+    FOR t IN SELECT x.index_name::text FROM mmr._text_index x
+              WHERE x.collection_id = c.id AND x.index_name IS NOT NULL
+                AND EXISTS (SELECT 1 FROM pg_class WHERE oid = x.index_name) LOOP
+        EXECUTE format('DROP INDEX %s', t);
+    END LOOP;
     FOR s IN SELECT * FROM mmr._space x WHERE x.collection_id = c.id LOOP
         EXECUTE format('DROP TABLE IF EXISTS mmr.%I', mmr._emb_name(s.id));
     END LOOP;

@@ -318,7 +318,7 @@ SELECT c.name AS collection,
        c.image_column,
        c.image_kind,
        c.text_columns,
-       to_regclass(format('%I.%I', c.view_schema, c.view_name)) AS view,
+       (SELECT v.oid::regclass FROM pg_class v WHERE v.oid = c.view_relid) AS view,
        c.queue_table,
        c.owner,
        c.created_at

@@ -24,7 +24,11 @@ BEGIN
                                       '_native_abi',
                                       -- worker (issue 4): administrative
                                       'check', 'repair', 'backfill', 'retry_failed',
-                                      'purge_failed', 'status')
+                                      'purge_failed', 'status',
+                                      -- schema changes (issue 12, items 7 and 9): administrative
+                                      '_ddl_guard', '_follow_columns', '_follow_view',
+                                      '_guard_column', '_guard_type',
+                                      '_collection_attnums_trigger', '_space_attnums_trigger')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
