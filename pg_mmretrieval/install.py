@@ -328,7 +328,7 @@ def uninstall(url: str | None = None, *, cascade: bool = False) -> Uninstalled:
     extension stay.
 
     Objects of yours that depend on schema ``mmr`` (e.g. a column ``GENERATED ALWAYS AS
-    (mmr.some_function(caption))``, a view reading ``mmr.collections``, an index calling an mmr
+    (mmr.content_hash(caption))``, a view reading ``mmr.collections``, an index calling an mmr
     function) would be dropped with it: uninstall then refuses and changes nothing, unless
     ``cascade`` is true, which drops them too and reports them in ``Uninstalled.dropped``.
 

@@ -220,7 +220,7 @@ def test_item6_uninstall_refuses_and_keeps_generated_column(empty_db_url: str) -
     with mmr.connect(empty_db_url, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE cap (id int PRIMARY KEY, caption text, "
-            "h text GENERATED ALWAYS AS (mmr._queue_name(id)) STORED)"
+            "h bytea GENERATED ALWAYS AS (mmr.content_hash(caption)) STORED)"
         )
         conn.execute("CREATE VIEW my_collections AS SELECT collection FROM mmr.collections")
         conn.execute("INSERT INTO cap (id, caption) VALUES (1, 'a cat')")
