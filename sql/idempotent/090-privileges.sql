@@ -24,7 +24,9 @@ BEGIN
                                       '_native_abi',
                                       -- worker (issue 4): administrative
                                       'check', 'repair', 'backfill', 'retry_failed',
-                                      'purge_failed', 'status')
+                                      'purge_failed', 'status',
+                                      -- column privileges (issue 12): administrative
+                                      '_secure_embeddings')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
