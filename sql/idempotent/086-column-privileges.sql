@@ -116,6 +116,27 @@ BEGIN
 END
 $$;
 
+-- A clear error (42501, with the GRANT) when the current role may not read one of p_columns.
+CREATE OR REPLACE FUNCTION mmr._require_columns_read(c mmr._collection, p_columns name[],
+                                                     p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_col name;
+BEGIN
+    FOREACH v_col IN ARRAY coalesce(p_columns, '{}') LOOP
+        IF NOT mmr._may_read_column(c.source, v_col) THEN
+            RAISE EXCEPTION 'permission denied for column % of table % (%)', quote_ident(v_col),
+                            c.source, p_what
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('GRANT SELECT (%I) ON %s TO %I;', v_col, c.source, current_user);
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- Row filter of mmr._projection: the projection's space may be read in full by the current role.
 CREATE OR REPLACE FUNCTION mmr._projection_visible(p_space_id int)
 RETURNS boolean
