@@ -14,6 +14,13 @@ Builds a fresh database on the server the tests use (or MMR_DATABASE_URL): a tab
 with a short caption, two external spaces (img, cap) of clustered unit vectors, the HNSW
 indexes (built after the bulk load) and the full-text GIN index.  Prints one row per function:
 p50/p99 latency (ms), ratio to the bare query's p50, target ratio, recall@10.
+
+The installing role owns the embedding tables, so row-level security does not apply to it;
+``--role ROLE`` times every query (the bare ones too) as an existing role instead (``SET ROLE``
+after the setup; the benchmark grants it SELECT on the table), i.e. with the embedding tables'
+policies (row visibility and the column-privilege check, docs/security.md):
+
+    .venv/bin/python bench/search.py --n 20000 --dim 128 --queries 100 --role mmr_bench
 """
 
 from __future__ import annotations
@@ -128,6 +135,11 @@ def main() -> None:
         help="time the SQL functions, each call sent like the bare query (default), or the "
         "Python client functions (adds building the call and decoding hits)",
     )
+    ap.add_argument(
+        "--role",
+        help="time the queries as this existing role (SET ROLE after the setup; it is granted "
+        "SELECT on the table), so the embedding tables' row-level security applies",
+    )
     args = ap.parse_args()
     img, cap, centers = data(args.n, args.dim)
     rng = np.random.default_rng(2)
@@ -165,6 +177,10 @@ def main() -> None:
         k = args.k
         basis, mu_t = rt.basic_projection(cap[:300], cap[300:600])
         rt.store_basic_projection(conn, "items", "img", basis, mu_t)
+        if args.role:
+            role = psycopg.sql.Identifier(args.role)
+            conn.execute(psycopg.sql.SQL("GRANT SELECT ON items TO {}").format(role))
+            conn.execute(psycopg.sql.SQL("SET ROLE {}").format(role))
         conn.execute("SET hnsw.ef_search = 40")
         bare_sql = "SELECT id FROM mmr._emb_1 ORDER BY embedding <=> %s LIMIT %s"
 

@@ -311,14 +311,10 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON mmr.%I USING hnsw (embedding @extschema:vector@.%s) '
                    'WITH (m = %s, ef_construction = %s)', v_emb || '_hnsw', v_emb,
                    mmr._opclass(storage, distance), hnsw_m, hnsw_ef_construction);
-    -- An embedding row is visible exactly when its source row is visible to the current role
-    -- (grants and row-level security of the source table).  OFFSET 0 keeps the check a per-row
-    -- index probe instead of a hashed scan of the whole source table.
-    EXECUTE format('ALTER TABLE mmr.%I ENABLE ROW LEVEL SECURITY', v_emb);
-    EXECUTE format('CREATE POLICY source_visible ON mmr.%I FOR SELECT USING '
-                   '(EXISTS (SELECT 1 FROM %s s WHERE %s OFFSET 0))',
-                   v_emb, c.source, mmr._key_join(c, 's', v_emb));
-    EXECUTE format('GRANT SELECT ON mmr.%I TO PUBLIC', v_emb);
+    -- An embedding row is visible exactly when the current role may read the source column
+    -- (column privilege, checked once per query) and sees the source row (grants and row-level
+    -- security of the source table): sql/idempotent/086-column-privileges.sql.
+    PERFORM mmr._secure_embeddings(c, format('mmr.%I', v_emb)::regclass, source_column);
     UPDATE mmr._space s SET embedding_table = format('mmr.%I', v_emb)::regclass WHERE s.id = v_id;
 
     PERFORM mmr._rebuild_sync(c.id);

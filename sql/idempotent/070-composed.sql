@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS mmr._projection (
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (space_id, name)
 );
+-- Readable through row-level security only (086-column-privileges.sql): a row is visible to
+-- roles that may read the whole space it aggregates.
 GRANT SELECT ON mmr._projection TO PUBLIC;
 
 CREATE TABLE IF NOT EXISTS mmr._reranker (
@@ -484,6 +486,9 @@ BEGIN
             RAISE EXCEPTION 'method basic needs a cosine space (unit-norm embeddings), not %',
                             s.distance USING ERRCODE = 'invalid_parameter_value';
         END IF;
+        -- The projection aggregates the whole space: only for roles that may read all of it
+        -- (086-column-privileges.sql; its row-level security hides it from the others).
+        PERFORM mmr._require_aggregate_read(c, s);
         SELECT * INTO proj FROM mmr._projection x
          WHERE x.space_id = s.id AND x.name = coalesce(prm ->> 'projection', 'basic');
         IF NOT FOUND THEN

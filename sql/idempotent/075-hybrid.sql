@@ -103,6 +103,9 @@ DECLARE
     tsv text := mmr._tsv_expr(c, p_config, 's');
     where_sql text := mmr._filter_sql(c, p_filter, '$3');
 BEGIN
+    -- The leg reads every text column: a clear 42501 naming the one the caller may not read
+    -- (086-column-privileges.sql), rather than the bare "permission denied for table".
+    PERFORM mmr._require_columns_read(c, c.text_columns, 'the lexical leg of hybrid_search');
     RETURN format('SELECT %s AS key, pg_catalog.ts_rank_cd(%s, tq.q)::float8 AS score FROM %s s, '
                   'pg_catalog.websearch_to_tsquery(%L::regconfig, $9) tq(q) WHERE %s @@ tq.q%s '
                   'ORDER BY score DESC, key LIMIT $2',

@@ -67,11 +67,9 @@ BEGIN
     EXECUTE format('ALTER TABLE mmr.%I ALTER COLUMN embedding SET STORAGE PLAIN', t);
     EXECUTE format('CREATE INDEX %I ON mmr.%I USING hnsw (embedding @extschema:vector@.%s)',
                    t || '_hnsw', t, mmr._opclass(storage, distance));
-    EXECUTE format('ALTER TABLE mmr.%I ENABLE ROW LEVEL SECURITY', t);
-    EXECUTE format('CREATE POLICY source_visible ON mmr.%I FOR SELECT USING '
-                   '(EXISTS (SELECT 1 FROM %s s WHERE %s OFFSET 0))',
-                   t, c.source, mmr._key_join(c, 's', t));
-    EXECUTE format('GRANT SELECT ON mmr.%I TO PUBLIC', t);
+    -- Vectors of no declared column: readable by roles that may read every column of the
+    -- source table, for visible rows (sql/idempotent/086-column-privileges.sql).
+    PERFORM mmr._secure_embeddings(c, format('mmr.%I', t)::regclass, NULL);
     UPDATE mmr._multivector x SET embedding_table = format('mmr.%I', t)::regclass WHERE x.id = v_id;
     RETURN format('mmr.%I', t)::regclass;
 END

@@ -28,7 +28,9 @@ BEGIN
                                       -- schema changes (issue 12, items 7 and 9): administrative
                                       '_ddl_guard', '_follow_columns', '_follow_view',
                                       '_guard_column', '_guard_type',
-                                      '_collection_attnums_trigger', '_space_attnums_trigger')
+                                      '_collection_attnums_trigger', '_space_attnums_trigger',
+                                      -- column privileges (issue 12): administrative
+                                      '_secure_embeddings')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
