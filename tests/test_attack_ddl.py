@@ -245,3 +245,31 @@ def test_item6_uninstall_refuses_and_keeps_generated_column(empty_db_url: str) -
         assert conn.execute("SELECT to_regnamespace('mmr')").fetchone() == (None,)
         assert conn.execute("SELECT id, caption FROM cap").fetchall() == [(1, "a cat")]
         assert conn.execute("SELECT to_regclass('my_collections')").fetchone() == (None,)
+
+
+def test_item7_rename_keeps_column_privileges_of_embeddings(conn: psycopg.Connection[Any]) -> None:
+    """The embedding tables' column-privilege check (item 3) follows a renamed column."""
+    conn.execute("CREATE TABLE ren_priv (id int PRIMARY KEY, title text, body text)")
+    conn.execute("INSERT INTO ren_priv VALUES (1, 'a', 'one'), (2, 'b', 'two')")
+    mmr.create_collection(conn, "ren_priv", "ren_priv", text_columns=["body"])
+    mmr.add_space(conn, "ren_priv", "b", "external", "body", 3)
+    mmr.put_embeddings(conn, "ren_priv", "b", [1, 2], [[1, 0, 0], [0, 1, 0]])
+    role = "ren_priv_reader"
+    conn.execute(f"CREATE ROLE {role} NOLOGIN")
+    try:
+        conn.execute(f"GRANT SELECT (id, title, body) ON ren_priv TO {role}")
+        conn.execute("ALTER TABLE ren_priv RENAME COLUMN body TO body2")
+        conn.execute(f"SET ROLE {role}")
+        hits = conn.execute(
+            "SELECT key FROM mmr.search('ren_priv', 'b', '[0,1,0]'::vector, k => 1)"
+        ).fetchall()
+        assert [h[0] for h in hits] == [{"id": 2}] or [h[0] for h in hits] == [2]
+        conn.execute("RESET ROLE")
+        conn.execute(f"REVOKE SELECT (body2) ON ren_priv FROM {role}")
+        conn.execute(f"SET ROLE {role}")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="body2"):
+            conn.execute("SELECT key FROM mmr.search('ren_priv', 'b', '[0,1,0]'::vector, k => 1)")
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE {role}")

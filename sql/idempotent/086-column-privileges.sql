@@ -164,8 +164,13 @@ BEGIN
     v_fast := CASE WHEN p_column IS NULL
                    THEN format('pg_catalog.has_table_privilege(%L::pg_catalog.regclass, ''SELECT'')',
                                c.source::text)
-                   ELSE format('pg_catalog.has_column_privilege(%L::pg_catalog.regclass, %L::text, '
-                               '''SELECT'')', c.source::text, p_column) END;
+                   -- by attribute number: the policy stays right when the column is renamed
+                   -- (the DDL guard follows renames; dropping the column is refused)
+                   ELSE format('pg_catalog.has_column_privilege(%L::pg_catalog.regclass, %s::int2, '
+                               '''SELECT'')', c.source::text,
+                               (SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = c.source AND a.attname = p_column
+                                   AND NOT a.attisdropped)) END;
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
     EXECUTE format('DROP POLICY IF EXISTS source_visible ON %s', p_table);
     -- (1) the column privilege, once per query (InitPlan); (2) the row's visibility, a per-row
