@@ -24,7 +24,9 @@ BEGIN
                                       '_native_abi',
                                       -- worker (issue 4): administrative
                                       'check', 'repair', 'backfill', 'retry_failed',
-                                      'purge_failed', 'status')
+                                      'purge_failed', 'status',
+                                      -- worker role (issue 12, item 1): administrative
+                                      'grant_worker', '_grant_worker_on')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
