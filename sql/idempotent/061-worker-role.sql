@@ -67,7 +67,9 @@ BEGIN
         END LOOP;
         grant_sql := format('GRANT SELECT (%s), UPDATE (%I) ON %s TO %I', cols,
                             c.key_columns[1], c.source, r);
-        IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = c.source), 'USAGE')
+        IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = c.source) THEN
+            CONTINUE;  -- the source table was dropped (mmr.drop_collection tidies up)
+        ELSIF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = c.source), 'USAGE')
            OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
             EXECUTE grant_sql;
         ELSE

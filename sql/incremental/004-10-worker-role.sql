@@ -34,6 +34,10 @@ BEGIN
                SELECT d.oid::regtype AS base FROM d WHERE d.under = 0) b;
         CONTINUE WHEN base = c.key_types;
         UPDATE mmr._collection x SET key_types = base WHERE x.id = c.id;
+        -- the collection's view reads the key columns: dropped here, re-created below
+        IF c.view_name IS NOT NULL THEN
+            EXECUTE format('DROP VIEW IF EXISTS %I.%I', c.view_schema, c.view_name);
+        END IF;
         FOR i IN 1 .. cardinality(base) LOOP
             CONTINUE WHEN base[i] = c.key_types[i];
             IF c.queue_table IS NOT NULL THEN
@@ -53,6 +57,7 @@ BEGIN
                                sj);
             END LOOP;
         END LOOP;
+        PERFORM mmr._rebuild_view(c.id);
     END LOOP;
 END
 $$;
