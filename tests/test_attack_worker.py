@@ -239,6 +239,13 @@ def test_item1_worker_role_is_least_privilege(
             else:
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     wc.execute(stmt)
+    # dropping the collection takes the worker's grants on the source table back
+    conn.execute("SELECT mmr.drop_collection(%s)", (f"lp_{app}",))
+    with (
+        psycopg.connect(worker_url(db_url), autocommit=True) as wc,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        wc.execute(f"SELECT id, body FROM {s}.items")
 
 
 def test_item1_worker_refuses_a_superuser_session(

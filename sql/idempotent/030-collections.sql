@@ -454,6 +454,7 @@ BEGIN
     IF c.view_name IS NOT NULL THEN
         EXECUTE format('DROP VIEW IF EXISTS %I.%I', c.view_schema, c.view_name);
     END IF;
+    PERFORM mmr._revoke_worker_on(c.id);
     -- The source table may already be gone (DROP TABLE ... CASCADE took the triggers).
     IF EXISTS (SELECT 1 FROM pg_class WHERE oid = c.source) THEN
         FOREACH t IN ARRAY ARRAY['ins', 'upd', 'del', 'trunc'] LOOP

@@ -130,3 +130,34 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Take back what _grant_worker_on granted on a collection's source table (mmr.drop_collection,
+-- and so `mmr db uninstall`): the queue and embedding tables go with the collection.
+CREATE OR REPLACE FUNCTION mmr._revoke_worker_on(p_collection_id int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c mmr._collection;
+    r name;
+    cols text;
+BEGIN
+    SELECT * INTO c FROM mmr._collection x WHERE x.id = p_collection_id;
+    IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = c.source) THEN
+        RETURN;
+    END IF;
+    SELECT string_agg(format('%I', col), ', ') INTO cols
+      FROM (SELECT DISTINCT col FROM unnest(c.key_columns::text[] || c.text_columns
+                                            || c.image_column::text) AS u(col)
+             WHERE col IS NOT NULL) z;
+    FOR r IN SELECT w.role_name FROM mmr._worker_role w
+              WHERE EXISTS (SELECT 1 FROM pg_roles x WHERE x.rolname = w.role_name) LOOP
+        IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = c.source), 'USAGE')
+           OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+            EXECUTE format('REVOKE SELECT (%s), UPDATE (%I) ON %s FROM %I', cols,
+                           c.key_columns[1], c.source, r);
+        END IF;
+    END LOOP;
+END
+$$;

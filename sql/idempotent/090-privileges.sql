@@ -26,7 +26,7 @@ BEGIN
                                       'check', 'repair', 'backfill', 'retry_failed',
                                       'purge_failed', 'status',
                                       -- worker role (issue 12, item 1): administrative
-                                      'grant_worker', '_grant_worker_on')
+                                      'grant_worker', '_grant_worker_on', '_revoke_worker_on')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
