@@ -281,7 +281,9 @@ def run_worker(
             for i, x in enumerate(data):
                 cp.write_row((i, x))
         t0 = time.perf_counter()
-        Worker(url, WorkerConfig(collections=(t,), once=True, batch_size=batch)).run()
+        # the worker logs in as its least-privilege role (docs/security.md)
+        as_worker = db.with_user(url, db.WORKER_ROLE)
+        Worker(as_worker, WorkerConfig(collections=(t,), once=True, batch_size=batch)).run()
         dt = time.perf_counter() - t0
         n = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         assert n == (len(data),), n

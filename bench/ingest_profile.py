@@ -143,7 +143,7 @@ def main() -> None:
         collections=(t,), once=True, batch_size=args.batch_size, pipeline=not args.no_pipeline
     )
     t0, c0 = time.perf_counter(), time.process_time()
-    Worker(url, cfg).run()
+    Worker(db.with_user(url, db.WORKER_ROLE), cfg).run()  # its least-privilege role
     t_w, c_w = time.perf_counter() - t0, time.process_time() - c0
     time.sleep(0.5)  # let the backends exit, so their CPU time lands in the postmaster's
     pg_cpu = server_cpu(url) - pg0

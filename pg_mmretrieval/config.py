@@ -34,6 +34,15 @@ def database_url() -> str | None:
     return url or None
 
 
+ENV_WORKER_DATABASE_URL = "MMR_WORKER_DATABASE_URL"
+
+
+def worker_database_url() -> str | None:
+    """The worker's connection URL given by ``MMR_WORKER_DATABASE_URL`` (None: not set)."""
+    url = os.environ.get(ENV_WORKER_DATABASE_URL, "").strip()
+    return url or None
+
+
 def data_dir() -> Path:
     """Per-user directory for the embedded server's data (``MMR_DATA_DIR`` overrides it)."""
     override = os.environ.get(ENV_DATA_DIR, "").strip()

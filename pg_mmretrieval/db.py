@@ -7,16 +7,45 @@ from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import config, server
 from .errors import DatabaseError, InputError, MMRError, NotFoundError
 
-__all__ = ["connect", "redact", "resolve_url", "translate_error"]
+__all__ = [
+    "WORKER_ROLE",
+    "connect",
+    "redact",
+    "resolve_url",
+    "resolve_worker_url",
+    "translate_error",
+    "with_user",
+]
+
+WORKER_ROLE = "mmr_worker"
+"""The worker's least-privilege role (created by ``mmr db upgrade``, docs/security.md)."""
 
 
 def resolve_url(url: str | None = None) -> str:
     """The URL to use: the argument, else ``MMR_DATABASE_URL``, else the embedded server."""
     return url or config.database_url() or server.ensure_running()
+
+
+def resolve_worker_url(url: str | None = None) -> str:
+    """The worker's URL: the argument, else ``MMR_WORKER_DATABASE_URL``, else
+    ``MMR_DATABASE_URL`` (as given), else the embedded server logged in as ``mmr_worker``.
+    """
+    explicit = url or config.worker_database_url() or config.database_url()
+    if explicit:
+        return explicit
+    return with_user(server.ensure_running(), WORKER_ROLE)
+
+
+def with_user(url: str, user: str) -> str:
+    """``url`` (a URL or a libpq connection string) logging in as ``user``, without a password."""
+    params = {k: v for k, v in conninfo_to_dict(url).items() if k != "password"}
+    params["user"] = user
+    return make_conninfo("", **params)
 
 
 def connect(

@@ -96,8 +96,18 @@ def _hits(result: Sequence[Hit]) -> list[tuple[int, float]]:
     return [(int(h.key), float(h.score)) for h in result]
 
 
-def run_demo(out_dir: Path, n: int = 400, k: int = 6, url: str | None = None) -> DemoResult:
-    """Build the demo collection, embed it with the worker, run the queries, write the page."""
+def run_demo(
+    out_dir: Path,
+    n: int = 400,
+    k: int = 6,
+    url: str | None = None,
+    worker_url: str | None = None,
+) -> DemoResult:
+    """Build the demo collection, embed it with the worker, run the queries, write the page.
+
+    The worker logs in at ``worker_url`` (default: ``url`` when given, else ``mmr_worker`` on
+    the embedded server or ``MMR_WORKER_DATABASE_URL``/``MMR_DATABASE_URL``).
+    """
     from .worker import Worker, WorkerConfig
 
     start = time.monotonic()
@@ -112,7 +122,8 @@ def run_demo(out_dir: Path, n: int = 400, k: int = 6, url: str | None = None) ->
         coll.add_space(conn, COLLECTION, "clip_image", MODEL, "image", encoder.dimension)
         coll.add_space(conn, COLLECTION, "clip_caption", MODEL, "caption", encoder.dimension)
         retrieval.create_text_index(conn, COLLECTION)
-    stats = Worker(target, WorkerConfig(collections=(COLLECTION,), once=True)).run()
+    as_worker = worker_url or url or db.resolve_worker_url()
+    stats = Worker(as_worker, WorkerConfig(collections=(COLLECTION,), once=True)).run()
     embedded_s = time.monotonic() - start
 
     sections: list[Section] = []

@@ -45,3 +45,12 @@ def sqlstate(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> str
     except psycopg.Error as e:
         return e.sqlstate
     return None
+
+
+def worker_url(url: str) -> str:
+    """``url`` logging in as the worker's least-privilege role (how the worker runs by default:
+    ``mmr db upgrade`` creates ``mmr_worker``, and the tests' embedded server trusts its socket).
+    """
+    from pg_mmretrieval import db
+
+    return db.with_user(url, db.WORKER_ROLE)

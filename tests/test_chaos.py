@@ -40,6 +40,7 @@ from pg_mmretrieval import db, install, server
 from pg_mmretrieval.worker import RetryPolicy, Worker, WorkerConfig
 from pg_mmretrieval.worker.faults import POINTS
 from pg_mmretrieval.worker.supervisor import _child
+from tests.helpers import worker_url
 
 LEASE_S = 2.0
 N_WORKERS = 3
@@ -172,7 +173,9 @@ class Pool:
 
     def start(self) -> None:
         p = self.ctx.Process(
-            target=_child, args=(self.url, self.cfg, logging.ERROR, self.env), daemon=True
+            target=_child,
+            args=(worker_url(self.url), self.cfg, logging.ERROR, self.env),
+            daemon=True,
         )
         p.start()
         self.procs.append(p)
@@ -215,7 +218,7 @@ def _drain(url: str, timeout: float = 120) -> None:
     cfg = WorkerConfig(
         once=True, lease_s=LEASE_S, retry=RetryPolicy(max_attempts=50, base_s=0.05, max_claims=1000)
     )
-    w = Worker(url, cfg)
+    w = Worker(worker_url(url), cfg)
     t = threading.Thread(target=w.run, daemon=True)
     t.start()
     t.join(timeout)

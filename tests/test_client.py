@@ -16,6 +16,7 @@ import pytest
 import pg_mmretrieval as mmr
 from pg_mmretrieval import AsyncClient, Client, SpaceSpec
 from pg_mmretrieval.encoders import get_encoder
+from tests.helpers import worker_url
 from tests.surfaces_helpers import drain_queue
 
 
@@ -190,7 +191,11 @@ def test_insert_and_wait_with_the_real_worker(client: Client, db_url: str) -> No
             "--poll",
             "0.2",
         ],
-        env={**os.environ, "MMR_DATABASE_URL": db_url},
+        env={
+            **os.environ,
+            "MMR_DATABASE_URL": db_url,
+            "MMR_WORKER_DATABASE_URL": worker_url(db_url),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

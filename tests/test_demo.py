@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 
 from pg_mmretrieval.demo import run_demo
+from tests.helpers import worker_url
 
 
 @pytest.fixture(scope="module")
 def demo(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> object:
-    return run_demo(tmp_path_factory.mktemp("demo"), n=150, url=db_url)
+    return run_demo(
+        tmp_path_factory.mktemp("demo"), n=150, url=db_url, worker_url=worker_url(db_url)
+    )
 
 
 def test_demo_finds_what_it_asks_for(demo: object) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from pg_mmretrieval import db, install
 from pg_mmretrieval.worker import Worker, WorkerConfig
+from tests.helpers import worker_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RELEASED = ["0001"]
@@ -134,10 +135,10 @@ def test_upgraded_collection_is_served(make_db: Any) -> None:
             install.apply_sql_file(conn, path)
     _make_collection(url)
     install.upgrade(url)
-    Worker(url, WorkerConfig(once=True, lease_s=5)).run()
+    Worker(worker_url(url), WorkerConfig(once=True, lease_s=5)).run()
     with db.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE public.items SET body = body || '!' WHERE id <= 5")
-        Worker(url, WorkerConfig(once=True, lease_s=5)).run()
+        Worker(worker_url(url), WorkerConfig(once=True, lease_s=5)).run()
         report = conn.execute(
             "SELECT missing, stale, duplicate, orphan, embedded FROM mmr.check('items')"
         )

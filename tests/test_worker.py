@@ -24,6 +24,7 @@ from pg_mmretrieval.encoders import _REGISTRY, Encoder, Item, get_encoder, regis
 from pg_mmretrieval.errors import InputError
 from pg_mmretrieval.worker import RetryPolicy, Worker, WorkerConfig, queue
 from pg_mmretrieval.worker.catalog import load_catalog
+from tests.helpers import worker_url
 
 _counter = itertools.count()
 
@@ -135,7 +136,7 @@ def test_embeds_rows_once_with_hash_and_model(
     conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
 ) -> None:
     conn.execute(f"INSERT INTO {table} SELECT g, 'text ' || g FROM generate_series(1, 100) g")
-    stats = Worker(db_url, cfg(table)).run()
+    stats = Worker(worker_url(db_url), cfg(table)).run()
     assert stats.written == 100 and stats.dead == 0
     rep = check(conn, table)
     assert (rep["missing"], rep["stale"], rep["duplicate"], rep["orphan"]) == (0, 0, 0, 0)
@@ -156,7 +157,7 @@ def test_unchanged_content_is_not_reembedded(
     conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
 ) -> None:
     conn.execute(f"INSERT INTO {table} SELECT g, 'same ' || g FROM generate_series(1, 10) g")
-    Worker(db_url, cfg(table)).run()
+    Worker(worker_url(db_url), cfg(table)).run()
     seen = encoder.items_seen
     # same value written again (no queue entry), and entries queued by hand / by repair
     conn.execute(f"UPDATE {table} SET body = body")
@@ -164,7 +165,7 @@ def test_unchanged_content_is_not_reembedded(
         f"INSERT INTO mmr._queue_{_cid(conn, table)} (mmr_space_id, id) "
         f"SELECT {_sid(conn, table)}, g FROM generate_series(1, 10) g"
     )
-    stats = Worker(db_url, cfg(table)).run()
+    stats = Worker(worker_url(db_url), cfg(table)).run()
     assert stats.unchanged == 10 and stats.written == 0
     assert encoder.items_seen == seen
     assert check(conn, table)["queued"] == 0
@@ -190,7 +191,7 @@ def test_update_racing_a_slow_worker_never_leaves_old_content(
     conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
 ) -> None:
     conn.execute(f"INSERT INTO {table} VALUES (1, 'old one'), (2, 'old two')")
-    Worker(db_url, cfg(table)).run()
+    Worker(worker_url(db_url), cfg(table)).run()
     conn.execute(f"UPDATE {table} SET body = 'new one' WHERE id = 1")
     fired = []
 
@@ -201,7 +202,7 @@ def test_update_racing_a_slow_worker_never_leaves_old_content(
                 other.execute(f"UPDATE {table} SET body = 'newest one' WHERE id = 1")
 
     encoder.hook = update_while_encoding
-    stats = Worker(db_url, cfg(table)).run()
+    stats = Worker(worker_url(db_url), cfg(table)).run()
     assert fired and stats.released >= 1
     np.testing.assert_allclose(stored(conn, table, 1), _hash_vec("newest one"), atol=1e-6)
     rep = check(conn, table)
@@ -215,7 +216,7 @@ def test_row_locked_by_an_application_is_released_not_waited_for(
     holder = psycopg.connect(db_url)
     try:
         holder.execute(f"UPDATE {table} SET body = 'a2' WHERE id = 1")  # open transaction
-        w = Worker(db_url, cfg(table, once=False, poll_s=0.2))
+        w = Worker(worker_url(db_url), cfg(table, once=False, poll_s=0.2))
         t = threading.Thread(target=w.run)
         t.start()
         try:
@@ -240,7 +241,7 @@ def test_poison_item_fails_alone_and_neighbours_are_written(
         f"INSERT INTO {table} SELECT g, CASE WHEN g = 5 THEN 'POISON' ELSE 'ok ' || g END "
         "FROM generate_series(1, 12) g"
     )
-    stats = Worker(db_url, cfg(table, batch_size=16)).run()
+    stats = Worker(worker_url(db_url), cfg(table, batch_size=16)).run()
     assert stats.batches == 1 and stats.written == 11 and stats.dead == 1
     row = conn.execute(
         "SELECT key, error_class, attempts, jsonb_array_length(history) FROM mmr._failed "
@@ -256,7 +257,7 @@ def test_retryable_failure_backs_off_then_dead_letters_with_history(
     conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
 ) -> None:
     conn.execute(f"INSERT INTO {table} VALUES (1, 'FLAKY'), (2, 'fine')")
-    stats = Worker(db_url, cfg(table)).run()
+    stats = Worker(worker_url(db_url), cfg(table)).run()
     assert stats.written == 1 and stats.retried == 2 and stats.dead == 1
     key, cls, attempts, history = conn.execute(
         "SELECT key, error_class, attempts, history FROM mmr._failed WHERE collection_id = %s",
@@ -275,7 +276,7 @@ def test_retryable_failure_backs_off_then_dead_letters_with_history(
     n = conn.execute("SELECT mmr.retry_failed(%s)", (table,)).fetchone()
     assert n == (1,)
     conn.execute(f"UPDATE {table} SET body = 'fixed' WHERE id = 1")
-    Worker(db_url, cfg(table)).run()
+    Worker(worker_url(db_url), cfg(table)).run()
     rep = check(conn, table)
     assert (rep["missing"], rep["failed"], rep["queued"]) == (0, 0, 0)
 
@@ -289,7 +290,7 @@ def test_dead_workers_lease_expires_and_item_goes_alone(
         items = queue.claim(dead, coll, "dead-worker", 3, 1.0, [_sid(conn, table)])
     assert len(items) == 3
     t0 = time.monotonic()
-    stats = Worker(db_url, cfg(table, lease_s=5.0)).run()
+    stats = Worker(worker_url(db_url), cfg(table, lease_s=5.0)).run()
     assert time.monotonic() - t0 < 10
     assert stats.written == 5
     # the 3 items a dead worker held were processed one per unit (isolation)
@@ -302,7 +303,7 @@ def test_item_that_keeps_killing_workers_is_dead_lettered(
 ) -> None:
     conn.execute(f"INSERT INTO {table} VALUES (1, 'crashy'), (2, 'fine')")
     conn.execute(f"UPDATE mmr._queue_{_cid(conn, table)} SET mmr_claims = 5 WHERE id = 1")
-    stats = Worker(db_url, cfg(table, retry=RetryPolicy(max_claims=5))).run()
+    stats = Worker(worker_url(db_url), cfg(table, retry=RetryPolicy(max_claims=5))).run()
     assert stats.written == 1 and stats.dead == 1
     assert conn.execute(
         "SELECT error_class FROM mmr._failed WHERE collection_id = %s", (_cid(conn, table),)
@@ -313,11 +314,11 @@ def test_deleted_and_nulled_rows_leave_no_orphans(
     conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
 ) -> None:
     conn.execute(f"INSERT INTO {table} SELECT g, 'x' || g FROM generate_series(1, 10) g")
-    Worker(db_url, cfg(table)).run()
+    Worker(worker_url(db_url), cfg(table)).run()
     conn.execute(f"DELETE FROM {table} WHERE id <= 3")
     conn.execute(f"UPDATE {table} SET body = NULL WHERE id = 4")
     conn.execute(f"INSERT INTO {table} VALUES (3, 'back again')")
-    Worker(db_url, cfg(table)).run()
+    Worker(worker_url(db_url), cfg(table)).run()
     rep = check(conn, table)
     assert (rep["rows"], rep["embedded"], rep["orphan"], rep["missing"]) == (7, 7, 0, 0)
 
@@ -326,7 +327,7 @@ def test_check_repair_and_exit_status(
     conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
 ) -> None:
     conn.execute(f"INSERT INTO {table} SELECT g, 'x' || g FROM generate_series(1, 6) g")
-    Worker(db_url, cfg(table)).run()
+    Worker(worker_url(db_url), cfg(table)).run()
     emb = emb_table(conn, table)
     # damage: a lost embedding, a stale one, an orphan (triggers bypassed)
     conn.execute("SET session_replication_role = replica")
@@ -342,7 +343,7 @@ def test_check_repair_and_exit_status(
     assert (body["missing"], body["stale"], body["orphan"], body["unqueued"]) == (1, 1, 1, 2)
     out = subprocess.run([*run, "--repair"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
-    Worker(db_url, cfg(table)).run()
+    Worker(worker_url(db_url), cfg(table)).run()
     out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout
     assert json.loads(out.stdout)["healthy"] is True
@@ -351,7 +352,7 @@ def test_check_repair_and_exit_status(
 def test_wakes_on_notify_without_polling(
     conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
 ) -> None:
-    w = Worker(db_url, cfg(table, once=False, poll_s=60.0))
+    w = Worker(worker_url(db_url), cfg(table, once=False, poll_s=60.0))
     t = threading.Thread(target=w.run)
     t.start()
     try:
@@ -380,7 +381,7 @@ def test_model_switch_in_the_shadow(
     conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
 ) -> None:
     conn.execute(f"INSERT INTO {table} SELECT g, 'x' || g FROM generate_series(1, 20) g")
-    Worker(db_url, cfg(table)).run()
+    Worker(worker_url(db_url), cfg(table)).run()
     enc2 = ScriptedEncoder(f"scripted-b-{next(_counter)}", model_id="scripted/v2")
     register_encoder(enc2)
     try:
@@ -392,7 +393,7 @@ def test_model_switch_in_the_shadow(
         conn.execute(f"UPDATE {table} SET body = 'during fill' WHERE id = 1")
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
             conn.execute("SELECT mmr.switch_space(%s, 'vec')", (table,))
-        Worker(db_url, cfg(table)).run()
+        Worker(worker_url(db_url), cfg(table)).run()
         env = {**os.environ, "MMR_DATABASE_URL": db_url}
         cli = [sys.executable, "-m", "pg_mmretrieval.cli"]
         r = subprocess.run([*cli, "space", "switch", table, "vec"], env=env, timeout=60)
@@ -422,7 +423,7 @@ def test_space_pinned_to_another_model_is_not_served(
         "UPDATE mmr._space SET model_id = 'other/model' WHERE id = %s", (_sid(conn, table),)
     )
     conn.execute(f"INSERT INTO {table} VALUES (1, 'x')")
-    w = Worker(db_url, cfg(table, once=False, poll_s=0.1))
+    w = Worker(worker_url(db_url), cfg(table, once=False, poll_s=0.1))
     t = threading.Thread(target=w.run)
     t.start()
     time.sleep(1.0)  # give it the chance to do the wrong thing
@@ -437,7 +438,12 @@ def test_sigterm_finishes_the_batch(conn: psycopg.Connection[Any], db_url: str) 
     conn.execute("SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, name))
     conn.execute("SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'body', 32)", (name,))
     conn.execute(f"INSERT INTO {name} SELECT g, 'x' || g FROM generate_series(1, 8) g")
-    env = {**os.environ, "MMR_DATABASE_URL": db_url, "MMR_WORKER_DELAY": "encode:2.0"}
+    env = {
+        **os.environ,
+        "MMR_DATABASE_URL": db_url,
+        "MMR_WORKER_DATABASE_URL": worker_url(db_url),
+        "MMR_WORKER_DELAY": "encode:2.0",
+    }
     p = subprocess.Popen(
         [sys.executable, "-m", "pg_mmretrieval.cli", "worker", "--collection", name],
         env=env,
@@ -476,7 +482,7 @@ def test_cli_backfill_status_failed_and_concurrency(
     conn.execute(
         "SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'body', 32, backfill => false)", (name,)
     )
-    env = {**os.environ, "MMR_DATABASE_URL": db_url}
+    env = {**os.environ, "MMR_DATABASE_URL": db_url, "MMR_WORKER_DATABASE_URL": worker_url(db_url)}
     cli = [sys.executable, "-m", "pg_mmretrieval.cli"]
 
     def mmr(*args: str) -> subprocess.CompletedProcess[str]:
@@ -519,7 +525,7 @@ def test_space_dropped_under_a_running_worker(
                 )
 
     encoder.hook = drop_while_encoding
-    stats = Worker(db_url, cfg(table)).run()
+    stats = Worker(worker_url(db_url), cfg(table)).run()
     assert dropped
     rows = conn.execute("SELECT space, embedded, missing, queued FROM mmr.check(%s)", (table,))
     assert rows.fetchall() == [("vec2", 40, 0, 0)]
@@ -538,7 +544,7 @@ def test_composite_text_and_uuid_keys(conn: psycopg.Connection[Any], db_url: str
         f"INSERT INTO {name} (tenant, n, body) SELECT t, g, CASE WHEN g = 3 THEN '' "
         "ELSE t || g END FROM unnest(ARRAY['a b', 'Ünï''\"']) t, generate_series(1, 20) g"
     )
-    stats = Worker(db_url, cfg(name)).run()
+    stats = Worker(worker_url(db_url), cfg(name)).run()
     assert stats.written == 38 and stats.dead == 2
     keys = conn.execute(
         "SELECT key ->> 'tenant', (key ->> 'n')::int FROM mmr._failed f "
@@ -548,7 +554,7 @@ def test_composite_text_and_uuid_keys(conn: psycopg.Connection[Any], db_url: str
     assert keys == [("a b", 3), ("Ünï'\"", 3)]
     conn.execute(f"UPDATE {name} SET body = 'fixed' WHERE n = 3")
     conn.execute(f"UPDATE {name} SET body = body || '!' WHERE n < 3")
-    Worker(db_url, cfg(name)).run()
+    Worker(worker_url(db_url), cfg(name)).run()
     rep = check(conn, name)
     assert (rep["rows"], rep["embedded"], rep["missing"], rep["stale"], rep["failed"]) == (
         40,

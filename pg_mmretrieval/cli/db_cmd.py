@@ -25,7 +25,16 @@ def db_group() -> None:
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
 def upgrade(revision: str) -> None:
-    """Install or upgrade the mmr schema to REVISION (default: head)."""
+    """Install or upgrade the mmr schema to REVISION (default: head).
+
+    Also creates the worker's least-privilege role mmr_worker when this login may (a
+    superuser), and grants it (and roles given to mmr.grant_worker) what the worker needs.
+
+    \b
+    Example:
+      mmr db upgrade
+      psql -c "SELECT mmr.grant_worker('embedder')"   # a worker role of your own
+    """
     version = install.upgrade(revision=revision)
     click.echo(f"mmr schema at revision {version.current} (head {version.head})")
 

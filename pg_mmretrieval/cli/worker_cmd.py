@@ -54,6 +54,12 @@ def _worker_options(f: click.decorators.FC) -> click.decorators.FC:
                 show_default=True,
                 help="Claims lost to dying workers before an item is dead-lettered as a crash.",
             ),
+            click.option(
+                "--allow-superuser",
+                is_flag=True,
+                help="Run even when the worker's session user is a superuser (refused by "
+                "default: user code its statements evaluate would run as that superuser).",
+            ),
         ]
     ):
         f = opt(f)
@@ -66,11 +72,14 @@ def _config(
     max_attempts: int,
     retry_base: float,
     max_claims: int,
+    allow_superuser: bool = False,
     **kw: object,
 ) -> WorkerConfig:
     if batch_size < 1 or lease_s <= 0 or max_attempts < 1 or max_claims < 1:
         raise click.UsageError("--batch-size, --lease, --max-attempts, --max-claims must be > 0")
     retry = RetryPolicy(max_attempts=max_attempts, base_s=retry_base, max_claims=max_claims)
+    if allow_superuser:
+        kw["allow_superuser"] = True
     return WorkerConfig(batch_size=batch_size, lease_s=lease_s, retry=retry, **kw)  # type: ignore[arg-type]
 
 
@@ -100,15 +109,21 @@ def worker(
     """Embed queued rows: claim, load, encode, write; until stopped (SIGTERM/Ctrl-C finish
     the current batch) or, with --once, until the queue is empty.
 
+    The worker logs in as the least-privilege role mmr_worker on the embedded server (created
+    by `mmr db upgrade`), else at MMR_WORKER_DATABASE_URL, else at MMR_DATABASE_URL as given.
+    It refuses a superuser session unless --allow-superuser (docs/security.md).
+
     \b
     Example:
       mmr worker                                  # all collections, one process
       mmr worker --collection products --concurrency 4
       mmr worker --once                           # drain and exit (scripts, cron)
+      MMR_WORKER_DATABASE_URL=postgresql://mmr_worker:secret@db/app mmr worker
+      mmr worker --once --allow-superuser         # only on a server without user code
     """
     _logging(verbose)
     cfg = _config(collections=collections or None, once=once, poll_s=poll_s, **opts)  # type: ignore[arg-type]
-    url = db.resolve_url()
+    url = db.resolve_worker_url()
     if concurrency > 1:
         bad = run_pool(url, cfg, concurrency)
         if bad and once:

@@ -36,14 +36,18 @@ def run_backfill(
     force: bool = False,
     config: WorkerConfig | None = None,
     progress: bool | None = None,
+    worker_url: str | None = None,
 ) -> tuple[int, WorkerStats]:
     """Queue the rows of ``collection`` (one ``space`` or all) that need embedding, then
     run a draining worker on them.  Returns (rows queued now, worker counters).
 
     Args:
         progress: show a progress bar with ETA (default: when stderr is a terminal).
+        worker_url: where the draining worker logs in (default: ``url`` when given, else
+            :func:`pg_mmretrieval.db.resolve_worker_url`: ``mmr_worker`` on the embedded server).
     """
     target = db.resolve_url(url)
+    as_worker = worker_url or url or db.resolve_worker_url()
     with db.connect(target, autocommit=True, application_name="mmr-backfill") as conn:
         queued_now = admin.backfill_queue(conn, collection, space, version, force)
     total = _pending(target, collection, space)
@@ -55,7 +59,7 @@ def run_backfill(
     )
     show = sys.stderr.isatty() if progress is None else progress
     if not show:
-        return queued_now, Worker(target, cfg).run()
+        return queued_now, Worker(as_worker, cfg).run()
     with Progress(
         TextColumn(f"[bold]{collection}{'/' + space if space else ''}"),
         BarColumn(),
@@ -72,7 +76,7 @@ def run_backfill(
             elapsed = t.elapsed or 1e-9
             bar.update(task, completed=min(stats.done, total), rate=stats.done / elapsed)
 
-        worker = Worker(target, cfg, on_batch=on_batch)
+        worker = Worker(as_worker, cfg, on_batch=on_batch)
         stats = worker.run()
         bar.update(task, completed=total)
     return queued_now, stats

@@ -71,9 +71,11 @@ class CollectionSpec:
         return sql.SQL(", ").join(sql.Identifier(alias, k) for k in self.key_columns)
 
     def key_join(self, left: str, right: str) -> sql.Composable:
-        """``left.k1 = right.k1 AND ...``."""
+        """``left.k1 = right.k1 AND ...`` (pg_catalog's operator, never one on the path)."""
         return sql.SQL(" AND ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k))
+            sql.SQL("{} OPERATOR(pg_catalog.=) {}").format(
+                sql.Identifier(left, k), sql.Identifier(right, k)
+            )
             for k in self.key_columns
         )
 
@@ -86,16 +88,24 @@ class CollectionSpec:
         return sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in self.key_columns)
 
     def typed(self, alias: str) -> sql.Composable:
-        """``u.k1::type1, ...`` for text-typed key columns of ``alias``."""
+        """``u.k1::type1, ...`` for text-typed key columns of ``alias``.
+
+        ``key_types`` are base types (a domain resolved to the type under it, see
+        :func:`load_catalog`): a cast to a domain would run its CHECK, user code, as the worker.
+        """
         return sql.SQL(", ").join(
             sql.SQL("{}::{}").format(sql.Identifier(alias, k), sql.SQL(t))
             for k, t in zip(self.key_columns, self.key_types, strict=True)
         )
 
     def typed_join(self, table_alias: str, text_alias: str) -> sql.Composable:
-        """``t.k1 = u.k1::type AND ...`` where ``u`` holds keys as text."""
+        """``t.k1 = u.k1::type AND ...`` where ``u`` holds keys as text.
+
+        The source's column may be a domain: it is compared as its base type, with the built-in
+        operator (``OPERATOR(pg_catalog.=)``), so no operator of the application is chosen.
+        """
         return sql.SQL(" AND ").join(
-            sql.SQL("{} = {}::{}").format(
+            sql.SQL("{} OPERATOR(pg_catalog.=) {}::{}").format(
                 sql.Identifier(table_alias, k), sql.Identifier(text_alias, k), sql.SQL(t)
             )
             for k, t in zip(self.key_columns, self.key_types, strict=True)
@@ -124,10 +134,20 @@ def load_catalog(conn: psycopg.Connection[Any], names: list[str] | None) -> list
     ).fetchone()
     if row:
         _VECTOR_SCHEMA[0] = str(row[0])
+    # Key types resolved to their base types here too (catalogs written before revision 0004
+    # may still name a domain): the worker never casts to a domain.
     cols = conn.execute(
-        "SELECT id, name, source::text, key_columns::text[], key_types::text[], image_kind, "
-        "queue_table::text FROM mmr._collection "
-        "WHERE (%(names)s::text[] IS NULL OR name = ANY (%(names)s)) ORDER BY id",
+        "SELECT c.id, c.name, c.source::text, c.key_columns::text[], "
+        "       ARRAY(SELECT (WITH RECURSIVE d(oid, under) AS ( "
+        "                       SELECT y.oid, y.typbasetype FROM pg_catalog.pg_type y "
+        "                        WHERE y.oid = u.t "
+        "                       UNION ALL SELECT y.oid, y.typbasetype FROM d "
+        "                         JOIN pg_catalog.pg_type y ON y.oid = d.under "
+        "                        WHERE d.under <> 0) "
+        "                     SELECT d.oid::regtype::text FROM d WHERE d.under = 0) "
+        "               FROM unnest(c.key_types) WITH ORDINALITY AS u(t, i) ORDER BY u.i), "
+        "       c.image_kind, c.queue_table::text FROM mmr._collection c "
+        "WHERE (%(names)s::text[] IS NULL OR c.name = ANY (%(names)s)) ORDER BY c.id",
         {"names": names},
     ).fetchall()
     spaces = conn.execute(

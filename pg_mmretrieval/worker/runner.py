@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from .. import db
 from ..encoders import Encoder, get_encoder
-from ..errors import MMRError, NotFoundError
+from ..errors import ConfigError, DatabaseError, MMRError, NotFoundError
 from . import queue
 from .catalog import CollectionSpec, SpaceSpec, load_catalog
 from .encode import encode_isolating
@@ -54,6 +54,9 @@ class WorkerConfig:
             (once connected, a lost connection is retried for ever).
         pipeline: write batch N on a second connection while batch N+1 is encoded, and
             claim batch N+1 on a third while batch N is encoded.
+        allow_superuser: run even when the session user is a superuser (default: refuse; user
+            code the worker's statements evaluate would run as that superuser).  Also set by
+            ``MMR_WORKER_ALLOW_SUPERUSER=1``.
     """
 
     collections: tuple[str, ...] | None = None
@@ -66,6 +69,9 @@ class WorkerConfig:
     load_threads: int = 8
     connect_timeout_s: float = 60.0
     pipeline: bool = True
+    allow_superuser: bool = field(
+        default_factory=lambda: os.environ.get("MMR_WORKER_ALLOW_SUPERUSER", "") == "1"
+    )
 
 
 @dataclass
@@ -99,6 +105,9 @@ class _Job:
 # for the WAL flush: a crash of the server loses at most the last of them, atomically, and
 # the queue entries a lost write deleted come back with it (docs/worker.md, "Durability").
 _SESSION_OPTIONS = "-c synchronous_commit=off"
+# Every connection of the worker resolves names in pg_catalog only (its statements qualify
+# everything else): no function or operator of a schema on a user's path is ever chosen.
+_PATH_OPTIONS = "-c search_path=pg_catalog,pg_temp"
 
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 _TRANSIENT = (
@@ -118,7 +127,7 @@ class Worker:
         *,
         on_batch: Callable[[WorkerStats], None] | None = None,
     ) -> None:
-        self.url = db.resolve_url(url)
+        self.url = db.resolve_worker_url(url)
         self.config = config or WorkerConfig()
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.application_name = f"mmr-worker {self.id}"[:63]
@@ -187,19 +196,45 @@ class Worker:
             self._claimer.shutdown(wait=False, cancel_futures=True)
         return self.stats
 
-    def _db(self) -> psycopg.Connection[Any]:
+    def _db(self, options: str = _SESSION_OPTIONS) -> psycopg.Connection[Any]:
         """A connection for claims and writes (asynchronous commit, see above)."""
-        options = str(psycopg.conninfo.conninfo_to_dict(self.url).get("options") or "")
-        return db.connect(
-            self.url,
-            autocommit=True,
-            application_name=self.application_name,
-            options=f"{options} {_SESSION_OPTIONS}".strip(),
-        )
+        given = str(psycopg.conninfo.conninfo_to_dict(self.url).get("options") or "")
+        try:
+            conn = db.connect(
+                self.url,
+                autocommit=True,
+                application_name=self.application_name,
+                options=f"{given} {options} {_PATH_OPTIONS}".strip(),
+            )
+        except DatabaseError as e:
+            if f'role "{db.WORKER_ROLE}" does not exist' in str(e):
+                raise ConfigError(
+                    f"the worker's role {db.WORKER_ROLE} does not exist on this server: run "
+                    "`mmr db upgrade` as a superuser (it creates the role), or point "
+                    "MMR_WORKER_DATABASE_URL at a role granted with mmr.grant_worker(...)"
+                ) from e
+            raise
+        return conn
+
+    def _check_session(self, conn: psycopg.Connection[Any]) -> None:
+        """Refuse a superuser session unless ``allow_superuser`` (docs/security.md)."""
+        row = conn.execute(
+            "SELECT session_user::text, r.rolsuper FROM pg_catalog.pg_roles r "
+            "WHERE r.rolname = session_user"
+        ).fetchone()
+        if row is not None and row[1] and not self.config.allow_superuser:
+            raise ConfigError(
+                f"the worker refuses to run as superuser {row[0]}: user code its statements "
+                f"evaluate would run as a superuser; log in as {db.WORKER_ROLE} (created by "
+                "`mmr db upgrade`; the default on the embedded server) or a role granted with "
+                "SELECT mmr.grant_worker('role') via MMR_WORKER_DATABASE_URL, or pass "
+                "--allow-superuser"
+            )
 
     def _connect(self) -> None:
         self._conn = self._db()
-        self._listen = db.connect(self.url, autocommit=True, application_name=self.application_name)
+        self._check_session(self._conn)
+        self._listen = self._db(options="")
         self._listen.execute("LISTEN mmr_queue")
         self._refresh_catalog(force=True)
         self._conn.execute(
@@ -243,7 +278,7 @@ class Worker:
             try:
                 self._connect()
                 return
-            except NotFoundError:
+            except (NotFoundError, ConfigError):
                 self._close(mark=False)
                 raise
             except (MMRError, *_CONNECTION_ERRORS) as e:

@@ -61,7 +61,10 @@ BEGIN
             USING ERRCODE = 'wrong_object_type';
     END IF;
 
-    SELECT array_agg(a.attname ORDER BY k.ord), array_agg(a.atttypid::regtype ORDER BY k.ord)
+    -- Key types are stored as their base types (a domain resolved to the type under it): the
+    -- queue and embedding tables, and every cast of a key, then never evaluate a domain's
+    -- CHECK, which is user code (docs/security.md, "The worker's role").
+    SELECT array_agg(a.attname ORDER BY k.ord), array_agg(mmr._base_type(a.atttypid) ORDER BY k.ord)
       INTO v_keys, v_types
       FROM pg_index i
      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
@@ -80,6 +83,19 @@ BEGIN
             USING ERRCODE = 'invalid_table_definition',
                   HINT = format('pg_mmretrieval identifies rows by their primary key: add one, '
                                 'e.g. ALTER TABLE %s ADD PRIMARY KEY (id).', source);
+    END IF;
+
+    -- Keys travel as text and are cast back to their type: a cast from text to a type whose
+    -- owner is not a superuser (an enum, a composite or range type of the application) could be
+    -- a user-defined function, run by whoever casts (the worker, the sync trigger's owner).
+    SELECT t INTO v_type FROM unnest(v_types) t
+      JOIN pg_type y ON y.oid = t JOIN pg_roles r ON r.oid = y.typowner
+     WHERE NOT r.rolsuper LIMIT 1;
+    IF v_type IS NOT NULL THEN
+        RAISE EXCEPTION 'primary-key type % of % is not a built-in type', v_type, source
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Key the table by a built-in type (int, bigint, text, uuid, ...) or a '
+                         'domain over one: casts to types an application owns may run its code.';
     END IF;
 
     IF image_column IS NOT NULL THEN
@@ -181,6 +197,7 @@ BEGIN
     UPDATE mmr._collection c SET queue_table = format('mmr.%I', mmr._queue_name(v_id))::regclass
      WHERE c.id = v_id;
 
+    PERFORM mmr._grant_worker_on(v_id);
     PERFORM mmr._rebuild_sync(v_id);
     PERFORM mmr._create_triggers(v_id);
     PERFORM mmr._rebuild_view(v_id);
@@ -316,6 +333,7 @@ BEGIN
     -- security of the source table): sql/idempotent/086-column-privileges.sql.
     PERFORM mmr._secure_embeddings(c, format('mmr.%I', v_emb)::regclass, source_column);
     UPDATE mmr._space s SET embedding_table = format('mmr.%I', v_emb)::regclass WHERE s.id = v_id;
+    PERFORM mmr._grant_worker_on(c.id);
 
     PERFORM mmr._rebuild_sync(c.id);
     PERFORM mmr._rebuild_view(c.id);
@@ -438,6 +456,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_class WHERE oid = c.view_relid AND relkind = 'v') THEN
         EXECUTE format('DROP VIEW %s', c.view_relid::regclass);
     END IF;
+    PERFORM mmr._revoke_worker_on(c.id);
     -- The source table may already be gone (DROP TABLE ... CASCADE took the triggers).
     FOR t IN SELECT g.tgname FROM pg_trigger g
               WHERE g.tgrelid = c.source AND NOT g.tgisinternal

@@ -30,7 +30,9 @@ BEGIN
                                       '_guard_column', '_guard_type',
                                       '_collection_attnums_trigger', '_space_attnums_trigger',
                                       -- column privileges (issue 12): administrative
-                                      '_secure_embeddings')
+                                      '_secure_embeddings',
+                                      -- worker role (issue 12, item 1): administrative
+                                      'grant_worker', '_grant_worker_on', '_revoke_worker_on')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
