@@ -115,14 +115,15 @@ BEGIN
           AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
           AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
           AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
-        -- WeiMoCIR without caption spaces is its query fusion alone: one vector.
+        -- WeiMoCIR without caption spaces is its query fusion alone: one vector (candidates
+        -- unused, but checked against its bound as on the general path).
+        PERFORM mmr._candidates(prm, p_k + 1, p_k + 1);
         p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
                                                       coalesce((prm ->> 'alpha')::float8, 0.8)))];
     ELSIF m IN ('score_sum', 'product') AND prm - 'candidates' = '{}'
           AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
         p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
-        p.n := least(1000, greatest(p_k + 1, coalesce((prm ->> 'candidates')::float8::int,
-                                                      greatest(4 * p_k, 40))));
+        p.n := mmr._candidates(prm, p_k + 1, greatest(4 * p_k, 40));
         -- the checked statement (no rows unless both legs are complete), the plain one to rerun
         p.sql := s.statements ->> (m || '_checked');
         p.aux := jsonb_build_object('sql', s.statements ->> m);
