@@ -71,9 +71,9 @@ def fails(conn: Conn, sql: str, args: Any = None) -> psycopg.Error:
     raise AssertionError(f"no error from {sql}")
 
 
-def cancelled_within(conn: Conn, sql: str, args: Any, bound_s: float = 10.0) -> float:
-    """sql is cancelled by statement_timeout = 1s (QueryCanceled) well within bound_s."""
-    conn.execute("SET statement_timeout = '1s'")
+def cancelled_within(conn: Conn, sql: str, args: Any, timeout: str = "1s") -> float:
+    """sql is cancelled by statement_timeout (QueryCanceled) well within 10 s."""
+    conn.execute(f"SET statement_timeout = '{timeout}'")
     try:
         t0 = time.monotonic()
         with pytest.raises(psycopg.errors.QueryCanceled):
@@ -81,7 +81,7 @@ def cancelled_within(conn: Conn, sql: str, args: Any, bound_s: float = 10.0) -> 
         elapsed = time.monotonic() - t0
     finally:
         conn.execute("RESET statement_timeout")
-    assert elapsed < bound_s, elapsed
+    assert elapsed < 10, elapsed
     return elapsed
 
 
@@ -91,14 +91,24 @@ def cancelled_within(conn: Conn, sql: str, args: Any, bound_s: float = 10.0) -> 
 def test_item2_gqr_refine_cancelled_by_statement_timeout(
     data: tuple[Conn, np.ndarray[Any, Any]], binding: str
 ) -> None:
-    """The largest allowed pool (2000 vectors) and 1000 steps: seconds of work in C, more in
-    PL/pgSQL; statement_timeout stops it within about a second under both bindings."""
-    conn, v = data
-    pool = np.concatenate([v, v])[:2000]
+    """The largest allowed pool (2000 vectors of 512 dimensions) and 200 steps: seconds of work
+    (about 4 s measured on 2 cores), all of it inside gqr_refine (the pool is read from a table
+    in milliseconds).  statement_timeout stops it promptly under both bindings: before, the
+    native loops never checked for interrupts."""
+    conn, _ = data
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS pool AS SELECT i, "
+        "ARRAY(SELECT random() - 0.5 FROM generate_series(1, 512) WHERE i > 0)::real[]::vector "
+        "AS v "
+        "FROM generate_series(1, 2000) i"
+    )
     elapsed = cancelled_within(
         conn,
-        "SELECT mmr.gqr_refine(%s::vector, %s::vector[], %s::float8[], 0.5, 1, 0.005, 1000)",
-        (vec(v[0]), [vec(x) for x in pool], [0.0] * len(pool)),
+        "SELECT mmr.gqr_refine((SELECT v FROM pool WHERE i = 1), "
+        "(SELECT array_agg(v ORDER BY i) FROM pool), "
+        "array_fill(0::float8, ARRAY[2000]), 0.5, 1, 0.005, 200)",
+        None,
+        "300ms",
     )
     assert elapsed < 5, elapsed
 
@@ -106,13 +116,14 @@ def test_item2_gqr_refine_cancelled_by_statement_timeout(
 def test_item2_gqr_composed_search_cancelled(
     data: tuple[Conn, np.ndarray[Any, Any]], binding: str
 ) -> None:
-    """composed_search 'gqr' at its bounds (k 999, candidates 1000, steps 1000) is cancelled."""
+    """composed_search 'gqr' at its bounds (k 999, candidates 1000, steps 200) is cancelled."""
     conn, v = data
     cancelled_within(
         conn,
         "SELECT * FROM mmr.composed_search('b', 'img', %s::vector, %s::vector, 'gqr', 999, "
-        '\'{"steps": 1000, "candidates": 1000}\')',
+        '\'{"steps": 200, "candidates": 1000}\')',
         (vec(v[1]), vec(v[2])),
+        "100ms",
     )
 
 
@@ -140,8 +151,8 @@ def test_item2_gqr_steps_bounded(data: tuple[Conn, np.ndarray[Any, Any]], bindin
         "'{\"steps\": 1000000000}')",
         (vec(v[1]), vec(v[2])),
     )
-    assert e.sqlstate == "22023" and "GQR steps must be between 0 and 1000" in str(e), e
-    assert e.diag.message_hint and "1000" in e.diag.message_hint
+    assert e.sqlstate == "22023" and "GQR steps must be between 0 and 200" in str(e), e
+    assert e.diag.message_hint and "200" in e.diag.message_hint
     e = fails(
         conn,
         "SELECT mmr.gqr_refine(%s::vector, ARRAY[%s::vector], ARRAY[0.1], steps => 2147483647)",
