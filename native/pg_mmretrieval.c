@@ -273,22 +273,23 @@ lookup_space(Datum collection, Datum space, FastSpace *out)
 	return true;
 }
 
-/* A query vector the fast path accepts: the space's dimension, and not zero under cosine
- * (anything else is the general path's to reject, with its error). */
+/* mmr._max_norm(): the largest norm of a query vector (no distance overflows float32). */
+#define MAX_NORM 1e18
+
+/* A query vector the fast path accepts (mmr._norm_ok): the space's dimension, a norm of at most
+ * MAX_NORM, and not zero under cosine (anything else is the general path's to reject, with its
+ * error). */
 static PgVector *
 check_vector(PgVector *v, const FastSpace *space)
 {
+	double		norm = 0.0;
+
 	if (v == NULL || v->dim != space->dimensions)
 		return NULL;
-	if (space->cosine)
-	{
-		double		norm = 0.0;
-
-		for (int i = 0; i < v->dim; i++)
-			norm += (double) v->x[i] * (double) v->x[i];
-		if (!(norm > 0.0))
-			return NULL;
-	}
+	for (int i = 0; i < v->dim; i++)
+		norm += (double) v->x[i] * (double) v->x[i];
+	if (!(sqrt(norm) <= MAX_NORM) || (space->cosine && !(norm > 0.0)))
+		return NULL;
 	return v;
 }
 

@@ -456,3 +456,24 @@ def test_item12_long_hybrid_query_refused(data: tuple[Conn, np.ndarray[Any, Any]
     assert conn.execute("SELECT count(*) FROM mmr.hybrid_search('b', %s)", (ok,)).fetchone() == (
         10,
     )
+
+
+def test_item11_huge_query_vector_refused(
+    data: tuple[Conn, np.ndarray[Any, Any]], binding: str
+) -> None:
+    """A query whose distances overflow float32 (found by the fuzz test: infinite scores in an
+    l2 space) is refused on the fast and the general path, not answered with inf / NaN."""
+    conn, _ = data
+    big = vec(np.full(D, 1e30))
+    for space in ("l2", "img"):
+        for extra in ("", ", max_scan_tuples => 20000"):
+            e = fails(
+                conn, f"SELECT * FROM mmr.search('b', %s, %s::vector, 5{extra})", (space, big)
+            )
+            assert e.sqlstate == "22000" and "above the largest allowed" in str(e), e
+    e = fails(
+        conn,
+        "SELECT * FROM mmr.composed_search('b', 'l2', %s::vector, %s::vector, 'score_sum', 5)",
+        (big, big),
+    )
+    assert e.sqlstate == "22000" and "above the largest allowed" in str(e), e

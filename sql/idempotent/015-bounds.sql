@@ -65,7 +65,7 @@ BEGIN
     SELECT * INTO l FROM mmr._limits() x WHERE x.name = p_limit;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pg_mmretrieval: no bound named %', quote_literal(p_limit)
-            USING ERRCODE = 'internal_error';
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_value IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', coalesce(p_what, p_limit)
@@ -238,6 +238,12 @@ BEGIN
             USING ERRCODE = 'data_exception',
                   HINT = 'Check the encoder''s output: store only finite vectors.';
     END IF;
+    IF norm > mmr._max_norm() THEN
+        RAISE EXCEPTION '% has norm %, above the largest allowed (%)', p_what, norm,
+                        mmr._max_norm()
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Distances to such a vector overflow single precision: normalise it.';
+    END IF;
     IF norm = 0 THEN
         RAISE EXCEPTION '% is a zero vector, which has no direction', p_what
             USING ERRCODE = 'data_exception',
@@ -245,6 +251,22 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The largest norm of a query or stored vector: with both norms at most 1e18, no distance or
+-- inner product overflows float32 (3.4e38), so no score is infinite or NaN.  Real embeddings
+-- have norms near 1 (CLIP) or at most in the thousands.
+CREATE OR REPLACE FUNCTION mmr._max_norm()
+RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 1e18::float8;
+
+-- A query vector the fast paths accept (the general path's mmr._check_vector raises the error
+-- otherwise): a norm of at most mmr._max_norm() (finite), and not zero under cosine.
+CREATE OR REPLACE FUNCTION mmr._norm_ok(v @extschema:vector@.vector, p_distance text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN @extschema:vector@.vector_norm(v) <= mmr._max_norm()
+       AND (p_distance <> 'cosine' OR @extschema:vector@.vector_norm(v) > 0);
 
 -- A lexical query text: at most query_bytes bytes and query_terms search terms (the tsquery's
 -- operands: a tsquery of n terms joined by operators has 2n - 1 nodes).
@@ -261,5 +283,25 @@ BEGIN
     PERFORM mmr._check_limit('query_terms',
                              ceil(numnode(websearch_to_tsquery(p_config, p_text)) / 2.0),
                              'the number of search terms in query_text');
+END
+$$;
+
+-- Candidate scores handed to a reranker (mmr.rerank_caption, mmr.rerank_mmr): finite, so that
+-- no NaN or infinite score is returned.
+CREATE OR REPLACE FUNCTION mmr._check_scores(p_scores float8[])
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad int;
+BEGIN
+    SELECT u.i INTO bad FROM unnest(p_scores) WITH ORDINALITY u(s, i)
+     WHERE NOT (u.s > '-Infinity'::float8 AND u.s < 'Infinity'::float8) LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'score % is %: candidate scores must be finite numbers', bad,
+                        coalesce(p_scores[bad]::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
 END
 $$;

@@ -175,7 +175,7 @@ BEGIN
         s := mmr._active_space(collection, space);
         IF s.id IS NOT NULL
            AND @extschema:vector@.vector_dims(query) = s.dimensions
-           AND (s.distance <> 'cosine' OR @extschema:vector@.vector_norm(query) > 0) THEN
+           AND mmr._norm_ok(query, s.distance) THEN
             PERFORM mmr._raise_ef_search(k, ef_search);
             RETURN QUERY EXECUTE s.statements ->> 'search' USING query, k;
             GET DIAGNOSTICS got = ROW_COUNT;
@@ -263,7 +263,7 @@ BEGIN
     -- be normalised to zeros under cosine); the error names the item and its key.
     FOR bad IN SELECT u.i, u.k, u.e FROM unnest(keys, embeddings) WITH ORDINALITY AS u(k, e, i)
                 WHERE u.k IS NULL OR u.e IS NULL OR vector_dims(u.e) <> s.dimensions
-                   OR NOT (vector_norm(u.e) > 0 AND vector_norm(u.e) < 'Infinity'::float8)
+                   OR NOT (vector_norm(u.e) > 0 AND vector_norm(u.e) <= mmr._max_norm())
                 LIMIT 1 LOOP
         IF bad.k IS NULL THEN
             RAISE EXCEPTION 'item %: key must not be NULL', bad.i USING ERRCODE = 'null_value_not_allowed';

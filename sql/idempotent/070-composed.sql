@@ -795,9 +795,8 @@ BEGIN
                 IF FOUND AND ref IS NOT NULL AND refcap IS NOT NULL AND modifier IS NOT NULL
                    AND @extschema:vector@.vector_dims(ref) = s.dimensions
                    AND @extschema:vector@.vector_dims(modifier) = s.dimensions
-                   AND (s.distance <> 'cosine' OR (@extschema:vector@.vector_norm(ref) > 0
-                        AND @extschema:vector@.vector_norm(modifier) > 0
-                        AND @extschema:vector@.vector_norm(refcap) > 0)) THEN
+                   AND mmr._norm_ok(ref, s.distance) AND mmr._norm_ok(modifier, s.distance)
+                   AND mmr._norm_ok(refcap, s.distance) THEN
                     n := mmr._candidates(prm, k + 1, greatest(4 * k, 40));
                     PERFORM mmr._raise_ef_search(n, ef_search);
                     RETURN QUERY SELECT * FROM mmr._weimocir_fast(

@@ -247,8 +247,7 @@ BEGIN
                    AND x.statements IS NOT NULL;
                 EXIT WHEN NOT FOUND OR vectors[i] IS NULL
                           OR @extschema:vector@.vector_dims(vectors[i]) <> sp.dimensions
-                          OR (sp.distance = 'cosine'
-                              AND NOT @extschema:vector@.vector_norm(vectors[i]) > 0);
+                          OR NOT mmr._norm_ok(vectors[i], sp.distance);
                 legs := legs || (sp.statements ->> 'leg_agg');
             END LOOP;
             IF cardinality(legs) = nlegs THEN

@@ -98,6 +98,7 @@ DECLARE
     w float8 := mmr._check_real('caption weight', mmr._num(params, 'weight', 0.5), 0, 1, false,
                                 'weight blends the caption similarity in: 0 <= weight <= 1.');
 BEGIN
+    PERFORM mmr._check_scores(scores);
     IF params ->> 'caption_space' IS NULL THEN
         RAISE EXCEPTION 'reranker caption needs rerank_params {"caption_space": "..."}'
             USING ERRCODE = 'invalid_parameter_value';
@@ -131,6 +132,7 @@ DECLARE
     sims float8[];
     ord int[];
 BEGIN
+    PERFORM mmr._check_scores(scores);
     EXECUTE format('SELECT array_agg(u.key ORDER BY u.ord), array_agg(u.score ORDER BY u.ord), '
                    'array_agg(e.embedding::@extschema:vector@.vector ORDER BY u.ord) '
                    'FROM %s JOIN %s e ON %s',

@@ -94,14 +94,14 @@ DECLARE
     p mmr._search_plan;
 BEGIN
     IF p_ref IS NULL OR @extschema:vector@.vector_dims(p_ref) <> s.dimensions
-       OR (s.distance = 'cosine' AND NOT @extschema:vector@.vector_norm(p_ref) > 0) THEN
+       OR NOT mmr._norm_ok(p_ref, s.distance) THEN
         RETURN NULL;
     END IF;
     p.k := p_k; p.n := p_k + 1; p.exclude := p_exclude; p.space := s.name;
     IF m = 'image_only' AND prm = '{}' THEN
         p.vecs := ARRAY[p_ref];
     ELSIF p_mod IS NULL OR @extschema:vector@.vector_dims(p_mod) <> s.dimensions
-          OR (s.distance = 'cosine' AND NOT @extschema:vector@.vector_norm(p_mod) > 0) THEN
+          OR NOT mmr._norm_ok(p_mod, s.distance) THEN
         RETURN NULL;
     ELSIF m = 'text_only' AND prm = '{}' THEN
         p.vecs := ARRAY[p_mod];
