@@ -213,7 +213,8 @@ class Gen:
             if n in ("filter", "p_filter"):
                 return self.pick(
                     ["NULL::jsonb", "'{\"price\": {\"<\": 4}}'::jsonb",
-                     "'{\"caption\": \"red circle\"}'::jsonb", "'{\"price\": {\"in\": [1,2]}}'::jsonb"]
+                     "'{\"caption\": \"red circle\"}'::jsonb",
+                     "'{\"price\": {\"in\": [1,2]}}'::jsonb"]
                 )  # fmt: skip
             if n in ("reference_key", "key", "p_key", "p_ref_key", "p_exclude"):
                 return self.pick(["'1'::jsonb", "'2'::jsonb", "'999'::jsonb", "'\"x\"'::jsonb"])
@@ -271,7 +272,8 @@ class Gen:
             return self.pick([self.jsonb_boundary(), self.params()])
         if typ == "jsonb[]":
             return self.pick(
-                ["NULL::jsonb[]", "'{}'::jsonb[]", "ARRAY[NULL]::jsonb[]", "ARRAY['\"x\"']::jsonb[]",
+                ["NULL::jsonb[]", "'{}'::jsonb[]", "ARRAY[NULL]::jsonb[]",
+                 "ARRAY['\"x\"']::jsonb[]",
                  "ARRAY(SELECT to_jsonb(g) FROM generate_series(1, 5000) g)",
                  "ARRAY['{\"a\": 1}']::jsonb[]"]
             )  # fmt: skip
@@ -286,7 +288,8 @@ class Gen:
             )  # fmt: skip
         if typ == "double precision[]":
             return self.pick(
-                ["NULL::float8[]", "'{}'::float8[]", "'{NaN}'::float8[]", "'{Infinity,1}'::float8[]",
+                ["NULL::float8[]", "'{}'::float8[]", "'{NaN}'::float8[]",
+                 "'{Infinity,1}'::float8[]",
                  "'{-1,2}'::float8[]", "'{{1,0},{0,1}}'::float8[]", "ARRAY[NULL]::float8[]",
                  "array_fill(0.5::float8, ARRAY[40, 40])"]
             )  # fmt: skip
