@@ -52,6 +52,15 @@ AS $$
      'A lexical query takes at most 10000 bytes of text.')
 $$;
 
+-- The ranges of mmr._limits() as one constant (name -> [lo, hi]), for the checks' common case.
+CREATE OR REPLACE FUNCTION mmr._limit_ranges()
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_object_agg(x.name, jsonb_build_array(x.lo, x.hi)) FROM mmr._limits() x
+$$;
+
 -- p_value checked against bound p_limit (mmr._limits), as an int; p_what names the parameter in
 -- the message (default: the bound's name).  NULL is an error: callers pass their default.
 CREATE OR REPLACE FUNCTION mmr._check_limit(p_limit text, p_value float8, p_what text DEFAULT NULL)
@@ -62,6 +71,12 @@ AS $$
 DECLARE
     l record;
 BEGIN
+    -- the common case first, without a look-up of the bound's hint: one row of the constant
+    -- mmr._limit_ranges() (folded by the planner)
+    IF p_value >= (mmr._limit_ranges() -> p_limit ->> 0)::float8
+       AND p_value <= (mmr._limit_ranges() -> p_limit ->> 1)::float8 THEN
+        RETURN round(p_value)::int;
+    END IF;
     SELECT * INTO l FROM mmr._limits() x WHERE x.name = p_limit;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pg_mmretrieval: no bound named %', quote_literal(p_limit)
@@ -118,7 +133,7 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    hi int := (SELECT x.hi FROM mmr._limits() x WHERE x.name = 'candidates');
+    hi int := (mmr._limit_ranges() -> 'candidates' ->> 1)::int;
 BEGIN
     IF p IS NOT NULL AND jsonb_typeof(p -> 'candidates') IS NOT NULL
        AND jsonb_typeof(p -> 'candidates') <> 'null' THEN
