@@ -92,9 +92,9 @@ def test_item2_gqr_refine_cancelled_by_statement_timeout(
     data: tuple[Conn, np.ndarray[Any, Any]], binding: str
 ) -> None:
     """The largest allowed pool (2000 vectors of 512 dimensions) and 200 steps: over a second
-    of work (1.5 s native, 2.2 s PL/pgSQL measured on 2 cores), all of it inside gqr_refine (the pool is read from a table
-    in milliseconds).  statement_timeout stops it promptly under both bindings: before, the
-    native loops never checked for interrupts."""
+    of work (1.5 s native, 2.2 s PL/pgSQL measured on 2 cores), all of it inside gqr_refine
+    (the pool is read from a table in milliseconds).  statement_timeout stops it promptly under
+    both bindings: before, the native loops never checked for interrupts."""
     conn, _ = data
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS pool AS SELECT i, "
