@@ -142,6 +142,7 @@ append_rows(ReturnSetInfo *rsinfo)
 		Datum		values[2];
 		bool		nulls[2];
 
+		CHECK_FOR_INTERRUPTS();
 		values[0] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &nulls[0]);
 		values[1] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &nulls[1]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -272,22 +273,23 @@ lookup_space(Datum collection, Datum space, FastSpace *out)
 	return true;
 }
 
-/* A query vector the fast path accepts: the space's dimension, and not zero under cosine
- * (anything else is the general path's to reject, with its error). */
+/* mmr._max_norm(): the largest norm of a query vector (no distance overflows float32). */
+#define MAX_NORM 1e18
+
+/* A query vector the fast path accepts (mmr._norm_ok): the space's dimension, a norm of at most
+ * MAX_NORM, and not zero under cosine (anything else is the general path's to reject, with its
+ * error). */
 static PgVector *
 check_vector(PgVector *v, const FastSpace *space)
 {
+	double		norm = 0.0;
+
 	if (v == NULL || v->dim != space->dimensions)
 		return NULL;
-	if (space->cosine)
-	{
-		double		norm = 0.0;
-
-		for (int i = 0; i < v->dim; i++)
-			norm += (double) v->x[i] * (double) v->x[i];
-		if (!(norm > 0.0))
-			return NULL;
-	}
+	for (int i = 0; i < v->dim; i++)
+		norm += (double) v->x[i] * (double) v->x[i];
+	if (!(sqrt(norm) <= MAX_NORM) || (space->cosine && !(norm > 0.0)))
+		return NULL;
 	return v;
 }
 
@@ -448,6 +450,7 @@ params_within(Jsonb *params, const char *const *names, int n_names, bool numbers
 	it = JsonbIteratorInit(&params->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (tok == WJB_KEY)
 		{
 			bool		known = false;
@@ -490,6 +493,38 @@ static int32
 float8_int4(double x)
 {
 	return DatumGetInt32(DirectFunctionCall1(dtoi4, Float8GetDatum(x)));
+}
+
+static Datum value_of(const char *sql, int nargs, const Oid *types, Datum *args,
+					  const char *nulls, bool *isnull);
+
+/* Run a checking statement on params (argument 6, jsonb, NULL allowed): it raises the
+ * general path's error for an invalid value. */
+static void
+check_params_sql(FunctionCallInfo fcinfo, const char *sql)
+{
+	Oid			types[1] = {JSONBOID};
+	Datum		args[1] = {PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6)};
+	char		nulls[1] = {PG_ARGISNULL(6) ? 'n' : ' '};
+
+	(void) one_row(sql, 1, types, args, nulls);
+}
+
+/* The candidates per leg (mmr._candidates: params.candidates checked against its bound, at
+ * least `floor`, `dflt` when absent), so that the bound is enforced in one place. */
+static int32
+candidates(FunctionCallInfo fcinfo, int32 floor, int32 dflt)
+{
+	Oid			types[3] = {JSONBOID, INT4OID, INT4OID};
+	Datum		args[3] = {PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6),
+	Int32GetDatum(floor), Int32GetDatum(dflt)};
+	char		nulls[3] = {PG_ARGISNULL(6) ? 'n' : ' ', ' ', ' '};
+	bool		isnull;
+	Datum		n = value_of("SELECT mmr._candidates($1, $2, $3)", 3, types, args, nulls, &isnull);
+
+	if (isnull)
+		elog(ERROR, "pg_mmretrieval native: mmr._candidates returned NULL");
+	return DatumGetInt32(n);
 }
 
 /* Column `col` of SPI's first result row, copied out of the tuple table (NULL: *isnull). */
@@ -544,7 +579,10 @@ run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *sp
 		return false;
 	if ((ref = fast_vector(fcinfo, 2, space)) == NULL || (mod = fast_vector(fcinfo, 3, space)) == NULL)
 		return false;
-	n = Min(MAX_K, Max(k + 1, float8_int4(num_param(fcinfo, "candidates", 10))));
+	/* The bounds and ranges of GQR's parameters: mmr._check_gqr_params, the general path's own
+	 * check (same errors); then the candidates per leg as the general path computes them. */
+	check_params_sql(fcinfo, "SELECT mmr._check_gqr_params($1)");
+	n = candidates(fcinfo, k + 1, 10);
 
 	{
 		Oid			types[3] = {vector_type, vector_type, FLOAT8OID};
@@ -843,9 +881,11 @@ mmr_gqr_refine(PG_FUNCTION_ARGS)
 						  &d_nulls, &n);
 		deconstruct_array(s2_arr, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &s2_elems,
 						  &s2_nulls, &n_s2);
-		for (int i = 0; i < n; i++)
-			delegate = delegate || d_nulls[i]
-				|| ((PgVector *) PG_DETOAST_DATUM(d_elems[i]))->dim != z->dim;
+		for (int i = 0; i < n && !delegate; i++)
+		{
+			CHECK_FOR_INTERRUPTS();
+			delegate = d_nulls[i] || ((PgVector *) PG_DETOAST_DATUM(d_elems[i]))->dim != z->dim;
+		}
 		for (int i = 0; i < n_s2; i++)
 			delegate = delegate || s2_nulls[i];
 	}
@@ -881,7 +921,19 @@ mmr_gqr_refine(PG_FUNCTION_ARGS)
 	t = PG_GETARG_FLOAT8(4);
 	lr = PG_GETARG_FLOAT8(5);
 	steps = PG_GETARG_INT32(6);
-	if (n == 0 || steps <= 0)
+	{
+		/* The bounds (steps, candidate vectors) and ranges (t > 0, 0 <= a <= 1, lr >= 0):
+		 * mmr._check_gqr, the one check of both implementations. */
+		Oid			types[5] = {INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
+		Datum		args[5] = {Int32GetDatum(n), Float8GetDatum(a), Float8GetDatum(t),
+		Float8GetDatum(lr), Float8GetDatum((double) steps)};
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
+		(void) one_row("SELECT mmr._check_gqr($1, $2, $3, $4, $5)", 5, types, args, NULL);
+		SPI_finish();
+	}
+	if (n == 0 || steps == 0)
 		PG_RETURN_POINTER(z);
 
 	d = palloc(sizeof(PgVector *) * n);
@@ -897,8 +949,11 @@ mmr_gqr_refine(PG_FUNCTION_ARGS)
 		d[i] = (PgVector *) PG_DETOAST_DATUM(d_elems[i]);
 		s2[i] = DatumGetFloat8(s2_elems[i]);
 	}
+	/* Every loop below is O(n^2 dim) or O(steps n^2): cancellable (statement_timeout, a
+	 * cancel request) once per row of the Gram matrix and once per row of each step. */
 	for (int i = 0; i < n; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		b[i] = dot(z, d[i]);
 		for (int j = 0; j <= i; j++)
 			gram[i * n + j] = gram[j * n + i] = dot(d[i], d[j]);
@@ -910,8 +965,11 @@ mmr_gqr_refine(PG_FUNCTION_ARGS)
 		target[i] = (1 - a) * target[i] + a * p[i];
 	for (int step = 0; step < steps; step++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		for (int i = 0; i < n; i++)
 		{
+			if ((i & 63) == 63)
+				CHECK_FOR_INTERRUPTS();
 			sc[i] = b[i];
 			for (int j = 0; j < n; j++)
 				sc[i] += gram[i * n + j] * c[j];
@@ -927,9 +985,18 @@ mmr_gqr_refine(PG_FUNCTION_ARGS)
 	{
 		double		x = z->x[k];
 
+		CHECK_FOR_INTERRUPTS();
 		for (int i = 0; i < n; i++)
 			x += c[i] * d[i]->x[k];
 		result->x[k] = (float) x;
+		/* Never a non-finite query (it would score NaN, or be stored as zeros): the same
+		 * error as the PL/pgSQL implementation. */
+		if (!isfinite(result->x[k]))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("gqr_refine: the refined query is not finite"),
+					 errhint("Lower lr or the number of steps, or raise the temperature; check "
+							 "the candidate vectors for huge values.")));
 	}
 	PG_RETURN_POINTER(result);
 }
@@ -1058,7 +1125,7 @@ run_weimocir_key(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace
 	mod = (PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(3));
 	if (check_vector(refcap, space) == NULL || check_vector(mod, space) == NULL)
 		return false;
-	n = Min(MAX_K, Max(k + 1, float8_int4(num_param(fcinfo, "candidates", Max(4 * k, 40)))));
+	n = candidates(fcinfo, k + 1, Max(4 * k, 40));
 	raise_ef_search(n, fcinfo, 8);
 	{
 		Oid			types[3] = {vector_type, vector_type, FLOAT8OID};

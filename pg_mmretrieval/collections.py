@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .db import translate_error
+from .errors import InputError
 
 __all__ = [
     "add_space",
@@ -22,6 +23,7 @@ __all__ = [
     "list_collections",
     "list_spaces",
     "put_embeddings",
+    "stored_vectors",
     "switch_space",
 ]
 
@@ -190,7 +192,7 @@ def put_embeddings(
     Returns:
         The number of rows written.
     """
-    vectors = [Vector(np.asarray(e, dtype=np.float32)) for e in embeddings]
+    vectors = stored_vectors(keys, embeddings)
     return int(
         _call(
             conn,
@@ -198,3 +200,31 @@ def put_embeddings(
             {"c": collection, "s": space, "k": [Jsonb(k) for k in keys], "e": vectors},
         )
     )
+
+
+def stored_vectors(
+    keys: Sequence[Any], embeddings: Sequence[Any] | np.ndarray[Any, Any]
+) -> list[Vector]:
+    """The embeddings as float32 vectors to store, each checked before it is sent: finite (a
+    value beyond float32's range becomes infinite) and not zero, in every space.
+
+    Raises:
+        InputError: naming the key of the first vector that is not.
+    """
+    out: list[Vector] = []
+    for i, e in enumerate(embeddings):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf, refused below
+            a = np.asarray(e, dtype=np.float32)
+        what = f"the embedding of key {keys[i]!r}" if i < len(keys) else f"embedding {i + 1}"
+        if a.ndim != 1 or a.size == 0:
+            raise InputError(f"{what} must be a one-dimensional vector, not shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise InputError(
+                f"{what} is not finite (NaN or infinite elements): store only finite vectors"
+            )
+        if not a.any():
+            raise InputError(
+                f"{what} is a zero vector, which has no direction: store a non-zero one"
+            )
+        out.append(Vector(a))
+    return out

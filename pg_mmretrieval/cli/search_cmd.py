@@ -61,16 +61,23 @@ def _parse_json(value: str, what: str) -> object:
     type=click.Path(exists=True, dir_okay=False),
     help="Query image file, embedded with the space's encoder.",
 )
-@click.option("-k", "--k", "k", default=10, show_default=True, help="Number of results.")
+@click.option("-k", "--k", "k", default=10, show_default=True, help="Number of results (1-1000).")
 @click.option("--filter", "filter_json", help='Conditions as JSON, e.g. \'{"price": {"<": 50}}\'.')
-@click.option("--ef-search", type=int, help="HNSW candidate list size (default 40, >= k).")
+@click.option("--ef-search", type=int, help="HNSW candidate list size (1-1000; default 40, >= k).")
 @click.option("--ref", "ref_key", help="Composed search: the reference row's key (JSON).")
 @click.option("--modifier", help="Composed search: the modification text.")
 @click.option("--method", type=click.Choice(COMPOSED_METHODS), help="Composed-search method.")
-@click.option("--param", "params", multiple=True, help="Method parameter NAME=VALUE (repeat).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    help="Method parameter NAME=VALUE (repeat), e.g. --param steps=20 (GQR: 0-200).",
+)
 @click.option("--hybrid", is_flag=True, help="Lexical + vector (RRF) search with --text.")
 @click.option("--rerank", help="Reranker name (SQL registry or a plugin's).")
-@click.option("--rerank-depth", type=int, help="Candidates the reranker sees (default 100).")
+@click.option(
+    "--rerank-depth", type=int, help="Candidates the reranker sees (k-1000; default 100)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def search(
     collection: str,

@@ -14,14 +14,13 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import psycopg
-from pgvector import Vector
 from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .. import db, retrieval
+from ..collections import stored_vectors
 from ..errors import DatabaseError, InputError, NotFoundError
 from ..retrieval import RerankArg
 from ..search import Hit
@@ -327,7 +326,7 @@ class AsyncCollection:
         self, space: str, keys: Sequence[Any], embeddings: Sequence[QueryVector]
     ) -> int:
         """Store vectors your application computed in an external space."""
-        vectors = [Vector(np.asarray(e, dtype=np.float32)) for e in embeddings]
+        vectors = stored_vectors(keys, embeddings)
         return int(
             await self.client._scalar(
                 "SELECT mmr.put_embeddings(%(c)s, %(s)s, %(k)s::jsonb[], %(e)b::vector[])",

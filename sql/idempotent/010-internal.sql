@@ -261,6 +261,12 @@ BEGIN
             USING ERRCODE = 'data_exception',
                   HINT = 'Encode it with the space''s encoder (see mmr.spaces.encoder).';
     END IF;
+    IF NOT (vector_norm(p_vec) <= mmr._max_norm()) THEN
+        RAISE EXCEPTION '% has norm %, above the largest allowed (%)', p_what, vector_norm(p_vec),
+                        mmr._max_norm()
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Distances to such a vector overflow single precision: normalise it.';
+    END IF;
     IF p_distance = 'cosine' AND vector_norm(p_vec) = 0 THEN
         RAISE EXCEPTION '% is a zero vector, which has no direction for cosine distance', p_what
             USING ERRCODE = 'data_exception';

@@ -9,6 +9,10 @@ BEGIN
     IF p_name IS NULL OR p_name = '' THEN
         RAISE EXCEPTION '% name must not be empty', p_what USING ERRCODE = 'invalid_name';
     END IF;
+    IF btrim(p_name, E' \t\r\n\u00a0\u2000\u2001\u2002\u2003\u2007\u200b\u3000') = '' THEN
+        RAISE EXCEPTION '% name must not be blank (only white space)', p_what
+            USING ERRCODE = 'invalid_name', HINT = 'Choose a name with visible characters.';
+    END IF;
     IF octet_length(p_name) > 63 THEN
         RAISE EXCEPTION '% name % is longer than 63 bytes', p_what, quote_literal(p_name)
             USING ERRCODE = 'invalid_name', HINT = 'Choose a shorter name.';

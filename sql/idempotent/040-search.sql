@@ -37,6 +37,12 @@ BEGIN
         END IF;
         IF jsonb_typeof(val) = 'null' THEN
             parts := parts || format('s.%I IS NULL', col);
+        ELSIF jsonb_typeof(val) = 'array' THEN
+            RAISE EXCEPTION 'filter %: a list where a single value is expected', col
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('To match any of several values write {%s: {"in": %s}}; '
+                                    'for one value, {%s: value}.', to_jsonb(col), val,
+                                    to_jsonb(col));
         ELSIF jsonb_typeof(val) <> 'object' THEN
             parts := parts || format('s.%I = (%s -> %L ->> 0)::%s', col, p_param, col, typ);
         ELSE
@@ -110,19 +116,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM mmr._check_vector(p_query, s.dimensions, s.distance, 'the query vector');
-    IF p_k IS NULL OR p_k < 1 OR p_k > 1000 THEN
-        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(p_k::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'An HNSW search returns at most 1000 nearest rows (hnsw.ef_search); '
-                         'for more, page with the collection view and your own ORDER BY.';
+    PERFORM mmr._check_limit('k', p_k);
+    IF p_ef_search IS NOT NULL THEN
+        PERFORM mmr._check_limit('ef_search', p_ef_search);
     END IF;
-    IF p_ef_search IS NOT NULL AND (p_ef_search < 1 OR p_ef_search > 1000) THEN
-        RAISE EXCEPTION 'ef_search must be between 1 and 1000, not %', p_ef_search
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_max_scan_tuples IS NOT NULL AND p_max_scan_tuples < 1 THEN
-        RAISE EXCEPTION 'max_scan_tuples must be positive, not %', p_max_scan_tuples
-            USING ERRCODE = 'invalid_parameter_value';
+    IF p_max_scan_tuples IS NOT NULL THEN
+        PERFORM mmr._check_limit('max_scan_tuples', p_max_scan_tuples);
     END IF;
     -- ef_search bounds how many rows one scan returns: never below k.  Iterative scans keep
     -- returning rows under a selective filter, up to max_scan_tuples visited tuples.
@@ -176,7 +175,7 @@ BEGIN
         s := mmr._active_space(collection, space);
         IF s.id IS NOT NULL
            AND @extschema:vector@.vector_dims(query) = s.dimensions
-           AND (s.distance <> 'cosine' OR @extschema:vector@.vector_norm(query) > 0) THEN
+           AND mmr._norm_ok(query, s.distance) THEN
             PERFORM mmr._raise_ef_search(k, ef_search);
             RETURN QUERY EXECUTE s.statements ->> 'search' USING query, k;
             GET DIAGNOSTICS got = ROW_COUNT;
@@ -260,14 +259,16 @@ BEGIN
                         coalesce(cardinality(embeddings)::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Every space: no NULL, wrong-dimension, non-finite or zero vector (a non-finite one would
+    -- be normalised to zeros under cosine); the error names the item and its key.
     FOR bad IN SELECT u.i, u.k, u.e FROM unnest(keys, embeddings) WITH ORDINALITY AS u(k, e, i)
                 WHERE u.k IS NULL OR u.e IS NULL OR vector_dims(u.e) <> s.dimensions
-                   OR (s.distance = 'cosine' AND vector_norm(u.e) = 0)
+                   OR NOT (vector_norm(u.e) > 0 AND vector_norm(u.e) <= mmr._max_norm())
                 LIMIT 1 LOOP
         IF bad.k IS NULL THEN
             RAISE EXCEPTION 'item %: key must not be NULL', bad.i USING ERRCODE = 'null_value_not_allowed';
         END IF;
-        PERFORM mmr._check_vector(bad.e, s.dimensions, s.distance, format('item %s (key %s)', bad.i, bad.k));
+        PERFORM mmr._check_stored_vector(bad.e, s.dimensions, format('item %s (key %s)', bad.i, bad.k));
     END LOOP;
     SELECT u.k INTO missing FROM unnest(keys) u(k) GROUP BY u.k HAVING count(*) > 1 LIMIT 1;
     IF FOUND THEN

@@ -71,7 +71,8 @@ RETURN mmr.vec_scale(a, 1 - w) OPERATOR(@extschema:vector@.+) mmr.vec_scale(b, w
 CREATE OR REPLACE FUNCTION mmr._slerp_weight(om float8, w float8)
 RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN sin(om) < 1e-6 THEN w ELSE sin(w * om) / (sin((1 - w) * om) + sin(w * om)) END;
+RETURN CASE WHEN sin(om) < 1e-6 OR NOT (w >= 0 AND w <= 1) THEN w
+            ELSE sin(w * om) / (sin((1 - w) * om) + sin(w * om)) END;
 
 CREATE OR REPLACE FUNCTION mmr._slerp_extrapolated(a @extschema:vector@.vector,
                                                    b @extschema:vector@.vector, w float8)

@@ -5,7 +5,9 @@
 CREATE OR REPLACE FUNCTION mmr.rrf_term(rank bigint, k float8 DEFAULT 60, weight float8 DEFAULT 1)
 RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN weight / (k + rank);
+RETURN CASE WHEN rank >= 1 THEN weight / (mmr._check_rrf_k(k) + rank)
+            ELSE mmr._check_real('rrf_term rank', rank, 1, NULL, false,
+                                 'Ranks are 1-based: the best row has rank 1.') END;
 
 -- Harris fusion S = s_t·s_v − λ(s_t + s_v)² (BASIC, λ = 0.1).
 CREATE OR REPLACE FUNCTION mmr.harris(s_t float8, s_v float8, lambda float8 DEFAULT 0.1)
@@ -117,10 +119,16 @@ CREATE OR REPLACE FUNCTION mmr.softmax(s float8[], t float8 DEFAULT 1)
 RETURNS float8[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT ARRAY(SELECT exp((u.x - m.mx) / t) / m.z
+    SELECT ARRAY(SELECT mmr._exp0((u.x - m.mx) / m.t) / m.z
                    FROM unnest(s) WITH ORDINALITY u(x, i),
-                        (SELECT max(v.x) AS mx, sum(exp((v.x - w.mx) / t)) AS z
-                           FROM unnest(s) v(x), (SELECT max(y) AS mx FROM unnest(s) y) w) m
+                        (SELECT w.mx, w.t, sum(mmr._exp0((v.x - w.mx) / w.t)) AS z
+                           FROM unnest(s) v(x),
+                                (SELECT max(y) AS mx,
+                                        mmr._check_real('the softmax temperature t', t, 0, NULL,
+                                                        true, 'softmax(s / t) needs t > 0 '
+                                                        '(default 1).') AS t
+                                   FROM unnest(s) y) w
+                          GROUP BY w.mx, w.t) m
                   ORDER BY u.i);
 END;
 
@@ -162,6 +170,39 @@ CREATE OR REPLACE FUNCTION mmr._gqr_refine_plpgsql(z @extschema:vector@.vector,
                                                     a float8 DEFAULT 0.5, t float8 DEFAULT 1,
                                                     lr float8 DEFAULT 5e-3, steps int DEFAULT 15)
 RETURNS @extschema:vector@.vector
+LANGUAGE plpgsql IMMUTABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- PARALLEL RESTRICTED: the overflow handler below is a subtransaction.
+DECLARE
+    n int := cardinality(d);
+BEGIN
+    IF cardinality(d) IS DISTINCT FROM cardinality(s2) THEN
+        RAISE EXCEPTION 'gqr_refine: % candidate vectors but % complementary scores',
+                        cardinality(d), cardinality(s2) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The bounds (steps, candidate vectors), a temperature above 0, a in [0, 1], lr >= 0: one
+    -- check for both implementations (the native one calls it too).
+    PERFORM mmr._check_gqr(n, a, t, lr, steps);
+    IF n = 0 OR steps = 0 THEN
+        RETURN z;
+    END IF;
+    BEGIN
+        RETURN mmr._gqr_steps(z, d, s2, a, t, lr, steps);
+    EXCEPTION WHEN numeric_value_out_of_range THEN
+        -- a float overflow (a large lr on large scores): never a non-finite query
+        RAISE EXCEPTION 'gqr_refine: the refined query is not finite (%)', SQLERRM
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Lower lr or the number of steps, or raise the temperature.';
+    END;
+END
+$$;
+
+-- The gradient steps of mmr._gqr_refine_plpgsql (arguments checked there).
+CREATE OR REPLACE FUNCTION mmr._gqr_steps(z @extschema:vector@.vector,
+                                          d @extschema:vector@.vector[], s2 float8[],
+                                          a float8, t float8, lr float8, steps int)
+RETURNS @extschema:vector@.vector
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -180,11 +221,9 @@ DECLARE
     mx float8;
     tot float8;
 BEGIN
-    IF cardinality(d) IS DISTINCT FROM cardinality(s2) THEN
-        RAISE EXCEPTION 'gqr_refine: % candidate vectors but % complementary scores',
-                        cardinality(d), cardinality(s2) USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF n = 0 OR steps <= 0 THEN
+    -- checked here too: this function is callable on its own
+    PERFORM mmr._check_gqr(n, a, t, lr, steps);
+    IF n = 0 OR steps = 0 THEN
         RETURN z;
     END IF;
     b := ARRAY(SELECT mmr.vec_dot(z, x.v) FROM unnest(d) WITH ORDINALITY x(v, i) ORDER BY x.i);
@@ -208,14 +247,22 @@ BEGIN
         END LOOP;
         tot := 0;
         FOR i IN 1 .. n LOOP
-            s[i] := exp((s[i] - mx) / t);
+            s[i] := mmr._exp0((s[i] - mx) / t);
             tot := tot + s[i];
         END LOOP;
         FOR i IN 1 .. n LOOP
             c[i] := c[i] - lr * (s[i] / tot - target[i]) / t;
         END LOOP;
     END LOOP;
-    RETURN z OPERATOR(@extschema:vector@.+) mmr.vec_weighted_sum(d, c);
+    cv := z OPERATOR(@extschema:vector@.+) mmr.vec_weighted_sum(d, c);
+    IF NOT (@extschema:vector@.vector_norm(cv) < 'Infinity'::float8) THEN
+        -- NaN from infinite scores (stored vectors whose products overflow float4)
+        RAISE EXCEPTION 'gqr_refine: the refined query is not finite'
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Lower lr or the number of steps, or raise the temperature; check the '
+                         'candidate vectors for huge values.';
+    END IF;
+    RETURN cv;
 END
 $$;
 
@@ -284,11 +331,27 @@ RETURNS TABLE (key jsonb, score float8)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    bad jsonb;
 BEGIN
     PERFORM mmr._check_fusion(method);
+    PERFORM mmr._check_rrf_k(rrf_k);
+    PERFORM mmr._check_weights(weights);
     IF jsonb_typeof(runs) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'runs must be a JSON array of ranked lists'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- scores given as strings ("NaN", "Infinity") would make NaN scores: refused
+    SELECT x.item INTO bad
+      FROM jsonb_array_elements(runs) r(list), jsonb_array_elements(r.list) x(item)
+     WHERE jsonb_typeof(r.list) = 'array' AND jsonb_typeof(x.item) = 'object'
+       AND jsonb_typeof(x.item -> 'score') = 'string'
+       AND lower(btrim(x.item ->> 'score')) IN ('nan', 'infinity', '-infinity', 'inf', '-inf', '+inf', '+infinity')
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'runs: item % has a non-finite score', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Scores must be finite numbers.';
     END IF;
     RETURN QUERY EXECUTE
         'WITH legs AS (SELECT r.i::int AS leg, x.item -> ''key'' AS key, x.j AS rank, '

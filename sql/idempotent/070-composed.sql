@@ -372,16 +372,15 @@ DECLARE
     compq @extschema:vector@.vector;
     single boolean := false;
 BEGIN
-    IF p_k IS NULL OR p_k < 1 OR p_k > 1000 THEN
-        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(p_k::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM mmr._check_limit('k', p_k);
     PERFORM mmr._check_vector(p_ref, s.dimensions, s.distance, 'the reference vector');
     IF m <> 'image_only' THEN
         PERFORM mmr._check_vector(p_mod, s.dimensions, s.distance, 'the modifier vector');
     END IF;
-    n := least(1000, greatest(p_k + 1, mmr._num(prm, 'candidates',
-                                                 CASE WHEN m = 'gqr' THEN 10 ELSE greatest(4 * p_k, 40) END)::int));
+    IF jsonb_typeof(prm) <> 'object' THEN
+        PERFORM mmr._check_params(prm, '{}', 'method ' || m);
+    END IF;
+    n := mmr._candidates(prm, p_k + 1, CASE WHEN m = 'gqr' THEN 10 ELSE greatest(4 * p_k, 40) END);
     p.n := n; p.k := p_k; p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
 
     CASE m
@@ -427,6 +426,7 @@ BEGIN
         -- Query fusion on the (unit) stored embeddings: q = n((1−α)·v_r + α·t_m).
         p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod, alpha))];
         caps := mmr._caption_spaces(c, s, prm);
+        PERFORM mmr._check_limit('legs', cardinality(caps), 'the number of caption spaces');
         IF cardinality(caps) = 0 OR beta = 0 THEN
             single := true;
         ELSE
@@ -510,7 +510,7 @@ BEGIN
                            mmr._ip(s, 'e', '$1[1]'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
                            s.embedding_table, mmr._key_join(c, 'l', 'e'))
                INTO qe_vecs, qe_sims
-              USING ARRAY[pv], mmr._num(prm, 'qe_k', 25)::int, p_filter, NULL::int, NULL::jsonb,
+              USING ARRAY[pv], mmr._check_limit('qe_k', mmr._num(prm, 'qe_k', 25), 'params.qe_k'), p_filter, NULL::int, NULL::jsonb,
                     NULL::float8[], ARRAY[mmr.vec_dot(pv, proj.mu_image)];
             qe_vecs := ARRAY(SELECT x OPERATOR(@extschema:vector@.-) proj.mu_image
                                FROM unnest(coalesce(qe_vecs, '{}')) WITH ORDINALITY u(x, i) ORDER BY i);
@@ -570,6 +570,7 @@ BEGIN
     WHEN 'gqr' THEN
         PERFORM mmr._check_params(prm, '{alpha,a,temperature,lr,steps,candidates,caption_space,caption_query}',
                                   'method gqr');
+        PERFORM mmr._check_gqr_params(prm);
         -- Primary retriever: the weighted query on this space; complementary: the modifier
         -- (or params.caption_query) on params.caption_space, else on this space.
         z := mmr.vec_lerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5));
@@ -625,6 +626,11 @@ BEGIN
                                          p.aux, p.qtext;
         RETURN;
     END IF;
+    IF p_rerank_params IS NOT NULL AND jsonb_typeof(p_rerank_params) <> 'object' THEN
+        RAISE EXCEPTION 'rerank_params must be a JSON object, not %', jsonb_typeof(p_rerank_params)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: rerank_params => ''{"lambda": 0.7}''.';
+    END IF;
     SELECT r.function INTO fn FROM mmr._reranker r WHERE r.name = p_rerank;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'reranker % is not registered', quote_literal(p_rerank)
@@ -652,10 +658,11 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM mmr._check_limit('k', p_k);
     IF p_rerank IS NULL THEN
         RETURN p_k;
     END IF;
-    IF p_depth IS NOT NULL AND (p_depth < p_k OR p_depth > 1000) THEN
+    IF p_depth IS NOT NULL AND (p_depth < p_k OR p_depth > mmr._check_limit('rerank_depth', p_depth)) THEN
         RAISE EXCEPTION 'rerank_depth must be between k (%) and 1000, not %', p_k, p_depth
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -793,11 +800,9 @@ BEGIN
                 IF FOUND AND ref IS NOT NULL AND refcap IS NOT NULL AND modifier IS NOT NULL
                    AND @extschema:vector@.vector_dims(ref) = s.dimensions
                    AND @extschema:vector@.vector_dims(modifier) = s.dimensions
-                   AND (s.distance <> 'cosine' OR (@extschema:vector@.vector_norm(ref) > 0
-                        AND @extschema:vector@.vector_norm(modifier) > 0
-                        AND @extschema:vector@.vector_norm(refcap) > 0)) THEN
-                    n := least(1000, greatest(k + 1, coalesce((prm ->> 'candidates')::float8::int,
-                                                              greatest(4 * k, 40))));
+                   AND mmr._norm_ok(ref, s.distance) AND mmr._norm_ok(modifier, s.distance)
+                   AND mmr._norm_ok(refcap, s.distance) THEN
+                    n := mmr._candidates(prm, k + 1, greatest(4 * k, 40));
                     PERFORM mmr._raise_ef_search(n, ef_search);
                     RETURN QUERY SELECT * FROM mmr._weimocir_fast(
                         s, cs, ref, refcap, modifier, coalesce((prm ->> 'alpha')::float8, 0.8),
@@ -894,6 +899,7 @@ DECLARE
     s mmr._space := mmr._space_row(c.id, collection, space);
     bad int;
 BEGIN
+    PERFORM mmr._check_name('projection', coalesce(set_projection.name, 'basic'));
     IF basis IS NULL OR cardinality(basis) = 0 THEN
         RAISE EXCEPTION 'basis must hold at least one vector' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -916,6 +922,9 @@ BEGIN
         RAISE EXCEPTION 'mu_image and mu_text must have % dimensions', s.dimensions
             USING ERRCODE = 'data_exception';
     END IF;
+    FOR bad IN 1 .. cardinality(basis) LOOP
+        PERFORM mmr._check_stored_vector(basis[bad], s.dimensions, format('basis vector %s', bad));
+    END LOOP;
     INSERT INTO mmr._projection AS x (space_id, name, basis, mu_image, mu_text, s_v_min, s_t_min, params)
     VALUES (s.id, coalesce(set_projection.name, 'basic'), set_projection.basis, mu_image,
             set_projection.mu_text, set_projection.s_v_min, set_projection.s_t_min,

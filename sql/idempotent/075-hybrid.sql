@@ -133,10 +133,9 @@ DECLARE
 BEGIN
     PERFORM mmr._check_params(prm, '{rrf_k,norm,candidates,text_config}', 'hybrid_search');
     PERFORM mmr._check_fusion(p_fusion);
-    IF p_k IS NULL OR p_k < 1 OR p_k > 1000 THEN
-        RAISE EXCEPTION 'k must be between 1 and 1000, not %', coalesce(p_k::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM mmr._check_limit('k', p_k);
+    PERFORM mmr._check_limit('legs', coalesce(cardinality(p_spaces), 0), 'the number of spaces');
+    PERFORM mmr._check_weights(p_weights);
     IF coalesce(cardinality(p_spaces), 0) <> coalesce(cardinality(p_vectors), 0) THEN
         RAISE EXCEPTION 'spaces and vectors must pair up (% spaces, % vectors)',
                         coalesce(cardinality(p_spaces), 0), coalesce(cardinality(p_vectors), 0)
@@ -153,11 +152,12 @@ BEGIN
                         nlegs, cardinality(p_weights)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    n := least(1000, greatest(p_k, mmr._num(prm, 'candidates', greatest(2 * p_k, 40))::int));
+    n := mmr._candidates(prm, p_k, greatest(2 * p_k, 40));
     p.n := n; p.k := p_k; p.filter := p_filter; p.weights := p_weights; p.qtext := p_query_text;
-    p.nums := ARRAY[mmr._num(prm, 'rrf_k', 60)];
+    p.nums := ARRAY[mmr._check_rrf_k(mmr._num(prm, 'rrf_k', 60))];
     p.vecs := coalesce(p_vectors, '{}');
     IF nullif(btrim(p_query_text), '') IS NOT NULL THEN
+        PERFORM mmr._check_query_text(p_query_text, mmr._text_config(c, prm));
         legs := legs || mmr._lexical_sql(c, mmr._text_config(c, prm), p_filter);
     END IF;
     FOR i IN 1 .. coalesce(cardinality(p_spaces), 0) LOOP
@@ -229,7 +229,7 @@ BEGIN
     IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 1000
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
        AND f IN ('rrf', 'combsum', 'combmnz') AND nlegs = coalesce(cardinality(vectors), 0)
-       AND (weights IS NULL OR cardinality(weights) = nlegs + has_text::int)
+       AND (weights IS NULL OR cardinality(weights) = nlegs + has_text::int) AND nlegs <= 16
        AND nlegs + has_text::int > 0 AND jsonb_typeof(prm) = 'object'
        AND prm - 'rrf_k' - 'norm' - 'candidates' = '{}'
        AND (NOT prm ? 'rrf_k' OR jsonb_typeof(prm -> 'rrf_k') = 'number')
@@ -237,16 +237,20 @@ BEGIN
        AND coalesce(prm ->> 'norm', 'minmax') IN ('minmax', 'zscore', 'none') THEN
         SELECT * INTO c FROM mmr._collection x WHERE x.name = collection;
         IF FOUND AND (NOT has_text OR cardinality(c.text_columns) > 0) THEN
-            n := least(1000, greatest(k, coalesce((prm ->> 'candidates')::float8::int,
-                                                  greatest(2 * k, 40))));
+            -- the same checks as the general path (mmr._hybrid_plan), with its errors
+            PERFORM mmr._check_weights(weights);
+            rrf_k := mmr._check_rrf_k(coalesce((prm ->> 'rrf_k')::float8, 60));
+            n := mmr._candidates(prm, k, greatest(2 * k, 40));
+            IF has_text THEN
+                PERFORM mmr._check_query_text(query_text, mmr._text_config(c, prm));
+            END IF;
             FOR i IN 1 .. nlegs LOOP
                 SELECT x.* INTO sp FROM mmr._space x
                  WHERE x.collection_id = c.id AND x.name = spaces[i] AND x.active
                    AND x.statements IS NOT NULL;
                 EXIT WHEN NOT FOUND OR vectors[i] IS NULL
                           OR @extschema:vector@.vector_dims(vectors[i]) <> sp.dimensions
-                          OR (sp.distance = 'cosine'
-                              AND NOT @extschema:vector@.vector_norm(vectors[i]) > 0);
+                          OR NOT mmr._norm_ok(vectors[i], sp.distance);
                 legs := legs || (sp.statements ->> 'leg_agg');
             END LOOP;
             IF cardinality(legs) = nlegs THEN
@@ -272,7 +276,6 @@ BEGIN
                     a_rank := a_rank || ARRAY(SELECT generate_series(1, cardinality(lk)));
                 END LOOP;
                 IF f = 'rrf' THEN
-                    rrf_k := coalesce((prm ->> 'rrf_k')::float8, 60);
                     RETURN QUERY
                         SELECT u.key, sum(coalesce(weights[u.leg], 1) / (rrf_k + u.rank))::float8
                           FROM unnest(a_key, a_leg, a_rank) u(key, leg, rank)

@@ -21,6 +21,7 @@ BEGIN
     IF register_reranker.name IS NULL OR btrim(register_reranker.name) = '' THEN
         RAISE EXCEPTION 'reranker name must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM mmr._check_name('reranker', register_reranker.name);
     SELECT ARRAY(SELECT unnest(p.proargtypes::oid[]::regtype[])) INTO args FROM pg_proc p
      WHERE p.oid = register_reranker.function;
     IF args IS DISTINCT FROM ARRAY['text', 'text', '@extschema:vector@.vector', 'jsonb[]', 'float8[]',
@@ -94,8 +95,10 @@ DECLARE
     c mmr._collection := mmr._collection_row(collection);
     cs mmr._space;
     cq @extschema:vector@.vector := coalesce(mmr._jvec(params -> 'caption_query'), query);
-    w float8 := mmr._num(params, 'weight', 0.5);
+    w float8 := mmr._check_real('caption weight', mmr._num(params, 'weight', 0.5), 0, 1, false,
+                                'weight blends the caption similarity in: 0 <= weight <= 1.');
 BEGIN
+    PERFORM mmr._check_scores(scores);
     IF params ->> 'caption_space' IS NULL THEN
         RAISE EXCEPTION 'reranker caption needs rerank_params {"caption_space": "..."}'
             USING ERRCODE = 'invalid_parameter_value';
@@ -129,6 +132,7 @@ DECLARE
     sims float8[];
     ord int[];
 BEGIN
+    PERFORM mmr._check_scores(scores);
     EXECUTE format('SELECT array_agg(u.key ORDER BY u.ord), array_agg(u.score ORDER BY u.ord), '
                    'array_agg(e.embedding::@extschema:vector@.vector ORDER BY u.ord) '
                    'FROM %s JOIN %s e ON %s',
@@ -141,7 +145,10 @@ BEGIN
       FROM (SELECT a.i, array_agg(mmr.vec_cos(a.v, b.v) ORDER BY b.j) AS r
               FROM unnest(embs) WITH ORDINALITY a(v, i), unnest(embs) WITH ORDINALITY b(v, j)
              GROUP BY a.i) x;
-    ord := mmr.mmr_order(ss, sims, mmr._num(params, 'lambda', 0.5));
+    ord := mmr.mmr_order(ss, sims, mmr._check_real('MMR lambda', mmr._num(params, 'lambda', 0.5),
+                                                   0, 1, false,
+                                                   'lambda weighs relevance against diversity: '
+                                                   '0 <= lambda <= 1 (default 0.5).'));
     RETURN QUERY SELECT ks[o.i], ss[o.i] FROM unnest(ord) WITH ORDINALITY o(i, pos) ORDER BY o.pos;
 END
 $$;
@@ -188,6 +195,7 @@ BEGIN
         RAISE EXCEPTION 'expected a JSON array of keys, not %', p_keys
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM mmr._check_limit('feedback_keys', jsonb_array_length(p_keys), 'the number of keys');
     EXECUTE format('SELECT array_agg(e.embedding::@extschema:vector@.vector ORDER BY u.ord) '
                    'FROM jsonb_array_elements($1) WITH ORDINALITY u(key, ord), '
                    'LATERAL (SELECT %s) t JOIN %s e ON %s',
@@ -230,7 +238,8 @@ DECLARE
     q2 @extschema:vector@.vector;
 BEGIN
     PERFORM mmr._check_params(prm, '{alpha,beta,gamma,fb_docs,relevant,nonrelevant}', 'rocchio_search');
-    fb := mmr._num(prm, 'fb_docs', 10)::int;
+    fb := mmr._check_limit('fb_docs', mmr._num(prm, 'fb_docs', 10), 'params.fb_docs');
+    PERFORM mmr._rerank_depth(k, rerank, rerank_depth);
     IF prm ? 'relevant' THEN
         rel := mmr._embeddings_of(c, s, prm -> 'relevant');
     ELSE
@@ -269,8 +278,12 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM mmr._search_plpgsql(collection, space, query, k, filter, ef_search,
-                                      max_scan_tuples, 'mmr', greatest(candidates, k),
-                                      jsonb_build_object('lambda', lambda))
+                                      max_scan_tuples, 'mmr',
+                                      greatest(mmr._check_limit('candidates', candidates), k),
+                                      jsonb_build_object('lambda', mmr._check_real(
+                                          'MMR lambda', lambda, 0, 1, false,
+                                          'lambda weighs relevance against diversity: '
+                                          '0 <= lambda <= 1 (default 0.5).')))
 $$;
 
 -- Dialog (multi-turn) query from the embeddings of the turns (caption, then answers...):
@@ -308,6 +321,12 @@ BEGIN
     PERFORM mmr._check_params(prm, '{weighting,decay}', 'dialog_search');
     IF nt = 0 THEN
         RAISE EXCEPTION 'turns must hold at least one vector' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM mmr._check_limit('turns', nt, 'the number of turns');
+    PERFORM mmr._rerank_depth(k, rerank, rerank_depth);
+    IF mode_ = 'decay' THEN
+        PERFORM mmr._check_real('decay', mmr._num(prm, 'decay', 0.5), 0, 1, true,
+                                'Turn i of T weighs decay^(T - i): 0 < decay <= 1 (default 0.5).');
     END IF;
     IF mode_ NOT IN ('mean', 'last', 'decay') THEN
         RAISE EXCEPTION 'weighting must be mean, last or decay, not %', quote_literal(mode_)

@@ -101,8 +101,9 @@ DECLARE
     n int;
     found_ boolean;
 BEGIN
+    PERFORM mmr._check_limit('parts', coalesce(cardinality(embeddings), 0), 'the number of vectors');
     FOR i IN 1 .. coalesce(cardinality(embeddings), 0) LOOP
-        PERFORM mmr._check_vector(embeddings[i], s.dimensions, s.distance, format('vector %s', i));
+        PERFORM mmr._check_stored_vector(embeddings[i], s.dimensions, format('vector %s', i));
     END LOOP;
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s s, LATERAL (SELECT %s) t WHERE %s)',
                    c.source, mmr._key_from_json(c, '$1'), mmr._key_join(c, 's', 't'))
@@ -140,13 +141,15 @@ DECLARE
     dist text := mmr._dist(s, 'e', 'q.v');
 BEGIN
     PERFORM mmr._check_params(prm, '{candidates}', 'multivector_search');
+    PERFORM mmr._check_limit('k', p_k);
     IF coalesce(cardinality(p_queries), 0) = 0 THEN
         RAISE EXCEPTION 'queries must hold at least one vector' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM mmr._check_limit('queries', cardinality(p_queries), 'the number of query vectors');
     FOR i IN 1 .. cardinality(p_queries) LOOP
         PERFORM mmr._check_vector(p_queries[i], s.dimensions, s.distance, format('query vector %s', i));
     END LOOP;
-    p.n := least(1000, greatest(p_k, mmr._num(prm, 'candidates', greatest(4 * p_k, 40))::int));
+    p.n := mmr._candidates(prm, p_k, greatest(4 * p_k, 40));
     p.k := p_k; p.filter := p_filter; p.vecs := p_queries; p.qvec := p_queries[1];
     PERFORM mmr._prepare_search(s, p_queries[1], p.n, p_ef_search, p_max_scan_tuples);
     p.sql := format(

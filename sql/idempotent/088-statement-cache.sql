@@ -94,14 +94,14 @@ DECLARE
     p mmr._search_plan;
 BEGIN
     IF p_ref IS NULL OR @extschema:vector@.vector_dims(p_ref) <> s.dimensions
-       OR (s.distance = 'cosine' AND NOT @extschema:vector@.vector_norm(p_ref) > 0) THEN
+       OR NOT mmr._norm_ok(p_ref, s.distance) THEN
         RETURN NULL;
     END IF;
     p.k := p_k; p.n := p_k + 1; p.exclude := p_exclude; p.space := s.name;
     IF m = 'image_only' AND prm = '{}' THEN
         p.vecs := ARRAY[p_ref];
     ELSIF p_mod IS NULL OR @extschema:vector@.vector_dims(p_mod) <> s.dimensions
-          OR (s.distance = 'cosine' AND NOT @extschema:vector@.vector_norm(p_mod) > 0) THEN
+          OR NOT mmr._norm_ok(p_mod, s.distance) THEN
         RETURN NULL;
     ELSIF m = 'text_only' AND prm = '{}' THEN
         p.vecs := ARRAY[p_mod];
@@ -115,14 +115,15 @@ BEGIN
           AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
           AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
           AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
-        -- WeiMoCIR without caption spaces is its query fusion alone: one vector.
+        -- WeiMoCIR without caption spaces is its query fusion alone: one vector (candidates
+        -- unused, but checked against its bound as on the general path).
+        PERFORM mmr._candidates(prm, p_k + 1, p_k + 1);
         p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
                                                       coalesce((prm ->> 'alpha')::float8, 0.8)))];
     ELSIF m IN ('score_sum', 'product') AND prm - 'candidates' = '{}'
           AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
         p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
-        p.n := least(1000, greatest(p_k + 1, coalesce((prm ->> 'candidates')::float8::int,
-                                                      greatest(4 * p_k, 40))));
+        p.n := mmr._candidates(prm, p_k + 1, greatest(4 * p_k, 40));
         -- the checked statement (no rows unless both legs are complete), the plain one to rerun
         p.sql := s.statements ->> (m || '_checked');
         p.aux := jsonb_build_object('sql', s.statements ->> m);
