@@ -54,6 +54,8 @@ class WorkerConfig:
             (once connected, a lost connection is retried for ever).
         pipeline: write batch N on a second connection while batch N+1 is encoded, and
             claim batch N+1 on a third while batch N is encoded.
+        limits: what loading may read and fetch, and its size/time bounds (None: from the
+            ``MMR_*`` variables, :meth:`LoadLimits.from_env`).
     """
 
     collections: tuple[str, ...] | None = None
@@ -66,6 +68,7 @@ class WorkerConfig:
     load_threads: int = 8
     connect_timeout_s: float = 60.0
     pipeline: bool = True
+    limits: Limits | None = None
 
 
 @dataclass
@@ -126,7 +129,7 @@ class Worker:
         self.on_batch = on_batch
         self._stop = threading.Event()
         self._faults = Faults()
-        self._limits = Limits.from_env()
+        self._limits = self.config.limits or Limits.from_env()
         self._conn: psycopg.Connection[Any] | None = None
         self._listen: psycopg.Connection[Any] | None = None
         self._catalog: list[CollectionSpec] = []
