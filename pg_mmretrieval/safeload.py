@@ -30,7 +30,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import ConfigError, PermanentLoadError, RetryableLoadError
 
@@ -84,6 +84,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _REDIRECTS = {301, 302, 303, 307, 308}
 _RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
 _CHUNK = 64 * 1024
+_S = TypeVar("_S", bound=socket.socket)
 
 
 @dataclass(frozen=True)
@@ -235,54 +236,78 @@ def _open_socket(addresses: list[IPAddress], port: int, timeout: float) -> socke
 class _PinnedHTTP(http.client.HTTPConnection):
     """An HTTP connection to an already checked address (the Host header keeps the name)."""
 
-    def __init__(self, host: str, port: int, addresses: list[IPAddress], timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, addresses: list[IPAddress], timeout: float, dog: _Watchdog
+    ) -> None:
         super().__init__(host, port, timeout=timeout)
         self._addresses = addresses
+        self._dog = dog
 
     def connect(self) -> None:
-        self.sock = _open_socket(self._addresses, self.port, float(self.timeout or 1.0))
+        self.sock = self._dog.watch(
+            _open_socket(self._addresses, self.port, float(self.timeout or 1.0))
+        )
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
     """An HTTPS connection to a checked address; the certificate is verified for the name."""
 
-    def __init__(self, host: str, port: int, addresses: list[IPAddress], timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, addresses: list[IPAddress], timeout: float, dog: _Watchdog
+    ) -> None:
         self._ssl = ssl.create_default_context()
         super().__init__(host, port, timeout=timeout, context=self._ssl)
         self._addresses = addresses
+        self._dog = dog
 
     def connect(self) -> None:
-        raw = _open_socket(self._addresses, self.port, float(self.timeout or 1.0))
+        raw = self._dog.watch(_open_socket(self._addresses, self.port, float(self.timeout or 1.0)))
         try:
-            self.sock = self._ssl.wrap_socket(raw, server_hostname=self.host)
+            self.sock = self._dog.watch(self._ssl.wrap_socket(raw, server_hostname=self.host))
         except BaseException:
             raw.close()
             raise
 
 
 class _Watchdog:
-    """Shuts the connection's socket down when the item's deadline passes."""
+    """Shuts the current socket down when the item's deadline passes.
+
+    The socket is watched itself, not the connection: http.client hands it over to the
+    response (``conn.sock`` is then None) when the server closes after the answer.
+    """
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.expired = False
-        self._conn: http.client.HTTPConnection | None = None
+        self.sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
         self._timer.daemon = True
         self._timer.start()
 
-    def watch(self, conn: http.client.HTTPConnection | None) -> None:
+    def watch(self, sock: _S) -> _S:
         with self._lock:
-            self._conn = conn
+            self.sock = sock
+            if self.expired:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        return sock
+
+    def unwatch(self) -> None:
+        with self._lock:
+            self.sock = None
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
+    def passed(self) -> bool:
+        """The deadline has passed (a socket timeout set to the time left counts too)."""
+        return self.expired or self.remaining() <= 0.05
+
     def _fire(self) -> None:
         with self._lock:
             self.expired = True
-            sock = self._conn.sock if self._conn is not None else None
+            sock = self.sock
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -306,11 +331,7 @@ def _too_big(url: str, size: int, limits: LoadLimits) -> PermanentLoadError:
 
 
 def _read_body(
-    resp: http.client.HTTPResponse,
-    conn: http.client.HTTPConnection,
-    url: str,
-    limits: LoadLimits,
-    dog: _Watchdog,
+    resp: http.client.HTTPResponse, url: str, limits: LoadLimits, dog: _Watchdog
 ) -> bytes:
     length = resp.getheader("Content-Length")
     if length is not None and length.isdigit() and int(length) > limits.max_bytes:
@@ -319,10 +340,10 @@ def _read_body(
     total = 0
     while True:
         left = dog.remaining()
-        if left <= 0 or dog.expired:
+        if dog.passed():
             raise _deadline_error(url, limits)
-        if conn.sock is not None:
-            conn.sock.settimeout(min(limits.url_timeout_s, left))
+        if dog.sock is not None:
+            dog.sock.settimeout(min(limits.url_timeout_s, left))
         chunk = resp.read1(_CHUNK)  # at most one read on the socket: never waits for more
         if not chunk:
             break
@@ -330,6 +351,11 @@ def _read_body(
         if total > limits.max_bytes:
             raise _too_big(url, total, limits)
         chunks.append(chunk)
+    complete = length is None or not length.isdigit() or total == int(length)
+    if dog.expired and not (complete and length is not None):
+        raise _deadline_error(url, limits)  # the watchdog's shutdown ends a body like an EOF
+    if not complete:
+        raise RetryableLoadError(f"the answer of {url} ended after {total} of {length} bytes")
     return b"".join(chunks)
 
 
@@ -345,8 +371,8 @@ def _hop(
     if left <= 0:
         raise _deadline_error(url, limits)
     cls = _PinnedHTTPS if https else _PinnedHTTP
-    conn = cls(host, port, addresses, timeout=min(limits.url_timeout_s, left))
-    dog.watch(conn)
+    conn = cls(host, port, addresses, timeout=min(limits.url_timeout_s, left), dog=dog)
+    resp: http.client.HTTPResponse | None = None
     try:
         target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         conn.request("GET", target, headers={"User-Agent": "pg_mmretrieval", "Accept": "*/*"})
@@ -355,9 +381,11 @@ def _hop(
             return resp.status, resp.getheader("Location"), b""
         if resp.status != 200:
             return resp.status, None, (resp.reason or "").encode()
-        return 200, None, _read_body(resp, conn, url, limits, dog)
+        return 200, None, _read_body(resp, url, limits, dog)
     finally:
-        dog.watch(None)
+        dog.unwatch()
+        if resp is not None:
+            resp.close()
         conn.close()
 
 
@@ -380,7 +408,7 @@ def fetch_url(url: str, limits: LoadLimits) -> bytes:
             except (PermanentLoadError, RetryableLoadError):
                 raise
             except (OSError, http.client.HTTPException) as e:
-                if dog.expired:
+                if dog.passed():
                     raise _deadline_error(url, limits) from None
                 raise RetryableLoadError(
                     f"fetching {current} failed: {e or type(e).__name__}"
