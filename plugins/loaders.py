@@ -88,17 +88,16 @@ class TextLoader(Loader):
             raise PermanentLoadError(f"a text cell must be a string, not {type(cell).__name__}")
         if not cell.strip():
             raise PermanentLoadError("the text cell is empty")
-        if len(cell) > limits.max_bytes:  # no UTF-8 copy of a huge text
-            raise _too_big("the text", len(cell), limits)
-        size = len(cell.encode("utf-8"))
-        if size > limits.max_bytes:
-            raise _too_big("the text", size, limits)
-        if len(cell) > limits.max_text_chars:
+        if len(cell) > limits.max_text_chars:  # first: no UTF-8 copy of a huge text
             raise PermanentLoadError(
                 f"the text is {len(cell)} characters, over the limit of {limits.max_text_chars} "
                 "characters per item (raise MMR_MAX_TEXT_CHARS or mmr worker --max-text-chars "
                 "to accept it, or split the text into several rows)"
             )
+        if len(cell) * 4 > limits.max_bytes:
+            size = len(cell.encode("utf-8"))
+            if size > limits.max_bytes:
+                raise _too_big("the text", size, limits)
         return cell
 
 

@@ -73,11 +73,12 @@ def check_image_size(
     Raises:
         PermanentLoadError: over ``max_pixels`` or ``max_bytes``.
     """
+    # No warnings.catch_warnings() here: it is not thread-safe and loaders run in threads.
+    # Pillow warns above its limit, which is above the largest max_pixels LoadLimits allows,
+    # so such an image is refused just below anyway.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:
+        opened = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PermanentLoadError(f"image refused as a decompression bomb: {e}") from None
     except Exception:  # not an image Pillow knows (or a broken header)
         return
