@@ -415,3 +415,28 @@ def test_items_4_5_10_worker_dead_letters_bad_rows_and_embeds_good_ones(
     assert embedded == {"pic": {1, 2, 9}, "txt": {1, 2, 3, 4, 5, 6, 7, 8}}
     assert stats.written == 2 + 1 + 8  # pic: rows 1, 2, 9; txt: rows 1-8
     assert stats.dead == len(expected)
+
+
+def test_items_4_5_10_worker_flags_set_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from pg_mmretrieval.cli import cli, worker_cmd
+
+    # the flags write os.environ; recorded here so that the test leaves it as it was
+    for var in ("MMR_PATH_ROOTS", "MMR_URL_ALLOW_HOSTS", "MMR_URL_DEADLINE", "MMR_MAX_TEXT_CHARS"):
+        monkeypatch.setenv(var, "")
+    bad = CliRunner().invoke(cli, ["worker", "--once", "--url-allow-host", "http://x/"])
+    assert bad.exit_code == 2 and "neither a host name" in bad.output
+    opts: dict[str, object] = {
+        "path_roots": ("/srv/a", "/srv/b"),
+        "url_allow_hosts": ("127.0.0.1", "*.example.com"),
+        "url_deadline": 2.5,
+        "max_text_chars": 10,
+        "batch_size": 1,
+    }
+    worker_cmd._apply_limits(opts)
+    assert opts == {"batch_size": 1}
+    limits = LoadLimits.from_env()
+    assert limits.path_roots == ("/srv/a", "/srv/b")
+    assert limits.url_allow_hosts == ("127.0.0.1", "*.example.com")
+    assert (limits.url_deadline_s, limits.max_text_chars) == (2.5, 10)
