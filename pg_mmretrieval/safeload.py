@@ -374,7 +374,10 @@ def _hop(
     conn = cls(host, port, addresses, timeout=min(limits.url_timeout_s, left), dog=dog)
     resp: http.client.HTTPResponse | None = None
     try:
-        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        safe = "/%:@!$&'()*+,;=~-._?"  # already-quoted URLs pass unchanged
+        target = urllib.parse.quote(
+            urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")), safe=safe
+        )
         conn.request("GET", target, headers={"User-Agent": "pg_mmretrieval", "Accept": "*/*"})
         resp = conn.getresponse()
         if resp.status in _REDIRECTS:
@@ -407,6 +410,8 @@ def fetch_url(url: str, limits: LoadLimits) -> bytes:
                 status, location, body = _hop(current, parts, limits, dog, what)
             except (PermanentLoadError, RetryableLoadError):
                 raise
+            except http.client.InvalidURL as e:
+                raise PermanentLoadError(f"{what}: {current!r} is not a valid URL: {e}") from None
             except (OSError, http.client.HTTPException) as e:
                 if dog.passed():
                     raise _deadline_error(url, limits) from None
