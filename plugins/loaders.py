@@ -1,32 +1,29 @@
 """Built-in loaders: bytea, file path, URL, text, and ``auto`` (decides per cell).
 
-Errors say whether retrying can help: a missing file or an over-size item is permanent; a
-timeout, a reset connection or an HTTP 5xx/408/429 answer is retryable.
+What they may read and fetch is bounded by :class:`~pg_mmretrieval.loaders.LoadLimits` and
+enforced by :mod:`pg_mmretrieval.safeload`: URL schemes and hosts checked on every redirect,
+a total deadline per URL, paths only inside the allowed roots; image headers are checked
+against the pixel and decoded-bytes limits before any decoding, texts against the character
+limit (docs/security.md, "What the worker may read and fetch").
+
+Errors say whether retrying can help: a missing file, a refused URL or path, an over-size
+item is permanent; a timeout, a reset connection or an HTTP 5xx/408/429 answer is retryable.
 """
 
 from __future__ import annotations
 
-import errno
-import http.client
-import os
-import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import ClassVar
 
 from pg_mmretrieval.encoders import Item
-from pg_mmretrieval.errors import PermanentLoadError, RetryableLoadError
+from pg_mmretrieval.errors import PermanentLoadError
 from pg_mmretrieval.hookspecs import hookimpl
 from pg_mmretrieval.loaders import Loader, LoadLimits
+from pg_mmretrieval.preprocess.image import check_image_size
+from pg_mmretrieval.safeload import fetch_url, read_path
 
 __all__ = ["AutoLoader", "ByteaLoader", "PathLoader", "TextLoader", "UrlLoader"]
-
-# errno values after which reading the same file again may succeed
-_RETRYABLE_ERRNO = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.ETIMEDOUT, errno.ESTALE}
-_RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
 
 
 def _too_big(what: str, size: int, limits: LoadLimits) -> PermanentLoadError:
@@ -34,6 +31,12 @@ def _too_big(what: str, size: int, limits: LoadLimits) -> PermanentLoadError:
         f"{what} is {size} bytes, over the limit of {limits.max_bytes} bytes "
         "(raise MMR_MAX_ITEM_BYTES to accept it)"
     )
+
+
+def _image(data: bytes, limits: LoadLimits) -> bytes:
+    """``data`` after its image header passed the pixel and decoded-bytes limits."""
+    check_image_size(data, limits.max_image_pixels, limits.max_image_bytes)
+    return data
 
 
 class ByteaLoader(Loader):
@@ -49,76 +52,30 @@ class ByteaLoader(Loader):
             raise PermanentLoadError("the bytea cell is empty")
         if len(data) > limits.max_bytes:
             raise _too_big("the bytea cell", len(data), limits)
-        return data
+        return _image(data, limits)
 
 
 class PathLoader(Loader):
-    """A text cell naming a file on the worker's file system."""
+    """A text cell naming a file inside the allowed roots (``MMR_PATH_ROOTS``)."""
 
     kind: ClassVar[str] = "path"
 
     def load(self, cell: object, limits: LoadLimits) -> Item:
         if not isinstance(cell, str) or not cell.strip():
             raise PermanentLoadError(f"a path cell must be a non-empty string, not {cell!r}")
-        path = Path(cell).expanduser()
-        try:
-            size = path.stat().st_size
-            if not path.is_file():
-                raise PermanentLoadError(f"{path} is not a regular file")
-            if size > limits.max_bytes:
-                raise _too_big(str(path), size, limits)
-            with path.open("rb") as f:
-                data = f.read(limits.max_bytes + 1)
-        except (FileNotFoundError, NotADirectoryError):
-            raise PermanentLoadError(f"file not found: {path}") from None
-        except PermissionError:
-            raise PermanentLoadError(f"permission denied reading {path}") from None
-        except OSError as e:
-            cls = RetryableLoadError if e.errno in _RETRYABLE_ERRNO else PermanentLoadError
-            raise cls(f"cannot read {path}: {e.strerror or e}") from e
-        if len(data) > limits.max_bytes:
-            raise _too_big(str(path), len(data), limits)
-        if not data:
-            raise PermanentLoadError(f"{path} is empty")
-        return data
+        return _image(read_path(cell, limits), limits)
 
 
 class UrlLoader(Loader):
-    """A text cell holding an http(s) URL; fetched with a timeout and a size limit."""
+    """A text cell holding an http(s) URL: fetched under the host policy, within the total
+    deadline and the size limit."""
 
     kind: ClassVar[str] = "url"
 
     def load(self, cell: object, limits: LoadLimits) -> Item:
         if not isinstance(cell, str):
             raise PermanentLoadError(f"a url cell must be a string, not {type(cell).__name__}")
-        scheme = urllib.parse.urlsplit(cell).scheme.lower()
-        if scheme not in limits.allowed_schemes:
-            raise PermanentLoadError(
-                f"URL scheme {scheme or '(none)'!r} is not allowed in {cell!r} "
-                f"(allowed: {', '.join(sorted(limits.allowed_schemes))})"
-            )
-        request = urllib.request.Request(cell, headers={"User-Agent": "pg_mmretrieval"})
-        try:
-            with urllib.request.urlopen(request, timeout=limits.url_timeout_s) as resp:
-                length = resp.headers.get("Content-Length")
-                if length is not None and length.isdigit() and int(length) > limits.max_bytes:
-                    raise _too_big(cell, int(length), limits)
-                data: bytes = resp.read(limits.max_bytes + 1)
-        except urllib.error.HTTPError as e:
-            cls = RetryableLoadError if e.code in _RETRYABLE_HTTP else PermanentLoadError
-            raise cls(f"HTTP {e.code} fetching {cell}: {e.reason}") from None
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, socket.gaierror):
-                # unknown host names are usually permanent, but DNS outages pass: retry
-                raise RetryableLoadError(f"cannot resolve the host of {cell}: {e.reason}") from e
-            raise RetryableLoadError(f"cannot fetch {cell}: {e.reason}") from e
-        except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
-            raise RetryableLoadError(f"fetching {cell} failed: {e or type(e).__name__}") from e
-        if len(data) > limits.max_bytes:
-            raise _too_big(cell, len(data), limits)
-        if not data:
-            raise PermanentLoadError(f"{cell} returned no content")
-        return data
+        return _image(fetch_url(cell, limits), limits)
 
 
 class TextLoader(Loader):
@@ -131,14 +88,24 @@ class TextLoader(Loader):
             raise PermanentLoadError(f"a text cell must be a string, not {type(cell).__name__}")
         if not cell.strip():
             raise PermanentLoadError("the text cell is empty")
-        size = len(cell.encode("utf-8"))
-        if size > limits.max_bytes:
-            raise _too_big("the text", size, limits)
+        if len(cell) > limits.max_text_chars:  # first: no UTF-8 copy of a huge text
+            raise PermanentLoadError(
+                f"the text is {len(cell)} characters, over the limit of {limits.max_text_chars} "
+                "characters per item (raise MMR_MAX_TEXT_CHARS or mmr worker --max-text-chars "
+                "to accept it, or split the text into several rows)"
+            )
+        if len(cell) * 4 > limits.max_bytes:
+            size = len(cell.encode("utf-8"))
+            if size > limits.max_bytes:
+                raise _too_big("the text", size, limits)
         return cell
 
 
 class AutoLoader(Loader):
-    """``auto`` image cells: bytes are bytea, ``http(s)://`` strings URLs, other strings paths."""
+    """``auto`` image cells: bytes are bytea, ``scheme://`` strings URLs, other strings paths.
+
+    A ``file://`` URL is a path: read exactly like a path cell, under the allowed roots.
+    """
 
     kind: ClassVar[str] = "auto"
 
@@ -146,12 +113,17 @@ class AutoLoader(Loader):
         if isinstance(cell, bytes | bytearray | memoryview):
             return ByteaLoader().load(cell, limits)
         if isinstance(cell, str):
-            scheme = urllib.parse.urlsplit(cell).scheme.lower()
-            if scheme and scheme != "file" and len(scheme) > 1:
-                return UrlLoader().load(cell, limits)
+            parts = urllib.parse.urlsplit(cell)
+            scheme = parts.scheme.lower()
             if scheme == "file":
-                return PathLoader().load(urllib.parse.unquote(cell[len("file://") :]), limits)
-            return PathLoader().load(os.fspath(cell), limits)
+                if parts.netloc not in ("", "localhost"):
+                    raise PermanentLoadError(
+                        f"{cell!r}: file:// URLs naming another host are not read"
+                    )
+                return PathLoader().load(urllib.parse.unquote(parts.path), limits)
+            if scheme and len(scheme) > 1:
+                return UrlLoader().load(cell, limits)
+            return PathLoader().load(cell, limits)
         raise PermanentLoadError(f"cannot load a cell of type {type(cell).__name__}")
 
 

@@ -101,6 +101,7 @@ class OnnxEncoder(Encoder):
                     pad_token_id=int(raw.get("pad_token_id", 0)),
                     pad_to_max_length=bool(raw.get("pad_to_max_length", False)),
                     truncate=self.truncate,
+                    max_windows=LoadLimits.from_env().max_text_windows,
                 )
             return self._text
 
@@ -113,7 +114,10 @@ class OnnxEncoder(Encoder):
                     config = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, ValueError) as e:
                     raise ConfigError(f"cannot read {path}: {e}") from e
-                self._image = ImagePreprocessor(config)
+                limits = LoadLimits.from_env()
+                self._image = ImagePreprocessor(
+                    config, max_pixels=limits.max_image_pixels, max_bytes=limits.max_image_bytes
+                )
             return self._image
 
     # -- embedding --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,13 @@ from pg_mmretrieval.errors import ConfigError, PermanentLoadError, RetryableLoad
 from pg_mmretrieval.loaders import LoadLimits, list_loaders, load_cell
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
-SMALL = LoadLimits(max_bytes=1000, url_timeout_s=0.5)
+# The test server listens on loopback, which must be opted in (docs/security.md).
+SMALL = LoadLimits(max_bytes=1000, url_timeout_s=0.5, url_allow_hosts=("127.0.0.1",))
+
+
+def rooted(tmp_path: Path) -> LoadLimits:
+    """SMALL with tmp_path as the one allowed root of path cells."""
+    return dataclasses.replace(SMALL, path_roots=(str(tmp_path),))
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -74,17 +81,18 @@ def test_bytea() -> None:
 
 
 def test_path(tmp_path: Path) -> None:
+    limits = rooted(tmp_path)
     f = tmp_path / "a.png"
     f.write_bytes(PNG)
-    assert load_cell(str(f), "path", SMALL) == PNG
+    assert load_cell(str(f), "path", limits) == PNG
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * 2000)
     with pytest.raises(PermanentLoadError, match="over the limit"):
-        load_cell(str(big), "path", SMALL)
+        load_cell(str(big), "path", limits)
     with pytest.raises(PermanentLoadError, match="file not found"):
-        load_cell(str(tmp_path / "nope.png"), "path", SMALL)
+        load_cell(str(tmp_path / "nope.png"), "path", limits)
     with pytest.raises(PermanentLoadError, match="not a regular file"):
-        load_cell(str(tmp_path), "path", SMALL)
+        load_cell(str(tmp_path), "path", limits)
 
 
 def test_url(server: str) -> None:
@@ -129,12 +137,13 @@ def test_text() -> None:
 
 
 def test_auto(tmp_path: Path, server: str) -> None:
+    limits = rooted(tmp_path)
     f = tmp_path / "a.png"
     f.write_bytes(PNG)
-    assert load_cell(PNG, "auto", SMALL) == PNG
-    assert load_cell(str(f), "auto", SMALL) == PNG
-    assert load_cell(f"file://{f}", "auto", SMALL) == PNG
-    assert load_cell(f"{server}/ok.png", "auto", SMALL) == PNG
+    assert load_cell(PNG, "auto", limits) == PNG
+    assert load_cell(str(f), "auto", limits) == PNG
+    assert load_cell(f"file://{f}", "auto", limits) == PNG
+    assert load_cell(f"{server}/ok.png", "auto", limits) == PNG
 
 
 def test_limits_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

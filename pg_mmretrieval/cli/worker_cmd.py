@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 
 from .. import db
+from .. import loaders as _ld
+from ..errors import ConfigError
 from ..worker import admin
 from ..worker.backfill import run_backfill
 from ..worker.failures import RetryPolicy
@@ -60,10 +63,85 @@ def _worker_options(f: click.decorators.FC) -> click.decorators.FC:
                 help="Run even when the worker's session user is a superuser (refused by "
                 "default: user code its statements evaluate would run as that superuser).",
             ),
+            click.option(
+                "--path-root",
+                "path_roots",
+                multiple=True,
+                help="A directory path cells may name files in, symlinks resolved (repeatable; "
+                "MMR_PATH_ROOTS). Without one, path cells are refused.",
+            ),
+            click.option(
+                "--url-allow-host",
+                "url_allow_hosts",
+                multiple=True,
+                help="Fetch only these hosts: a name, *.domain, an address or a network; "
+                "lists loopback/private addresses to opt them in (repeatable; "
+                "MMR_URL_ALLOW_HOSTS).",
+            ),
+            click.option(
+                "--url-deny-host",
+                "url_deny_hosts",
+                multiple=True,
+                help="Never fetch this name, *.domain, address or network (repeatable; "
+                "MMR_URL_DENY_HOSTS).",
+            ),
+            click.option(
+                "--url-deadline",
+                type=float,
+                help="Seconds one URL item may take in all, redirects and body included "
+                "(MMR_URL_DEADLINE, default 30).",
+            ),
+            click.option(
+                "--max-image-bytes",
+                type=int,
+                help="Refuse images whose decoded pixels would take more bytes "
+                "(MMR_MAX_IMAGE_BYTES, default 96 MiB).",
+            ),
+            click.option(
+                "--max-text-chars",
+                type=int,
+                help="Refuse longer texts (MMR_MAX_TEXT_CHARS, default 100000).",
+            ),
+            click.option(
+                "--max-text-windows",
+                type=int,
+                help="Refuse texts needing more context windows (MMR_MAX_TEXT_WINDOWS, "
+                "default 128).",
+            ),
         ]
     ):
         f = opt(f)
     return f
+
+
+_LIMIT_OPTIONS = {
+    "path_roots": (_ld.ENV_PATH_ROOTS, os.pathsep),
+    "url_allow_hosts": (_ld.ENV_URL_ALLOW_HOSTS, ","),
+    "url_deny_hosts": (_ld.ENV_URL_DENY_HOSTS, ","),
+    "url_deadline": (_ld.ENV_URL_DEADLINE, ""),
+    "max_image_bytes": (_ld.ENV_MAX_IMAGE_BYTES, ""),
+    "max_text_chars": (_ld.ENV_MAX_TEXT_CHARS, ""),
+    "max_text_windows": (_ld.ENV_MAX_TEXT_WINDOWS, ""),
+}
+
+
+def _apply_limits(opts: dict[str, object]) -> None:
+    """Move the loading flags into their ``MMR_*`` variables (read by the loaders, the
+    encoders and the --concurrency children alike), then check them all."""
+    for key, (env, sep) in _LIMIT_OPTIONS.items():
+        value = opts.pop(key, None)
+        if value is None or value == ():
+            continue
+        if isinstance(value, tuple):
+            if sep == os.pathsep:
+                value = tuple(os.path.abspath(v) for v in value)
+            os.environ[env] = sep.join(str(v) for v in value)
+        else:
+            os.environ[env] = str(value)
+    try:
+        _ld.LoadLimits.from_env()
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def _config(
@@ -112,6 +190,8 @@ def worker(
     The worker logs in as the least-privilege role mmr_worker on the embedded server (created
     by `mmr db upgrade`), else at MMR_WORKER_DATABASE_URL, else at MMR_DATABASE_URL as given.
     It refuses a superuser session unless --allow-superuser (docs/security.md).
+    Path cells are read only under --path-root directories; URLs are fetched only from
+    global addresses unless --url-allow-host lists others (docs/security.md).
 
     \b
     Example:
@@ -120,8 +200,11 @@ def worker(
       mmr worker --once                           # drain and exit (scripts, cron)
       MMR_WORKER_DATABASE_URL=postgresql://mmr_worker:secret@db/app mmr worker
       mmr worker --once --allow-superuser         # only on a server without user code
+      mmr worker --path-root /srv/images --url-allow-host '*.cdn.example.com' \\
+                 --url-deadline 20 --max-text-chars 50000
     """
     _logging(verbose)
+    _apply_limits(opts)
     cfg = _config(collections=collections or None, once=once, poll_s=poll_s, **opts)  # type: ignore[arg-type]
     url = db.resolve_worker_url()
     if concurrency > 1:
@@ -162,6 +245,7 @@ def backfill(
       mmr backfill products clip_image
       mmr backfill products --no-progress && mmr check products
     """
+    _apply_limits(opts)
     cfg = _config(**opts)  # type: ignore[arg-type]
     queued, stats = run_backfill(
         None, collection, space, version=version, force=force, config=cfg, progress=progress

@@ -15,14 +15,75 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode, ImageOps
 
 from ..errors import ConfigError, PermanentLoadError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImagePreprocessor", "decode_image"]
+__all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "ImagePreprocessor",
+    "check_image_size",
+    "decode_image",
+    "decoded_bytes",
+]
 
 #: Larger images are refused (a decompression bomb guard): 8192 x 8192.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+#: Images whose decoded samples (width x height x channels x bytes per sample) would take more
+#: are refused before decoding: 96 MiB (a 32 MP 8-bit RGB photo fits; 8192^2 16-bit does not).
+DEFAULT_MAX_DECODED_BYTES = 96 * 1024 * 1024
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """Bytes the decoded samples of an opened (not yet loaded) image take:
+    width x height x channels x bytes per sample of its mode."""
+    mode = ImageMode.getmode(img.mode)
+    sample = max(1, int(mode.typestr[-1])) if mode.typestr[-1].isdigit() else 1
+    width, height = img.size
+    return width * height * len(mode.bands) * sample
+
+
+def _check_opened(img: Image.Image, max_pixels: int, max_bytes: int) -> None:
+    width, height = img.size
+    if width * height > max_pixels:
+        raise PermanentLoadError(
+            f"image is {width}x{height} pixels, over the limit of {max_pixels} "
+            "(possible decompression bomb; MMR_MAX_IMAGE_PIXELS)"
+        )
+    size = decoded_bytes(img)
+    if size > max_bytes:
+        raise PermanentLoadError(
+            f"image is {width}x{height} pixels of mode {img.mode}: decoding it would take "
+            f"{size} bytes, over the limit of {max_bytes} bytes (possible decompression bomb; "
+            "MMR_MAX_IMAGE_BYTES)"
+        )
+
+
+def check_image_size(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> None:
+    """Refuse an encoded image whose header announces too many pixels or decoded bytes.
+
+    Reads only the header (Pillow opens lazily); data Pillow does not recognise passes (the
+    encoder decides about it).
+
+    Raises:
+        PermanentLoadError: over ``max_pixels`` or ``max_bytes``.
+    """
+    # No warnings.catch_warnings() here: it is not thread-safe and loaders run in threads.
+    # Pillow warns above its limit, which is above the largest max_pixels LoadLimits allows,
+    # so such an image is refused just below anyway.
+    try:
+        opened = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PermanentLoadError(f"image refused as a decompression bomb: {e}") from None
+    except Exception:  # not an image Pillow knows (or a broken header)
+        return
+    with opened:
+        _check_opened(opened, max_pixels, max_bytes)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -30,7 +91,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode.startswith("I;16"):
+        # 16-bit data: 0..65535 to 0..255, rint(x / 257) in integers (no exact halves exist),
+        # without a float64 copy of the image
+        wide = np.asarray(img).astype(np.uint32)
+        wide *= 2
+        wide += 257
+        wide //= 514
+        img = Image.fromarray(wide.astype(np.uint8), mode="L")
+    if img.mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         # 16-bit data: scale 0..65535 to 0..255 (same as dividing by 257).
         scale = 257.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 1.0
@@ -43,22 +112,26 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> Image.Image:
     """Decode an encoded image file into an upright RGB image.
 
+    The size is checked from the header before anything is decoded.  Pillow's own
+    decompression-bomb check stays on as a second guard (``LoadLimits`` refuses a
+    ``max_pixels`` above it, so it never refuses what these limits accept).
+
     Raises:
-        PermanentLoadError: not an image Pillow can read, or larger than ``max_pixels``.
+        PermanentLoadError: not an image Pillow can read, or over ``max_pixels`` pixels or
+            ``max_bytes`` decoded bytes.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
-            width, height = opened.size
-            if width * height > max_pixels:
-                raise PermanentLoadError(
-                    f"image is {width}x{height} pixels, over the limit of {max_pixels} "
-                    "(possible decompression bomb)"
-                )
+            _check_opened(opened, max_pixels, max_bytes)
             opened.load()
             img: Image.Image = ImageOps.exif_transpose(opened) or opened
             return _to_rgb(img)
@@ -79,8 +152,14 @@ def _pair(size: Any, key_h: str = "height", key_w: str = "width") -> tuple[int, 
 class ImagePreprocessor:
     """The image processor of a model, from its ``preprocessor_config.json`` dictionary."""
 
-    def __init__(self, config: dict[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    ) -> None:
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
         self.do_resize = bool(config.get("do_resize", True))
         size = config.get("size", {"shortest_edge": 224})
         self.shortest_edge: int | None = None
@@ -161,4 +240,6 @@ class ImagePreprocessor:
         Raises:
             PermanentLoadError: an item is not a readable image or is too large.
         """
-        return np.stack([self.pixel_values(decode_image(b, self.max_pixels)) for b in images])
+        return np.stack(
+            [self.pixel_values(decode_image(b, self.max_pixels, self.max_bytes)) for b in images]
+        )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PermanentLoadError
 
 __all__ = ["TextPreprocessor", "Window"]
 
@@ -35,6 +35,9 @@ class TextPreprocessor:
         pad_token_id: id used to pad ``input_ids``.
         pad_to_max_length: pad every batch to ``max_length`` (SigLIP was trained so).
         truncate: keep only the first window of a long text instead of averaging windows.
+        max_windows: most windows one text may need; a longer text is refused
+            (:class:`~pg_mmretrieval.errors.PermanentLoadError`) instead of encoded (None: no
+            limit).  Ignored with ``truncate``, which encodes one window.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class TextPreprocessor:
         *,
         pad_to_max_length: bool = False,
         truncate: bool = False,
+        max_windows: int | None = None,
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -58,6 +62,7 @@ class TextPreprocessor:
         self.pad_token_id = pad_token_id
         self.pad_to_max_length = pad_to_max_length
         self.truncate = truncate
+        self.max_windows = max_windows
         # Special tokens the post-processor puts around a text (e.g. [CLS] ... [SEP]).
         probe = self.tokenizer.encode("a")
         content = [i for i, special in enumerate(probe.special_tokens_mask) if not special]
@@ -69,7 +74,11 @@ class TextPreprocessor:
             raise ConfigError(f"max_length {max_length} leaves no room for text tokens")
 
     def windows(self, texts: list[str]) -> list[Window]:
-        """Split every text into windows of at most ``max_length`` tokens (specials included)."""
+        """Split every text into windows of at most ``max_length`` tokens (specials included).
+
+        Raises:
+            PermanentLoadError: a text needs more than ``max_windows`` windows.
+        """
         out: list[Window] = []
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         stride = max(1, self.budget // 2)
@@ -80,6 +89,13 @@ class TextPreprocessor:
             else:
                 starts = list(range(0, len(ids) - self.budget, stride))
                 starts.append(len(ids) - self.budget)
+                if self.max_windows is not None and len(starts) > self.max_windows:
+                    raise PermanentLoadError(
+                        f"the text is {len(ids)} tokens long: it needs {len(starts)} windows of "
+                        f"{self.max_length} tokens, over the limit of {self.max_windows} "
+                        "windows per text (raise MMR_MAX_TEXT_WINDOWS or mmr worker "
+                        "--max-text-windows, encode it truncated, or split it into rows)"
+                    )
             for start in starts:
                 out.append(
                     Window(index, self.prefix + ids[start : start + self.budget] + self.suffix)

@@ -57,6 +57,8 @@ class WorkerConfig:
         allow_superuser: run even when the session user is a superuser (default: refuse; user
             code the worker's statements evaluate would run as that superuser).  Also set by
             ``MMR_WORKER_ALLOW_SUPERUSER=1``.
+        limits: what loading may read and fetch, and its size/time bounds (None: from the
+            ``MMR_*`` variables, :meth:`LoadLimits.from_env`).
     """
 
     collections: tuple[str, ...] | None = None
@@ -72,6 +74,7 @@ class WorkerConfig:
     allow_superuser: bool = field(
         default_factory=lambda: os.environ.get("MMR_WORKER_ALLOW_SUPERUSER", "") == "1"
     )
+    limits: Limits | None = None
 
 
 @dataclass
@@ -135,7 +138,7 @@ class Worker:
         self.on_batch = on_batch
         self._stop = threading.Event()
         self._faults = Faults()
-        self._limits = Limits.from_env()
+        self._limits = self.config.limits or Limits.from_env()
         self._conn: psycopg.Connection[Any] | None = None
         self._listen: psycopg.Connection[Any] | None = None
         self._catalog: list[CollectionSpec] = []
