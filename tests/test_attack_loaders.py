@@ -30,6 +30,7 @@ from pg_mmretrieval.loaders import LoadLimits, load_cell
 from pg_mmretrieval.preprocess import decode_image
 from pg_mmretrieval.worker import RetryPolicy, Worker, WorkerConfig
 
+from .helpers import worker_url
 from .images import encode, scene
 
 _counter = itertools.count()
@@ -380,7 +381,7 @@ def test_items_4_5_10_worker_dead_letters_bad_rows_and_embeds_good_ones(
         limits=limits,
     )
     start = time.monotonic()
-    stats = Worker(db_url, config).run()
+    stats = Worker(worker_url(db_url), config).run()
     elapsed = time.monotonic() - start
     assert elapsed < 20, elapsed  # the drip (10000 s) was cut at its 1 s deadline
     dead = {
