@@ -375,3 +375,34 @@ def test_item1_upgrade_converts_domain_keyed_tables(
     ).fetchone() == (1,)
     assert conn.execute(f"SELECT count(*) FROM {s}.items_mmr").fetchone() == (0,)
     _assert_safe(conn, app)
+
+
+def test_item1_search_filter_never_casts_to_the_owners_domain(
+    conn: psycopg.Connection[Any], app: str
+) -> None:
+    """A filter on a domain-typed column compares in the base type: the domain's CHECK (the
+    table owner's code) never runs as the role that searches (here a superuser)."""
+    s = f"{app}s"
+    _as(conn, app, f"CREATE DOMAIN {s}.price AS bigint CHECK ({s}.spy(VALUE))")
+    _as(conn, app, f"CREATE TABLE {s}.items (id bigint PRIMARY KEY, body text, p {s}.price)")
+    _as(conn, app, f"INSERT INTO {s}.items VALUES (1, 'one', 5), (2, 'two', 7)")
+    conn.execute(f"TRUNCATE {s}.spy_log")
+    name = f"flt_{app}"
+    conn.execute(
+        "SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, f"{s}.items")
+    )
+    conn.execute("SELECT mmr.add_space(%s, 'x', 'external', NULL, 3)", (name,))
+    conn.execute(
+        "SELECT mmr.put_embeddings(%s, 'x', ARRAY['1', '2']::jsonb[], "
+        "ARRAY['[1,0,0]', '[0,1,0]']::vector[])",
+        (name,),
+    )
+    for flt in ('{"p": 7}', '{"p": {">=": 6}}', '{"p": {"in": [7, 8]}}'):
+        hits = conn.execute(
+            "SELECT key FROM mmr.search(%s, 'x', '[1,0,0]'::vector, k => 5, filter => %s::jsonb)",
+            (name, flt),
+        ).fetchall()
+        assert len(hits) == 1, (flt, hits)
+    assert _spy_runs(conn, app) == []
+    _assert_safe(conn, app)
+    conn.execute("SELECT mmr.drop_collection(%s)", (name,))

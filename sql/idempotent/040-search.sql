@@ -28,7 +28,12 @@ BEGIN
                   HINT = 'Example: {"price": {"<": 50}, "category": "shoes"}.';
     END IF;
     FOR col, val IN SELECT * FROM jsonb_each(p_filter) LOOP
-        SELECT format_type(a.atttypid, a.atttypmod) INTO typ FROM pg_attribute a
+        -- Values are cast to the column's base type, never to a domain: a domain's CHECK is
+        -- the table owner's code and must not run as whoever searches (issue 12, item 1).
+        SELECT CASE WHEN t.typtype = 'd'
+                    THEN format_type(mmr._base_type(a.atttypid), t.typtypmod)
+                    ELSE format_type(a.atttypid, a.atttypmod) END
+          INTO typ FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
          WHERE a.attrelid = c.source AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
         IF typ IS NULL THEN
             RAISE EXCEPTION 'filter names column %, which table % does not have', quote_ident(col),
