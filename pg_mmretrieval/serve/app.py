@@ -14,8 +14,8 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,6 +33,7 @@ from .config import ServeConfig
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _KINDS = {"text": "text", "texts": "text", "image_base64": "image", "images_base64": "image"}
 
@@ -65,6 +66,17 @@ def _as_service_error(e: Exception) -> ServiceError:
     )
 
 
+#: bodies larger than this are parsed, base64-decoded and header-checked in a thread, so a
+#: large image does not hold up the event loop (and the other requests) meanwhile
+_BIG_BODY = 256 * 1024
+
+
+async def _off_loop(body: bytes, fn: Callable[..., _T], *args: Any) -> _T:
+    if len(body) > _BIG_BODY:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
 async def _disconnected(request: Request) -> None:
     """Returns when the client closes the connection (the body has been read already)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -94,7 +106,7 @@ class _Service:
                 "started with (--token / MMR_SERVE_TOKEN)",
             )
 
-    async def read_json(self, request: Request) -> dict[str, Any]:
+    async def read_body(self, request: Request) -> bytes:
         limit = self.config.body_limit
         too_big = ServiceError(
             413,
@@ -111,13 +123,7 @@ class _Service:
             if size > limit:
                 raise too_big
             chunks.append(chunk)
-        try:
-            body = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ServiceError(400, f"the body is not valid JSON: {e}", _EMBED_HINT) from None
-        if not isinstance(body, dict):
-            raise ServiceError(400, "the body must be a JSON object", _EMBED_HINT)
-        return body
+        return b"".join(chunks)
 
     async def resolve(
         self, collection: str, space: str, modality: str
@@ -128,8 +134,14 @@ class _Service:
 
     # -- parsing -----------------------------------------------------------------------------
 
-    def parse(self, body: dict[str, Any]) -> tuple[str, str, str, list[Any], bool]:
+    def parse(self, data: bytes) -> tuple[str, str, str, list[Any], bool]:
         """(collection, space, modality, raw items, batch form) of an embed request."""
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+            raise ServiceError(400, f"the body is not valid JSON: {e}", _EMBED_HINT) from None
+        if not isinstance(body, dict):
+            raise ServiceError(400, "the body must be a JSON object", _EMBED_HINT)
         unknown = sorted(set(body) - {"collection", "space", *_KINDS})
         if unknown:
             raise ServiceError(400, f"unknown fields: {', '.join(unknown)}", _EMBED_HINT)
@@ -196,9 +208,10 @@ class _Service:
     async def embed(self, request: Request) -> Response:
         try:
             self.check_token(request)
-            collection, space, modality, raw, batch = self.parse(await self.read_json(request))
+            body = await self.read_body(request)
+            collection, space, modality, raw, batch = await _off_loop(body, self.parse, body)
             found, encoder = await self.resolve(collection, space, modality)
-            inputs = self.load(modality, raw)
+            inputs = await _off_loop(body, self.load, modality, raw)
             assert self.batcher is not None
             work = asyncio.ensure_future(self.batcher.embed(encoder, modality, inputs))
             gone = asyncio.ensure_future(_disconnected(request))

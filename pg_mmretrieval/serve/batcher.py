@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from ..worker.encode import encode_isolating
 __all__ = ["BatchStats", "Batcher"]
 
 Vector = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -141,32 +143,36 @@ class Batcher:
         return batch
 
     async def _run(self, lane: _Lane) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather(lane)
-            live = [s for s in batch if not s.future.done()]
-            self.stats.cancelled += len(batch) - len(live)
             try:
-                if live:
-                    try:
-                        await loop.run_in_executor(
-                            self._executor, encode_isolating, lane.encoder, live
-                        )
-                    except Exception as e:  # encode_isolating sets errors per item itself
-                        for s in live:
-                            s.error = s.error or e
-                    self.stats.count(lane.name, len(live))
-                    for s in live:
-                        if s.future.done():
-                            continue
-                        if s.error is not None:
-                            s.future.set_exception(s.error)
-                        elif s.vector is not None:
-                            s.future.set_result(s.vector)
-                        else:
-                            s.future.set_exception(RuntimeError("no vector was produced"))
+                await self._encode(lane, batch)
+            except Exception as e:  # never let the lane die: its requests would wait forever
+                log.exception("lane %s: batch failed", lane.name)
+                for s in batch:
+                    if not s.future.done():
+                        s.future.set_exception(e)
             finally:
                 self.pending -= len(batch)
+
+    async def _encode(self, lane: _Lane, batch: list[_Slot]) -> None:
+        live = [s for s in batch if not s.future.done()]
+        self.stats.cancelled += len(batch) - len(live)
+        if not live:
+            return
+        loop = asyncio.get_running_loop()
+        # encode_isolating sets an error per failing item itself (splitting the batch)
+        await loop.run_in_executor(self._executor, encode_isolating, lane.encoder, live)
+        self.stats.count(lane.name, len(live))
+        for s in live:
+            if s.future.done():  # its client went away while the batch ran
+                continue
+            if s.error is not None:
+                s.future.set_exception(s.error)
+            elif s.vector is not None:
+                s.future.set_result(s.vector)
+            else:
+                s.future.set_exception(RuntimeError("the encoder produced no vector"))
 
     def providers(self) -> dict[str, str]:
         """The execution provider of each encoder that has run (``CPUExecutionProvider``...)."""

@@ -86,10 +86,9 @@ class SpaceCatalog:
                 space; 503 the database cannot be reached.
         """
         with self._lock:
-            found = self._spaces.get((collection, space))
-            if found is None or self.stale():
+            if self.stale():  # a space created since shows up within ttl_s
                 self._refresh()
-                found = self._spaces.get((collection, space))
+            found = self._spaces.get((collection, space))
         if found is None:
             names = sorted({c for c, _ in self._spaces})
             if collection not in names:
