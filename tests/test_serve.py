@@ -429,6 +429,36 @@ def test_active_version_follows_a_switch(config: ServeConfig, db_url: str) -> No
                 conn.execute("SELECT mmr.switch_space('shapes', 'clip_caption', 1, force => true)")
 
 
+# -- the stdlib client (what PL/Python can use) ----------------------------------------------
+
+
+def test_stdlib_client(client: Client, db_url: str, rows: list[tuple[int, bytes, str]]) -> None:
+    from pg_mmretrieval.errors import ServiceError
+    from pg_mmretrieval.serve.client import embed_remote, embed_remote_batch
+
+    url = f"http://127.0.0.1:{client.port}"
+    captions, images = _stored(db_url, "clip_caption"), _stored(db_url, "clip_image")
+    key, image, caption = rows[0]
+    vec = embed_remote(url, COLL, "clip_caption", caption, token=TOKEN)
+    assert vec.dtype == np.float32 and _cos(vec, captions[key]) >= 0.99999
+    vec = embed_remote(url, COLL, "clip_image", image, token=TOKEN)
+    assert _cos(vec, images[key]) >= 0.99999
+    vecs = embed_remote_batch(url, COLL, "clip_image", [r[1] for r in rows[:2]], token=TOKEN)
+    assert [_cos(v, images[r[0]]) >= 0.99999 for v, r in zip(vecs, rows, strict=False)] == [
+        True,
+        True,
+    ]
+    with pytest.raises(ServiceError) as info:
+        embed_remote(url, COLL, "nope", "x", token=TOKEN)
+    assert info.value.status == 404 and info.value.hint
+    with pytest.raises(ServiceError) as info:
+        embed_remote(url, COLL, "clip_caption", "x")
+    assert info.value.status == 401
+    with pytest.raises(ServiceError) as info:
+        embed_remote(f"http://127.0.0.1:{_free_port()}", COLL, "clip_caption", "x", timeout_s=5)
+    assert info.value.status == 503 and "cannot reach" in str(info.value)
+
+
 # -- the command -----------------------------------------------------------------------------
 
 

@@ -51,8 +51,8 @@ def _as_service_error(e: Exception) -> ServiceError:
         return ServiceError(
             413,
             str(e),
-            "send a smaller item, or start mmr serve with the limit named in the error raised "
-            "(the same MMR_* variables as the worker)",
+            "send a smaller item, or raise the limit the message names (the worker's MMR_* "
+            "variable) in the environment of mmr serve",
         )
     if isinstance(e, NotFoundError):
         return ServiceError(404, str(e), "GET /v1/spaces lists what this service encodes")
