@@ -230,6 +230,9 @@ def test_spaces_lists_active_versions(client: Client) -> None:
     assert spaces["clip_image"]["version"] == 1
     assert spaces["clip_image"]["model_id"]  # pinned by the worker
     assert spaces["mine"]["modality"] == "external"
+    assert spaces["clip_image"]["encodes"] == ["image", "text"]
+    assert spaces["words"]["encodes"] == ["text"]
+    assert spaces["mine"]["encodes"] == []
 
 
 def test_healthz_needs_no_token_and_names_providers(client: Client) -> None:

@@ -42,7 +42,12 @@ def register(cli: click.Group) -> None:
     show_default=True,
     help="How long a batch's first item waits for others to join it.",
 )
-@click.option("--threads", default=1, show_default=True, help="Encoder runs at once.")
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    help="Encoder runs at once (across encoders and modalities; each runs one batch at a time).",
+)
 @click.option(
     "--max-items",
     default=64,

@@ -242,10 +242,10 @@ class _Service:
     async def spaces(self, request: Request) -> JSONResponse:
         try:
             self.check_token(request)
-            found = await asyncio.to_thread(self.catalog.spaces)
+            found = await asyncio.to_thread(self.catalog.describe)
         except ServiceError as e:
             return _error(e)
-        return JSONResponse({"spaces": [s.as_json() for s in found]})
+        return JSONResponse({"spaces": found})
 
     async def stats(self, request: Request) -> JSONResponse:
         try:

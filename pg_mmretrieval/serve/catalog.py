@@ -77,6 +77,26 @@ class SpaceCatalog:
                 self._refresh()
             return list(self._spaces.values())
 
+    def describe(self) -> list[dict[str, Any]]:
+        """Every active space as JSON, with ``encodes``: the request modalities this service
+        accepts for it (``[]`` for an external space, or an encoder missing or mismatched
+        here; ``unavailable`` then says why)."""
+        out = []
+        for sp in self.spaces():
+            entry = sp.as_json()
+            entry["encodes"] = []
+            if sp.modality != "external":
+                try:
+                    _, encoder = self.resolve(sp.collection, sp.space, "text")
+                    entry["encodes"] = sorted(encoder.modalities)
+                except ServiceError as e:
+                    if e.status == 422:  # an image-only encoder
+                        entry["encodes"] = ["image"]
+                    else:
+                        entry["unavailable"] = str(e)
+            out.append(entry)
+        return out
+
     def resolve(self, collection: str, space: str, modality: str) -> tuple[ServedSpace, Encoder]:
         """The active version of ``space`` and the encoder that embeds ``modality`` for it.
 
