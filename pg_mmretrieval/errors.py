@@ -8,6 +8,7 @@ __all__ = [
     "DependentObjectsError",
     "EncoderError",
     "InputError",
+    "LimitError",
     "LoadError",
     "MMRError",
     "NotFoundError",
@@ -15,6 +16,7 @@ __all__ = [
     "PluginError",
     "RetryableLoadError",
     "ServerError",
+    "ServiceError",
     "UnsupportedServerError",
 ]
 
@@ -81,6 +83,27 @@ class RetryableLoadError(LoadError):
 
     The worker should retry the item later.
     """
+
+
+class LimitError(PermanentLoadError):
+    """An item is over a configured size limit (bytes, characters, text windows, image pixels
+    or decoded bytes); the message names the limit and the setting that raises it.
+
+    A :class:`PermanentLoadError` for the worker (dead-lettered, not retried); the encoder
+    service (``mmr serve``) answers it with HTTP 413.
+    """
+
+
+class ServiceError(MMRError):
+    """A request to the encoder service (``mmr serve``) failed.
+
+    ``status`` is the HTTP status the service answers with, ``hint`` what the caller can do.
+    """
+
+    def __init__(self, status: int, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.hint = hint
 
 
 class DependentObjectsError(DatabaseError):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from pg_mmretrieval.encoders import Item
-from pg_mmretrieval.errors import PermanentLoadError
+from pg_mmretrieval.errors import LimitError, PermanentLoadError
 from pg_mmretrieval.hookspecs import hookimpl
 from pg_mmretrieval.loaders import Loader, LoadLimits
 from pg_mmretrieval.preprocess.image import check_image_size
@@ -26,8 +26,8 @@ from pg_mmretrieval.safeload import fetch_url, read_path
 __all__ = ["AutoLoader", "ByteaLoader", "PathLoader", "TextLoader", "UrlLoader"]
 
 
-def _too_big(what: str, size: int, limits: LoadLimits) -> PermanentLoadError:
-    return PermanentLoadError(
+def _too_big(what: str, size: int, limits: LoadLimits) -> LimitError:
+    return LimitError(
         f"{what} is {size} bytes, over the limit of {limits.max_bytes} bytes "
         "(raise MMR_MAX_ITEM_BYTES to accept it)"
     )
@@ -89,7 +89,7 @@ class TextLoader(Loader):
         if not cell.strip():
             raise PermanentLoadError("the text cell is empty")
         if len(cell) > limits.max_text_chars:  # first: no UTF-8 copy of a huge text
-            raise PermanentLoadError(
+            raise LimitError(
                 f"the text is {len(cell)} characters, over the limit of {limits.max_text_chars} "
                 "characters per item (raise MMR_MAX_TEXT_CHARS or mmr worker --max-text-chars "
                 "to accept it, or split the text into several rows)"

@@ -16,6 +16,7 @@ from . import (
     models_cmd,
     plugins_cmd,
     search_cmd,
+    serve_cmd,
     server_cmd,
     worker_cmd,
 )
@@ -48,6 +49,7 @@ for _module in (
     plugins_cmd,
     models_cmd,
     worker_cmd,
+    serve_cmd,
 ):
     _module.register(cli)
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageMode, ImageOps
 
-from ..errors import ConfigError, PermanentLoadError
+from ..errors import ConfigError, LimitError, PermanentLoadError
 
 __all__ = [
     "DEFAULT_MAX_DECODED_BYTES",
@@ -47,13 +47,13 @@ def decoded_bytes(img: Image.Image) -> int:
 def _check_opened(img: Image.Image, max_pixels: int, max_bytes: int) -> None:
     width, height = img.size
     if width * height > max_pixels:
-        raise PermanentLoadError(
+        raise LimitError(
             f"image is {width}x{height} pixels, over the limit of {max_pixels} "
             "(possible decompression bomb; MMR_MAX_IMAGE_PIXELS)"
         )
     size = decoded_bytes(img)
     if size > max_bytes:
-        raise PermanentLoadError(
+        raise LimitError(
             f"image is {width}x{height} pixels of mode {img.mode}: decoding it would take "
             f"{size} bytes, over the limit of {max_bytes} bytes (possible decompression bomb; "
             "MMR_MAX_IMAGE_BYTES)"
@@ -79,7 +79,7 @@ def check_image_size(
     try:
         opened = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise PermanentLoadError(f"image refused as a decompression bomb: {e}") from None
+        raise LimitError(f"image refused as a decompression bomb: {e}") from None
     except Exception:  # not an image Pillow knows (or a broken header)
         return
     with opened:
@@ -138,7 +138,7 @@ def decode_image(
     except PermanentLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise PermanentLoadError(f"image refused as a decompression bomb: {e}") from None
+        raise LimitError(f"image refused as a decompression bomb: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
         raise PermanentLoadError(f"not a readable image file ({len(data)} bytes): {e}") from None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError, PermanentLoadError
+from ..errors import ConfigError, LimitError
 
 __all__ = ["TextPreprocessor", "Window"]
 
@@ -90,7 +90,7 @@ class TextPreprocessor:
                 starts = list(range(0, len(ids) - self.budget, stride))
                 starts.append(len(ids) - self.budget)
                 if self.max_windows is not None and len(starts) > self.max_windows:
-                    raise PermanentLoadError(
+                    raise LimitError(
                         f"the text is {len(ids)} tokens long: it needs {len(starts)} windows of "
                         f"{self.max_length} tokens, over the limit of {self.max_windows} "
                         "windows per text (raise MMR_MAX_TEXT_WINDOWS or mmr worker "

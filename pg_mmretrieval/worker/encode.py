@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
 from ..encoders import Encoder
-from .queue import Item
 
-__all__ = ["encode_isolating"]
+__all__ = ["Encodable", "encode_isolating"]
 
 
-def encode_isolating(encoder: Encoder, items: list[Item]) -> None:
+class Encodable(Protocol):
+    """What :func:`encode_isolating` needs of an item: the worker's queue items, and the
+    encoder service's requests (``pg_mmretrieval.serve``)."""
+
+    extra: dict[str, Any]  # "input": the encoder input (str or bytes)
+    vector: npt.NDArray[np.float32] | None
+    error: BaseException | None
+
+
+def encode_isolating(encoder: Encoder, items: Sequence[Encodable]) -> None:
     """Set ``item.vector`` for every item, or ``item.error`` for those that fail.
 
     The batch is encoded at once; if that raises, it is split in halves and each half is
