@@ -92,7 +92,7 @@ def test_script_installs_a_working_schema(make_db: Any) -> None:
         report = conn.execute(
             "SELECT missing, stale, duplicate, orphan, embedded FROM mmr.check('items')"
         ).fetchall()
-        assert report == [(0, 0, 0, 0, 3)]
+        assert report == [(None, None, 0, 0, 3)]  # missing/stale: n/a for external spaces
         role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'mmr_worker'").fetchone()
         assert role is not None
 
