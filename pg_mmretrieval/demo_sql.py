@@ -43,7 +43,7 @@ def text_search_sql(
     """Text → the space (a text→image query when the space is a CLIP image space)."""
     args = f"k => {k}" + (f", filter => {_json(filter)}" if filter is not None else "")
     return (
-        "SELECT key, score\n"
+        "SELECT key, score\n"  # noqa: S608 (shown, not run here; values quoted by literal())
         f"  FROM mmr.search({literal(collection)}, {literal(space)},\n"
         f"                  {_embed(collection, space, literal(text))},\n"
         f"                  {args});"
@@ -74,7 +74,7 @@ def composed_sql(
     """A stored row's image, changed by a text (composed query by key)."""
     key = literal(json.dumps(reference_key)) + "::jsonb"
     return (
-        "SELECT key, score\n"
+        "SELECT key, score\n"  # noqa: S608 (shown, not run here; values quoted by literal())
         f"  FROM mmr.composed_search({literal(collection)}, {literal(space)}, {key},\n"
         f"                           {_embed(collection, space, literal(modifier))},\n"
         f"                           {literal(method)}, k => {k}, params => {_json(params)});"
@@ -85,7 +85,7 @@ def hybrid_sql(collection: str, text: str, spaces: list[str], k: int) -> str:
     """Full text plus every listed space, each embedding the query text itself."""
     listed = ", ".join(literal(s) for s in spaces)
     return (
-        "SELECT key, score\n"
+        "SELECT key, score\n"  # noqa: S608 (shown, not run here; values quoted by literal())
         f"  FROM mmr.hybrid_search({literal(collection)}, {literal(text)},\n"
         f"                         spaces => ARRAY[{listed}], k => {k});"
     )

@@ -39,8 +39,8 @@ DECLARE
     v_default text;
 BEGIN
     IF current_setting('server_version_num')::int < {min_pg} THEN
-        RAISE EXCEPTION 'PostgreSQL % is not supported: pg_mmretrieval needs PostgreSQL 15 or newer',
-                        current_setting('server_version')
+        RAISE EXCEPTION 'PostgreSQL % is not supported: pg_mmretrieval needs PostgreSQL 15 '
+                        'or newer', current_setting('server_version')
             USING ERRCODE = 'feature_not_supported', HINT = 'Upgrade the server.';
     END IF;
     SELECT e.extversion, n.nspname INTO v_installed, v_installed_in

@@ -78,7 +78,9 @@ def test_script_installs_a_working_schema(make_db: Any) -> None:
     with db.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.items (id int PRIMARY KEY, body text)")
         conn.execute("INSERT INTO public.items SELECT g, 'row ' || g FROM generate_series(1, 3) g")
-        conn.execute("SELECT mmr.create_collection('items', 'public.items', text_columns => '{body}')")
+        conn.execute(
+            "SELECT mmr.create_collection('items', 'public.items', text_columns => '{body}')"
+        )
         conn.execute("SELECT mmr.add_space('items', 'ext', 'external', NULL, 3)")
         n = conn.execute(
             "SELECT mmr.put_embeddings('items', 'ext', ARRAY['1', '2', '3']::jsonb[], "
@@ -132,7 +134,9 @@ def test_script_runs_twice_harmlessly_from_head(make_db: Any) -> None:
     url = make_db()
     assert _apply(url, upgrade_sql()).returncode == 0
     again = upgrade_sql(install.head_revision())
-    assert "alembic_version" not in again.split("-- The idempotent files")[0].split("$mmr_check$;")[-1]
+    assert (
+        "alembic_version" not in again.split("-- The idempotent files")[0].split("$mmr_check$;")[-1]
+    )
     done = _apply(url, again)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -34,8 +34,7 @@ def db_group() -> None:
     "--from",
     "from_revision",
     metavar="REV",
-    help="With --sql: the revision the database is at (`mmr db current`); "
-    "omit for a new install.",
+    help="With --sql: the revision the database is at (`mmr db current`); omit for a new install.",
 )
 @click.option(
     "--vector-schema",
