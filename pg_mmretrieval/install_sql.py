@@ -11,6 +11,7 @@ server and stops with a clear error when it is wrong.  Everything runs in one tr
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 from alembic import command
 
@@ -89,6 +90,7 @@ def upgrade_sql(
     revision: str = "head",
     *,
     vector_schema: str = "public",
+    python_path: Sequence[str] = (),
 ) -> str:
     """The SQL script that takes a database from ``from_revision`` (None: not installed) to
     ``revision``, as ``mmr db upgrade`` would online.
@@ -99,6 +101,10 @@ def upgrade_sql(
         revision: the revision to reach; functions and views are included only at head, as
             online.
         vector_schema: the schema the vector extension is (or will be) installed in.
+        python_path: the database server's site-packages directories where pg_mmretrieval is
+            installed, recorded for ``mmr.embed``'s PL/Python (``mmr.set_python_path``; online
+            the upgrade records its own interpreter's, which offline would be this machine's,
+            not the server's).  Empty: nothing recorded.
 
     Raises:
         ConfigError: an unknown revision, or an empty schema name.
@@ -126,6 +132,7 @@ def upgrade_sql(
             f" --from {from_revision}" if from_revision else "",
             f" {revision}" if revision != "head" else "",
             f" --vector-schema {vector_schema}" if vector_schema != "public" else "",
+            "".join(f" --python-path {d}" for d in python_path),
         ]
     )
     what = "upgrade" if from_revision else "install"
@@ -150,5 +157,8 @@ def upgrade_sql(
             text = path.read_text(encoding="utf-8")
             out.write(f"\n-- sql/idempotent/{path.name}\n")
             out.write(install.render_text(text, vector_schema).rstrip() + "\n")
+        if python_path:
+            dirs = ", ".join(_literal(d) for d in python_path)
+            out.write(f"\n-- --python-path\nSELECT mmr.set_python_path(ARRAY[{dirs}]::text[]);\n")
     out.write("\nCOMMIT;\n")
     return out.getvalue()

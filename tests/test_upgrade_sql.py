@@ -180,6 +180,15 @@ def test_cli_prints_and_writes_the_script(tmp_path: Path) -> None:
     assert "mmr db upgrade --sql" in helptext
 
 
+def test_python_path_is_recorded_only_when_given() -> None:
+    assert "mmr.set_python_path" not in upgrade_sql().split("sql/idempotent/095")[-1]
+    script = upgrade_sql(python_path=["/opt/mmr/lib/python3.11/site-packages", "/it's"])
+    assert script.rstrip().endswith(
+        "SELECT mmr.set_python_path(ARRAY['/opt/mmr/lib/python3.11/site-packages', "
+        "'/it''s']::text[]);\n\nCOMMIT;"
+    )
+
+
 def test_unknown_revision_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="revisions that exist"):
         upgrade_sql("0999")

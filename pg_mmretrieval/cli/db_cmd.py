@@ -44,6 +44,13 @@ def db_group() -> None:
     "script checks it and stops if it is wrong.",
 )
 @click.option(
+    "--python-path",
+    multiple=True,
+    metavar="DIR",
+    help="With --sql: the site-packages directory where pg_mmretrieval is installed on the "
+    "database server, recorded for mmr.embed (repeatable; default: none recorded).",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(dir_okay=False, writable=True),
@@ -54,6 +61,7 @@ def upgrade(
     as_sql: bool,
     from_revision: str | None,
     vector_schema: str,
+    python_path: tuple[str, ...],
     output: str | None,
 ) -> None:
     """Install or upgrade the mmr schema to REVISION (default: head).
@@ -74,14 +82,18 @@ def upgrade(
       mmr db upgrade --sql --from 0003 | psql -v ON_ERROR_STOP=1 -d mydb
     """
     if not as_sql:
-        if from_revision is not None or output is not None or vector_schema != "public":
-            raise click.UsageError("--from, --output and --vector-schema go with --sql")
+        if from_revision or output or python_path or vector_schema != "public":
+            raise click.UsageError(
+                "--from, --output, --vector-schema and --python-path go with --sql"
+            )
         version = install.upgrade(revision=revision)
         click.echo(f"mmr schema at revision {version.current} (head {version.head})")
         return
     from ..install_sql import upgrade_sql
 
-    script = upgrade_sql(from_revision, revision, vector_schema=vector_schema)
+    script = upgrade_sql(
+        from_revision, revision, vector_schema=vector_schema, python_path=python_path
+    )
     if output is None:
         click.echo(script, nl=False)
     else:
