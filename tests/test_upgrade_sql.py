@@ -189,6 +189,32 @@ def test_python_path_is_recorded_only_when_given() -> None:
     )
 
 
+def test_script_with_python_path_lets_mmr_embed_encode(make_db: Any) -> None:
+    """The script records the server's site-packages (--python-path) as `mmr db upgrade`
+    records its own: mmr.embed then imports pg_mmretrieval in the backend."""
+    import sysconfig
+
+    script = upgrade_sql(python_path=[sysconfig.get_paths()["purelib"]])
+    if "FUNCTION mmr.set_python_path" not in script:
+        pytest.skip("mmr.embed is not in this schema (issue 13 items 1-4 not merged yet)")
+    url = make_db()
+    done = _apply(url, script)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with db.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.items (id int PRIMARY KEY, body text)")
+        conn.execute(
+            "SELECT mmr.create_collection('items', 'public.items', text_columns => '{body}')"
+        )
+        conn.execute("SELECT mmr.add_space('items', 'body_vec', 'shapes-clip', 'body', 128)")
+        try:
+            row = conn.execute(
+                "SELECT vector_dims(mmr.embed('items', 'body_vec', 'a red circle'))"
+            ).fetchone()
+        except psycopg.errors.FeatureNotSupported as e:
+            pytest.skip(f"no PL/Python on this server: {e.diag.message_primary}")
+    assert row == (128,)
+
+
 def test_unknown_revision_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="revisions that exist"):
         upgrade_sql("0999")
