@@ -43,6 +43,7 @@ class Section:
     hits: list[tuple[int, float]]
     sql: str = ""  # the statement a psql user runs for the same results (mmr.embed)
     query_file: str | None = None  # where query_image is written, under the page's img/
+    query_label: str = "query image"
 
 
 @dataclass
@@ -184,6 +185,7 @@ def run_demo(
                     COLLECTION, "clip_image", 1, modifier, "weighted", k, {"alpha": 0.5}
                 ),
                 "reference.png",
+                "reference: row #1",
             )
         )
 
@@ -321,7 +323,7 @@ def _write_page(
         if s.query_image is not None:
             name = s.query_file or f"query{i}.png"
             (img_dir / name).write_bytes(s.query_image)
-            parts.append(_figure(f"img/{name}", "query image", cls="query"))
+            parts.append(_figure(f"img/{name}", s.query_label, cls="query"))
         if s.query_text:
             parts.append(f"<p><b>query:</b> “{html.escape(s.query_text)}”</p>")
         parts.append("</div>")
