@@ -34,6 +34,22 @@ def run_migrations_online() -> None:
         conn.commit()
 
 
+def run_migrations_offline() -> None:
+    """Write the SQL instead of running it (``mmr db upgrade --sql``, pg_mmretrieval.upgrade_sql,
+    which wraps it in one transaction with the server checks and the idempotent files)."""
+    context.configure(
+        dialect_name="postgresql",
+        version_table="alembic_version",
+        version_table_schema="mmr",
+        transactional_ddl=False,
+        literal_binds=True,
+    )
+    context.get_context().impl.static_output("CREATE SCHEMA IF NOT EXISTS mmr;")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 if context.is_offline_mode():
-    raise SystemExit("the mmr schema is installed online only: run `mmr db upgrade`")
-run_migrations_online()
+    run_migrations_offline()
+else:
+    run_migrations_online()

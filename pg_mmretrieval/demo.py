@@ -21,6 +21,7 @@ from psycopg import sql
 
 from . import collections as coll
 from . import db, install, retrieval
+from . import demo_sql as dsql
 from .encoders import get_encoder
 from .search import Hit, search
 from .shapes.generator import Attributes, canonical_caption, generate, render
@@ -40,6 +41,9 @@ class Section:
     query_text: str | None
     query_image: bytes | None
     hits: list[tuple[int, float]]
+    sql: str = ""  # the statement a psql user runs for the same results (mmr.embed)
+    query_file: str | None = None  # where query_image is written, under the page's img/
+    query_label: str = "query image"
 
 
 @dataclass
@@ -127,12 +131,17 @@ def run_demo(
     embedded_s = time.monotonic() - start
 
     sections: list[Section] = []
+    img_dir = out_dir.resolve() / "img"
     with db.connect(target, autocommit=True) as conn:
         text = "a large red circle in the center"
         (tvec,) = _embed([text])
         sections.append(
             Section(
-                "Text → image", text, None, _hits(search(conn, COLLECTION, "clip_image", tvec, k))
+                "Text → image",
+                text,
+                None,
+                _hits(search(conn, COLLECTION, "clip_image", tvec, k)),
+                dsql.text_search_sql(COLLECTION, "clip_image", text, k),
             )
         )
 
@@ -147,6 +156,8 @@ def run_demo(
                 None,
                 query_png,
                 _hits(search(conn, COLLECTION, "clip_image", ivec, k)),
+                dsql.image_search_sql(COLLECTION, "clip_image", img_dir / "query.png", k),
+                "query.png",
             )
         )
 
@@ -165,7 +176,17 @@ def run_demo(
             params={"alpha": 0.5},
         )
         sections.append(
-            Section(f"Composed: this image, but “{modifier}”", modifier, ref_png, _hits(composed))
+            Section(
+                f"Composed: this image, but “{modifier}”",
+                modifier,
+                ref_png,
+                _hits(composed),
+                dsql.composed_sql(
+                    COLLECTION, "clip_image", 1, modifier, "weighted", k, {"alpha": 0.5}
+                ),
+                "reference.png",
+                "reference: row #1",
+            )
         )
 
         hybrid_text = "green triangle"
@@ -179,6 +200,7 @@ def run_demo(
                 hybrid_text,
                 None,
                 _hits(hybrid),
+                dsql.hybrid_sql(COLLECTION, hybrid_text, ["clip_image", "clip_caption"], k),
             )
         )
 
@@ -187,7 +209,13 @@ def run_demo(
         filtered = search(conn, COLLECTION, "clip_image", fvec, k, filter={"id": {"<=": 100}})
         sections.append(
             Section(
-                "Filtered: “a star” among rows with id ≤ 100", filtered_text, None, _hits(filtered)
+                "Filtered: “a star” among rows with id ≤ 100",
+                filtered_text,
+                None,
+                _hits(filtered),
+                dsql.text_search_sql(
+                    COLLECTION, "clip_image", filtered_text, k, filter={"id": {"<=": 100}}
+                ),
             )
         )
         table = sql.Identifier(TABLE)
@@ -223,11 +251,38 @@ figure { margin: 0; text-align: center; width: 132px; font-size: 12px; }
 figure img { width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #ccc; }
 .query img { border: 3px solid #c33; }
 .score { color: #666; }
+.sql { position: relative; max-width: 60em; }
+.sql pre { background: #272822; color: #f8f8f2; padding: 0.8em 1em; border-radius: 4px;
+           overflow-x: auto; font-size: 13px; margin: 0.5em 0 1em; }
+.sql button { position: absolute; top: 0.4em; right: 0.4em; font-size: 12px; }
 """
 
 # Counts the images that actually decoded, for the browser test and for curious readers.
 _SCRIPT = """
+function copySql(button) {
+  const text = document.getElementById(button.dataset.target).textContent;
+  const done = ok => { button.dataset.copied = ok ? 'yes' : 'no';
+                       button.textContent = ok ? 'Copied' : 'Select and copy'; };
+  const fallback = () => {
+    const area = document.createElement('textarea');
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    let ok = false;
+    try { ok = document.execCommand('copy'); } catch (e) { ok = false; }
+    area.remove();
+    done(ok);
+  };
+  if (navigator.clipboard) {
+    navigator.clipboard.writeText(text).then(() => done(true), fallback);
+  } else {
+    fallback();
+  }
+}
 window.addEventListener('load', () => {
+  if (location.hash === '#copy-test') {
+    document.querySelectorAll('button.copy').forEach(b => copySql(b));
+  }
   const imgs = Array.from(document.images);
   document.body.dataset.imagesTotal = imgs.length;
   document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
@@ -259,17 +314,27 @@ def _write_page(
         "<h1>pg_mmretrieval demo</h1>",
         f"<p>{rows} generated shape images with captions in PostgreSQL, {embedded} embeddings "
         f"written by the worker with the project's <code>shapes-clip</code> model, searched with "
-        f"the SQL functions of schema <code>mmr</code> ({elapsed:.1f} s in all).</p>",
+        f"the SQL functions of schema <code>mmr</code> ({elapsed:.1f} s in all). Each section "
+        "shows the SQL statement that gives its results from psql: <code>mmr.embed</code> "
+        "encodes the query text or image in the database.</p>",
     ]
     for i, s in enumerate(sections):
         parts.append(f"<section><h2>{html.escape(s.title)}</h2><div class='row'>")
         if s.query_image is not None:
-            name = f"query{i}.png"
+            name = s.query_file or f"query{i}.png"
             (img_dir / name).write_bytes(s.query_image)
-            parts.append(_figure(f"img/{name}", "query image", cls="query"))
+            parts.append(_figure(f"img/{name}", s.query_label, cls="query"))
         if s.query_text:
             parts.append(f"<p><b>query:</b> “{html.escape(s.query_text)}”</p>")
-        parts.append("</div><div class='row'>")
+        parts.append("</div>")
+        if s.sql:
+            parts.append(
+                f"<div class='sql'><button class='copy' data-target='sql{i}' "
+                "onclick='copySql(this)'>Copy</button>"
+                f"<pre><code id='sql{i}' class='language-sql'>{html.escape(s.sql)}</code></pre>"
+                "</div>"
+            )
+        parts.append("<div class='row'>")
         for rank, (key, score) in enumerate(s.hits, 1):
             name = f"{key}.png"
             (img_dir / name).write_bytes(images[key])

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import psycopg.sql
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -34,8 +33,11 @@ __all__ = [
     "check_server",
     "check_versions",
     "current",
+    "idempotent_files",
     "migrations_dir",
+    "quote_ident",
     "render_sql",
+    "render_text",
     "sql_dir",
     "uninstall",
     "upgrade",
@@ -157,12 +159,26 @@ def vector_schema(conn: psycopg.Connection[Any]) -> str:
     return str(row[0])
 
 
+VECTOR_SCHEMA_PLACEHOLDER = "@extschema:vector@"
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier (what libpq's PQescapeIdentifier gives)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def render_text(text: str, vector_schema_name: str) -> str:
+    """The templating of the SQL files: ``@extschema:vector@`` becomes the quoted schema of
+    pgvector.  Online the schema comes from the server (render_sql); offline
+    (``mmr db upgrade --sql --vector-schema``) from the caller."""
+    return text.replace(VECTOR_SCHEMA_PLACEHOLDER, quote_ident(vector_schema_name))
+
+
 def render_sql(conn: psycopg.Connection[Any], text: str) -> str:
-    """Replace ``@extschema:vector@`` by pgvector's (quoted) schema."""
-    if "@extschema:vector@" not in text:
+    """Replace ``@extschema:vector@`` by pgvector's (quoted) schema on this server."""
+    if VECTOR_SCHEMA_PLACEHOLDER not in text:
         return text
-    quoted = psycopg.sql.Identifier(vector_schema(conn)).as_string(conn)
-    return text.replace("@extschema:vector@", quoted)
+    return render_text(text, vector_schema(conn))
 
 
 def apply_sql_file(conn: psycopg.Connection[Any], path: Path) -> None:
@@ -170,8 +186,13 @@ def apply_sql_file(conn: psycopg.Connection[Any], path: Path) -> None:
     conn.execute(render_sql(conn, path.read_text(encoding="utf-8")).encode())
 
 
+def idempotent_files() -> list[Path]:
+    """The idempotent SQL files, in the order every upgrade to head applies them."""
+    return sorted((sql_dir() / "idempotent").glob("*.sql"))
+
+
 def _apply_idempotent(conn: psycopg.Connection[Any]) -> None:
-    for path in sorted((sql_dir() / "idempotent").glob("*.sql")):
+    for path in idempotent_files():
         apply_sql_file(conn, path)
 
 

@@ -49,7 +49,8 @@ def _install_mmr(operations: Operations, operation: InstallMMROp) -> None:
     if operations.migration_context.as_sql:
         raise InputError(
             "install_mmr cannot run in offline (--sql) mode: run it online, or install the "
-            "schema with `mmr db upgrade` before applying the generated SQL"
+            "schema with `mmr db upgrade` (or apply the script `mmr db upgrade --sql` writes) "
+            "before applying the generated SQL"
         )
     # Running the mmr environment replaces Alembic's module-level `op` and `context` proxies
     # and removes them when it ends; put the application's back afterwards.

@@ -24,19 +24,82 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
-def upgrade(revision: str) -> None:
+@click.option(
+    "--sql",
+    "as_sql",
+    is_flag=True,
+    help="Print the install/upgrade SQL instead of running it (for psql; connects to nothing).",
+)
+@click.option(
+    "--from",
+    "from_revision",
+    metavar="REV",
+    help="With --sql: the revision the database is at (`mmr db current`); omit for a new install.",
+)
+@click.option(
+    "--vector-schema",
+    default="public",
+    show_default=True,
+    help="With --sql: the schema the vector extension is (or will be) installed in; the "
+    "script checks it and stops if it is wrong.",
+)
+@click.option(
+    "--python-path",
+    multiple=True,
+    metavar="DIR",
+    help="With --sql: the site-packages directory where pg_mmretrieval is installed on the "
+    "database server, recorded for mmr.embed (repeatable; default: none recorded).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="With --sql: write the script to this file instead of standard output.",
+)
+def upgrade(
+    revision: str,
+    as_sql: bool,
+    from_revision: str | None,
+    vector_schema: str,
+    python_path: tuple[str, ...],
+    output: str | None,
+) -> None:
     """Install or upgrade the mmr schema to REVISION (default: head).
 
     Also creates the worker's least-privilege role mmr_worker when this login may (a
     superuser), and grants it (and roles given to mmr.grant_worker) what the worker needs.
 
+    With --sql, prints the same steps as one SQL script instead (Alembic's offline mode), for
+    a DBA to apply with psql on a server where Python cannot connect: the server checks, the
+    versioned SQL of each revision and the version table's updates, then every function,
+    view and grant. Nothing is connected to. Use --from REV to upgrade a database at REV.
+
     \b
     Example:
       mmr db upgrade
       psql -c "SELECT mmr.grant_worker('embedder')"   # a worker role of your own
+      mmr db upgrade --sql -o install.sql && psql -v ON_ERROR_STOP=1 -d mydb -f install.sql
+      mmr db upgrade --sql --from 0003 | psql -v ON_ERROR_STOP=1 -d mydb
     """
-    version = install.upgrade(revision=revision)
-    click.echo(f"mmr schema at revision {version.current} (head {version.head})")
+    if not as_sql:
+        if from_revision or output or python_path or vector_schema != "public":
+            raise click.UsageError(
+                "--from, --output, --vector-schema and --python-path go with --sql"
+            )
+        version = install.upgrade(revision=revision)
+        click.echo(f"mmr schema at revision {version.current} (head {version.head})")
+        return
+    from ..install_sql import upgrade_sql
+
+    script = upgrade_sql(
+        from_revision, revision, vector_schema=vector_schema, python_path=python_path
+    )
+    if output is None:
+        click.echo(script, nl=False)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(script)
+        click.echo(f"wrote {output}: apply it with psql -v ON_ERROR_STOP=1 -f {output}", err=True)
 
 
 @db_group.command("current")
