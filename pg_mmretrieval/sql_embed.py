@@ -66,15 +66,19 @@ def _load(item: str | bytes) -> str | bytes:
     try:
         return load(kind, item, _limits())
     except LoadError as e:
-        over = "over the limit" in str(e) or "limit of" in str(e)
-        raise SqlError(
-            f"mmr.embed: {e}",
-            "54000" if over else "22023",
-            "The server's limits are the worker's (MMR_MAX_TEXT_CHARS, MMR_MAX_ITEM_BYTES, "
-            "MMR_MAX_IMAGE_PIXELS, ... in the server's environment; docs/worker.md)."
-            if over
-            else "Pass the bytes of an image file (PNG, JPEG, ...), or a text.",
-        ) from None
+        raise _load_error(e) from None
+
+
+def _load_error(e: Exception) -> SqlError:
+    over = "limit" in str(e)
+    return SqlError(
+        f"mmr.embed: {e}",
+        "54000" if over else "22023",
+        "The server's limits are the worker's (MMR_MAX_TEXT_CHARS, MMR_MAX_ITEM_BYTES, "
+        "MMR_MAX_IMAGE_PIXELS, ... in the server's environment; docs/worker.md)."
+        if over
+        else "Pass a text, or the bytes of an image file (PNG, JPEG, WebP, ...).",
+    )
 
 
 def _encode_local(target: dict[str, Any], item: str | bytes) -> list[float]:
@@ -124,10 +128,8 @@ def _encode_local(target: dict[str, Any], item: str | bytes) -> list[float]:
     os.environ["MMR_ONNX_THREADS"] = str(int(target["threads"]))
     try:
         (vec,) = list(encoder.embed_batch([loaded]))
-    except MMRError as e:
-        raise SqlError(
-            f"mmr.embed: {e}", "22023" if "limit" not in str(e) else "54000", None
-        ) from None
+    except MMRError as e:  # what the worker would dead-letter: the item, said as such
+        raise _load_error(e) from None
     return [float(x) for x in vec.tolist()]
 
 
@@ -222,7 +224,9 @@ def _encode_remote(
         vec = [float(x) for x in payload["vector"]]
     except (TypeError, ValueError):
         vec = []
-    if len(vec) != int(target["dimensions"]) or not all(x == x and abs(x) != float("inf") for x in vec):
+    if len(vec) != int(target["dimensions"]) or not all(
+        x == x and abs(x) != float("inf") for x in vec
+    ):
         raise SqlError(
             f"mmr.embed: the encoder service answered {len(vec)} numbers for space {space!r}, "
             f"which has {target['dimensions']} dimensions",
@@ -236,33 +240,53 @@ def _vector_text(vec: list[float]) -> str:
     return "[" + ",".join(repr(x) for x in vec) + "]"
 
 
-def embed(plpy: Any, collection: str, space: str, item: str | bytes | None) -> str | None:
-    """The body of ``mmr.embed``: the vector (as pgvector's text) of ``item`` in ``space``.
+def embed(
+    plpy: Any, collection: str, space: str, item: str | bytes | None
+) -> dict[str, str | None]:
+    """The body of ``mmr._embed_py``: the vector (pgvector's text) of ``item`` in ``space``, or
+    the error for ``mmr.embed`` to raise (``state``, ``message``, ``hint``; PL/Python would
+    prefix a raised error's message with its Python class).
 
     Args:
-        plpy: PL/Python's ``plpy`` module (SPI and error reporting).
+        plpy: PL/Python's ``plpy`` module (SPI).
         item: a text (``str``) or the bytes of an image file (``bytes``); None gives None.
     """
     if item is None:
-        return None
-    plan = _PLANS.get("target")
-    if plan is None:
-        plan = _PLANS["target"] = plpy.prepare(_TARGET_SQL, ["text", "text"])
-    # names, privileges and settings: errors raised there keep their SQLSTATE and hint
-    target = dict(plpy.execute(plan, [collection, space])[0])
-    data: str | bytes = item if isinstance(item, str) else bytes(item)
+        return _result(None)
     try:
+        plan = _PLANS.get("target")
+        if plan is None:
+            plan = _PLANS["target"] = plpy.prepare(_TARGET_SQL, ["text", "text"])
+        # names, privileges and settings, checked in SQL with their SQLSTATEs and hints
+        try:
+            target = dict(plpy.execute(plan, [collection, space])[0])
+        except plpy.SPIError as e:
+            # spidata: (sqlerrcode, detail, hint, query, position, ...)
+            spidata = getattr(e, "spidata", None) or (None, None, None)
+            raise SqlError(
+                str(e.args[0] if e.args else e),
+                getattr(e, "sqlstate", None) or "XX000",
+                spidata[2] if len(spidata) > 2 else None,
+            ) from None
+        data: str | bytes = item if isinstance(item, str) else bytes(item)
         if target["encoder_url"]:
             vec = _encode_remote(target, collection, space, data)
         else:
             vec = _encode_local(target, data)
     except SqlError as e:
-        plpy.error(str(e), hint=e.hint, sqlstate=e.sqlstate)
-    except Exception as e:  # a model failure: a clear message, the traceback in the context
-        plpy.error(
+        return _result(None, e.sqlstate, str(e), e.hint)
+    except Exception as e:  # a model failure: a clear message, never a traceback
+        return _result(
+            None,
+            "38000",
             f"mmr.embed: encoding failed ({type(e).__name__}: {e})",
-            hint="The server log has the details; the worker's log shows whether it fails "
-            "on the same item.",
-            sqlstate="38000",
+            "The worker's log shows whether it fails on the same item; `mmr models verify` "
+            "checks the model's files.",
         )
-    return _vector_text(vec)
+    return _result(_vector_text(vec))
+
+
+def _result(
+    vec: str | None, state: str | None = None, message: str | None = None, hint: str | None = None
+) -> dict[str, str | None]:
+    return {"vec": vec, "state": state, "message": message, "hint": hint}

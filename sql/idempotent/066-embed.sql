@@ -35,6 +35,40 @@ BEGIN
 END
 $mmr$;
 
+-- The values of mmr.encoder_url an administrator set for this session: ALTER DATABASE (the
+-- database's owner), ALTER ROLE (a superuser, for a placeholder setting), and the configuration
+-- files (postgresql.conf, ALTER SYSTEM).  SECURITY DEFINER only to read pg_file_settings, which
+-- is reserved to superusers; it returns nothing else.  Values are compared as given.
+CREATE OR REPLACE FUNCTION mmr._admin_encoder_urls()
+RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $mmr$
+DECLARE
+    prefix constant text := 'mmr.encoder_url=';
+    out_ text[];
+    files text[];
+BEGIN
+    SELECT array_agg(btrim(substr(c.cfg, length(prefix) + 1))) INTO out_
+      FROM pg_catalog.pg_db_role_setting d, unnest(d.setconfig) c(cfg)
+     WHERE d.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database
+                                  WHERE datname = pg_catalog.current_database()))
+       AND d.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user))
+       AND c.cfg LIKE 'mmr.encoder\_url=%';
+    BEGIN
+        SELECT array_agg(btrim(f.setting)) INTO files
+          FROM pg_catalog.pg_file_settings f
+         WHERE f.name = 'mmr.encoder_url' AND f.error IS NULL;
+    EXCEPTION WHEN insufficient_privilege THEN
+        files := NULL;
+    END;
+    RETURN coalesce(out_, '{}') || coalesce(files, '{}');
+END
+$mmr$;
+
+-- Every caller of mmr.embed reads where the server's Python finds the package.
+GRANT SELECT ON mmr._embed_config TO PUBLIC;
+
 -- What mmr.embed needs about a space, checked: the active version of (p_collection, p_space),
 -- an encoder (not external vectors), the caller's right to read the space's source column (the
 -- same condition as reading its embeddings), and the settings of this call.  Raises the errors
@@ -92,15 +126,14 @@ BEGIN
     END IF;
     encoder_timeout := mmr._check_limit('encoder_timeout', coalesce(v_raw, '10')::float8,
                                         'mmr.encoder_timeout');
-    -- The encoder service: honoured only when an administrator set it (postgresql.conf, ALTER
-    -- SYSTEM, ALTER DATABASE, ALTER ROLE by a superuser), never from SET in a session: the
-    -- backend would post the caller's input to any address the caller names.
-    SELECT nullif(btrim(x.setting), ''), x.source INTO encoder_url, v_src
-      FROM pg_catalog.pg_settings x WHERE x.name = 'mmr.encoder_url';
-    IF encoder_url IS NOT NULL
-       AND v_src NOT IN ('configuration file', 'database', 'user', 'database user', 'default',
-                         'command line', 'environment variable', 'global') THEN
-        RAISE EXCEPTION 'mmr.encoder_url set in this session (%) is not used', v_src
+    -- The encoder service: honoured only when its value is one an administrator set
+    -- (ALTER DATABASE, ALTER ROLE by a superuser, postgresql.conf / ALTER SYSTEM), never a value
+    -- from SET in a session: the backend would post the caller's input to any address the
+    -- caller names.  (Custom settings are placeholders: pg_settings does not show their source.)
+    encoder_url := nullif(btrim(current_setting('mmr.encoder_url', true)), '');
+    IF encoder_url IS NOT NULL AND NOT encoder_url = ANY (mmr._admin_encoder_urls()) THEN
+        RAISE EXCEPTION 'mmr.encoder_url = % is not a value an administrator set, so it is not used',
+                        quote_literal(encoder_url)
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'An administrator sets the encoder service for everyone: ALTER DATABASE '
                          '... SET mmr.encoder_url = ''http://127.0.0.1:8765'' (or ALTER SYSTEM); '
@@ -159,6 +192,10 @@ EXCEPTION WHEN OTHERS THEN
 END
 $mmr$;
 
+-- mmr._embed_py: the PL/Python half, which returns the vector or the error (state, message,
+-- hint) that mmr.embed raises (an error raised in PL/Python would carry its Python class in the
+-- message).  It checks the space itself (mmr._embed_target), so calling it directly skips no
+-- check.
 DO $mmr$
 DECLARE
     why text := mmr._plpython_unavailable();
@@ -168,21 +205,22 @@ try:
 except KeyError:
     import site
     import sys
-    rows = plpy.execute("SELECT python_path FROM mmr._embed_config")
-    for d in (rows[0]["python_path"] if rows.nrows() else None) or []:
-        if d not in sys.path:
-            site.addsitedir(d)
     try:
+        rows = plpy.execute("SELECT python_path FROM mmr._embed_config")
+        for d in (rows[0]["python_path"] if rows.nrows() else None) or []:
+            if d not in sys.path:
+                site.addsitedir(d)
         from pg_mmretrieval.sql_embed import embed
     except Exception as e:
-        plpy.error(
-            "mmr.embed: the server's Python cannot import pg_mmretrieval (%s: %s)"
+        return {
+            "vec": None,
+            "state": "58P01",
+            "message": "mmr.embed: the server's Python cannot import pg_mmretrieval (%s: %s)"
             % (type(e).__name__, e),
-            hint="Run `mmr db upgrade` with the Python environment where pg_mmretrieval is "
+            "hint": "Run `mmr db upgrade` with the Python environment where pg_mmretrieval is "
             "installed (it records its site-packages), or SELECT mmr.set_python_path("
             "ARRAY['/path/to/site-packages']); see docs/server.md.",
-            sqlstate="58P01",
-        )
+        }
     SD["embed"] = embed
 return embed(plpy, collection, space, item)
 $py$;
@@ -191,11 +229,33 @@ BEGIN
     FOREACH sig IN ARRAY ARRAY['text', 'bytea'] LOOP
         IF why IS NULL THEN
             EXECUTE format($f$
-CREATE OR REPLACE FUNCTION mmr.embed(collection text, space text, item %s)
-RETURNS @extschema:vector@.vector
+CREATE OR REPLACE FUNCTION mmr._embed_py(collection text, space text, item %s,
+                                         OUT vec @extschema:vector@.vector, OUT state text,
+                                         OUT message text, OUT hint text)
 LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS %L$f$, sig, boot);
+            EXECUTE format($f$
+CREATE OR REPLACE FUNCTION mmr.embed(collection text, space text, item %s)
+RETURNS @extschema:vector@.vector
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $b$
+DECLARE
+    r record;
+BEGIN
+    IF item IS NULL THEN
+        RETURN NULL;
+    END IF;
+    r := mmr._embed_py(collection, space, item);
+    IF r.state IS NOT NULL AND r.hint IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = r.state, MESSAGE = r.message, HINT = r.hint;
+    ELSIF r.state IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = r.state, MESSAGE = r.message;
+    END IF;
+    RETURN r.vec;
+END
+$b$$f$, sig);
         ELSE
             EXECUTE format($f$
 CREATE OR REPLACE FUNCTION mmr.embed(collection text, space text, item %s)
@@ -207,8 +267,9 @@ BEGIN
     RAISE EXCEPTION 'mmr.embed is not available on this server: %%', %L
         USING ERRCODE = 'feature_not_supported',
               HINT = 'Encode outside the database instead: pass a vector (mmr.search(collection, '
-                     'space, ''[...]''::vector)); or use the Python client (mmr.Client.embed, '
-                     'Client.search(text=...)); or run the encoder service (`mmr serve`) and '
+                     'space, ''[...]''::vector)); or use the Python client (pg_mmretrieval: '
+                     'Collection.search(space, text=...), get_encoder(name).embed_batch); or '
+                     'run the encoder service (`mmr serve`) and '
                      'call its POST /v1/embed. On your own server, install PL/Python (Debian/'
                      'Ubuntu postgresql-NN-plpython3, RHEL postgresqlNN-plpython3) and run mmr '
                      'db upgrade again; on the embedded server: mmr server install-plpython.';
