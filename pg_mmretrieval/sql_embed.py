@@ -101,11 +101,8 @@ def _encode_local(target: dict[str, Any], item: str | bytes) -> list[float]:
             f"mmr.embed: encoder {encoder.name!r} does not embed {modality} (it embeds "
             f"{', '.join(sorted(encoder.modalities))})",
             "42809",
-            "Search this space with a "
-            + " or ".join(sorted(encoder.modalities))
-            + " query, or search another space of the collection that takes "
-            + modality
-            + " (SELECT * FROM mmr.spaces).",
+            f"Give this space a {' or '.join(sorted(encoder.modalities))} query, or use another "
+            f"space of the collection whose encoder takes {modality} (mmr.spaces lists them).",
         )
     if encoder.dimension != int(target["dimensions"]):
         raise SqlError(

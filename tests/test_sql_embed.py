@@ -13,7 +13,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import psycopg
@@ -30,8 +30,10 @@ N = 60
 
 def _has_plpython(url: str) -> bool:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = '_embed_py' "
-            "AND pronamespace = 'mmr'::regnamespace)").fetchone()
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = '_embed_py' "
+            "AND pronamespace = 'mmr'::regnamespace)"
+        ).fetchone()
     return bool(row and row[0])
 
 
@@ -331,9 +333,9 @@ def test_a_role_that_may_not_read_the_column_may_not_encode(world: str) -> None:
 
 
 class _Stub(http.server.BaseHTTPRequestHandler):
-    seen: list[tuple[dict[str, Any], str | None]] = []
+    seen: ClassVar[list[tuple[dict[str, Any], str | None]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Stub.seen.append((body, self.headers.get("Authorization")))
         if body.get("text") == "fail":
