@@ -429,3 +429,18 @@ def test_without_plpython_embed_says_what_to_do_and_the_rest_works(empty_db_url:
         )
         keys = _keys(conn, "SELECT (key)::int FROM mmr.search('t', 'v', '[1,0.1,0]', k => 1)")
         assert keys == [1]
+
+
+def test_pythonhome_is_set_for_server_starts_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pg_mmretrieval import plpython
+
+    if not plpython.installed():
+        pytest.skip("PL/Python is not installed in the embedded server")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    monkeypatch.delenv("PYTHONHOME", raising=False)
+    with plpython.server_environment():
+        assert os.environ["PYTHONHOME"] == plpython.python_home()
+        assert "PYTHONPATH" not in os.environ
+    assert "PYTHONHOME" not in os.environ and os.environ["PYTHONPATH"] == "/somewhere"
