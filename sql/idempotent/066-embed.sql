@@ -36,12 +36,12 @@ END
 $mmr$;
 
 -- The values of mmr.encoder_url an administrator set for this session: ALTER DATABASE (the
--- database's owner), ALTER ROLE (a superuser, for a placeholder setting), and the configuration
--- files (postgresql.conf, ALTER SYSTEM).  SECURITY DEFINER only to read pg_file_settings, which
--- is reserved to superusers; it returns nothing else.  Values are compared as given.
+-- database's owner) and ALTER ROLE (a superuser, for a placeholder setting), from
+-- pg_db_role_setting (readable by every role); and the configuration files (postgresql.conf,
+-- ALTER SYSTEM) when the caller may read pg_file_settings (superusers, pg_read_all_settings).
 CREATE OR REPLACE FUNCTION mmr._admin_encoder_urls()
 RETURNS text[]
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $mmr$
 DECLARE
@@ -55,13 +55,13 @@ BEGIN
                                   WHERE datname = pg_catalog.current_database()))
        AND d.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user))
        AND c.cfg LIKE 'mmr.encoder\_url=%';
-    BEGIN
+    IF pg_catalog.has_table_privilege('pg_catalog.pg_file_settings', 'SELECT')
+       AND pg_catalog.has_function_privilege('pg_catalog.pg_show_all_file_settings()',
+                                             'EXECUTE') THEN
         SELECT array_agg(btrim(f.setting)) INTO files
           FROM pg_catalog.pg_file_settings f
          WHERE f.name = 'mmr.encoder_url' AND f.error IS NULL;
-    EXCEPTION WHEN insufficient_privilege THEN
-        files := NULL;
-    END;
+    END IF;
     RETURN coalesce(out_, '{}') || coalesce(files, '{}');
 END
 $mmr$;
@@ -135,9 +135,9 @@ BEGIN
         RAISE EXCEPTION 'mmr.encoder_url = % is not a value an administrator set, so it is not used',
                         quote_literal(encoder_url)
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'An administrator sets the encoder service for everyone: ALTER DATABASE '
-                         '... SET mmr.encoder_url = ''http://127.0.0.1:8765'' (or ALTER SYSTEM); '
-                         'RESET mmr.encoder_url to encode in this backend.';
+                  HINT = 'An administrator sets the encoder service: ALTER DATABASE ... SET '
+                         'mmr.encoder_url = ''http://127.0.0.1:8765'' (or ALTER ROLE ... SET as '
+                         'a superuser); RESET mmr.encoder_url to encode in this backend.';
     END IF;
     IF encoder_url IS NOT NULL AND encoder_url !~* '^https?://' THEN
         RAISE EXCEPTION 'mmr.encoder_url must be an http:// or https:// URL, not %',

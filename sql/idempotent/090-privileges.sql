@@ -40,6 +40,3 @@ BEGIN
     END LOOP;
 END
 $$;
--- Encoding inside the server (issue 13): the one SECURITY DEFINER function a reader calls; it
--- returns the administrator's values of mmr.encoder_url and nothing else (066-embed.sql).
-GRANT EXECUTE ON FUNCTION mmr._admin_encoder_urls() TO PUBLIC;
