@@ -226,15 +226,26 @@ return embed(plpy, collection, space, item)
 $py$;
     sig text;
 BEGIN
-    FOREACH sig IN ARRAY ARRAY['text', 'bytea'] LOOP
-        IF why IS NULL THEN
-            EXECUTE format($f$
+    -- The PL/Python half first, for both overloads: a role that may not create functions in
+    -- plpython3u (the extension installed by a superuser, the schema upgraded by its owner)
+    -- gets the stubs, with the reason, instead of a failed upgrade.
+    IF why IS NULL THEN
+        BEGIN
+            FOREACH sig IN ARRAY ARRAY['text', 'bytea'] LOOP
+                EXECUTE format($f$
 CREATE OR REPLACE FUNCTION mmr._embed_py(collection text, space text, item %s,
                                          OUT vec @extschema:vector@.vector, OUT state text,
                                          OUT message text, OUT hint text)
 LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS %L$f$, sig, boot);
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            why := format('creating functions in plpython3u failed: %s', SQLERRM);
+        END;
+    END IF;
+    FOREACH sig IN ARRAY ARRAY['text', 'bytea'] LOOP
+        IF why IS NULL THEN
             EXECUTE format($f$
 CREATE OR REPLACE FUNCTION mmr.embed(collection text, space text, item %s)
 RETURNS @extschema:vector@.vector
