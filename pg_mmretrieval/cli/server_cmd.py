@@ -101,8 +101,7 @@ def install_plpython(cache: Path | None, force: bool, optional: bool) -> None:
     \b
     Example:
       mmr server install-plpython && mmr db upgrade
-      psql "$(mmr server url | tail -n 1)" \
-        -c "SELECT mmr.embed('shapes', 'clip_image', 'a red circle')"
+      psql "$(mmr server url | tail -n 1)" -c "SELECT mmr.embed('c', 's', 'a red circle')"
     """
     from .. import plpython
     from ..errors import ServerError
