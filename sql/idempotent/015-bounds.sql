@@ -46,6 +46,11 @@ AS $$
      'A row takes at most 1000 vectors in a multi-vector space.'),
     ('legs', 0, 16, '54000',
      'A search fuses at most 16 vector legs (spaces, caption spaces).'),
+    ('embed_threads', 1, 16, '22023',
+     'mmr.embed_threads is the number of ONNX Runtime intra-op threads of one backend''s '
+     'encoder sessions (default 1); each backend encodes on its own.'),
+    ('encoder_timeout', 1, 300, '22023',
+     'mmr.encoder_timeout is the seconds mmr.embed waits for the encoder service (default 10).'),
     ('query_terms', 0, 64, '54000',
      'A lexical query takes at most 64 search terms: shorten it, or search by vector.'),
     ('query_bytes', 0, 10000, '54000',

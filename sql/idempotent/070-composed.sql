@@ -399,7 +399,9 @@ BEGIN
     WHEN 'pdv' THEN
         PERFORM mmr._check_params(prm, '{alpha_i,alpha_t,beta,reference_caption,caption_space}',
                                   'method pdv');
-        rc := mmr._jvec(prm -> 'reference_caption');
+        -- a vector, or a text encoded in the caption space (else this space): mmr.embed
+        rc := mmr._jvec_or_embed(c.name, coalesce(prm ->> 'caption_space', s.name),
+                                 prm -> 'reference_caption');
         IF rc IS NULL AND prm ? 'caption_space' AND p_ref_key IS NOT NULL THEN
             rc := mmr._embedding_of(c, mmr._space_row(c.id, c.name, prm ->> 'caption_space'), p_ref_key);
         END IF;
@@ -430,7 +432,9 @@ BEGIN
         IF cardinality(caps) = 0 OR beta = 0 THEN
             single := true;
         ELSE
-            refcaps := mmr._jvecs(prm -> 'reference_captions');
+            -- vectors, or texts each encoded in its caption space (mmr.embed)
+            refcaps := mmr._jvecs_or_embed(c.name, ARRAY(SELECT x.name FROM unnest(caps) x),
+                                           prm -> 'reference_captions');
             IF refcaps IS NULL AND p_ref_key IS NOT NULL THEN
                 refcaps := ARRAY(SELECT mmr._embedding_of(c, x, p_ref_key) FROM unnest(caps) x);
             END IF;
@@ -576,7 +580,7 @@ BEGIN
         z := mmr.vec_lerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5));
         comp := CASE WHEN prm ? 'caption_space' THEN mmr._space_row(c.id, c.name, prm ->> 'caption_space')
                      ELSE s END;
-        compq := coalesce(mmr._jvec(prm -> 'caption_query'), p_mod);
+        compq := coalesce(mmr._jvec_or_embed(c.name, comp.name, prm -> 'caption_query'), p_mod);
         PERFORM mmr._check_vector(compq, comp.dimensions, comp.distance, 'the complementary query');
         PERFORM mmr._prepare_search(s, z, n, p_ef_search, p_max_scan_tuples);
         EXECUTE mmr._gqr_union_sql(c, s, comp, p_filter)

@@ -222,6 +222,11 @@ DECLARE
     rrf_k float8;
     norm text;
 BEGIN
+    -- Spaces and a query text but no vectors: each space's leg searches by the query text
+    -- encoded with that space's encoder (mmr.embed, 066-embed.sql), once per call.
+    IF coalesce(cardinality(vectors), 0) = 0 AND nlegs > 0 AND has_text THEN
+        vectors := mmr._embed_each(collection, spaces, query_text);
+    END IF;
     -- Fast path (no filter, no reranker, rrf/combsum/combmnz, valid arguments): each leg is one
     -- small statement (the vector legs cached per space) collected into arrays, and the fusion
     -- is a static statement whose plan PL/pgSQL keeps; the general path below plans one large

@@ -32,7 +32,9 @@ BEGIN
                                       -- column privileges (issue 12): administrative
                                       '_secure_embeddings',
                                       -- worker role (issue 12, item 1): administrative
-                                      'grant_worker', '_grant_worker_on', '_revoke_worker_on')
+                                      'grant_worker', '_grant_worker_on', '_revoke_worker_on',
+                                      -- encoding inside the server (issue 13): administrative
+                                      'set_python_path', '_plpython_unavailable')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
