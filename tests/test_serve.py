@@ -521,3 +521,35 @@ def test_read_only_catalog_connection(config: ServeConfig, db_url: str) -> None:
             cat._conn.execute("CREATE TEMP TABLE t (x int)")
     finally:
         cat.close()
+
+
+def test_mmr_embed_delegates_to_the_real_service(
+    db_url: str, config: ServeConfig, rows: list[tuple[int, bytes, str]]
+) -> None:
+    """`mmr.embed` in the backend, with `mmr.encoder_url` set by the administrator, asks this
+    service and returns the worker's own vectors (issue 13 items 3 and 5 together)."""
+    dbname = db_url.split("?")[0].rsplit("/", 1)[1]
+    stored_img, stored_cap = _stored(db_url, "clip_image"), _stored(db_url, "clip_caption")
+    with running(config) as client:
+        url = f"http://127.0.0.1:{client.port}"
+        with db.connect(db_url, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE \"{dbname}\" SET mmr.encoder_url = '{url}'")
+            admin.execute(f"ALTER DATABASE \"{dbname}\" SET mmr.encoder_token = '{TOKEN}'")
+        try:
+            before = client.stats()
+            with db.connect(db_url, autocommit=True) as conn:
+                for key, png, caption in rows[:3]:
+                    (img,) = conn.execute(
+                        "SELECT mmr.embed('shapes', 'clip_image', %s::bytea)", (png,)
+                    ).fetchone() or (None,)
+                    (cap,) = conn.execute(
+                        "SELECT mmr.embed('shapes', 'clip_caption', %s::text)", (caption,)
+                    ).fetchone() or (None,)
+                    assert _cos(img.to_numpy(), stored_img[key]) >= 0.99999
+                    assert _cos(cap.to_numpy(), stored_cap[key]) >= 0.99999
+            after = client.stats()
+            assert after != before  # the vectors came from the service, not the backend
+        finally:
+            with db.connect(db_url, autocommit=True) as admin:
+                admin.execute(f'ALTER DATABASE "{dbname}" RESET mmr.encoder_url')
+                admin.execute(f'ALTER DATABASE "{dbname}" RESET mmr.encoder_token')
