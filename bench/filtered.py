@@ -51,11 +51,16 @@ DIM = 384
 
 
 def data(num: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Clustered unit vectors, their category (the cluster for 70 % of rows) and r."""
+    """Clustered unit vectors of a low intrinsic dimension (a 48-d mixture of 100 clusters
+    mapped to 384-d, plus noise: top-10 cosine similarities around 0.7, random pairs around 0,
+    like sentence embeddings), their category (the cluster for 70 % of rows) and r."""
     rng = np.random.default_rng(18)
-    centers = rng.standard_normal((100, DIM))
+    lat = 48
+    centers = rng.standard_normal((100, lat))
     lab = rng.integers(0, 100, num)
-    v = centers[lab] + 1.5 * rng.standard_normal((num, DIM))
+    z = centers[lab] + 0.9 * rng.standard_normal((num, lat))
+    w = rng.standard_normal((lat, DIM)) / np.sqrt(lat)
+    v = z @ w + 0.25 * rng.standard_normal((num, DIM))
     v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
     cat = np.where(rng.random(num) < 0.7, lab, rng.integers(0, 100, num))
     r = rng.integers(0, 1000, num)
@@ -107,6 +112,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--reuse", metavar="DATABASE", help="a database this script built (--keep)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--setup-only", action="store_true", help="build and keep; run no queries")
     ap.add_argument(
         "--sweep",
         default="1,3,10,30,50,100,200,500,1000",
@@ -137,10 +143,12 @@ def main() -> None:
         nrows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         if nrows is None or nrows[0] != args.n:
             sys.exit(f"{name} holds {nrows} rows, not --n {args.n}")
-        print(f"# database {name}" + (" (kept)" if args.keep or args.reuse else ""))
+        print(f"# database {name}" + (" (kept)" if args.keep or args.reuse else ""), flush=True)
+        if args.setup_only:
+            return
         run(conn, table, v, cat, r, qv, qs, args)
     finally:
-        if not (args.keep or args.reuse):
+        if not (args.keep or args.reuse or args.setup_only):
             with psycopg.connect(server, autocommit=True) as c:
                 c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -159,6 +167,10 @@ def run(
     relaxed = db.connect(conn.info.dsn, autocommit=True)
     relaxed.execute("SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 40")
     conn.execute("SET hnsw.ef_search = 40")
+    forced_exact = db.connect(conn.info.dsn, autocommit=True)
+    forced_exact.execute("SET mmr.exact_filter_rows = 1000000")
+    forced_index = db.connect(conn.info.dsn, autocommit=True)
+    forced_index.execute("SET mmr.exact_filter_rows = 0")
     filters: list[tuple[str, dict[str, Any], str, Any]] = [
         ("category = 7", {"category": 7}, "s.category = 7", cat == 7)
     ]
@@ -200,29 +212,25 @@ def run(
             "SELECT id FROM x ORDER BY d"
         )
 
-        def mmr_search(setting: str | None) -> Callable[[int], list[int]]:
-            def f(i: int) -> list[int]:
-                with conn.transaction():
-                    if setting is not None:
-                        conn.execute(f"SET LOCAL mmr.exact_filter_rows = {setting}")
-                    rows = conn.execute(
-                        "SELECT key FROM mmr.search('items', 'v', %s::vector, %s, %s)",
-                        (qv[i], k, Jsonb(fj)),
-                    ).fetchall()
-                return [x[0] for x in rows]
-
-            return f
+        def mmr_search(c: Any) -> Callable[[int], list[int]]:
+            return lambda i: [
+                x[0]
+                for x in c.execute(
+                    "SELECT key FROM mmr.search('items', 'v', %s::vector, %s, %s)",
+                    (qv[i], k, Jsonb(fj)),
+                ).fetchall()
+            ]
 
         variants: dict[str, Callable[[int], list[int]]] = {
-            "mmr.search": mmr_search(None),
+            "mmr.search": mmr_search(conn),
             "exact (btree)": lambda i: [
                 x[0] for x in conn.execute(exact_sql, (qv[i], k)).fetchall()
             ],
             "hnsw relaxed": lambda i: [
                 x[0] for x in relaxed.execute(relaxed_sql, (qv[i], k)).fetchall()
             ],
-            "forced exact": mmr_search("1000000"),
-            "forced index": mmr_search("0"),
+            "forced exact": mmr_search(forced_exact),
+            "forced index": mmr_search(forced_index),
         }
         plan = conn.execute(
             "SELECT mmr.explain_search('items', 'v', %s::vector, %s, %s) -> 0 -> 'mmr'",

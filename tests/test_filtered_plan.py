@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 import pg_mmretrieval as mmr
 from pg_mmretrieval import retrieval
-from pg_mmretrieval.errors import DatabaseError
+from pg_mmretrieval.errors import DatabaseError, MMRError
 
 from .helpers import plan_nodes, sqlstate, unit_vectors, uses_hnsw
 
@@ -127,11 +127,17 @@ def test_k_rows_whenever_k_pass(conn: Conn, items: str, vecs: np.ndarray[Any, An
 def test_threshold_setting_changes_the_decision(
     conn: Conn, items: str, vecs: np.ndarray[Any, Any]
 ) -> None:
+    medium = {"price": {"<": 30}}  # 1200 rows: below the default threshold of a small table
+    plan = _plan(conn, vecs[0], medium)
+    assert plan[0]["mmr"]["filter_plan"] == "exact" and not uses_hnsw(plan)
     with conn.transaction():
         conn.execute("SET LOCAL mmr.exact_filter_rows = 0")
-        plan = _plan(conn, vecs[0], SELECTIVE)
+        plan = _plan(conn, vecs[0], medium)
         assert plan[0]["mmr"]["filter_plan"] == "index" and uses_hnsw(plan)
         assert plan[0]["mmr"]["threshold"] == 0
+        # (for a filter this selective PostgreSQL's own planner may still prefer to sort the
+        # rows its btree finds: the index plan leaves it that choice)
+        assert _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]["filter_plan"] == "index"
     with conn.transaction():
         conn.execute("SET LOCAL mmr.exact_filter_rows = 1000000")
         plan = _plan(conn, vecs[0], BROAD)
@@ -140,11 +146,14 @@ def test_threshold_setting_changes_the_decision(
         hits = mmr.search(conn, items, "ext", vecs[3], 10, filter=BROAD)
         assert [h.key for h in hits] == _exact(vecs, vecs[3], 10, mask)
     for bad in ("-1", "2000000", "'many'"):
-        with conn.transaction():
-            conn.execute(f"SET LOCAL mmr.exact_filter_rows = {bad}")
-            with pytest.raises(DatabaseError) as e:
+        conn.execute(f"SET mmr.exact_filter_rows = {bad}")
+        try:
+            with pytest.raises(MMRError) as e:
                 mmr.search(conn, items, "ext", vecs[0], 10, filter=SELECTIVE)
             assert e.value.sqlstate == "22023" and "mmr.exact_filter_rows" in str(e.value)
+            assert "Hint: " in str(e.value), e.value
+        finally:
+            conn.execute("RESET mmr.exact_filter_rows")
 
 
 def _plan_sql(conn: Conn, expr: str, params: Any) -> str:
@@ -205,25 +214,33 @@ def test_every_search_function_takes_the_same_decision(
         assert sorted(h.key for h in hits) == sorted(_exact(vecs, vecs[11], 10, mask))
         hits = retrieval.multivector_search(conn, items, "mv", [vecs[106]], k=3, filter=SELECTIVE)
         assert hits and hits[0].key == 107 and all(h.key % 100 == 7 for h in hits)
-        hits = mmr.search(conn, items, "ext", vecs[11], 5, filter=SELECTIVE, rerank="mmr")
+        hits = retrieval.search(conn, items, "ext", vecs[11], 5, filter=SELECTIVE, rerank="mmr")
         assert len(hits) == 5 and all(h.key % 100 == 7 for h in hits)
 
 
 def test_filter_advice_names_the_unindexed_column(
     conn: Conn, items: str, vecs: np.ndarray[Any, Any]
 ) -> None:
-    rows = conn.execute(
-        "SELECT column_name, index_name::text, plan, advice FROM mmr.filter_advice('items', %s) "
-        "ORDER BY column_name",
-        (Jsonb({"tenant": 3, "category": 7}),),
-    ).fetchall()
-    assert [r[0] for r in rows] == ["category", "tenant"]
-    assert rows[0][1] == "items_category" and rows[0][3] is None
-    assert rows[1][1] is None and rows[1][2] == "exact"
-    assert "CREATE INDEX ON items (tenant)" in rows[1][3]
+    def advice(flt: Any) -> list[tuple[Any, ...]]:
+        return conn.execute(
+            "SELECT column_name, index_name::text, plan, advice FROM "
+            "mmr.filter_advice('items', %s) ORDER BY column_name",
+            (Jsonb(flt),),
+        ).fetchall()
+
+    # with the price index the filter's rows are found through it: no advice on tenant
+    rows = advice({"tenant": 3, "price": {"<": 5}})
+    assert [r[0] for r in rows] == ["price", "tenant"]
+    assert rows[0][1] == "items_price"
+    assert rows[1][1] is None and rows[1][2] == "exact" and rows[1][3] is None
+    # tenant alone: the exact plan reads the whole table to find its rows
+    rows = advice({"tenant": 3})
+    assert rows[0][1] is None and rows[0][2] == "exact"
+    assert "CREATE INDEX ON public.items (tenant)" in rows[0][3]
     info = _plan(conn, vecs[0], {"tenant": 3})[0]["mmr"]
     assert info["filter_plan"] == "exact" and "tenant" in " ".join(info["advice"])
     assert "advice" not in _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]
+    assert advice(SELECTIVE)[0][1:] == ("items_category", "exact", None)
     assert sqlstate(conn, "SELECT * FROM mmr.filter_advice('items', NULL)") == "22023"
 
 

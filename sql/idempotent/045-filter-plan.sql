@@ -18,17 +18,20 @@
 -- stale estimate.  The threshold is the setting mmr.exact_filter_rows (default below; SET LOCAL
 -- it for one transaction, 0 to always use the index).
 
--- The default threshold, measured (docs/retrieval.md, "Filtered search"; bench/filtered.py).
-CREATE OR REPLACE FUNCTION mmr._default_exact_filter_rows()
+-- The default threshold for a source table of p_total rows, measured (docs/retrieval.md,
+-- "Filtered search"; bench/filtered.py).  Scoring the passing rows exactly costs about
+-- rows x (one heap fetch + one distance); an iterative HNSW scan costs about 1 / selectivity
+-- index visits per passing row it returns; the two cross where rows ~ K * sqrt(total rows).
+CREATE OR REPLACE FUNCTION mmr._default_exact_filter_rows(p_total float8)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT 5000::bigint
+    SELECT least(1000000, ceil(16 * sqrt(greatest(coalesce(p_total, 0), 10000))))::bigint
 $$;
 
--- The threshold in force: the setting mmr.exact_filter_rows, else the default.
-CREATE OR REPLACE FUNCTION mmr._exact_filter_rows()
+-- The threshold in force: the setting mmr.exact_filter_rows, else the default for the table.
+CREATE OR REPLACE FUNCTION mmr._exact_filter_rows(p_total float8)
 RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -38,7 +41,7 @@ DECLARE
     n float8;
 BEGIN
     IF v IS NULL THEN
-        RETURN mmr._default_exact_filter_rows();
+        RETURN mmr._default_exact_filter_rows(p_total);
     END IF;
     BEGIN
         n := v::float8;
@@ -74,22 +77,23 @@ $$;
 CREATE OR REPLACE FUNCTION mmr._filter_plan(c mmr._collection, p_filter jsonb,
                                             OUT exact boolean, OUT estimated_rows float8,
                                             OUT counted_rows bigint, OUT total_rows float8,
-                                            OUT threshold bigint, OUT ef_search int)
+                                            OUT threshold bigint, OUT ef_search int,
+                                            OUT where_sql text, OUT full_scan boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    where_sql text;
     cache_key text;
     cached jsonb;
     plan jsonb;
 BEGIN
-    threshold := mmr._exact_filter_rows();
     IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
         exact := false;
+        threshold := mmr._exact_filter_rows(NULL);
         RETURN;
     END IF;
-    cache_key := concat_ws(':', current_user, c.source::oid, threshold, p_filter::text);
+    cache_key := concat_ws(':', current_user, c.source::oid,
+                           current_setting('mmr.exact_filter_rows', true), p_filter::text);
     cached := nullif(current_setting('mmr._filter_plan', true), '')::jsonb;
     IF cached IS NOT NULL AND cached ->> 'key' = cache_key THEN
         exact := (cached ->> 'exact')::boolean;
@@ -97,18 +101,24 @@ BEGIN
         counted_rows := (cached ->> 'counted_rows')::bigint;
         total_rows := (cached ->> 'total_rows')::float8;
         ef_search := (cached ->> 'ef_search')::int;
+        threshold := (cached ->> 'threshold')::bigint;
+        where_sql := cached ->> 'where_sql';
+        full_scan := (cached ->> 'full_scan')::boolean;
         RETURN;
     END IF;
-    where_sql := mmr._filter_sql(c, p_filter, '$1');
+    where_sql := mmr._filter_sql(c, p_filter, '$3');
     EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM %s s WHERE %s', c.source, where_sql)
-       INTO plan USING p_filter;
+       INTO plan USING NULL::int, NULL::int, p_filter;
     estimated_rows := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::float8;
+    -- no index serves the filter: finding its rows reads the whole table
+    full_scan := jsonb_path_exists(plan, 'strict $.**."Node Type" ? (@ == "Seq Scan")');
     SELECT greatest(cl.reltuples, 0) INTO total_rows FROM pg_class cl WHERE cl.oid = c.source;
+    threshold := mmr._exact_filter_rows(total_rows);
     IF estimated_rows < threshold AND estimated_rows * 4 >= threshold THEN
         -- near the threshold: count, capped (the estimate may be stale)
-        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s s WHERE %s LIMIT $2) x',
+        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s s WHERE %s LIMIT $1) x',
                        c.source, where_sql)
-           INTO counted_rows USING p_filter, threshold + 1;
+           INTO counted_rows USING threshold + 1, NULL::int, p_filter;
     END IF;
     exact := coalesce(counted_rows, estimated_rows) < threshold;
     ef_search := CASE WHEN exact THEN NULL
@@ -118,7 +128,8 @@ BEGIN
                        jsonb_build_object('key', cache_key, 'exact', exact,
                                           'estimated_rows', estimated_rows,
                                           'counted_rows', counted_rows, 'total_rows', total_rows,
-                                          'ef_search', ef_search)::text,
+                                          'ef_search', ef_search, 'threshold', threshold,
+                                          'where_sql', where_sql, 'full_scan', full_scan)::text,
                        true);
 END
 $$;
@@ -132,26 +143,26 @@ $$;
 -- OFFSET 0 fences the exact plan's subquery: PostgreSQL reads the passing rows with the best
 -- plan it has for them (the user's index on the filtered column, then the embedding table's
 -- primary key) and sorts them by distance; the HNSW index cannot serve a fenced subquery.
--- p_param names the filter's jsonb parameter.
-CREATE OR REPLACE FUNCTION mmr._filtered_from(c mmr._collection, s mmr._space, p_filter jsonb,
-                                              p_param text DEFAULT '$3')
+-- The filter is always the statement's parameter $3.
+CREATE OR REPLACE FUNCTION mmr._filtered_from(c mmr._collection, s mmr._space, p_filter jsonb)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    where_sql text := mmr._filter_sql(c, p_filter, p_param);
+    fp record;
 BEGIN
-    IF where_sql IS NULL THEN
+    IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
         RETURN format('%s e', s.embedding_table);
     END IF;
-    IF (mmr._filter_plan(c, p_filter)).exact THEN
+    SELECT * INTO fp FROM mmr._filter_plan(c, p_filter);
+    IF fp.exact THEN
         RETURN format('(SELECT %s, e.embedding FROM %s e JOIN %s s ON %s WHERE %s OFFSET 0) e',
                       mmr._key_list(c, 'e'), s.embedding_table, c.source,
-                      mmr._key_join(c, 's', 'e'), where_sql);
+                      mmr._key_join(c, 's', 'e'), fp.where_sql);
     END IF;
     RETURN format('%s e JOIN %s s ON %s WHERE %s', s.embedding_table, c.source,
-                  mmr._key_join(c, 's', 'e'), where_sql);
+                  mmr._key_join(c, 's', 'e'), fp.where_sql);
 END
 $$;
 
@@ -172,9 +183,10 @@ AS $$
                                   ELSE '{}'::jsonb END) f(col)
 $$;
 
--- Advice on a filter: for each column it names, whether an index leads with it, the plan the
--- filter gets, and what to do when the plan costs time without an index (the exact plan then
--- reads the whole source table).  Runs nothing but the planner's estimate (and a capped count).
+-- Advice on a filter: for each column it names, the first index leading with it, the plan the
+-- filter gets, and what to do when that costs time: the exact plan finds the passing rows by
+-- reading the whole source table because no index serves the filter.  Runs nothing but the
+-- planner's estimate (and a capped count near the threshold).
 CREATE OR REPLACE FUNCTION mmr.filter_advice(collection text, filter jsonb)
 RETURNS TABLE (column_name text, index_name regclass, plan text, estimated_rows float8,
                threshold bigint, advice text)
@@ -199,20 +211,10 @@ BEGIN
         plan := CASE WHEN fp.exact THEN 'exact' ELSE 'index' END;
         estimated_rows := coalesce(fp.counted_rows, fp.estimated_rows);
         threshold := fp.threshold;
-        advice := CASE
-            WHEN col.index_name IS NULL AND fp.exact THEN
-                format('column %s has no index: the exact plan reads all of %s to find the %s '
-                       'passing rows; CREATE INDEX ON %s (%I)', quote_ident(col.column_name),
-                       c.source, estimated_rows, c.source, col.column_name)
-            WHEN col.index_name IS NULL THEN
-                format('column %s has no index: searches with a narrower filter on it would '
-                       'read all of %s; CREATE INDEX ON %s (%I) if they are frequent',
-                       quote_ident(col.column_name), c.source, c.source, col.column_name)
-            WHEN NOT fp.exact THEN
-                'broad filter: served by the HNSW index with an iterative scan; a partial '
-                'HNSW index per value helps only when this one value is searched very often '
-                '(docs/retrieval.md, "Filtered search")'
-            ELSE NULL END;
+        advice := CASE WHEN col.index_name IS NULL AND fp.exact AND fp.full_scan THEN
+            format('column %s has no index: each search reads all of %s to find the %s rows '
+                   'that pass; CREATE INDEX ON %s (%I)', quote_ident(col.column_name), c.source,
+                   estimated_rows, c.source, col.column_name) END;
         RETURN NEXT;
     END LOOP;
 END
