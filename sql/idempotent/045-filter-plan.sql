@@ -27,7 +27,7 @@ RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT least(1000000, ceil(16 * sqrt(greatest(coalesce(p_total, 0), 10000))))::bigint
+    SELECT least(1000000, ceil(10 * sqrt(greatest(coalesce(p_total, 0), 10000))))::bigint
 $$;
 
 -- The threshold in force: the setting mmr.exact_filter_rows, else the default for the table.
@@ -65,7 +65,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_total IS NULL OR p_total <= 0 OR p_rows IS NULL OR p_rows >= p_total
                 THEN 40
-                ELSE least(200, greatest(40, ceil(40 * sqrt(p_total / greatest(p_rows, 1)))))::int
+                ELSE least(200, greatest(100, ceil(40 * sqrt(p_total / greatest(p_rows, 1)))))::int
            END
 $$;
 

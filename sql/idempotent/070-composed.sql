@@ -254,8 +254,12 @@ BEGIN
                         mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist),
                         mmr._filtered_from(c, s, p_filter), dist,
                         CASE WHEN p_exclude THEN '$4 + 1' ELSE '$4' END);
-    IF NOT p_exclude THEN
+    IF NOT p_exclude AND p_filter IS NULL THEN
         RETURN inner_sql;
+    END IF;
+    IF NOT p_exclude THEN
+        -- re-sorted: a filter's index plan scans in pgvector's relaxed order (_prepare_search)
+        RETURN format('SELECT x.key, x.score FROM (%s) x ORDER BY x.score DESC', inner_sql);
     END IF;
     RETURN format('SELECT x.key, x.score FROM (%s) x WHERE x.key <> $5 '
                   'ORDER BY x.score DESC LIMIT $4', inner_sql);
