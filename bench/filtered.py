@@ -171,6 +171,7 @@ def run(
     forced_exact.execute("SET mmr.exact_filter_rows = 1000000")
     forced_index = db.connect(conn.info.dsn, autocommit=True)
     forced_index.execute("SET mmr.exact_filter_rows = 0")
+    conns = {"default": conn, "relaxed": relaxed, "exact": forced_exact, "index": forced_index}
     filters: list[tuple[str, dict[str, Any], str, Any]] = [
         ("category = 7", {"category": 7}, "s.category = 7", cat == 7)
     ]
@@ -201,44 +202,45 @@ def run(
     }
     measure(uv, "none", np.ones(len(v), bool), v, qs, "bare hnsw", conn)
     for label, fj, where, mask in filters:
-        sel = float(mask.mean())
-        exact_sql = (
-            f"SELECT s.id FROM items s JOIN {table} e ON e.id = s.id WHERE {where} "
-            "ORDER BY (e.embedding <=> %s) + 0 LIMIT %s"
-        )
-        relaxed_sql = (
-            f"WITH x AS MATERIALIZED (SELECT s.id, e.embedding <=> %s AS d FROM items s JOIN "
-            f"{table} e ON e.id = s.id WHERE {where} ORDER BY d LIMIT %s) "
-            "SELECT id FROM x ORDER BY d"
-        )
-
-        def mmr_search(c: Any) -> Callable[[int], list[int]]:
-            return lambda i: [
-                x[0]
-                for x in c.execute(
-                    "SELECT key FROM mmr.search('items', 'v', %s::vector, %s, %s)",
-                    (qv[i], k, Jsonb(fj)),
-                ).fetchall()
-            ]
-
-        variants: dict[str, Callable[[int], list[int]]] = {
-            "mmr.search": mmr_search(conn),
-            "exact (btree)": lambda i: [
-                x[0] for x in conn.execute(exact_sql, (qv[i], k)).fetchall()
-            ],
-            "hnsw relaxed": lambda i: [
-                x[0] for x in relaxed.execute(relaxed_sql, (qv[i], k)).fetchall()
-            ],
-            "forced exact": mmr_search(forced_exact),
-            "forced index": mmr_search(forced_index),
-        }
+        variants = filtered_variants(conns, table, fj, where, qv, k)
         plan = conn.execute(
             "SELECT mmr.explain_search('items', 'v', %s::vector, %s, %s) -> 0 -> 'mmr'",
             (qv[0], k, Jsonb(fj)),
         ).fetchone()
         info = plan[0] if plan else {}
-        note = f"{info.get('filter_plan')} (est {info.get('estimated_rows')}, ef {info.get('ef_search')})"
+        note = (
+            f"{info.get('filter_plan')} (est {info.get('estimated_rows')}, "
+            f"ef {info.get('ef_search')})"
+        )
+        sel = float(mask.mean())
         measure(variants, f"{label} ({sel * 100:.1f}%)", mask, v, qs, None, conn, note)
+
+
+def filtered_variants(
+    conns: dict[str, Any], table: str, fj: dict[str, Any], where: str, qv: list[Vector], k: int
+) -> dict[str, Callable[[int], list[int]]]:
+    exact_sql = (
+        f"SELECT s.id FROM items s JOIN {table} e ON e.id = s.id WHERE {where} "
+        "ORDER BY (e.embedding <=> %s) + 0 LIMIT %s"
+    )
+    relaxed_sql = (
+        f"WITH x AS MATERIALIZED (SELECT s.id, e.embedding <=> %s AS d FROM items s JOIN "
+        f"{table} e ON e.id = s.id WHERE {where} ORDER BY d LIMIT %s) "
+        "SELECT id FROM x ORDER BY d"
+    )
+
+    def run(c: Any, sql: str, args: Callable[[int], tuple[Any, ...]]) -> Callable[[int], list[int]]:
+        return lambda i: [x[0] for x in c.execute(sql, args(i)).fetchall()]
+
+    search = "SELECT key FROM mmr.search('items', 'v', %s::vector, %s, %s)"
+    with_filter = lambda i: (qv[i], k, Jsonb(fj))  # noqa: E731
+    return {
+        "mmr.search": run(conns["default"], search, with_filter),
+        "exact (btree)": run(conns["default"], exact_sql, lambda i: (qv[i], k)),
+        "hnsw relaxed": run(conns["relaxed"], relaxed_sql, lambda i: (qv[i], k)),
+        "forced exact": run(conns["exact"], search, with_filter),
+        "forced index": run(conns["index"], search, with_filter),
+    }
 
 
 def measure(

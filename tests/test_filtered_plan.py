@@ -194,7 +194,10 @@ def test_every_search_function_takes_the_same_decision(
             "%s, NULL, NULL)",
             (q, f),
         ),
-        "rerank candidates": ("mmr._single_plan(x.c, x.s, %s::vector, 100, %s, NULL, NULL, NULL)", (q, f)),
+        "rerank candidates": (
+            "mmr._single_plan(x.c, x.s, %s::vector, 100, %s, NULL, NULL, NULL)",
+            (q, f),
+        ),
     }
     with conn.transaction():
         if threshold is not None:
@@ -215,7 +218,9 @@ def test_every_search_function_takes_the_same_decision(
             conn, items, "ext", vecs[11], vecs[11], method="weighted", k=10, filter=SELECTIVE
         )
         assert [h.key for h in hits] == _exact(vecs, vecs[11], 10, mask)
-        hits = retrieval.hybrid_search(conn, items, None, [("ext", vecs[11])], k=10, filter=SELECTIVE)
+        hits = retrieval.hybrid_search(
+            conn, items, None, [("ext", vecs[11])], k=10, filter=SELECTIVE
+        )
         assert sorted(h.key for h in hits) == sorted(_exact(vecs, vecs[11], 10, mask))
         hits = retrieval.multivector_search(conn, items, "mv", [vecs[106]], k=3, filter=SELECTIVE)
         assert hits and hits[0].key == 107 and all(h.key % 100 == 7 for h in hits)
@@ -246,6 +251,9 @@ def test_filter_advice_names_the_unindexed_column(
     assert info["filter_plan"] == "exact" and "tenant" in " ".join(info["advice"])
     assert "advice" not in _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]
     assert advice(SELECTIVE)[0][1:] == ("items_category", "exact", None)
+    (row,) = mmr.filter_advice(conn, "items", {"tenant": 3})
+    assert row["column_name"] == "tenant" and row["index_name"] is None
+    assert row["plan"] == "exact" and "CREATE INDEX" in row["advice"]
     assert sqlstate(conn, "SELECT * FROM mmr.filter_advice('items', NULL)") == "22023"
 
 
@@ -259,9 +267,7 @@ def tenant_role(conn: Conn, items: str) -> Iterator[str]:
     conn.execute(sql.SQL("GRANT SELECT (id, category, tenant, price) ON items TO {}").format(r))
     conn.execute("ALTER TABLE items ENABLE ROW LEVEL SECURITY")
     conn.execute(
-        sql.SQL("CREATE POLICY low_tenants ON items FOR SELECT TO {} USING (tenant <= 5)").format(
-            r
-        )
+        sql.SQL("CREATE POLICY low_tenants ON items FOR SELECT TO {} USING (tenant <= 5)").format(r)
     )
     try:
         yield role
