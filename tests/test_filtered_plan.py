@@ -9,6 +9,7 @@ search; mmr.explain_search says which plan and why; mmr.filter_advice names unin
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -313,3 +314,24 @@ def test_concurrent_writes_are_seen(
         other.execute("DELETE FROM items WHERE id = %s", (N + 1,))
         hits = mmr.search(conn, items, "ext", q, 40, filter=SELECTIVE)
         assert N + 1 not in [h.key for h in hits] and len(hits) == 40
+
+
+def test_a_forged_plan_cache_holds_no_sql(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    """The per-transaction cache is a setting anyone may set: only figures are read from it."""
+    key = conn.execute(
+        "SELECT concat_ws(':', current_user, 'items'::regclass::oid, NULL, %s::jsonb::text)",
+        (Jsonb(SELECTIVE),),
+    ).fetchone()
+    assert key is not None
+    forged = {"key": key[0], "exact": False, "ef_search": 5000, "where_sql": "false) OR (true"}
+    conn.execute("SELECT set_config('mmr._filter_plan', %s, false)", (json.dumps(forged),))
+    try:
+        info = _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]
+        # the forged figures were used (ef_search clamped to pgvector's 1000)...
+        assert info["filter_plan"] == "index" and info["ef_search"] == 1000, info
+        hits = mmr.search(conn, items, "ext", vecs[0], 100, filter=SELECTIVE)
+        assert len(hits) == 40 and all(h.key % 100 == 7 for h in hits)  # ...never its SQL
+    finally:
+        conn.execute("RESET mmr._filter_plan")

@@ -78,11 +78,12 @@ CREATE OR REPLACE FUNCTION mmr._filter_plan(c mmr._collection, p_filter jsonb,
                                             OUT exact boolean, OUT estimated_rows float8,
                                             OUT counted_rows bigint, OUT total_rows float8,
                                             OUT threshold bigint, OUT ef_search int,
-                                            OUT where_sql text, OUT full_scan boolean)
+                                            OUT full_scan boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    where_sql text;
     cache_key text;
     cached jsonb;
     plan jsonb;
@@ -100,9 +101,13 @@ BEGIN
         estimated_rows := (cached ->> 'estimated_rows')::float8;
         counted_rows := (cached ->> 'counted_rows')::bigint;
         total_rows := (cached ->> 'total_rows')::float8;
-        ef_search := (cached ->> 'ef_search')::int;
+        -- the cache is a setting anyone may set: it holds figures only, never SQL, and a forged
+        -- entry can only choose between two correct plans of the caller's own query
+        ef_search := least(1000, (cached ->> 'ef_search')::int);
+        IF ef_search < 1 THEN
+            ef_search := NULL;
+        END IF;
         threshold := (cached ->> 'threshold')::bigint;
-        where_sql := cached ->> 'where_sql';
         full_scan := (cached ->> 'full_scan')::boolean;
         RETURN;
     END IF;
@@ -129,7 +134,7 @@ BEGIN
                                           'estimated_rows', estimated_rows,
                                           'counted_rows', counted_rows, 'total_rows', total_rows,
                                           'ef_search', ef_search, 'threshold', threshold,
-                                          'where_sql', where_sql, 'full_scan', full_scan)::text,
+                                          'full_scan', full_scan)::text,
                        true);
 END
 $$;
@@ -150,19 +155,18 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    fp record;
+    where_sql text := mmr._filter_sql(c, p_filter, '$3');
 BEGIN
-    IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
+    IF where_sql IS NULL THEN
         RETURN format('%s e', s.embedding_table);
     END IF;
-    SELECT * INTO fp FROM mmr._filter_plan(c, p_filter);
-    IF fp.exact THEN
+    IF (mmr._filter_plan(c, p_filter)).exact THEN
         RETURN format('(SELECT %s, e.embedding FROM %s e JOIN %s s ON %s WHERE %s OFFSET 0) e',
                       mmr._key_list(c, 'e'), s.embedding_table, c.source,
-                      mmr._key_join(c, 's', 'e'), fp.where_sql);
+                      mmr._key_join(c, 's', 'e'), where_sql);
     END IF;
     RETURN format('%s e JOIN %s s ON %s WHERE %s', s.embedding_table, c.source,
-                  mmr._key_join(c, 's', 'e'), fp.where_sql);
+                  mmr._key_join(c, 's', 'e'), where_sql);
 END
 $$;
 
