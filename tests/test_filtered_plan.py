@@ -133,7 +133,7 @@ def test_k_rows_whenever_k_pass(conn: Conn, items: str, vecs: np.ndarray[Any, An
 def test_threshold_setting_changes_the_decision(
     conn: Conn, items: str, vecs: np.ndarray[Any, Any]
 ) -> None:
-    medium = {"price": {"<": 20}}  # 800 rows: below the default threshold of a small table
+    medium = {"price": {"<": 12}}  # 480 rows: below the default threshold of a small table
     plan = _plan(conn, vecs[0], medium)
     assert plan[0]["mmr"]["filter_plan"] == "exact" and not uses_hnsw(plan)
     with conn.transaction():

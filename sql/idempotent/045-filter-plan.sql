@@ -27,7 +27,7 @@ RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT least(1000000, ceil(10 * sqrt(greatest(coalesce(p_total, 0), 10000))))::bigint
+    SELECT least(1000000, ceil(6 * sqrt(greatest(coalesce(p_total, 0), 10000))))::bigint
 $$;
 
 -- The threshold in force: the setting mmr.exact_filter_rows, else the default for the table.
