@@ -13,10 +13,11 @@
 -- The estimate: PostgreSQL's own planner estimate of `SELECT 1 FROM source s WHERE <filter>`
 -- (EXPLAIN, nothing executed; the table's statistics, the filter's values and the caller's
 -- row-level security).  When it is below the threshold but within a factor of 4 of it, the
--- passing rows are counted, capped at threshold + 1 (an index-only or bitmap scan with the
--- user's index), so the exact plan never scores more than the threshold's rows because of a
--- stale estimate.  The threshold is the setting mmr.exact_filter_rows (default below; SET LOCAL
--- it for one transaction, 0 to always use the index).
+-- passing rows are counted, capped at threshold + 1 (through the user's index when there is
+-- one), so an estimate a little off does not send a larger filter to the exact plan; an
+-- estimate far off (statistics never gathered) can, and ANALYZE (autovacuum) fixes it.  The
+-- threshold is the setting mmr.exact_filter_rows (default below; SET LOCAL it for one
+-- transaction, 0 to always use the index).
 
 -- The default threshold for a source table of p_total rows, measured (docs/retrieval.md,
 -- "Filtered search"; bench/filtered.py).  Scoring the passing rows exactly costs about
