@@ -29,7 +29,7 @@ from .errors import (
     ServerError,
     UnsupportedServerError,
 )
-from .search import Hit, explain_search, search
+from .search import Hit, explain_search, filter_advice, search
 from .spec import CollectionSpec, SpaceSpec
 
 __version__ = "0.1.0"
@@ -61,6 +61,7 @@ __all__ = [
     "drop_collection",
     "drop_space",
     "explain_search",
+    "filter_advice",
     "get_encoder",
     "list_collections",
     "list_encoders",

@@ -88,3 +88,24 @@ def explain_search(
             },
         ).fetchone()
     return row[0] if row else None
+
+
+def filter_advice(
+    conn: psycopg.Connection[Any], collection: str, filter: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Per column of ``filter``: its index (or None), the plan the filter gets (``exact`` or
+    ``index``), the estimated rows that pass, the threshold, and advice (a ``CREATE INDEX``)
+    when the exact plan has to read the whole table (see ``mmr.filter_advice``).
+
+    Example::
+
+        mmr.filter_advice(conn, "products", {"category": 7})
+    """
+    with sql_errors():
+        cur = conn.execute(
+            "SELECT column_name, index_name::text, plan, estimated_rows, threshold, advice "
+            "FROM mmr.filter_advice(%s, %s)",
+            (collection, Jsonb(dict(filter))),
+        )
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

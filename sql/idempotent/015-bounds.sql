@@ -54,7 +54,11 @@ AS $$
     ('query_terms', 0, 64, '54000',
      'A lexical query takes at most 64 search terms: shorten it, or search by vector.'),
     ('query_bytes', 0, 10000, '54000',
-     'A lexical query takes at most 10000 bytes of text.')
+     'A lexical query takes at most 10000 bytes of text.'),
+    -- filtered search (issue 18): the rows below which a filter is scored exactly
+    ('exact_filter_rows', 0, 1000000, '22023',
+     'mmr.exact_filter_rows is the number of rows passing a filter below which the filtered '
+     'rows are scored exactly (0: always the HNSW index); at most 1000000.')
 $$;
 
 -- The ranges of mmr._limits() as one constant (name -> [lo, hi]), for the checks' common case.

@@ -1,5 +1,14 @@
 -- Plain vector search, external embeddings, and the catalog views.
 
+-- The elements of a jsonb array as text (NULL elements as NULL), for a filter's in / not_in.
+CREATE OR REPLACE FUNCTION mmr._jsonb_texts(p jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(SELECT pg_catalog.jsonb_array_elements_text(p))
+$$;
+
 -- Translate a jsonb filter into a WHERE clause over alias s (the source table).
 --   {"col": value}                       col = value      (null: col IS NULL)
 --   {"col": {"<": 5, ">=": 1}}            comparisons: = != <> < <= > >=
@@ -64,9 +73,11 @@ BEGIN
                         RAISE EXCEPTION 'filter %: operator % needs an array', col, op
                             USING ERRCODE = 'invalid_parameter_value';
                     END IF;
+                    -- mmr._jsonb_texts is IMMUTABLE: with the filter known, the planner folds
+                    -- the list into a constant and estimates its rows (mmr._filter_plan)
                     parts := parts || format(
-                        CASE op WHEN 'in' THEN 's.%I = ANY (ARRAY(SELECT jsonb_array_elements_text(%s -> %L -> %L))::%s[])'
-                                ELSE 's.%I <> ALL (ARRAY(SELECT jsonb_array_elements_text(%s -> %L -> %L))::%s[])' END,
+                        CASE op WHEN 'in' THEN 's.%I = ANY (mmr._jsonb_texts(%s -> %L -> %L)::%s[])'
+                                ELSE 's.%I <> ALL (mmr._jsonb_texts(%s -> %L -> %L)::%s[])' END,
                         col, p_param, col, op, typ);
                 ELSIF op = 'is_null' THEN
                     IF jsonb_typeof(arg) <> 'boolean' THEN
@@ -88,7 +99,9 @@ END
 $$;
 
 -- The SQL text of a search over one space: $1 query vector, $2 k, $3 filter.
--- It keeps the only shape pgvector's HNSW index serves: ORDER BY embedding <op> $1 LIMIT $2.
+-- Unfiltered, and under a broad filter, it keeps the only shape pgvector's HNSW index serves:
+-- ORDER BY embedding <op> $1 LIMIT $2.  Under a selective filter (mmr._filter_plan) the rows
+-- that pass are scored exactly (mmr._filtered_from, 045-filter-plan.sql), best score first.
 CREATE OR REPLACE FUNCTION mmr._search_sql(c mmr._collection, s mmr._space, p_filter jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
@@ -99,26 +112,37 @@ DECLARE
     qexpr text := CASE s.storage WHEN 'halfvec'
                        THEN format('$1::@extschema:vector@.halfvec(%s)', s.dimensions) ELSE '$1' END;
     dist text;
-    where_sql text := mmr._filter_sql(c, p_filter, '$3');
 BEGIN
     dist := format('e.embedding OPERATOR(@extschema:vector@.%s) %s', op, qexpr);
-    IF where_sql IS NULL THEN
+    IF p_filter IS NULL THEN
         RETURN format('SELECT %s AS key, %s AS score FROM %s e ORDER BY %s LIMIT $2',
                       mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table, dist);
     END IF;
-    RETURN format('SELECT %s AS key, %s AS score FROM %s e JOIN %s s ON %s WHERE %s ORDER BY %s LIMIT $2',
-                  mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table,
-                  c.source, mmr._key_join(c, 's', 'e'), where_sql, dist);
+    -- re-sorted: a filter's index plan scans in pgvector's relaxed order (mmr._prepare_search)
+    RETURN format('SELECT x.key, x.score FROM (SELECT %s AS key, %s AS score FROM %s ORDER BY %s '
+                  'LIMIT $2) x ORDER BY x.score DESC',
+                  mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist),
+                  mmr._filtered_from(c, s, p_filter), dist);
 END
 $$;
 
--- Validate search arguments and set the index scan settings for this transaction step.
+-- Validate search arguments and set the index scan settings for this transaction step.  With
+-- a filter (and its collection c), the filter's plan (mmr._filter_plan) raises ef_search for the
+-- index plan unless the caller set it.
+DROP FUNCTION IF EXISTS mmr._prepare_search(mmr._space, @extschema:vector@.vector, int, int, int);
+
 CREATE OR REPLACE FUNCTION mmr._prepare_search(s mmr._space, p_query @extschema:vector@.vector,
-                                               p_k int, p_ef_search int, p_max_scan_tuples int)
+                                               p_k int, p_ef_search int, p_max_scan_tuples int,
+                                               c mmr._collection DEFAULT NULL,
+                                               p_filter jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    fp record;
+    filter_ef int;
+    relaxed boolean := false;
 BEGIN
     PERFORM mmr._check_vector(p_query, s.dimensions, s.distance, 'the query vector');
     PERFORM mmr._check_limit('k', p_k);
@@ -130,8 +154,18 @@ BEGIN
     END IF;
     -- ef_search bounds how many rows one scan returns: never below k.  Iterative scans keep
     -- returning rows under a selective filter, up to max_scan_tuples visited tuples.
-    PERFORM mmr._raise_ef_search(p_k, p_ef_search);
-    PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
+    -- A filter's index plan (mmr._filter_plan): ef_search raised with the filter's selectivity,
+    -- and pgvector's relaxed order (the statements re-sort the rows they take), which keeps
+    -- more of the nearest passing rows than strict order under a selective filter (measured,
+    -- docs/retrieval.md "Filtered search").
+    IF p_filter IS NOT NULL AND p_filter <> '{}'::jsonb THEN
+        SELECT * INTO fp FROM mmr._filter_plan(c, p_filter);
+        filter_ef := fp.ef_search;
+        relaxed := NOT fp.exact;
+    END IF;
+    PERFORM mmr._raise_ef_search(p_k, coalesce(p_ef_search, filter_ef));
+    PERFORM set_config('hnsw.iterative_scan',
+                       CASE WHEN relaxed THEN 'relaxed_order' ELSE 'strict_order' END, true);
     IF p_max_scan_tuples IS NOT NULL THEN
         PERFORM set_config('hnsw.max_scan_tuples', p_max_scan_tuples::text, true);
     END IF;
@@ -195,7 +229,7 @@ BEGIN
     c := mmr._collection_row(collection);
     s := mmr._space_row(c.id, collection, space);
     IF rerank IS NULL THEN
-        PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples);
+        PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples, c, filter);
         RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
         RETURN;
     END IF;
@@ -226,11 +260,35 @@ DECLARE
     c mmr._collection := mmr._collection_row(collection);
     s mmr._space := mmr._space_row(c.id, collection, space);
     plan jsonb;
+    fp record;
 BEGIN
-    PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples);
+    PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples, c, filter);
     EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s', CASE WHEN run_analyze THEN 'true' ELSE 'false' END, mmr._search_sql(c, s, filter))
        INTO plan USING query, k, filter;
-    RETURN plan;
+    -- Which plan a filter got and why (045-filter-plan.sql), next to PostgreSQL's plan.
+    SELECT * INTO fp FROM mmr._filter_plan(c, filter);
+    RETURN jsonb_set(plan, '{0,mmr}', jsonb_strip_nulls(jsonb_build_object(
+        'filter_plan', CASE WHEN mmr._filter_sql(c, filter, '$3') IS NULL THEN 'none'
+                            WHEN fp.exact THEN 'exact' ELSE 'index' END,
+        'estimated_rows', fp.estimated_rows,
+        'counted_rows', fp.counted_rows,
+        'total_rows', fp.total_rows,
+        'threshold', fp.threshold,
+        'ef_search', current_setting('hnsw.ef_search')::int,
+        'reason', CASE WHEN mmr._filter_sql(c, filter, '$3') IS NULL
+                       THEN 'no filter: the HNSW index'
+                       WHEN fp.exact
+                       THEN format('about %s rows pass the filter, fewer than mmr.exact_filter_rows '
+                                   '(%s): they are scored exactly',
+                                   coalesce(fp.counted_rows::float8, fp.estimated_rows), fp.threshold)
+                       ELSE format('about %s rows pass the filter, at least mmr.exact_filter_rows '
+                                   '(%s): the HNSW index with an iterative scan',
+                                   coalesce(fp.counted_rows::float8, fp.estimated_rows), fp.threshold)
+                  END,
+        'advice', CASE WHEN mmr._filter_sql(c, filter, '$3') IS NOT NULL THEN
+                      (SELECT jsonb_agg(a.advice) FROM mmr.filter_advice(collection, filter) a
+                        WHERE a.advice IS NOT NULL AND a.index_name IS NULL)
+                  END)));
 END
 $$;
 

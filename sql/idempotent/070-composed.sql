@@ -149,7 +149,8 @@ $$;
 
 -- One index leg: the key columns and distance of the p_limit rows nearest to p_expr, in the
 -- HNSW shape (with p_embedding, also the row's embedding, read by the index scan anyway, so the
--- fusion needs no second look-up).  The filter (a jsonb in $3) joins the source table.
+-- fusion needs no second look-up).  The filter (a jsonb in $3) joins the source table; a
+-- selective one is scored exactly (mmr._filtered_from, 045-filter-plan.sql).
 DROP FUNCTION IF EXISTS mmr._leg_sql(mmr._collection, mmr._space, text, text, jsonb);
 
 CREATE OR REPLACE FUNCTION mmr._leg_sql(c mmr._collection, s mmr._space, p_expr text,
@@ -161,16 +162,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     dist text := mmr._dist(s, 'e', p_expr);
-    where_sql text := mmr._filter_sql(c, p_filter, '$3');
     cols text := mmr._key_list(c, 'e') || CASE WHEN p_embedding THEN ', e.embedding' ELSE '' END;
 BEGIN
-    IF where_sql IS NULL THEN
+    IF p_filter IS NULL THEN
         RETURN format('SELECT %s, %s AS dist FROM %s e ORDER BY %s LIMIT %s',
                       cols, dist, s.embedding_table, dist, p_limit);
     END IF;
-    RETURN format('SELECT %s, %s AS dist FROM %s e JOIN %s s ON %s WHERE %s ORDER BY %s LIMIT %s',
-                  cols, dist, s.embedding_table, c.source,
-                  mmr._key_join(c, 's', 'e'), where_sql, dist, p_limit);
+    RETURN format('SELECT %s, %s AS dist FROM %s ORDER BY %s LIMIT %s',
+                  cols, dist, mmr._filtered_from(c, s, p_filter), dist, p_limit);
 END
 $$;
 
@@ -249,17 +248,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     dist text := mmr._dist(s, 'e', '$1[1]');
-    where_sql text := mmr._filter_sql(c, p_filter, '$3');
     inner_sql text;
 BEGIN
-    inner_sql := format('SELECT %s AS key, %s AS score FROM %s e%s ORDER BY %s LIMIT %s',
-                        mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table,
-                        CASE WHEN where_sql IS NULL THEN ''
-                             ELSE format(' JOIN %s s ON %s WHERE %s', c.source,
-                                         mmr._key_join(c, 's', 'e'), where_sql) END,
-                        dist, CASE WHEN p_exclude THEN '$4 + 1' ELSE '$4' END);
-    IF NOT p_exclude THEN
+    inner_sql := format('SELECT %s AS key, %s AS score FROM %s ORDER BY %s LIMIT %s',
+                        mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist),
+                        mmr._filtered_from(c, s, p_filter), dist,
+                        CASE WHEN p_exclude THEN '$4 + 1' ELSE '$4' END);
+    IF NOT p_exclude AND p_filter IS NULL THEN
         RETURN inner_sql;
+    END IF;
+    IF NOT p_exclude THEN
+        -- re-sorted: a filter's index plan scans in pgvector's relaxed order (_prepare_search)
+        RETURN format('SELECT x.key, x.score FROM (%s) x ORDER BY x.score DESC', inner_sql);
     END IF;
     RETURN format('SELECT x.key, x.score FROM (%s) x WHERE x.key <> $5 '
                   'ORDER BY x.score DESC LIMIT $4', inner_sql);
@@ -582,7 +582,7 @@ BEGIN
                      ELSE s END;
         compq := coalesce(mmr._jvec_or_embed(c.name, comp.name, prm -> 'caption_query'), p_mod);
         PERFORM mmr._check_vector(compq, comp.dimensions, comp.distance, 'the complementary query');
-        PERFORM mmr._prepare_search(s, z, n, p_ef_search, p_max_scan_tuples);
+        PERFORM mmr._prepare_search(s, z, n, p_ef_search, p_max_scan_tuples, c, p_filter);
         EXECUTE mmr._gqr_union_sql(c, s, comp, p_filter)
            INTO keys_u, d_u, s2_u
           USING ARRAY[z, compq], n, p_filter, NULL::int, p_exclude;
@@ -608,7 +608,7 @@ BEGIN
     p.qvec := p.vecs[1];
     -- Index settings: every leg returns up to n rows (k+1 for a single-vector statement).
     PERFORM mmr._prepare_search(s, p.qvec, CASE WHEN single THEN p_k + 1 ELSE n END,
-                                p_ef_search, p_max_scan_tuples);
+                                p_ef_search, p_max_scan_tuples, c, p_filter);
     RETURN p;
 END
 $$;

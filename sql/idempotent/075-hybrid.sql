@@ -162,7 +162,8 @@ BEGIN
     END IF;
     FOR i IN 1 .. coalesce(cardinality(p_spaces), 0) LOOP
         s := mmr._space_row(c.id, c.name, p_spaces[i]);
-        PERFORM mmr._prepare_search(s, p_vectors[i], n, p_ef_search, p_max_scan_tuples);
+        PERFORM mmr._prepare_search(s, p_vectors[i], n, p_ef_search, p_max_scan_tuples, c,
+                                    p_filter);
         legs := legs || format('SELECT %s AS key, %s AS score FROM (%s) l', mmr._key_json(c, 'l'),
                                mmr._score_expr(s.distance, 'l.dist'),
                                mmr._leg_sql(c, s, format('$1[%s]', i), '$2', p_filter));

@@ -174,7 +174,8 @@ AS $$
 DECLARE
     p mmr._search_plan;
 BEGIN
-    PERFORM mmr._prepare_search(s, p_query, least(p_k + 1, 1000), p_ef_search, p_max_scan_tuples);
+    PERFORM mmr._prepare_search(s, p_query, least(p_k + 1, 1000), p_ef_search, p_max_scan_tuples,
+                                c, p_filter);
     p.sql := mmr._single_sql(c, s, p_filter, p_exclude IS NOT NULL);
     p.vecs := ARRAY[p_query]; p.qvec := p_query; p.k := p_k; p.n := p_k;
     p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
@@ -243,7 +244,7 @@ BEGIN
     IF prm ? 'relevant' THEN
         rel := mmr._embeddings_of(c, s, prm -> 'relevant');
     ELSE
-        PERFORM mmr._prepare_search(s, query, fb, ef_search, max_scan_tuples);
+        PERFORM mmr._prepare_search(s, query, fb, ef_search, max_scan_tuples, c, filter);
         EXECUTE format('SELECT array_agg(e.embedding::@extschema:vector@.vector ORDER BY l.dist) '
                        'FROM (%s) l JOIN %s e ON %s',
                        mmr._leg_sql(c, s, '$1[1]', '$2', filter), s.embedding_table,

@@ -137,7 +137,6 @@ AS $$
 DECLARE
     p mmr._search_plan;
     prm jsonb := coalesce(p_params, '{}');
-    where_sql text := mmr._filter_sql(c, p_filter, '$3');
     dist text := mmr._dist(s, 'e', 'q.v');
 BEGIN
     PERFORM mmr._check_params(prm, '{candidates}', 'multivector_search');
@@ -151,17 +150,15 @@ BEGIN
     END LOOP;
     p.n := mmr._candidates(prm, p_k, greatest(4 * p_k, 40));
     p.k := p_k; p.filter := p_filter; p.vecs := p_queries; p.qvec := p_queries[1];
-    PERFORM mmr._prepare_search(s, p_queries[1], p.n, p_ef_search, p_max_scan_tuples);
+    PERFORM mmr._prepare_search(s, p_queries[1], p.n, p_ef_search, p_max_scan_tuples, c, p_filter);
     p.sql := format(
         'WITH cand AS (SELECT DISTINCT %s FROM unnest($1) q(v) CROSS JOIN LATERAL '
-        '(SELECT %s FROM %s e%s ORDER BY %s LIMIT $2) l), '
+        '(SELECT %s FROM %s ORDER BY %s LIMIT $2) l), '
         'ms AS (SELECT %s, q.i, max(%s) AS m FROM cand JOIN %s e ON %s '
         'CROSS JOIN unnest($1) WITH ORDINALITY q(v, i) GROUP BY %s, q.i) '
         'SELECT %s AS key, sum(ms.m)::float8 AS score FROM ms GROUP BY %s '
         'ORDER BY score DESC, key LIMIT $4',
-        mmr._key_list(c, 'l'), mmr._key_list(c, 'e'), s.embedding_table,
-        CASE WHEN where_sql IS NULL THEN ''
-             ELSE format(' JOIN %s s ON %s WHERE %s', c.source, mmr._key_join(c, 's', 'e'), where_sql) END,
+        mmr._key_list(c, 'l'), mmr._key_list(c, 'e'), mmr._filtered_from(c, s, p_filter),
         dist,
         mmr._key_list(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table,
         mmr._key_join(c, 'cand', 'e'), mmr._key_list(c, 'e'),

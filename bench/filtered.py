@@ -1,0 +1,297 @@
+"""Filtered search: the plan mmr.search picks against the two bare plans (issue 18).
+
+    .venv/bin/python bench/filtered.py --quick              # 10k rows, a few minutes
+    .venv/bin/python bench/filtered.py --n 100000 --keep    # prints the database to --reuse
+    .venv/bin/python bench/filtered.py --reuse bench_f_xxxxxxxx --n 100000
+
+A table of N rows x 384-d clustered unit vectors (numpy, fixed seeds) in an external space
+(HNSW m 16, ef_construction 64, built after the load), a ``category`` column of 100 values
+(mostly the vector's cluster: filters correlate with content, as in real catalogues) and a
+uniform ``r`` column (0-999), both with a btree.  Filters: ``category = 7`` (1 %), ``r < t``
+(t / 10 %).  For each filter, every variant runs once per query, in a fresh random order per
+query, on one autocommit connection; recall@10 is against exact search over the filtered rows
+(numpy), ``rows`` the mean number of rows returned, and the ratios are to the better bare plan
+of the same run:
+
+* ``mmr.search``: ``SELECT key, score FROM mmr.search(...)`` with the filter
+* ``exact (btree)``: ``... WHERE <filter> ORDER BY (embedding <=> q) + 0 LIMIT k`` (the bare exact
+  plan over the user's btree)
+* ``hnsw relaxed``: pgvector with ``hnsw.iterative_scan = relaxed_order`` (ef_search 40, results
+  re-sorted in a materialized CTE, as pgvector's README shows)
+* ``forced exact`` / ``forced index``: mmr.search with ``mmr.exact_filter_rows`` set to 10^6 / 0
+  (the sweep: where the switch should happen)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector import Vector
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+if not os.environ.get("MMR_DATABASE_URL"):
+    os.environ.setdefault("MMR_DATA_DIR", str(REPO / ".mmr-test-data"))
+
+from pg_mmretrieval import db, install  # noqa: E402
+
+DIM = 384
+
+
+def data(num: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Clustered unit vectors of a low intrinsic dimension (a 48-d mixture of 100 clusters
+    mapped to 384-d, plus noise: top-10 cosine similarities around 0.7, random pairs around 0,
+    like sentence embeddings), their category (the cluster for 70 % of rows) and r."""
+    rng = np.random.default_rng(18)
+    lat = 48
+    centers = rng.standard_normal((100, lat))
+    lab = rng.integers(0, 100, num)
+    z = centers[lab] + 0.9 * rng.standard_normal((num, lat))
+    w = rng.standard_normal((lat, DIM)) / np.sqrt(lat)
+    v = z @ w + 0.25 * rng.standard_normal((num, DIM))
+    v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    cat = np.where(rng.random(num) < 0.7, lab, rng.integers(0, 100, num))
+    r = rng.integers(0, 1000, num)
+    return v, cat, r
+
+
+def setup(url: str, v: np.ndarray[Any, Any], cat: np.ndarray[Any, Any], r: Any) -> str:
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, category int, r int)")
+        with conn.cursor().copy("COPY items (id, category, r) FROM STDIN") as cp:
+            for i in range(len(v)):
+                cp.write_row((i, int(cat[i]), int(r[i])))
+        conn.execute("CREATE INDEX ON items (category)")
+        conn.execute("CREATE INDEX ON items (r)")
+        conn.execute("SELECT mmr.create_collection('items', 'items')")
+        row = conn.execute(
+            "SELECT mmr.add_space('items', 'v', 'external', NULL, %s)::text", (DIM,)
+        ).fetchone()
+        assert row is not None
+        table = str(row[0])
+        # loading into a live HNSW index is slow: load, then build it (as bench/search.py)
+        conn.execute(f"DROP INDEX {table}_hnsw")
+        with conn.cursor().copy(
+            f"COPY {table} (id, embedding, model_id) FROM STDIN WITH (FORMAT BINARY)"
+        ) as cp:
+            cp.set_types(["int4", "vector", "text"])
+            for i in range(len(v)):
+                cp.write_row((i, v[i], "external"))
+        t1 = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '2GB'")
+        conn.execute(
+            f"CREATE INDEX {table.split('.')[-1]}_hnsw ON {table} USING hnsw "
+            "(embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        )
+        t2 = time.perf_counter()
+        conn.execute("VACUUM ANALYZE items")
+        conn.execute(f"VACUUM ANALYZE {table}")
+    print(f"# load {t1 - t0:.1f}s, HNSW build {t2 - t1:.1f}s", flush=True)
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="10k rows, 50 queries")
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--reuse", metavar="DATABASE", help="a database this script built (--keep)")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--setup-only", action="store_true", help="build and keep; run no queries")
+    ap.add_argument(
+        "--sweep",
+        default="1,3,10,30,50,100,200,500,1000",
+        help="thresholds t of the filters r < t (per mille of rows)",
+    )
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.queries = 10_000, 50
+    v, cat, r = data(args.n)
+    rng = np.random.default_rng(7)
+    picks = rng.integers(0, args.n, args.queries)
+    qs = v[picks] + 0.05 * rng.standard_normal((args.queries, DIM)).astype(np.float32)
+    qs = (qs / np.linalg.norm(qs, axis=1, keepdims=True)).astype(np.float32)
+    qv = [Vector(q) for q in qs]
+
+    server = db.resolve_url()
+    from tests.conftest import _with_database
+
+    name = args.reuse or f"bench_f_{uuid.uuid4().hex[:8]}"
+    url = _with_database(server, name)
+    if args.reuse is None:
+        with psycopg.connect(server, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        install.upgrade(url)
+        table = setup(url, v, cat, r) if args.reuse is None else "mmr._emb_1"
+        conn = db.connect(url, autocommit=True)
+        nrows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        if nrows is None or nrows[0] != args.n:
+            sys.exit(f"{name} holds {nrows} rows, not --n {args.n}")
+        print(f"# database {name}" + (" (kept)" if args.keep or args.reuse else ""), flush=True)
+        if args.setup_only:
+            return
+        run(conn, table, v, cat, r, qv, qs, args)
+    finally:
+        if not (args.keep or args.reuse or args.setup_only):
+            with psycopg.connect(server, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run(
+    conn: Any,
+    table: str,
+    v: np.ndarray[Any, Any],
+    cat: np.ndarray[Any, Any],
+    r: np.ndarray[Any, Any],
+    qv: list[Vector],
+    qs: np.ndarray[Any, Any],
+    args: Any,
+) -> None:
+    k = args.k
+    relaxed = db.connect(conn.info.dsn, autocommit=True)
+    relaxed.execute("SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 40")
+    conn.execute("SET hnsw.ef_search = 40")
+    forced_exact = db.connect(conn.info.dsn, autocommit=True)
+    forced_exact.execute("SET mmr.exact_filter_rows = 1000000")
+    forced_index = db.connect(conn.info.dsn, autocommit=True)
+    forced_index.execute("SET mmr.exact_filter_rows = 0")
+    conns = {"default": conn, "relaxed": relaxed, "exact": forced_exact, "index": forced_index}
+    filters: list[tuple[str, dict[str, Any], str, Any]] = [
+        ("category = 7", {"category": 7}, "s.category = 7", cat == 7)
+    ]
+    for t in (int(x) for x in args.sweep.split(",")):
+        filters.append((f"r < {t}", {"r": {"<": t}}, f"s.r < {t}", r < t))
+    print(
+        f"# {args.n} rows x {DIM}-d, {len(qv)} queries, k={k}; one shared 2-core machine; "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"{'filter':14s} {'pass %':>7s} {'variant':14s} {'recall':>7s} {'p50 ms':>8s} "
+        f"{'rows':>6s} {'x best bare':>11s} plan"
+    )
+    # unfiltered: mmr.search against the bare HNSW statement
+    uv: dict[str, Callable[[int], list[int]]] = {
+        "bare hnsw": lambda i: [
+            x[0]
+            for x in conn.execute(
+                f"SELECT id FROM {table} ORDER BY embedding <=> %s LIMIT %s", (qv[i], k)
+            ).fetchall()
+        ],
+        "mmr.search": lambda i: [
+            x[0]
+            for x in conn.execute(
+                "SELECT key FROM mmr.search('items', 'v', %s::vector, %s)", (qv[i], k)
+            ).fetchall()
+        ],
+    }
+    measure(uv, "none", np.ones(len(v), bool), v, qs, "bare hnsw", conn)
+    for label, fj, where, mask in filters:
+        variants = filtered_variants(conns, table, fj, where, qv, k)
+        plan = conn.execute(
+            "SELECT mmr.explain_search('items', 'v', %s::vector, %s, %s) -> 0 -> 'mmr'",
+            (qv[0], k, Jsonb(fj)),
+        ).fetchone()
+        info = plan[0] if plan else {}
+        note = (
+            f"{info.get('filter_plan')} (est {info.get('estimated_rows')}, "
+            f"ef {info.get('ef_search')})"
+        )
+        sel = float(mask.mean())
+        measure(variants, f"{label} ({sel * 100:.1f}%)", mask, v, qs, None, conn, note)
+
+
+def filtered_variants(
+    conns: dict[str, Any], table: str, fj: dict[str, Any], where: str, qv: list[Vector], k: int
+) -> dict[str, Callable[[int], list[int]]]:
+    exact_sql = (
+        f"SELECT s.id FROM items s JOIN {table} e ON e.id = s.id WHERE {where} "
+        "ORDER BY (e.embedding <=> %s) + 0 LIMIT %s"
+    )
+    relaxed_sql = (
+        f"WITH x AS MATERIALIZED (SELECT s.id, e.embedding <=> %s AS d FROM items s JOIN "
+        f"{table} e ON e.id = s.id WHERE {where} ORDER BY d LIMIT %s) "
+        "SELECT id FROM x ORDER BY d"
+    )
+
+    def run(c: Any, sql: str, args: Callable[[int], tuple[Any, ...]]) -> Callable[[int], list[int]]:
+        return lambda i: [x[0] for x in c.execute(sql, args(i)).fetchall()]
+
+    search = "SELECT key FROM mmr.search('items', 'v', %s::vector, %s, %s)"
+    with_filter = lambda i: (qv[i], k, Jsonb(fj))  # noqa: E731
+    return {
+        "mmr.search": run(conns["default"], search, with_filter),
+        "exact (btree)": run(conns["default"], exact_sql, lambda i: (qv[i], k)),
+        "hnsw relaxed": run(conns["relaxed"], relaxed_sql, lambda i: (qv[i], k)),
+        "forced exact": run(conns["exact"], search, with_filter),
+        "forced index": run(conns["index"], search, with_filter),
+    }
+
+
+def measure(
+    variants: dict[str, Callable[[int], list[int]]],
+    label: str,
+    mask: np.ndarray[Any, Any],
+    v: np.ndarray[Any, Any],
+    qs: np.ndarray[Any, Any],
+    base: str | None,
+    conn: Any,
+    note: str = "",
+) -> None:
+    k = 10
+    idx = np.flatnonzero(mask)
+    truth = []
+    for q in qs:
+        sims = v[idx] @ q
+        top = idx[np.argsort(-sims)[:k]]
+        truth.append(set(int(x) for x in top))
+    names = list(variants)
+    nq = len(qs)
+    # a slow variant (an exact scan of most rows) runs on a tenth of the queries
+    times: dict[str, list[float]] = {n: [] for n in names}
+    recall: dict[str, list[float]] = {n: [] for n in names}
+    rows: dict[str, list[int]] = {n: [] for n in names}
+    for i in range(min(3, nq)):  # warm-up
+        for n in names:
+            variants[n](i)
+    for i in range(nq):
+        random.shuffle(names)
+        for n in names:
+            if i >= max(5, nq // 10) and times[n] and np.median(times[n]) > 0.05:
+                continue
+            t0 = time.perf_counter()
+            got = variants[n](i)
+            times[n].append(time.perf_counter() - t0)
+            want = truth[i]
+            recall[n].append(len(set(got) & want) / max(1, min(k, len(want))))
+            rows[n].append(len(got))
+    p50 = {n: float(np.median(times[n])) for n in variants}
+    bare = [n for n in ("exact (btree)", "hnsw relaxed", "bare hnsw") if n in p50]
+    best = p50[base] if base else min(p50[n] for n in bare)
+    pct = f"{mask.mean() * 100:.1f}"
+    for n in variants:
+        print(
+            f"{label[:14]:14s} {pct:>7s} {n:14s} {np.mean(recall[n]):7.3f} "
+            f"{p50[n] * 1e3:8.2f} {np.mean(rows[n]):6.1f} {p50[n] / best:11.2f} "
+            f"{note if n == 'mmr.search' else ''}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

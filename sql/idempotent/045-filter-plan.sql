@@ -1,0 +1,226 @@
+-- Filtered search that picks its plan (issue 18).
+--
+-- A filter that keeps few rows is best served by PostgreSQL's ordinary plan: read the rows that
+-- pass through the user's index on the filtered column and score them exactly (recall 1.0).  A
+-- filter that keeps many rows is best served by the HNSW index with pgvector's iterative scan.
+-- One decision, mmr._filter_plan, is taken per call (and per source table and filter) and used
+-- by every statement that accepts a filter: mmr.search, every composed method, hybrid legs,
+-- reranking candidates, Rocchio feedback, multi-vector search.  This is the approach of Qdrant's
+-- query planner (estimate the filter's cardinality; below a threshold, exact scoring over the
+-- payload index) and of pgvector's README ("Filtering": exact search or a partial index for
+-- selective filters; iterative index scans otherwise).
+--
+-- The estimate: PostgreSQL's own planner estimate of `SELECT 1 FROM source s WHERE <filter>`
+-- (EXPLAIN, nothing executed; the table's statistics, the filter's values and the caller's
+-- row-level security).  When it is below the threshold but within a factor of 4 of it, the
+-- passing rows are counted, capped at threshold + 1 (through the user's index when there is
+-- one), so an estimate a little off does not send a larger filter to the exact plan; an
+-- estimate far off (statistics never gathered) can, and ANALYZE (autovacuum) fixes it.  The
+-- threshold is the setting mmr.exact_filter_rows (default below; SET LOCAL it for one
+-- transaction, 0 to always use the index).
+
+-- The default threshold for a source table of p_total rows, measured (docs/retrieval.md,
+-- "Filtered search"; bench/filtered.py).  Scoring the passing rows exactly costs about
+-- rows x (one heap fetch + one distance); an iterative HNSW scan costs about 1 / selectivity
+-- index visits per passing row it returns; the two cross where rows ~ K * sqrt(total rows).
+CREATE OR REPLACE FUNCTION mmr._default_exact_filter_rows(p_total float8)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT least(1000000, ceil(6 * sqrt(greatest(coalesce(p_total, 0), 10000))))::bigint
+$$;
+
+-- The threshold in force: the setting mmr.exact_filter_rows, else the default for the table.
+CREATE OR REPLACE FUNCTION mmr._exact_filter_rows(p_total float8)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text := nullif(btrim(current_setting('mmr.exact_filter_rows', true)), '');
+    n float8;
+BEGIN
+    IF v IS NULL THEN
+        RETURN mmr._default_exact_filter_rows(p_total);
+    END IF;
+    BEGIN
+        n := v::float8;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'mmr.exact_filter_rows must be a number of rows, not %', quote_literal(v)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'SET mmr.exact_filter_rows = 5000 (0: always the HNSW index); '
+                         'RESET mmr.exact_filter_rows for the default.';
+    END;
+    RETURN mmr._check_limit('exact_filter_rows', n, 'mmr.exact_filter_rows');
+END
+$$;
+
+-- ef_search of the index plan under a filter keeping about p_rows of p_total rows: an iterative
+-- scan visits about total/rows index tuples per passing row, and a larger candidate list keeps
+-- the passing rows it finds in order (recall >= 0.95 down to the threshold, measured).
+CREATE OR REPLACE FUNCTION mmr._filter_ef_search(p_rows float8, p_total float8)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_total IS NULL OR p_total <= 0 OR p_rows IS NULL OR p_rows >= p_total
+                THEN 40
+                ELSE least(200, greatest(100, ceil(40 * sqrt(p_total / greatest(p_rows, 1)))))::int
+           END
+$$;
+
+-- The plan of a filtered search over collection c: exact (score the passing rows) or index
+-- (HNSW with an iterative scan), with the figures it was chosen from.  Cached for the rest of
+-- the transaction per (role, source table, filter, threshold) in the setting mmr._filter_plan,
+-- so the statements of one call (legs, candidates, the scan settings) share one decision and
+-- one estimate.
+CREATE OR REPLACE FUNCTION mmr._filter_plan(c mmr._collection, p_filter jsonb,
+                                            OUT exact boolean, OUT estimated_rows float8,
+                                            OUT counted_rows bigint, OUT total_rows float8,
+                                            OUT threshold bigint, OUT ef_search int,
+                                            OUT full_scan boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    where_sql text;
+    cache_key text;
+    cached jsonb;
+    plan jsonb;
+BEGIN
+    IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
+        exact := false;
+        threshold := mmr._exact_filter_rows(NULL);
+        RETURN;
+    END IF;
+    cache_key := concat_ws(':', current_user, c.source::oid,
+                           current_setting('mmr.exact_filter_rows', true), p_filter::text);
+    cached := nullif(current_setting('mmr._filter_plan', true), '')::jsonb;
+    IF cached IS NOT NULL AND cached ->> 'key' = cache_key THEN
+        exact := (cached ->> 'exact')::boolean;
+        estimated_rows := (cached ->> 'estimated_rows')::float8;
+        counted_rows := (cached ->> 'counted_rows')::bigint;
+        total_rows := (cached ->> 'total_rows')::float8;
+        -- the cache is a setting anyone may set: it holds figures only, never SQL, and a forged
+        -- entry can only choose between two correct plans of the caller's own query
+        ef_search := least(1000, (cached ->> 'ef_search')::int);
+        IF ef_search < 1 THEN
+            ef_search := NULL;
+        END IF;
+        threshold := (cached ->> 'threshold')::bigint;
+        full_scan := (cached ->> 'full_scan')::boolean;
+        RETURN;
+    END IF;
+    where_sql := mmr._filter_sql(c, p_filter, '$3');
+    EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM %s s WHERE %s', c.source, where_sql)
+       INTO plan USING NULL::int, NULL::int, p_filter;
+    estimated_rows := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::float8;
+    -- no index serves the filter: finding its rows reads the whole table
+    full_scan := jsonb_path_exists(plan, 'strict $.**."Node Type" ? (@ == "Seq Scan")');
+    SELECT greatest(cl.reltuples, 0) INTO total_rows FROM pg_class cl WHERE cl.oid = c.source;
+    threshold := mmr._exact_filter_rows(total_rows);
+    IF estimated_rows < threshold AND estimated_rows * 4 >= threshold THEN
+        -- near the threshold: count, capped (the estimate may be stale)
+        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s s WHERE %s LIMIT $1) x',
+                       c.source, where_sql)
+           INTO counted_rows USING threshold + 1, NULL::int, p_filter;
+    END IF;
+    exact := coalesce(counted_rows, estimated_rows) < threshold;
+    ef_search := CASE WHEN exact THEN NULL
+                      ELSE mmr._filter_ef_search(coalesce(counted_rows, estimated_rows),
+                                                 total_rows) END;
+    PERFORM set_config('mmr._filter_plan',
+                       jsonb_build_object('key', cache_key, 'exact', exact,
+                                          'estimated_rows', estimated_rows,
+                                          'counted_rows', counted_rows, 'total_rows', total_rows,
+                                          'ef_search', ef_search, 'threshold', threshold,
+                                          'full_scan', full_scan)::text,
+                       true);
+END
+$$;
+
+-- The FROM clause (and WHERE) of a statement over space s's embeddings (alias e) under a filter,
+-- ending where ORDER BY <distance of e.embedding> LIMIT n follows:
+--   no filter      <embeddings> e                                (the HNSW shape)
+--   index plan     <embeddings> e JOIN <source> s ON key WHERE <filter>
+--   exact plan     (SELECT keys, embedding FROM <embeddings> e JOIN <source> s ON key
+--                   WHERE <filter> OFFSET 0) e
+-- OFFSET 0 fences the exact plan's subquery: PostgreSQL reads the passing rows with the best
+-- plan it has for them (the user's index on the filtered column, then the embedding table's
+-- primary key) and sorts them by distance; the HNSW index cannot serve a fenced subquery.
+-- The filter is always the statement's parameter $3.
+CREATE OR REPLACE FUNCTION mmr._filtered_from(c mmr._collection, s mmr._space, p_filter jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    where_sql text := mmr._filter_sql(c, p_filter, '$3');
+BEGIN
+    IF where_sql IS NULL THEN
+        RETURN format('%s e', s.embedding_table);
+    END IF;
+    IF (mmr._filter_plan(c, p_filter)).exact THEN
+        RETURN format('(SELECT %s, e.embedding FROM %s e JOIN %s s ON %s WHERE %s OFFSET 0) e',
+                      mmr._key_list(c, 'e'), s.embedding_table, c.source,
+                      mmr._key_join(c, 's', 'e'), where_sql);
+    END IF;
+    RETURN format('%s e JOIN %s s ON %s WHERE %s', s.embedding_table, c.source,
+                  mmr._key_join(c, 's', 'e'), where_sql);
+END
+$$;
+
+-- The columns a filter names, with the first index of the source table that leads with each
+-- (NULL: none).
+CREATE OR REPLACE FUNCTION mmr._filter_columns(c mmr._collection, p_filter jsonb)
+RETURNS TABLE (column_name text, index_name regclass)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f.col,
+           (SELECT i.indexrelid::regclass FROM pg_index i JOIN pg_attribute a
+                ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+             WHERE i.indrelid = c.source AND a.attname = f.col AND i.indpred IS NULL
+               AND i.indisvalid
+             ORDER BY i.indexrelid LIMIT 1)
+      FROM jsonb_object_keys(CASE WHEN jsonb_typeof(p_filter) = 'object' THEN p_filter
+                                  ELSE '{}'::jsonb END) f(col)
+$$;
+
+-- Advice on a filter: for each column it names, the first index leading with it, the plan the
+-- filter gets, and what to do when that costs time: the exact plan finds the passing rows by
+-- reading the whole source table because no index serves the filter.  Runs nothing but the
+-- planner's estimate (and a capped count near the threshold).
+CREATE OR REPLACE FUNCTION mmr.filter_advice(collection text, filter jsonb)
+RETURNS TABLE (column_name text, index_name regclass, plan text, estimated_rows float8,
+               threshold bigint, advice text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    fp record;
+    col record;
+BEGIN
+    IF filter IS NULL OR jsonb_typeof(filter) <> 'object' OR filter = '{}'::jsonb THEN
+        RAISE EXCEPTION 'filter_advice needs the filter your searches pass'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: SELECT * FROM mmr.filter_advice(''products'', '
+                         '''{"category": 7}'').';
+    END IF;
+    SELECT * INTO fp FROM mmr._filter_plan(c, filter);
+    FOR col IN SELECT * FROM mmr._filter_columns(c, filter) LOOP
+        column_name := col.column_name;
+        index_name := col.index_name;
+        plan := CASE WHEN fp.exact THEN 'exact' ELSE 'index' END;
+        estimated_rows := coalesce(fp.counted_rows, fp.estimated_rows);
+        threshold := fp.threshold;
+        advice := CASE WHEN col.index_name IS NULL AND fp.exact AND fp.full_scan THEN
+            format('column %s has no index: each search reads all of %s to find the %s rows '
+                   'that pass; CREATE INDEX ON %s (%I)', quote_ident(col.column_name), c.source,
+                   estimated_rows, c.source, col.column_name) END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;

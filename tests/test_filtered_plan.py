@@ -1,0 +1,337 @@
+"""Issue 18: filtered search picks its plan by the filter's estimated rows.
+
+A selective filter is scored exactly over the rows that pass (through the user's btree; recall
+1.0, k rows whenever k pass, under row-level security and column privileges too); a broad one
+goes through the HNSW index with an iterative scan and a raised ef_search.  One decision
+(mmr._filter_plan) serves mmr.search, composed, hybrid, reranked, Rocchio and multi-vector
+search; mmr.explain_search says which plan and why; mmr.filter_advice names unindexed columns.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+import pg_mmretrieval as mmr
+from pg_mmretrieval import retrieval
+from pg_mmretrieval.errors import DatabaseError, MMRError
+
+from .helpers import plan_nodes, sqlstate, unit_vectors, uses_hnsw
+
+Conn = psycopg.Connection[Any]
+N, D = 4000, 16
+SELECTIVE = {"category": 7}  # 1 %: 40 rows
+BROAD = {"price": {"<": 90}}  # 90 %
+EXACT_MARK = "OFFSET 0) e"  # the fenced subquery of the exact plan (mmr._filtered_from)
+
+
+@pytest.fixture(scope="module")
+def vecs() -> np.ndarray[Any, Any]:
+    return unit_vectors(N, D, seed=18)
+
+
+@pytest.fixture(scope="module")
+def items(db_url: str, vecs: np.ndarray[Any, Any]) -> str:
+    with mmr.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, category int, price int, tenant int, "
+            "caption text)"
+        )
+        conn.execute(
+            "INSERT INTO items SELECT g, g %% 100, (g * 7) %% 100, g %% 13, 'item ' || g "
+            "FROM generate_series(1, %s) g",
+            (N,),
+        )
+        conn.execute("CREATE INDEX items_category ON items (category)")
+        conn.execute("CREATE INDEX items_price ON items (price)")
+        mmr.create_collection(conn, "items", "items", text_columns=["caption"])
+        small = {"hnsw_m": 8, "hnsw_ef_construction": 32}
+        mmr.add_space(conn, "items", "ext", "external", None, D, **small)
+        mmr.put_embeddings(conn, "items", "ext", list(range(1, N + 1)), vecs)
+        retrieval.create_text_index(conn, "items")
+        retrieval.add_multivector_space(conn, "items", "mv", D)
+        for i in range(1, 201):
+            retrieval.put_multivectors(conn, "items", "mv", i, vecs[[i - 1, i % N]])
+        conn.execute("ANALYZE items")
+        conn.execute("ANALYZE mmr._emb_1")
+    return "items"
+
+
+def _exact(vecs: np.ndarray[Any, Any], q: np.ndarray[Any, Any], k: int, mask: Any) -> list[int]:
+    sims = np.where(mask, vecs @ q, -np.inf)
+    order = [int(i) + 1 for i in np.argsort(-sims) if mask[i]]
+    return order[:k]
+
+
+def _ids() -> np.ndarray[Any, Any]:
+    return np.arange(1, N + 1)
+
+
+def _plan(conn: Conn, q: Any, flt: Any, k: int = 10) -> Any:
+    return mmr.explain_search(conn, "items", "ext", q, k, filter=flt)
+
+
+def test_selective_filter_is_scored_exactly(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    plan = _plan(conn, vecs[0], SELECTIVE)
+    info = plan[0]["mmr"]
+    assert info["filter_plan"] == "exact", info
+    assert 10 <= info["estimated_rows"] <= 200, info  # 40 rows pass
+    assert "fewer than mmr.exact_filter_rows" in info["reason"]
+    assert not uses_hnsw(plan)
+    # the user's btree on the filtered column reads the passing rows
+    assert any(n.get("Index Name") == "items_category" for n in plan_nodes(plan)), plan
+
+
+def test_broad_filter_uses_the_index_with_a_raised_ef_search(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    plan = _plan(conn, vecs[0], BROAD)
+    info = plan[0]["mmr"]
+    assert info["filter_plan"] == "index" and uses_hnsw(plan), info
+    assert info["ef_search"] >= 40 and "iterative scan" in info["reason"]
+    # the index plan scans in relaxed order and re-sorts what it takes
+    for i in range(0, 200, 20):
+        hits = mmr.search(conn, items, "ext", vecs[i], 10, filter=BROAD)
+        assert len(hits) == 10 and all(h.key * 7 % 100 < 90 for h in hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    plain = _plan(conn, vecs[0], None)[0]["mmr"]
+    assert plain["filter_plan"] == "none" and plain["ef_search"] == 40
+
+
+def test_exact_plan_has_recall_one(conn: Conn, items: str, vecs: np.ndarray[Any, Any]) -> None:
+    mask = _ids() % 100 == 7
+    for i in range(0, 400, 20):
+        hits = mmr.search(conn, items, "ext", vecs[i], 10, filter=SELECTIVE)
+        assert [h.key for h in hits] == _exact(vecs, vecs[i], 10, mask)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_k_rows_whenever_k_pass(conn: Conn, items: str, vecs: np.ndarray[Any, Any]) -> None:
+    # 4 rows pass: all 4; 40 pass: k of them; an in-list estimated from its values
+    few = {"category": 7, "price": {"<": 20}}
+    mask = (_ids() % 100 == 7) & ((_ids() * 7) % 100 < 20)
+    hits = mmr.search(conn, items, "ext", vecs[5], 10, filter=few)
+    assert sorted(h.key for h in hits) == sorted(_exact(vecs, vecs[5], 10, mask))
+    hits = mmr.search(conn, items, "ext", vecs[5], 30, filter=SELECTIVE)
+    assert len(hits) == 30
+    info = _plan(conn, vecs[5], {"category": {"in": [3, 4]}})[0]["mmr"]
+    assert info["filter_plan"] == "exact" and 20 <= info["estimated_rows"] <= 300, info
+    hits = mmr.search(conn, items, "ext", vecs[5], 100, filter={"category": {"in": [3, 4]}})
+    assert len(hits) == 80 and {h.key % 100 for h in hits} == {3, 4}
+
+
+def test_threshold_setting_changes_the_decision(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    medium = {"price": {"<": 12}}  # 480 rows: below the default threshold of a small table
+    plan = _plan(conn, vecs[0], medium)
+    assert plan[0]["mmr"]["filter_plan"] == "exact" and not uses_hnsw(plan)
+    with conn.transaction():
+        conn.execute("SET LOCAL mmr.exact_filter_rows = 0")
+        plan = _plan(conn, vecs[0], medium)
+        assert plan[0]["mmr"]["filter_plan"] == "index" and uses_hnsw(plan)
+        assert plan[0]["mmr"]["threshold"] == 0
+        # (for a filter this selective PostgreSQL's own planner may still prefer to sort the
+        # rows its btree finds: the index plan leaves it that choice)
+        assert _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]["filter_plan"] == "index"
+    with conn.transaction():
+        conn.execute("SET LOCAL mmr.exact_filter_rows = 1000000")
+        plan = _plan(conn, vecs[0], BROAD)
+        assert plan[0]["mmr"]["filter_plan"] == "exact" and not uses_hnsw(plan)
+        mask = (_ids() * 7) % 100 < 90
+        hits = mmr.search(conn, items, "ext", vecs[3], 10, filter=BROAD)
+        assert [h.key for h in hits] == _exact(vecs, vecs[3], 10, mask)
+    for bad in ("-1", "2000000", "'many'"):
+        conn.execute(f"SET mmr.exact_filter_rows = {bad}")
+        try:
+            with pytest.raises(MMRError) as e:
+                mmr.search(conn, items, "ext", vecs[0], 10, filter=SELECTIVE)
+            assert e.value.sqlstate == "22023" and "mmr.exact_filter_rows" in str(e.value)
+            assert "Hint: " in str(e.value), e.value
+        finally:
+            conn.execute("RESET mmr.exact_filter_rows")
+
+
+def _plan_sql(conn: Conn, expr: str, params: Any) -> str:
+    row = conn.execute(
+        "SELECT (" + expr + ").sql FROM (SELECT mmr._collection_row('items') c, "
+        "mmr._space_row((mmr._collection_row('items')).id, 'items', 'ext') s) x",
+        params,
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@pytest.mark.parametrize("threshold", [None, "0"])
+def test_every_search_function_takes_the_same_decision(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any], threshold: str | None
+) -> None:
+    q = vecs[11].tolist()
+    exact = threshold is None  # default: the selective filter is scored exactly
+    f = Jsonb(SELECTIVE)
+    exprs = {
+        "composed weighted": (
+            "mmr._composed_plan(x.c, x.s, %s::vector, %s::vector, 'weighted', 10, '{}', %s, "
+            "NULL, NULL, NULL, NULL)",
+            (q, vecs[12].tolist(), f),
+        ),
+        "composed score_sum": (
+            "mmr._composed_plan(x.c, x.s, %s::vector, %s::vector, 'score_sum', 10, '{}', %s, "
+            "NULL, NULL, NULL, NULL)",
+            (q, vecs[12].tolist(), f),
+        ),
+        "hybrid": (
+            "mmr._hybrid_plan(x.c, 'item', '{ext}', ARRAY[%s::vector], 10, 'rrf', NULL, '{}', "
+            "%s, NULL, NULL)",
+            (q, f),
+        ),
+        "rerank candidates": (
+            "mmr._single_plan(x.c, x.s, %s::vector, 100, %s, NULL, NULL, NULL)",
+            (q, f),
+        ),
+    }
+    with conn.transaction():
+        if threshold is not None:
+            conn.execute(f"SET LOCAL mmr.exact_filter_rows = {threshold}")
+        for name, (expr, params) in exprs.items():
+            assert (EXACT_MARK in _plan_sql(conn, expr, params)) == exact, name
+        mv = conn.execute(
+            "SELECT (mmr._multivector_plan(x.c, x.s, ARRAY[%s::vector], 10, '{}', %s, NULL, "
+            "NULL)).sql FROM (SELECT mmr._collection_row('items') c, "
+            "mmr._mv_space(mmr._collection_row('items'), 'mv') s) x",
+            (q, f),
+        ).fetchone()
+        assert mv is not None and (EXACT_MARK in mv[0]) == exact
+    # and the results of the exact plan are exact
+    mask = _ids() % 100 == 7
+    if exact:
+        hits = retrieval.composed_search(
+            conn, items, "ext", vecs[11], vecs[11], method="weighted", k=10, filter=SELECTIVE
+        )
+        assert [h.key for h in hits] == _exact(vecs, vecs[11], 10, mask)
+        hits = retrieval.hybrid_search(
+            conn, items, None, [("ext", vecs[11])], k=10, filter=SELECTIVE
+        )
+        assert sorted(h.key for h in hits) == sorted(_exact(vecs, vecs[11], 10, mask))
+        hits = retrieval.multivector_search(conn, items, "mv", [vecs[106]], k=3, filter=SELECTIVE)
+        assert hits and hits[0].key == 107 and all(h.key % 100 == 7 for h in hits)
+        hits = retrieval.search(conn, items, "ext", vecs[11], 5, filter=SELECTIVE, rerank="mmr")
+        assert len(hits) == 5 and all(h.key % 100 == 7 for h in hits)
+
+
+def test_filter_advice_names_the_unindexed_column(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    def advice(flt: Any) -> list[tuple[Any, ...]]:
+        return conn.execute(
+            "SELECT column_name, index_name::text, plan, advice FROM "
+            "mmr.filter_advice('items', %s) ORDER BY column_name",
+            (Jsonb(flt),),
+        ).fetchall()
+
+    # with the price index the filter's rows are found through it: no advice on tenant
+    rows = advice({"tenant": 3, "price": {"<": 5}})
+    assert [r[0] for r in rows] == ["price", "tenant"]
+    assert rows[0][1] == "items_price"
+    assert rows[1][1] is None and rows[1][2] == "exact" and rows[1][3] is None
+    # tenant alone: the exact plan reads the whole table to find its rows
+    rows = advice({"tenant": 3})
+    assert rows[0][1] is None and rows[0][2] == "exact"
+    assert "CREATE INDEX ON public.items (tenant)" in rows[0][3]
+    info = _plan(conn, vecs[0], {"tenant": 3})[0]["mmr"]
+    assert info["filter_plan"] == "exact" and "tenant" in " ".join(info["advice"])
+    assert "advice" not in _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]
+    assert advice(SELECTIVE)[0][1:] == ("items_category", "exact", None)
+    (row,) = mmr.filter_advice(conn, "items", {"tenant": 3})
+    assert row["column_name"] == "tenant" and row["index_name"] is None
+    assert row["plan"] == "exact" and "CREATE INDEX" in row["advice"]
+    assert sqlstate(conn, "SELECT * FROM mmr.filter_advice('items', NULL)") == "22023"
+
+
+@pytest.fixture()
+def tenant_role(conn: Conn, items: str) -> Iterator[str]:
+    """A role that sees only the rows of tenants 0-5 (row-level security) and may read id,
+    category, tenant, price (not caption)."""
+    role = f"tenant_{uuid.uuid4().hex[:8]}"
+    r = sql.Identifier(role)
+    conn.execute(sql.SQL("CREATE ROLE {}").format(r))
+    conn.execute(sql.SQL("GRANT SELECT (id, category, tenant, price) ON items TO {}").format(r))
+    conn.execute("ALTER TABLE items ENABLE ROW LEVEL SECURITY")
+    conn.execute(
+        sql.SQL("CREATE POLICY low_tenants ON items FOR SELECT TO {} USING (tenant <= 5)").format(r)
+    )
+    try:
+        yield role
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute("DROP POLICY low_tenants ON items")
+        conn.execute("ALTER TABLE items DISABLE ROW LEVEL SECURITY")
+        conn.execute(sql.SQL("REVOKE ALL ON items FROM {}").format(r))
+        conn.execute(sql.SQL("DROP ROLE {}").format(r))
+
+
+def test_exact_plan_under_rls_and_column_privileges(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any], tenant_role: str
+) -> None:
+    # the space holds external vectors of no declared column: reading it needs every column
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(tenant_role)))
+    with pytest.raises(DatabaseError) as e:
+        mmr.search(conn, items, "ext", vecs[0], 10, filter=SELECTIVE)
+    assert e.value.sqlstate == "42501"
+    conn.execute("RESET ROLE")
+    conn.execute(sql.SQL("GRANT SELECT ON items TO {}").format(sql.Identifier(tenant_role)))
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(tenant_role)))
+    mask = (_ids() % 100 == 7) & (_ids() % 13 <= 5)  # 40 pass the filter, ~18 are visible
+    assert _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]["filter_plan"] == "exact"
+    for i in (0, 50, 99):
+        hits = mmr.search(conn, items, "ext", vecs[i], 10, filter=SELECTIVE)
+        assert [h.key for h in hits] == _exact(vecs, vecs[i], 10, mask)
+    hits = mmr.search(conn, items, "ext", vecs[0], 100, filter=SELECTIVE)
+    assert len(hits) == int(mask.sum())
+
+
+def test_concurrent_writes_are_seen(
+    conn: Conn, db_url: str, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    q = unit_vectors(1, D, seed=99)[0]
+    with mmr.connect(db_url, autocommit=True) as other:
+        other.execute(
+            "INSERT INTO items VALUES (%s, 7, 1, 1, 'new') ON CONFLICT DO NOTHING", (N + 1,)
+        )
+        mmr.put_embeddings(other, items, "ext", [N + 1], q[None, :])
+        hits = mmr.search(conn, items, "ext", q, 3, filter=SELECTIVE)
+        assert hits[0].key == N + 1
+        other.execute("DELETE FROM items WHERE id = %s", (N + 1,))
+        hits = mmr.search(conn, items, "ext", q, 40, filter=SELECTIVE)
+        assert N + 1 not in [h.key for h in hits] and len(hits) == 40
+
+
+def test_a_forged_plan_cache_holds_no_sql(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    """The per-transaction cache is a setting anyone may set: only figures are read from it."""
+    key = conn.execute(
+        "SELECT concat_ws(':', current_user, 'items'::regclass::oid, NULL, %s::jsonb::text)",
+        (Jsonb(SELECTIVE),),
+    ).fetchone()
+    assert key is not None
+    forged = {"key": key[0], "exact": False, "ef_search": 5000, "where_sql": "false) OR (true"}
+    conn.execute("SELECT set_config('mmr._filter_plan', %s, false)", (json.dumps(forged),))
+    try:
+        info = _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]
+        # the forged figures were used (ef_search clamped to pgvector's 1000)...
+        assert info["filter_plan"] == "index" and info["ef_search"] == 1000, info
+        hits = mmr.search(conn, items, "ext", vecs[0], 100, filter=SELECTIVE)
+        assert len(hits) == 40 and all(h.key % 100 == 7 for h in hits)  # ...never its SQL
+    finally:
+        conn.execute("RESET mmr._filter_plan")
