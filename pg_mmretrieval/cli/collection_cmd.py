@@ -81,7 +81,10 @@ def _encoder_dimension(encoder: str) -> int | None:
     show_default=True,
 )
 @click.option(
-    "--storage", type=click.Choice(["vector", "halfvec"]), default="vector", show_default=True
+    "--storage",
+    type=click.Choice(["vector", "halfvec", "bit"]),
+    default="vector",
+    show_default=True,
 )
 @click.option("--new-version", is_flag=True, help="Add a shadow version of an existing space.")
 @click.option("--no-backfill", is_flag=True, help="Do not queue existing rows.")

@@ -49,7 +49,12 @@ AS $$
     ('query_terms', 0, 64, '54000',
      'A lexical query takes at most 64 search terms: shorten it, or search by vector.'),
     ('query_bytes', 0, 10000, '54000',
-     'A lexical query takes at most 10000 bytes of text.')
+     'A lexical query takes at most 10000 bytes of text.'),
+    ('batch_queries', 1, 1000, '54000',
+     'mmr.search_batch takes at most 1000 query vectors per call: split larger batches.'),
+    ('batch_rows', 1, 100000, '54000',
+     'mmr.search_batch returns at most 100000 rows per call (query vectors x k): split the '
+     'batch or lower k.')
 $$;
 
 -- The ranges of mmr._limits() as one constant (name -> [lo, hi]), for the checks' common case.

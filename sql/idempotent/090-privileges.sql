@@ -32,7 +32,10 @@ BEGIN
                                       -- column privileges (issue 12): administrative
                                       '_secure_embeddings',
                                       -- worker role (issue 12, item 1): administrative
-                                      'grant_worker', '_grant_worker_on', '_revoke_worker_on')
+                                      'grant_worker', '_grant_worker_on', '_revoke_worker_on',
+                                      -- bulk fills (issue 17): administrative
+                                      'begin_bulk_fill', 'finish_bulk_fill',
+                                      '_begin_bulk_fill', '_finish_bulk_fill')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
