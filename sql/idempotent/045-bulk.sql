@@ -33,7 +33,7 @@ AS $$ SELECT 10000 $$;
 CREATE OR REPLACE FUNCTION mmr._bit_oversample()
 RETURNS int LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT 10 $$;
+AS $$ SELECT 20 $$;
 
 -- Rows one index scan of space s must return for k results.
 CREATE OR REPLACE FUNCTION mmr._scan_rows(s mmr._space, p_k int)
