@@ -56,7 +56,9 @@ def with_database(url: str, name: str) -> str:
     return str(_with_database(url, name))
 
 
-def run(conn: psycopg.Connection[Any], d: int, n: int, nq: int, k: int, factors: list[int]) -> list[dict[str, Any]]:
+def run(
+    conn: psycopg.Connection[Any], d: int, n: int, nq: int, k: int, factors: list[int]
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(d)
     centres = rng.standard_normal((100, d)) * 0.5
     data = clustered(n, d, rng, centres)
