@@ -158,7 +158,8 @@ def main() -> None:
     for r in rows:
         print(
             f"| {r['dims']} | {r['storage']} | {r['oversample'] or '–'} | "
-            f"{r['recall_at_10']:.3f} | {r['p50_ms']:.2f} | {r['index_mb']:.1f} | {r['load_s']:.1f} |"
+            f"{r['recall_at_10']:.3f} | {r['p50_ms']:.2f} | {r['index_mb']:.1f} | "
+            f"{r['load_s']:.1f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
