@@ -19,7 +19,7 @@ from pg_mmretrieval.search import search, search_batch
 
 from .helpers import sqlstate, uses_hnsw
 
-D = 256
+D = 384
 N = 3000
 
 
@@ -88,11 +88,13 @@ def test_bit_recall_close_to_full_precision(q: tuple[str, Any]) -> None:
             qn = query / np.linalg.norm(query)
             truth = set(np.argsort(-(vecs @ qn), kind="stable")[:10].tolist())
             for space in recalls:
-                got = {h.key for h in search(conn, "pts", space, query, 10)}
+                # a wide ef_search: the index's own approximation (random graph levels) out
+                # of the comparison, which is about the storage
+                got = {h.key for h in search(conn, "pts", space, query, 10, ef_search=300)}
                 recalls[space].append(len(got & truth) / 10)
     mean = {s: float(np.mean(r)) for s, r in recalls.items()}
-    assert mean["full"] >= 0.95, mean
-    assert mean["bin"] >= mean["full"] - 0.05, mean
+    assert mean["full"] >= 0.97, mean
+    assert mean["bin"] >= mean["full"] - 0.08, mean  # 20x oversampling: ~0.95 at 384-d
     assert mean["half"] >= mean["full"] - 0.05, mean
 
 

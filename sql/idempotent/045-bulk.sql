@@ -128,8 +128,9 @@ BEGIN
 END
 $$;
 
--- Whether space version s should be filled in bulk for p_rows incoming rows: enough rows, and
--- nobody searches it through its index now (an inactive version, or an empty active one).
+-- Whether space version s should be filled in bulk for p_rows incoming rows: enough rows, the
+-- caller may rebuild its index, and nobody searches it through its index now (an inactive
+-- version, or an empty active one).
 CREATE OR REPLACE FUNCTION mmr._bulk_worthwhile(s mmr._space, p_rows bigint)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
@@ -139,6 +140,12 @@ DECLARE
     any_row boolean;
 BEGIN
     IF s.bulk_fill OR p_rows < mmr._bulk_min_rows() THEN
+        RETURN false;
+    END IF;
+    -- dropping and building the index needs the table owner's rights: a role granted only
+    -- put_embeddings and INSERT keeps the live path
+    IF NOT pg_has_role(current_user, (SELECT t.relowner FROM pg_class t
+                                       WHERE t.oid = s.embedding_table), 'USAGE') THEN
         RETURN false;
     END IF;
     IF NOT s.active THEN
