@@ -14,6 +14,10 @@ In one run, on one fresh database, with the same vectors (random unit vectors, f
 * ``mmr.put_embeddings``: the public bulk path (one call of all rows into a new external space,
   pg_mmretrieval.put_embeddings from Python: validation, key checks, normalisation, the heap
   writes, one index build);
+* ``--worker N``: the worker draining a backlog of N rows for a new space (test encoder
+  ``mmr-test``, 32-d, near-free, so the encoder is out of the figure) filled in bulk, against the
+  same backlog drained into a live index (the fill ended by ``mmr.finish_bulk_fill`` before the
+  drain);
 * ``--live N``: N rows through the live index (a space that already holds rows), the path
   every load took before, scaled to the full row count for comparison.
 
@@ -47,6 +51,7 @@ if not os.environ.get("MMR_DATABASE_URL"):
 import pg_mmretrieval as mmr  # noqa: E402
 from pg_mmretrieval import db, install  # noqa: E402
 from pg_mmretrieval.search import search_batch  # noqa: E402
+from pg_mmretrieval.worker import Worker, WorkerConfig  # noqa: E402
 
 
 def unit(n: int, d: int, seed: int) -> Any:
@@ -81,6 +86,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--live", type=int, default=0, help="also time N rows row by row")
     ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--worker", type=int, default=0, help="also a worker drain of N rows")
     args = ap.parse_args()
     n = 10_000 if args.quick else args.rows
     d = args.dim
@@ -131,6 +137,23 @@ def main() -> None:
                     mmr.put_embeddings(conn, "items", "live", ids[lo:hi], vecs[lo:hi])
                 t_live = (time.perf_counter() - t0) * n / max(m - 1, 1)
 
+            t_drain: dict[str, float] = {}
+            if args.worker:
+                conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+                conn.execute(
+                    "INSERT INTO docs SELECT g, 'doc ' || g FROM generate_series(1, %s) g",
+                    (args.worker,),
+                )
+                mmr.create_collection(conn, "docs", "docs", text_columns=["body"])
+                for sp in ("bulk", "live"):
+                    mmr.add_space(conn, "docs", sp, "mmr-test", "body", 32)
+                    if sp == "live":
+                        conn.execute("SELECT mmr.finish_bulk_fill('docs', 'live')")
+                    cfg = WorkerConfig(once=True, collections=("docs",), spaces=(sp,))
+                    t0 = time.perf_counter()
+                    Worker(db.with_user(url, db.WORKER_ROLE), cfg).run()
+                    t_drain[sp] = time.perf_counter() - t0
+
             # batch queries
             qs = unit(args.queries, d, seed=18)
             single_s = 0.0
@@ -164,6 +187,11 @@ def main() -> None:
         print(
             f"| live index, row by row (scaled from {args.live}) | {t_live:.1f} | "
             f"{t_live / t_copy:.2f} |"
+        )
+    if t_drain:
+        print(
+            f"| worker drain of {args.worker} rows, bulk fill | {t_drain['bulk']:.1f} | "
+            f"live index: {t_drain['live']:.1f} s ({t_drain['live'] / t_drain['bulk']:.2f}x) |"
         )
     nq = len(qs)
     print()
