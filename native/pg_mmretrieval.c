@@ -250,7 +250,9 @@ lookup_space(Datum collection, Datum space, FastSpace *out)
 	args[1] = space;
 	if (!one_row("SELECT s.id, s.dimensions, s.distance, s.storage = 'vector', s.statements "
 				 "FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id "
-				 "WHERE c.name = $1 AND s.name = $2 AND s.active AND s.statements IS NOT NULL",
+				 "WHERE c.name = $1 AND s.name = $2 AND s.active AND s.statements IS NOT NULL "
+				 /* 'bit' spaces (candidates, then exact rerank) take the PL/pgSQL path */
+				 "AND s.storage <> 'bit'",
 				 2, types, args, NULL))
 		return false;
 	row = SPI_tuptable->vals[0];

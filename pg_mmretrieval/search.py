@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 
 from .collections import sql_errors
 
-__all__ = ["Hit", "explain_search", "search"]
+__all__ = ["Hit", "batch_hits", "explain_search", "search", "search_batch"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,62 @@ def search(
             },
         ).fetchall()
     return [Hit(key=r[0], score=float(r[1])) for r in rows]
+
+
+#: the statement of :func:`search_batch` (``mmr.search_batch``)
+SEARCH_BATCH_SQL = (
+    "SELECT query_index, key, score FROM mmr.search_batch(%(c)s, %(s)s, %(q)s::vector[], %(k)s, "
+    "%(ef)s)"
+)
+
+
+def batch_params(
+    collection: str,
+    space: str,
+    queries: Sequence[Sequence[float] | np.ndarray[Any, Any]],
+    k: int,
+    ef_search: int | None,
+) -> dict[str, Any]:
+    """The parameters of :data:`SEARCH_BATCH_SQL`."""
+    return {
+        "c": collection,
+        "s": space,
+        "q": [_vector(q) for q in queries],
+        "k": k,
+        "ef": ef_search,
+    }
+
+
+def batch_hits(n: int, rows: Sequence[Sequence[Any]]) -> list[list[Hit]]:
+    """Rows (query_index, key, score) of ``mmr.search_batch`` as one list of hits per query."""
+    out: list[list[Hit]] = [[] for _ in range(n)]
+    for i, key, score in rows:
+        out[int(i) - 1].append(Hit(key=key, score=float(score)))
+    return out
+
+
+def search_batch(
+    conn: psycopg.Connection[Any],
+    collection: str,
+    space: str,
+    queries: Sequence[Sequence[float] | np.ndarray[Any, Any]],
+    k: int = 10,
+    *,
+    ef_search: int | None = None,
+) -> list[list[Hit]]:
+    """The ``k`` nearest rows of each query vector in one round trip (``mmr.search_batch``):
+    one list of hits per query, in the order of ``queries``, each best first.
+
+    Example::
+
+        hits = search_batch(conn, "products", "image", [v1, v2, v3], k=5)
+        hits[1][0].key  # the best row for v2
+    """
+    with sql_errors():
+        rows = conn.execute(
+            SEARCH_BATCH_SQL, batch_params(collection, space, queries, k, ef_search)
+        ).fetchall()
+    return batch_hits(len(queries), rows)
 
 
 def explain_search(

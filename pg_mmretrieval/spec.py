@@ -15,7 +15,7 @@ from .errors import InputError
 __all__ = ["CollectionSpec", "SpaceSpec", "as_tuple", "default_view_name"]
 
 _DISTANCES = ("cosine", "l2", "inner_product")
-_STORAGES = ("vector", "halfvec")
+_STORAGES = ("vector", "halfvec", "bit")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class SpaceSpec:
         dimensions: the vector size; defaults to the registered encoder's dimension.
         source_column: the content column it embeds (None for external spaces).
         distance: ``cosine`` (default), ``l2`` or ``inner_product``.
-        storage: ``vector`` (float32) or ``halfvec`` (float16).
+        storage: ``vector`` (float32), ``halfvec`` (float16) or ``bit`` (binary-quantised
+            index, exact cosine rerank on float32 vectors).
     """
 
     name: str

@@ -260,7 +260,7 @@ def test_bad_input_to_add_space(conn: psycopg.Connection[Any], products: str) ->
         ((products, "s", "mmr-test", "caption", 0), {}, InputError, "dimensions"),
         ((products, "s", "mmr-test", "caption", 2001), {}, InputError, "halfvec"),
         ((products, "s", "mmr-test", "caption", 32), {"distance": "dot"}, InputError, "distance"),
-        ((products, "s", "mmr-test", "caption", 32), {"storage": "bit"}, InputError, "storage"),
+        ((products, "s", "mmr-test", "caption", 32), {"storage": "int8"}, InputError, "storage"),
         ((products, "price", "mmr-test", "caption", 32), {}, InputError, "also a column"),
         ((products, "s", "mmr-test", "caption", 32), {"hnsw_m": 1}, InputError, "HNSW"),
     ]

@@ -37,8 +37,9 @@ Conn = psycopg.Connection[Any]
 
 @pytest.fixture(scope="module")
 def db(db_url: str) -> Iterator[tuple[Conn, dict[str, np.ndarray[Any, Any]]]]:
-    """Two collections: `fp` (int key) with spaces img (vector, cosine), imgh (halfvec, cosine)
-    and l2 (vector, l2); `fpc` (composite key) with space img."""
+    """Two collections: `fp` (int key) with spaces img (vector, cosine), imgh (halfvec, cosine),
+    imgb (bit: binary-quantised index, exact rerank; the native module hands it to the PL/pgSQL
+    path) and l2 (vector, l2); `fpc` (composite key) with space img."""
     rng = np.random.default_rng(7)
     vecs = {
         "img": n(rng.standard_normal((N, D))).astype(np.float32),
@@ -60,6 +61,7 @@ def db(db_url: str) -> Iterator[tuple[Conn, dict[str, np.ndarray[Any, Any]]]]:
         for name, storage, distance, v in (
             ("img", "vector", "cosine", vecs["img"]),
             ("imgh", "halfvec", "cosine", vecs["img"]),
+            ("imgb", "bit", "cosine", vecs["img"]),
             ("l2", "vector", "l2", vecs["l2"]),
             ("cap", "vector", "cosine", vecs["cap"]),
         ):
@@ -131,7 +133,7 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
         "       mmr._search_sql(c, s, NULL) "
         "  FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id"
     ).fetchall()
-    assert len(rows) == 5
+    assert len(rows) == 6
     for _id, stored, rebuilt, search_sql in rows:
         assert stored == rebuilt
         assert stored["search"] == search_sql
@@ -159,7 +161,7 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
     mmr.drop_space(conn, "fp", "img", version=2)
 
 
-@pytest.mark.parametrize("space", ["img", "imgh", "l2"])
+@pytest.mark.parametrize("space", ["img", "imgh", "imgb", "l2"])
 def test_search_fast_path_equals_general_path(db: tuple[Conn, Any], space: str) -> None:
     conn, vecs = db
     rng = np.random.default_rng(1)

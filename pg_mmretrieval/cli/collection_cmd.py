@@ -81,7 +81,11 @@ def _encoder_dimension(encoder: str) -> int | None:
     show_default=True,
 )
 @click.option(
-    "--storage", type=click.Choice(["vector", "halfvec"]), default="vector", show_default=True
+    "--storage",
+    type=click.Choice(["vector", "halfvec", "bit"]),
+    default="vector",
+    show_default=True,
+    help="float32, float16, or bit: a binary-quantised index with exact cosine rerank.",
 )
 @click.option("--new-version", is_flag=True, help="Add a shadow version of an existing space.")
 @click.option("--no-backfill", is_flag=True, help="Do not queue existing rows.")
@@ -96,7 +100,13 @@ def add_space(
     new_version: bool,
     no_backfill: bool,
 ) -> None:
-    """Add SPACE to COLLECTION: ENCODER applied to one content column."""
+    """Add SPACE to COLLECTION: ENCODER applied to one content column.
+
+    A new space queueing at least 10000 rows, and every --new-version, is filled in bulk: its
+    HNSW index is built once when the worker has drained it (or at `mmr space switch`).
+
+    Example: mmr collection add-space photos clip_bits --encoder clip --column image --storage bit
+    """
     if dimensions is None:
         if encoder == "external":
             raise click.UsageError("--dimensions is required for encoder 'external'")

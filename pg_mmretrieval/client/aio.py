@@ -23,7 +23,7 @@ from .. import db, retrieval
 from ..collections import stored_vectors
 from ..errors import DatabaseError, InputError, NotFoundError
 from ..retrieval import RerankArg
-from ..search import Hit
+from ..search import SEARCH_BATCH_SQL, Hit, batch_hits, batch_params
 from ..spec import SpaceSpec
 from . import _sql
 from ._query import ImageInput, QueryVector, encode_query
@@ -419,6 +419,22 @@ class AsyncCollection:
             query_item=item,
         )
         return await self.client._run_search(stmt, rerank)
+
+    async def search_batch(
+        self,
+        space: str,
+        vectors: Sequence[QueryVector],
+        *,
+        k: int = 10,
+        ef_search: int | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` nearest rows of each query vector in one round trip
+        (``mmr.search_batch``): one list of hits per vector, in order (see the sync client)."""
+        qs = list(vectors)
+        rows = await self.client._fetchall(
+            SEARCH_BATCH_SQL, batch_params(self.name, space, qs, k, ef_search)
+        )
+        return batch_hits(len(qs), rows)
 
     async def composed_search(
         self,

@@ -23,7 +23,7 @@ from .. import db, retrieval
 from ..collections import sql_errors
 from ..errors import InputError, NotFoundError
 from ..retrieval import RerankArg
-from ..search import Hit, search
+from ..search import Hit, search, search_batch
 from ..spec import SpaceSpec
 from . import _sql
 from ._query import ImageInput, QueryVector, encode_query
@@ -491,6 +491,26 @@ class Collection:
         with sql_errors(), self.client.conn.cursor(row_factory=dict_row) as cur:
             found = {_sql.key_of_row(self.info, r): r for r in cur.execute(stmt, params)}
         return [found.get(_sql.hashable_key(self.info, k)) for k in keys]
+
+    def search_batch(
+        self,
+        space: str,
+        vectors: Sequence[QueryVector],
+        *,
+        k: int = 10,
+        ef_search: int | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` nearest rows of each query vector, all in one round trip
+        (``mmr.search_batch``, at most 1000 vectors): one list of hits per vector, in order.
+
+        Example: ``coll.search_batch("image", [v1, v2], k=5)[1]`` are the hits of ``v2``.
+
+        Raises:
+            InputError: bad vectors or arguments.  NotFoundError: no such space.
+        """
+        return search_batch(
+            self.client.conn, self.name, space, list(vectors), k, ef_search=ef_search
+        )
 
     def search_rows(self, space: str, vector: QueryVector | None = None, **kw: Any) -> list[RowHit]:
         """:meth:`search`, with each hit's row of the table (``RowHit(key, score, row)``)."""

@@ -33,7 +33,10 @@ class SpaceSpec:
     @property
     def vector_type(self) -> sql.Composable:
         return sql.SQL("{}.{}({})").format(
-            sql.Identifier(_VECTOR_SCHEMA[0]), sql.SQL(self.storage), sql.Literal(self.dimensions)
+            sql.Identifier(_VECTOR_SCHEMA[0]),
+            # 'bit' spaces store full-precision vectors (only their index is binary)
+            sql.SQL("vector" if self.storage == "bit" else self.storage),
+            sql.Literal(self.dimensions),
         )
 
 

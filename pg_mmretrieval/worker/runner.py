@@ -486,6 +486,12 @@ class Worker:
             )
         self._faults.at("claim")
         if not items:
+            # Nothing to claim: a version filled in bulk whose queue is now empty gets its index
+            # (written entries leave the queue only when their batch commits).
+            if self._writer is not None:
+                self._writer.flush()
+            if queue.finish_fills(self._conn, space_ids):
+                self._refresh_catalog(force=True)
             return False
         self._start_prefetch(coll, space_ids)
         crashed = [it for it in items if it.claims > self.config.retry.max_claims]

@@ -58,7 +58,12 @@ AS $$
     -- filtered search (issue 18): the rows below which a filter is scored exactly
     ('exact_filter_rows', 0, 1000000, '22023',
      'mmr.exact_filter_rows is the number of rows passing a filter below which the filtered '
-     'rows are scored exactly (0: always the HNSW index); at most 1000000.')
+     'rows are scored exactly (0: always the HNSW index); at most 1000000.'),
+    ('batch_queries', 1, 1000, '54000',
+     'mmr.search_batch takes at most 1000 query vectors per call: split larger batches.'),
+    ('batch_rows', 1, 100000, '54000',
+     'mmr.search_batch returns at most 100000 rows per call (query vectors x k): split the '
+     'batch or lower k.')
 $$;
 
 -- The ranges of mmr._limits() as one constant (name -> [lo, hi]), for the checks' common case.

@@ -234,6 +234,7 @@ DECLARE
     v_id int;
     v_emb text;
     v_max int;
+    v_queued bigint := 0;
 BEGIN
     c := mmr._collection_row(collection);
     PERFORM mmr._check_name('space', space);
@@ -248,16 +249,25 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use ''cosine'' (default), ''l2'' or ''inner_product''.';
     END IF;
-    IF storage IS NULL OR storage NOT IN ('vector', 'halfvec') THEN
+    IF storage IS NULL OR storage NOT IN ('vector', 'halfvec', 'bit') THEN
         RAISE EXCEPTION 'storage % is not supported', quote_literal(storage)
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''vector'' or ''halfvec''.';
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''vector'', ''halfvec'' or ''bit'' (binary-quantised index, exact '
+                         'rerank).';
+    END IF;
+    IF storage = 'bit' AND distance <> 'cosine' THEN
+        RAISE EXCEPTION 'storage ''bit'' needs distance ''cosine'', not %', quote_literal(distance)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Binary quantisation keeps the sign of each dimension, which tracks the '
+                         'angle between vectors: use cosine, or storage ''vector''/''halfvec''.';
     END IF;
     v_max := CASE storage WHEN 'vector' THEN 2000 ELSE 4000 END;
     IF dimensions IS NULL OR dimensions < 1 OR dimensions > v_max THEN
         RAISE EXCEPTION 'dimensions must be between 1 and % for % storage, not %', v_max, storage,
                         coalesce(dimensions::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'HNSW indexes vector up to 2000 and halfvec up to 4000 dimensions.';
+                  HINT = 'HNSW indexes vector up to 2000, halfvec up to 4000 dimensions (bit: '
+                         '4000 here).';
     END IF;
     IF hnsw_m IS NULL OR hnsw_m NOT BETWEEN 2 AND 100
        OR hnsw_ef_construction IS NULL OR hnsw_ef_construction NOT BETWEEN 4 AND 1000
@@ -323,15 +333,15 @@ BEGIN
     EXECUTE format('CREATE TABLE mmr.%I (%s, embedding @extschema:vector@.%s(%s) NOT NULL, '
                    'content_hash bytea, model_id text NOT NULL, '
                    'updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (%s))',
-                   v_emb, mmr._key_defs(c), storage, dimensions, mmr._key_list(c));
+                   v_emb, mmr._key_defs(c), mmr._column_storage(storage), dimensions,
+                   mmr._key_list(c));
     -- Keep vectors inline (a 512-d vector is just over the TOAST threshold; detoasting made
     -- exact scans 4x slower in a pgvector report) whenever a row still fits a page.
-    IF (storage = 'vector' AND dimensions <= 1900) OR (storage = 'halfvec' AND dimensions <= 3800) THEN
+    IF (storage IN ('vector', 'bit') AND dimensions <= 1900)
+       OR (storage = 'halfvec' AND dimensions <= 3800) THEN
         EXECUTE format('ALTER TABLE mmr.%I ALTER COLUMN embedding SET STORAGE PLAIN', v_emb);
     END IF;
-    EXECUTE format('CREATE INDEX %I ON mmr.%I USING hnsw (embedding @extschema:vector@.%s) '
-                   'WITH (m = %s, ef_construction = %s)', v_emb || '_hnsw', v_emb,
-                   mmr._opclass(storage, distance), hnsw_m, hnsw_ef_construction);
+    EXECUTE mmr._hnsw_index_sql((SELECT x FROM mmr._space x WHERE x.id = v_id));
     -- An embedding row is visible exactly when the current role may read the source column
     -- (column privilege, checked once per query) and sees the source row (grants and row-level
     -- security of the source table): sql/idempotent/086-column-privileges.sql.
@@ -346,7 +356,14 @@ BEGIN
                        mmr._queue_name(c.id), mmr._key_list(c), mmr._key_list(c, 's'), c.source,
                        source_column)
           USING v_id;
+        GET DIAGNOSTICS v_queued = ROW_COUNT;
         PERFORM pg_notify('mmr_queue', c.id::text);
+    END IF;
+    -- A shadow version, or a new space with a large backfill, is filled in bulk: its index is
+    -- built once when the fill ends (sql/idempotent/046-bulk.sql).
+    IF new_version AND NOT v_active
+       OR mmr._bulk_worthwhile((SELECT x FROM mmr._space x WHERE x.id = v_id), v_queued) THEN
+        PERFORM mmr._begin_bulk_fill((SELECT x FROM mmr._space x WHERE x.id = v_id));
     END IF;
     RETURN format('mmr.%I', v_emb)::regclass;
 END
@@ -390,6 +407,8 @@ BEGIN
     END IF;
     -- Lock the catalog rows so concurrent switches serialise; then flip in one transaction.
     PERFORM 1 FROM mmr._space s WHERE s.collection_id = c.id AND s.name = space FOR UPDATE;
+    -- A version filled in bulk gets its index here, before it serves searches (046-bulk.sql).
+    PERFORM mmr._finish_bulk_fill(target.id);
     UPDATE mmr._space s SET active = false WHERE s.collection_id = c.id AND s.name = space AND s.active;
     UPDATE mmr._space s SET active = true WHERE s.id = target.id;
     PERFORM mmr._rebuild_view(c.id);

@@ -98,11 +98,17 @@ BEGIN
 END
 $$;
 
--- The SQL text of a search over one space: $1 query vector, $2 k, $3 filter.
+-- The SQL text of a search over one space (mmr._search_sql) with the query vector given by
+-- expression p_q (a parameter, or a column of a lateral join: mmr.search_batch); $2 k, $3 filter.
 -- Unfiltered, and under a broad filter, it keeps the only shape pgvector's HNSW index serves:
--- ORDER BY embedding <op> $1 LIMIT $2.  Under a selective filter (mmr._filter_plan) the rows
+-- ORDER BY embedding <op> q LIMIT $2.  Under a selective filter (mmr._filter_plan) the rows
 -- that pass are scored exactly (mmr._filtered_from, 045-filter-plan.sql), best score first.
-CREATE OR REPLACE FUNCTION mmr._search_sql(c mmr._collection, s mmr._space, p_filter jsonb)
+-- An unfiltered 'bit' space (issue 17, item 2) takes mmr._scan_rows(s, $2) candidates from its
+-- Hamming index over binary_quantize(embedding)::bit(d) and reranks them exactly on the full
+-- vectors (pgvector's documented binary quantisation with re-ranking); a filtered one is scored
+-- exactly over the rows the filter's plan reads.
+CREATE OR REPLACE FUNCTION mmr._space_search_sql(c mmr._collection, s mmr._space, p_filter jsonb,
+                                                 p_q text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -110,10 +116,21 @@ AS $$
 DECLARE
     op text := mmr._distance_op(s.distance);
     qexpr text := CASE s.storage WHEN 'halfvec'
-                       THEN format('$1::@extschema:vector@.halfvec(%s)', s.dimensions) ELSE '$1' END;
+                       THEN format('%s::@extschema:vector@.halfvec(%s)', p_q, s.dimensions)
+                       ELSE p_q END;
     dist text;
 BEGIN
     dist := format('e.embedding OPERATOR(@extschema:vector@.%s) %s', op, qexpr);
+    IF p_filter IS NULL AND s.storage = 'bit' THEN
+        RETURN format('SELECT x.key, %s AS score FROM (SELECT %s AS key, %s AS dist FROM %s e '
+                      'ORDER BY @extschema:vector@.binary_quantize(e.embedding)::bit(%s) '
+                      'OPERATOR(@extschema:vector@.<~>) '
+                      '@extschema:vector@.binary_quantize(%s)::bit(%s) LIMIT %s) x '
+                      'ORDER BY x.dist LIMIT $2',
+                      mmr._score_expr(s.distance, 'x.dist'), mmr._key_json(c, 'e'), dist,
+                      s.embedding_table, s.dimensions, p_q, s.dimensions,
+                      format('greatest($2, least($2 * %s, 1000))', mmr._bit_oversample()));
+    END IF;
     IF p_filter IS NULL THEN
         RETURN format('SELECT %s AS key, %s AS score FROM %s e ORDER BY %s LIMIT $2',
                       mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table, dist);
@@ -125,6 +142,13 @@ BEGIN
                   mmr._filtered_from(c, s, p_filter), dist);
 END
 $$;
+
+-- The SQL text of a search over one space: $1 query vector, $2 k, $3 filter.
+CREATE OR REPLACE FUNCTION mmr._search_sql(c mmr._collection, s mmr._space, p_filter jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT mmr._space_search_sql(c, s, p_filter, '$1') $$;
 
 -- Validate search arguments and set the index scan settings for this transaction step.  With
 -- a filter (and its collection c), the filter's plan (mmr._filter_plan) raises ef_search for the
@@ -163,7 +187,7 @@ BEGIN
         filter_ef := fp.ef_search;
         relaxed := NOT fp.exact;
     END IF;
-    PERFORM mmr._raise_ef_search(p_k, coalesce(p_ef_search, filter_ef));
+    PERFORM mmr._raise_ef_search(mmr._scan_rows(s, p_k), coalesce(p_ef_search, filter_ef));
     PERFORM set_config('hnsw.iterative_scan',
                        CASE WHEN relaxed THEN 'relaxed_order' ELSE 'strict_order' END, true);
     IF p_max_scan_tuples IS NOT NULL THEN
@@ -212,7 +236,8 @@ BEGIN
     IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL
        AND k BETWEEN 1 AND 1000 AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) THEN
         s := mmr._active_space(collection, space);
-        IF s.id IS NOT NULL
+        -- ('bit' spaces take the general path: their candidate scan needs iterative scans)
+        IF s.id IS NOT NULL AND s.storage <> 'bit'
            AND @extschema:vector@.vector_dims(query) = s.dimensions
            AND mmr._norm_ok(query, s.distance) THEN
             PERFORM mmr._raise_ef_search(k, ef_search);
@@ -292,6 +317,54 @@ BEGIN
 END
 $$;
 
+-- Many queries in one call (issue 17, item 4): the k nearest rows of each vector of `vectors`,
+-- as (query_index from 1, rank from 1, key, score).  One statement: the queries are a lateral
+-- join over the space's search, so each runs the same index scan as mmr.search, planned once.
+CREATE OR REPLACE FUNCTION mmr.search_batch(
+    collection text,
+    space text,
+    vectors @extschema:vector@.vector[],
+    k int DEFAULT 10,
+    ef_search int DEFAULT NULL)
+RETURNS TABLE (query_index int, rank int, key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    i int;
+BEGIN
+    IF vectors IS NULL THEN
+        RAISE EXCEPTION 'vectors must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+              HINT = 'Pass an array of query vectors, e.g. ARRAY[''[...]'']::vector[].';
+    END IF;
+    PERFORM mmr._check_limit('batch_queries', cardinality(vectors), 'the number of query vectors');
+    IF array_ndims(vectors) > 1 THEN
+        RAISE EXCEPTION 'vectors must be a one-dimensional array'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    FOR i IN 1 .. cardinality(vectors) LOOP
+        PERFORM mmr._check_vector(vectors[i], s.dimensions, s.distance,
+                                  format('query vector %s', i));
+    END LOOP;
+    -- k and ef_search checked, ef_search raised, iterative scans on (every query gets k rows
+    -- past invisible index entries), as for one mmr.search
+    PERFORM mmr._prepare_search(s, vectors[1], k, ef_search, NULL);
+    PERFORM mmr._check_limit('batch_rows', cardinality(vectors)::float8 * k,
+                             'the rows of the batch (query vectors x k)');
+    RETURN QUERY EXECUTE format(
+        'SELECT q.i::int, r.rank::int, r.key, r.score '
+        'FROM unnest($1) WITH ORDINALITY q(v, i) '
+        'CROSS JOIN LATERAL (SELECT y.key, y.score, row_number() OVER () AS rank '
+        '                      FROM (%s) y) r ORDER BY q.i, r.rank',
+        mmr._space_search_sql(c, s, NULL, 'q.v')) USING vectors, k;
+END
+$$;
+
 -- Store vectors the application computed itself (spaces whose encoder is 'external').
 CREATE OR REPLACE FUNCTION mmr.put_embeddings(
     collection text,
@@ -309,6 +382,7 @@ DECLARE
     missing jsonb;
     n bigint;
     vexpr text;
+    bulk boolean;
 BEGIN
     IF s.encoder <> 'external' THEN
         RAISE EXCEPTION 'space % is filled by encoder %, not by the application',
@@ -350,6 +424,10 @@ BEGIN
     IF s.storage = 'halfvec' THEN
         vexpr := format('(%s)::halfvec(%s)', vexpr, s.dimensions);
     END IF;
+    -- Many rows into a version nobody searches through its index (inactive, or empty): no
+    -- index while they are written, then one build (sql/idempotent/046-bulk.sql), all in this
+    -- transaction.
+    bulk := mmr._bulk_worthwhile(s, cardinality(keys)) AND mmr._begin_bulk_fill(s);
     EXECUTE format('INSERT INTO %s AS x (%s, embedding, content_hash, model_id, updated_at) '
                    'SELECT t.*, %s, NULL, ''external'', now() '
                    'FROM unnest($1, $2) u(k, e), LATERAL (SELECT %s) t '
@@ -359,6 +437,9 @@ BEGIN
                    mmr._key_list(c))
       USING keys, embeddings;
     GET DIAGNOSTICS n = ROW_COUNT;
+    IF bulk THEN
+        PERFORM mmr._finish_bulk_fill(s.id);
+    END IF;
     RETURN n;
 END
 $$;

@@ -160,6 +160,11 @@ BEGIN
           USING s.id;
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
+        -- a large backfill of a version nobody searches through its index: filled in bulk, the
+        -- index built once when a worker drains it (sql/idempotent/046-bulk.sql)
+        IF mmr._bulk_worthwhile(s, n) THEN
+            PERFORM mmr._begin_bulk_fill(s);
+        END IF;
     END LOOP;
     IF total > 0 THEN
         PERFORM pg_notify('mmr_queue', c.id::text);

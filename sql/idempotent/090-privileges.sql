@@ -34,7 +34,10 @@ BEGIN
                                       -- worker role (issue 12, item 1): administrative
                                       'grant_worker', '_grant_worker_on', '_revoke_worker_on',
                                       -- encoding inside the server (issue 13): administrative
-                                      'set_python_path', '_plpython_unavailable')
+                                      'set_python_path', '_plpython_unavailable',
+                                      -- bulk fills (issue 17): administrative
+                                      'begin_bulk_fill', 'finish_bulk_fill',
+                                      '_begin_bulk_fill', '_finish_bulk_fill')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
