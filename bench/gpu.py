@@ -53,7 +53,9 @@ def cuda_reason() -> str | None:
     from pg_mmretrieval.onnx.providers import cuda_device_count
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        return (
+            f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        )
     if cuda_device_count() == 0:
         return "no GPU visible to the CUDA driver"
     return None
@@ -80,8 +82,10 @@ def session(path: Path, provider: str) -> Any:
     return sess
 
 
-def feeds(sess: Any, modality: str, batch: int, seq: int, seed: int = 0) -> dict[str, Any]:
-    """Synthetic inputs of the graph's dtypes: pixels in [-1, 1], token ids below 1000."""
+def feeds(
+    sess: Any, modality: str, batch: int, seq: int, vocab: int, seed: int = 0
+) -> dict[str, Any]:
+    """Synthetic inputs of the graph's dtypes: pixels in [-1, 1], token ids of the vocabulary."""
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {}
     for arg in sess.get_inputs():
@@ -92,7 +96,7 @@ def feeds(sess: Any, modality: str, batch: int, seq: int, seed: int = 0) -> dict
         elif arg.name == "attention_mask":
             out[arg.name] = np.ones((batch, seq), dtype=np.int64)
         elif arg.name == "input_ids":
-            ids = rng.integers(3, 1000, (batch, seq))
+            ids = rng.integers(3, max(4, min(vocab, 30000)), (batch, seq))
             ids[:, 0], ids[:, -1] = 1, 2
             out[arg.name] = ids.astype(np.int64)
         else:
@@ -111,8 +115,12 @@ def time_cell(sess: Any, inputs: dict[str, Any], batch: int, seconds: float) -> 
         out = sess.run(None, inputs)
         times.append(time.perf_counter() - t0)
     med = float(np.median(times))
-    return {"items_per_s": batch / med, "batch_ms_p50": med * 1e3, "runs": len(times),
-            "embedding": np.asarray(out[0], dtype=np.float32)}  # fmt: skip
+    return {
+        "items_per_s": batch / med,
+        "batch_ms_p50": med * 1e3,
+        "runs": len(times),
+        "embedding": np.asarray(out[0], dtype=np.float32),
+    }
 
 
 def fp16_file(model: Path, manifest: dict[str, Any], modality: str, cache: Path) -> Path:
@@ -130,13 +138,16 @@ def fp16_file(model: Path, manifest: dict[str, Any], modality: str, cache: Path)
     return dst
 
 
-def bench_towers(models: list[Path], providers: dict[str, str | None], args: Any) -> list[dict[str, Any]]:
+def bench_towers(
+    models: list[Path], providers: dict[str, str | None], args: Any
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for model in models:
         manifest = json.loads((model / "manifest.json").read_text())
         for modality, tower in manifest["towers"].items():
             batch = args.image_batch if modality == "image" else args.text_batch
             seq = int(manifest.get("max_length", 77))
+            vocab = _vocab(model)
             files: dict[str, Path | str] = {"fp32": model / tower["file"]}
             try:
                 files["fp16"] = fp16_file(model, manifest, modality, args.out / "fp16")
@@ -145,15 +156,22 @@ def bench_towers(models: list[Path], providers: dict[str, str | None], args: Any
             ref: dict[str, Any] = {}
             for precision, path in files.items():
                 for short, reason in providers.items():
-                    row = {"model": manifest["name"], "tower": modality, "precision": precision,
-                           "provider": short, "batch": batch}  # fmt: skip
+                    row = {
+                        "model": manifest["name"],
+                        "tower": modality,
+                        "precision": precision,
+                        "provider": short,
+                        "batch": batch,
+                    }
                     rows.append(row)
                     if reason or isinstance(path, str):
                         row["skipped"] = reason or path
                         continue
                     try:
                         sess = session(path, PROVIDERS[short])
-                        cell = time_cell(sess, feeds(sess, modality, batch, seq), batch, args.seconds)
+                        cell = time_cell(
+                            sess, feeds(sess, modality, batch, seq, vocab), batch, args.seconds
+                        )
                     except Exception as e:
                         row["skipped"] = f"{type(e).__name__}: {e}"
                         continue
@@ -163,11 +181,22 @@ def bench_towers(models: list[Path], providers: dict[str, str | None], args: Any
                         ref[short] = emb
                     elif short in ref:
                         a, b = ref[short], emb
-                        cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+                        cos = np.sum(a * b, 1) / (
+                            np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+                        )
                         row["cosine_vs_fp32"] = float(cos.mean())
-                    print(f"  {manifest['name']:16s} {modality:5s} {precision} {short:4s} "
-                          f"{row['items_per_s']:9.1f} items/s (batch {batch})")  # fmt: skip
+                    print(
+                        f"  {manifest['name']:16s} {modality:5s} {precision} {short:4s} "
+                        f"{row['items_per_s']:9.1f} items/s (batch {batch})"
+                    )
     return rows
+
+
+def _vocab(model: Path) -> int:
+    from tokenizers import Tokenizer
+
+    path = model / "tokenizer.json"
+    return int(Tokenizer.from_file(str(path)).get_vocab_size()) if path.is_file() else 1000
 
 
 def bench_worker(model: Path, providers: dict[str, str | None], args: Any) -> list[dict[str, Any]]:
@@ -205,10 +234,15 @@ def bench_worker(model: Path, providers: dict[str, str | None], args: Any) -> li
             t0 = time.perf_counter()
             list(enc.embed_batch(data))
             enc_dt = time.perf_counter() - t0
-            row.update(worker_images_per_s=len(data) / dt, encoder_images_per_s=len(data) / enc_dt,
-                       session_provider=enc.provider)  # fmt: skip
-            print(f"  worker {name} {short:4s} {len(data) / dt:9.1f} images/s "
-                  f"(encoder alone {len(data) / enc_dt:.1f})")  # fmt: skip
+            row.update(
+                worker_images_per_s=len(data) / dt,
+                encoder_images_per_s=len(data) / enc_dt,
+                session_provider=enc.provider,
+            )
+            print(
+                f"  worker {name} {short:4s} {len(data) / dt:9.1f} images/s "
+                f"(encoder alone {len(data) / enc_dt:.1f})"
+            )
     finally:
         import psycopg
 
@@ -237,7 +271,9 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Example: bench/gpu.sh   (or: .venv/bin/python bench/gpu.py --seconds 2)",
     )
-    default_out = Path(os.environ["OUT"]) if os.environ.get("OUT") else REPO / ".bench-cache" / "gpu"
+    default_out = (
+        Path(os.environ["OUT"]) if os.environ.get("OUT") else REPO / ".bench-cache" / "gpu"
+    )
     ap.add_argument("--out", type=Path, default=default_out, help="result directory ($OUT)")
     ap.add_argument("--model", type=Path, action="append", default=[], help="a CLIP model dir")
     ap.add_argument("--vit-b32", action="store_true", help="also the random full-size ViT-B/32")
@@ -252,8 +288,10 @@ def main() -> None:
 
     reason = cuda_reason()
     providers: dict[str, str | None] = {"cuda": reason, "cpu": None}
-    print(f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}, "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}, "
+        f"{os.cpu_count()} CPUs"
+    )
     if reason:
         print(f"CUDA skipped: {reason}")
     models = [REPO / "onnx_models" / "shapes-clip", *args.model]
@@ -264,7 +302,11 @@ def main() -> None:
     print("towers:")
     towers = bench_towers(models, providers, args)
     print("worker:")
-    worker = [{"skipped": "--skip-worker"}] if args.skip_worker else bench_worker(models[-1], providers, args)
+    worker = (
+        [{"skipped": "--skip-worker"}]
+        if args.skip_worker
+        else bench_worker(models[-1], providers, args)
+    )
     for row in worker:
         if "skipped" in row and "provider" not in row:
             print(f"  skipped: {row['skipped']}")
@@ -273,9 +315,13 @@ def main() -> None:
     result = {
         "benchmark": "bench/gpu.py",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "onnxruntime": ort.__version__, "cuda": reason or "available",
-                    "gpu": _gpu_name()},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "onnxruntime": ort.__version__,
+            "cuda": reason or "available",
+            "gpu": _gpu_name(),
+        },
         "towers": towers,
         "worker": worker,
         "service": service,
@@ -290,15 +336,22 @@ def _gpu_name() -> str | None:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return None
-    res = subprocess.run([smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    res = subprocess.run(
+        [smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return res.stdout.strip() or None
 
 
 def summary(result: dict[str, Any]) -> str:
     """CUDA vs CPU per tower and precision (items/s and the ratio), and the worker."""
-    lines = ["", "| model | tower | precision | CPU items/s | CUDA items/s | CUDA / CPU | cos fp16 |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        "| model | tower | precision | CPU items/s | CUDA items/s | CUDA / CPU | cos fp16 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     cells: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in result["towers"]:
         cells.setdefault((row["model"], row["tower"], row["precision"]), {})[row["provider"]] = row
@@ -307,13 +360,17 @@ def summary(result: dict[str, Any]) -> str:
         c, g = cpu.get("items_per_s"), cuda.get("items_per_s")
         ratio = f"{g / c:.1f}×" if c and g else "–"
         cos = cuda.get("cosine_vs_fp32", cpu.get("cosine_vs_fp32"))
-        lines.append(f"| {model} | {tower} | {precision} | {_f(c)} | {_f(g)} | {ratio} | "
-                     f"{'–' if cos is None else f'{cos:.4f}'} |")  # fmt: skip
+        lines.append(
+            f"| {model} | {tower} | {precision} | {_f(c)} | {_f(g)} | {ratio} | "
+            f"{'–' if cos is None else f'{cos:.4f}'} |"
+        )
     for row in result["worker"]:
         if "provider" in row:
-            lines.append(f"\nworker ({row['model']}, {row['provider']}): "
-                         + (f"{row['worker_images_per_s']:.1f} images/s"
-                            if "worker_images_per_s" in row else f"skipped: {row['skipped']}"))  # fmt: skip
+            if "worker_images_per_s" in row:
+                what = f"{row['worker_images_per_s']:.1f} images/s"
+            else:
+                what = f"skipped: {row['skipped']}"
+            lines.append(f"\nworker ({row['model']}, {row['provider']}): {what}")
     return "\n".join(lines)
 
 

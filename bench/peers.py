@@ -69,9 +69,12 @@ def main(argv: list[str] | None = None) -> None:
         database = Database() if {"mmr", "pgvector"} & set(wanted) else None
         try:
             result = core.run(
-                data.docs, data.queries, factories(wanted, workdir, database), k=args.k,
+                data.docs,
+                data.queries,
+                factories(wanted, workdir, database),
+                k=args.k,
                 target=args.target,
-            )  # fmt: skip
+            )
         finally:
             if database is not None and not args.keep_db:
                 database.drop()

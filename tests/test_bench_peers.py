@@ -77,9 +77,13 @@ def test_core_on_a_tiny_corpus(
     assert res["hnswlib"]["status"] == "skipped"
     assert "hnswlib is not installed" in res["hnswlib"]["reason"]
     assert res["missing"] == {
-        "key": "missing", "name": "a peer that is not installed", "kind": "",
-        "knob": "ef", "status": "skipped", "reason": "not installed here",
-    }  # fmt: skip
+        "key": "missing",
+        "name": "a peer that is not installed",
+        "kind": "",
+        "knob": "ef",
+        "status": "skipped",
+        "reason": "not installed here",
+    }
     for key in ("mmr", "pgvector", "numpy"):
         r = res[key]
         assert r["status"] == "ok", r
@@ -107,8 +111,10 @@ def test_core_on_a_tiny_corpus(
 def test_cli_refuses_unknown_systems() -> None:
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "peers.py"), "--systems", "mmr,oracle"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "unknown systems oracle" in out.stderr
 
@@ -116,11 +122,24 @@ def test_cli_refuses_unknown_systems() -> None:
 def test_gpu_script_runs_on_cpu(tmp_path: Path) -> None:
     """bench/gpu.py without a GPU: CUDA cells skipped with the reason, CPU cells measured."""
     out = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu.py"), "--out", str(tmp_path), "--seconds",
-         "0.1", "--skip-worker", "--image-batch", "4", "--text-batch", "4"],
-        capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
-                                                         "MMR_ONNX_PROVIDERS": ""},
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "bench" / "gpu.py"),
+            "--out",
+            str(tmp_path),
+            "--seconds",
+            "0.1",
+            "--skip-worker",
+            "--image-batch",
+            "4",
+            "--text-batch",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "MMR_ONNX_PROVIDERS": ""},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "gpu.json").read_text())
     cells = result["towers"]
@@ -130,5 +149,7 @@ def test_gpu_script_runs_on_cpu(tmp_path: Path) -> None:
     cpu32 = [c for c in cells if c["provider"] == "cpu" and c["precision"] == "fp32"]
     assert all(c["items_per_s"] > 0 for c in cpu32)
     if result["machine"]["cuda"] != "available":
-        assert all(c["skipped"] == result["machine"]["cuda"] for c in cells if c["provider"] == "cuda")
+        assert all(
+            c["skipped"] == result["machine"]["cuda"] for c in cells if c["provider"] == "cuda"
+        )
     assert "| model | tower | precision |" in out.stdout

@@ -30,8 +30,28 @@ class System:
     knob: str | None = "ef"
     supports_filter = True
     #: search-time settings tried, smallest first, until recall@k reaches the target
-    ladder: tuple[int, ...] = (10, 16, 20, 24, 32, 40, 48, 64, 80, 100, 128, 160, 200, 256,
-                               320, 400, 512, 640, 800, 1000)  # fmt: skip
+    ladder: tuple[int, ...] = (
+        10,
+        16,
+        20,
+        24,
+        32,
+        40,
+        48,
+        64,
+        80,
+        100,
+        128,
+        160,
+        200,
+        256,
+        320,
+        400,
+        512,
+        640,
+        800,
+        1000,
+    )
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir

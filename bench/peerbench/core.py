@@ -165,9 +165,14 @@ def run(
 
 
 def _calibrate(
-    system: System, queries: Array, truth: Array, k: int, target: float, res: dict[str, Any],
+    system: System,
+    queries: Array,
+    truth: Array,
+    k: int,
+    target: float,
+    res: dict[str, Any],
     log: Callable[[str], None],
-) -> int | None:  # fmt: skip
+) -> int | None:
     if system.knob is None:
         res["setting"] = None
         return None
@@ -187,9 +192,15 @@ def _calibrate(
 
 
 def _interleaved(
-    live: dict[str, System], queries: Array, qcats: Array, k: int, chosen: dict[str, int | None],
-    filtered: bool, results: dict[str, dict[str, Any]], log: Callable[[str], None],
-) -> dict[str, tuple[list[float], list[list[int]]]]:  # fmt: skip
+    live: dict[str, System],
+    queries: Array,
+    qcats: Array,
+    k: int,
+    chosen: dict[str, int | None],
+    filtered: bool,
+    results: dict[str, dict[str, Any]],
+    log: Callable[[str], None],
+) -> dict[str, tuple[list[float], list[list[int]]]]:
     keys = [key for key, s in live.items() if s.supports_filter or not filtered]
 
     def call(key: str, i: int) -> list[int]:
@@ -228,7 +239,9 @@ def _machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
+            )
     except OSError:
         pass
     return {
@@ -261,7 +274,9 @@ def markdown(result: dict[str, Any]) -> str:
     notes = []
     for res in result["systems"].values():
         if res.get("status") != "ok":
-            notes.append(f"* {res.get('name', res['key'])}: {res.get('status')}: {res.get('reason')}")
+            notes.append(
+                f"* {res.get('name', res['key'])}: {res.get('status')}: {res.get('reason')}"
+            )
             continue
         s = res.get("search", {})
         f = res.get("filtered")
@@ -269,15 +284,13 @@ def markdown(result: dict[str, Any]) -> str:
         if res.get("target_reached") is False:
             setting += " (target not reached)"
         fcols = (
-            f"{f['rows_mean']:.1f} | {f['recall']:.3f} | {f['p50_ms']:.2f}"
-            if f
-            else "– | – | –"
+            f"{f['rows_mean']:.1f} | {f['recall']:.3f} | {f['p50_ms']:.2f}" if f else "– | – | –"
         )
         lines.append(
             f"| {res['name']} | {setting} | {s.get('recall', float('nan')):.3f} "
             f"| {s.get('p50_ms', float('nan')):.2f} | {s.get('p99_ms', float('nan')):.2f} "
-            f"| {s.get('qps', float('nan')):.0f} | {res['build_s']:.1f} | {_mb(res['index_bytes'])} "
-            f"| {fcols} |"
+            f"| {s.get('qps', float('nan')):.0f} | {res['build_s']:.1f} "
+            f"| {_mb(res['index_bytes'])} | {fcols} |"
         )
         for what in ("search error", "filtered search error"):
             if what in res:

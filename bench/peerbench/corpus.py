@@ -133,7 +133,11 @@ def sentences(
     texts, n_py = all_sentences(cache_dir)
     order = np.random.default_rng(seed).permutation(len(texts))
     picked = [texts[i] for i in order[:total]]
-    return picked, {"python docstrings": n_py, "debian docs": len(texts) - n_py, "used": len(picked)}
+    return picked, {
+        "python docstrings": n_py,
+        "debian docs": len(texts) - n_py,
+        "used": len(picked),
+    }
 
 
 def embed(texts: list[str], encoder_name: str = "minilm") -> np.ndarray[Any, Any]:

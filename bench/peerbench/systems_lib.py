@@ -7,12 +7,11 @@ and answers one query per call, as the SQL systems do.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import EF_CONSTRUCTION, M, Array, Skip, System, dir_bytes
+from .base import EF_CONSTRUCTION, Array, M, Skip, System, dir_bytes
 
 
 def _need(module: str, package: str) -> Any:
@@ -44,7 +43,10 @@ class Faiss(System):
     def _selector(self, cat: int) -> Any:
         if cat not in self._bitmaps:
             bits = np.packbits(self.cats == cat, bitorder="little")
-            self._bitmaps[cat] = (bits, self.faiss.IDSelectorBitmap(len(self.cats), self.faiss.swig_ptr(bits)))
+            self._bitmaps[cat] = (
+                bits,
+                self.faiss.IDSelectorBitmap(len(self.cats), self.faiss.swig_ptr(bits)),
+            )
         return self._bitmaps[cat][1]
 
     def _search(self, q: Array, k: int, params: Any) -> list[int]:
@@ -225,7 +227,9 @@ class Qdrant(System):
         self.client = qc.QdrantClient(path=str(self.path))
         self.client.create_collection(
             "docs",
-            vectors_config=models.VectorParams(size=vectors.shape[1], distance=models.Distance.COSINE),
+            vectors_config=models.VectorParams(
+                size=vectors.shape[1], distance=models.Distance.COSINE
+            ),
         )
         step = 2000
         for lo in range(0, len(vectors), step):

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import psycopg
 from pgvector import Vector
 from pgvector.psycopg import register_vector
 
-from .base import EF_CONSTRUCTION, M, Array, System
+from .base import EF_CONSTRUCTION, Array, M, System
 
 PUT_BATCH = 2000
 
@@ -51,11 +52,9 @@ class Database:
 
 
 def _with_database(url: str, dbname: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo("", **params)
+    """``url`` (a postgresql:// URL, as the embedded server gives) naming another database."""
+    base, sep, query = url.partition("?")
+    return re.sub(r"/[^/]*$", f"/{dbname}", base) + sep + query
 
 
 def _copy_source(conn: psycopg.Connection[Any], table: str, cats: Array) -> None:
@@ -151,7 +150,9 @@ class BarePgvector(System):
         conn.execute(
             f"CREATE TABLE bare (id int PRIMARY KEY, cat int NOT NULL, embedding vector({dim}))"
         )
-        with conn.cursor().copy("COPY bare (id, cat, embedding) FROM STDIN WITH (FORMAT BINARY)") as cp:
+        with conn.cursor().copy(
+            "COPY bare (id, cat, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ) as cp:
             cp.set_types(["int4", "int4", "vector"])
             for i, v in enumerate(vectors):
                 cp.write_row((i, int(cats[i]), np.asarray(v, dtype=np.float32)))
@@ -170,21 +171,29 @@ class BarePgvector(System):
         return conn
 
     def search(self, q: Array, k: int, knob: int | None) -> list[int]:
-        rows = self._on(self.conn, knob).execute(
-            "SELECT id FROM bare ORDER BY embedding <=> %s LIMIT %s",
-            (Vector(q), k),
-            prepare=True,
-            binary=True,
-        ).fetchall()
+        rows = (
+            self._on(self.conn, knob)
+            .execute(
+                "SELECT id FROM bare ORDER BY embedding <=> %s LIMIT %s",
+                (Vector(q), k),
+                prepare=True,
+                binary=True,
+            )
+            .fetchall()
+        )
         return [int(r[0]) for r in rows]
 
     def search_filtered(self, q: Array, k: int, knob: int | None, cat: int) -> list[int]:
-        rows = self._on(self.fconn, knob).execute(
-            "SELECT id FROM bare WHERE cat = %s ORDER BY embedding <=> %s LIMIT %s",
-            (cat, Vector(q), k),
-            prepare=True,
-            binary=True,
-        ).fetchall()
+        rows = (
+            self._on(self.fconn, knob)
+            .execute(
+                "SELECT id FROM bare WHERE cat = %s ORDER BY embedding <=> %s LIMIT %s",
+                (cat, Vector(q), k),
+                prepare=True,
+                binary=True,
+            )
+            .fetchall()
+        )
         return [int(r[0]) for r in rows]
 
     def index_bytes(self) -> int | None:
