@@ -23,7 +23,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -32,9 +34,9 @@ if not os.environ.get("MMR_DATABASE_URL"):
     os.environ.setdefault("MMR_DATA_DIR", str(REPO / ".mmr-test-data"))
 
 from peerbench import core, corpus  # noqa: E402
-from peerbench.base import System  # noqa: E402
+from peerbench.base import Array, System  # noqa: E402
 from peerbench.systems_lib import PEERS  # noqa: E402
-from peerbench.systems_pg import BarePgvector, Database, MmrSearch  # noqa: E402
+from peerbench.systems_pg import BarePgvector, Database, MmrSearch, cost_breakdown  # noqa: E402
 
 ALL = ["mmr", "pgvector", "numpy", *PEERS]
 
@@ -93,11 +95,27 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out / f'peers-{n}.json'} and .md")
 
 
+def _breakdown(
+    database: Database | None, queries: Array, k: int
+) -> Callable[[dict[str, dict[str, Any]]], dict[str, float]] | None:
+    """Where the bare table's query time goes, when the bare table was built."""
+    if database is None:
+        return None
+
+    def run(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+        bare = results.get("pgvector", {})
+        if bare.get("status") != "ok":
+            raise RuntimeError("no bare pgvector table (--systems without pgvector)")
+        return cost_breakdown(database, queries, k, bare.get("setting"))
+
+    return run
+
+
 def factories(
     wanted: list[str], workdir: Path, database: Database | None
-) -> dict[str, core.Callable[[], System]]:
+) -> dict[str, Callable[[], System]]:
     """One constructor per wanted system, in the order given."""
-    out: dict[str, core.Callable[[], System]] = {}
+    out: dict[str, Callable[[], System]] = {}
     for key in wanted:
         if key == "mmr":
             assert database is not None

@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from peerbench import core, corpus  # noqa: E402
 from peerbench.base import Skip, System  # noqa: E402
 from peerbench.systems_lib import PEERS  # noqa: E402
-from peerbench.systems_pg import BarePgvector, Database, MmrSearch  # noqa: E402
+from peerbench.systems_pg import BarePgvector, Database, MmrSearch, cost_breakdown  # noqa: E402
 
 from .models import minilm_dir  # noqa: E402
 
@@ -67,7 +67,14 @@ def test_core_on_a_tiny_corpus(
             "hnswlib": lambda: PEERS["hnswlib"](tmp_path),
             "missing": lambda: _Missing(tmp_path),
         }
-        result = core.run(docs, queries, systems, k=10, log=lambda _: None)
+        result = core.run(
+            docs,
+            queries,
+            systems,
+            k=10,
+            log=lambda _: None,
+            breakdown=lambda res: cost_breakdown(database, queries, 10, res["pgvector"]["setting"]),
+        )
     finally:
         database.drop()
     json.dumps(result)  # JSON-ready
@@ -101,11 +108,15 @@ def test_core_on_a_tiny_corpus(
         # 1 % of 300 rows is ~3 rows per category: all of them come back
         assert res[key]["filtered"]["recall"] == 1.0
     assert res["numpy"]["search"]["recall"] == 1.0 and res["numpy"]["setting"] is None
+    cost = result["postgres_cost_ms"]
+    assert set(cost) == {"round trip", "bare prepared", "planning", "execution"}, cost
+    assert all(v > 0 for v in cost.values())
     table = core.markdown(result)
     assert "| system | setting at recall@10 ≥ 0.95 |" in table
     for name in ("mmr.search (SQL)", "pgvector, bare prepared SQL", "numpy exact (brute force)"):
         assert f"| {name} |" in table
     assert "hnswlib: skipped: hnswlib is not installed" in table
+    assert "Where a bare pgvector query's time goes" in table
 
 
 def test_cli_refuses_unknown_systems() -> None:

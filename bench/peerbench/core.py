@@ -98,8 +98,12 @@ def run(
     target: float = 0.95,
     seed: int = 3,
     log: Callable[[str], None] = print,
+    breakdown: Callable[[dict[str, dict[str, Any]]], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Build, calibrate and time every system; the result as a JSON-ready dict."""
+    """Build, calibrate and time every system; the result as a JSON-ready dict.
+
+    ``breakdown(results)`` (run last, its result stored as ``postgres_cost_ms``): where a bare
+    SQL query's time goes (:func:`.systems_pg.cost_breakdown`)."""
     rng = np.random.default_rng(seed)
     cats = rng.integers(0, CATEGORIES, len(docs))
     qcats = rng.integers(0, CATEGORIES, len(queries))
@@ -150,6 +154,12 @@ def run(
             results[key][label] = entry
     for system in live.values():
         system.close()
+    extra: dict[str, Any] = {}
+    if breakdown is not None:
+        try:
+            extra["postgres_cost_ms"] = breakdown(results)
+        except Exception as e:
+            extra["postgres_cost_ms"] = {"error": f"{type(e).__name__}: {e}"}
     return {
         "benchmark": "bench/peers.py",
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -161,6 +171,7 @@ def run(
         "target_recall": target,
         "filter_selectivity": 1 / CATEGORIES,
         "systems": results,
+        **extra,
     }
 
 
@@ -297,4 +308,12 @@ def markdown(result: dict[str, Any]) -> str:
                 notes.append(f"* {res['name']}: {what}: {res[what]}")
     if notes:
         lines += ["", *notes]
+    cost = result.get("postgres_cost_ms")
+    if cost and "error" not in cost:
+        lines += [
+            "",
+            "Where a bare pgvector query's time goes (p50, ms): "
+            + ", ".join(f"{name} {ms:.3f}" for name, ms in cost.items())
+            + ".",
+        ]
     return "\n".join(lines) + "\n"

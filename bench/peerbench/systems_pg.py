@@ -202,3 +202,48 @@ class BarePgvector(System):
     def close(self) -> None:
         self.conn.close()
         self.fconn.close()
+
+
+def cost_breakdown(
+    database: Database, queries: Array, k: int, ef_search: int | None
+) -> dict[str, float]:
+    """Where a bare query's time goes, p50 over ``queries`` (ms), interleaved per query:
+
+    * ``round trip``: a prepared ``SELECT 1`` (client, protocol, socket, executor start-up);
+    * ``bare prepared``: the bare search as the benchmark sends it (client-side time);
+    * ``planning`` / ``execution``: the server's own times for the same query from
+      ``EXPLAIN (ANALYZE, TIMING OFF)`` (planning of an unprepared statement; execution is the
+      HNSW scan and the heap fetches of the k rows, without the protocol).
+    """
+    import json
+    import time
+
+    conn = database.connect()
+    try:
+        conn.execute(f"SET hnsw.ef_search = {int(ef_search or 40)}")
+        out: dict[str, list[float]] = {
+            "round trip": [], "bare prepared": [], "planning": [], "execution": []
+        }  # fmt: skip
+        sql = "SELECT id FROM bare ORDER BY embedding <=> %s LIMIT %s"
+        for q in queries[: min(WARMUP_BREAKDOWN, len(queries))]:
+            conn.execute(sql, (Vector(q), k), prepare=True, binary=True).fetchall()
+        for q in queries:
+            t0 = time.perf_counter()
+            conn.execute("SELECT 1", prepare=True).fetchall()
+            out["round trip"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            conn.execute(sql, (Vector(q), k), prepare=True, binary=True).fetchall()
+            out["bare prepared"].append(time.perf_counter() - t0)
+            row = conn.execute(
+                "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + sql, (Vector(q), k)
+            ).fetchone()
+            assert row is not None
+            plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+            out["planning"].append(plan[0]["Planning Time"] / 1e3)
+            out["execution"].append(plan[0]["Execution Time"] / 1e3)
+        return {name: float(np.median(v)) * 1e3 for name, v in out.items()}
+    finally:
+        conn.close()
+
+
+WARMUP_BREAKDOWN = 20
