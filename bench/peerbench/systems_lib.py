@@ -137,6 +137,8 @@ class Chroma(System):
                 embeddings=vectors[lo:hi],
                 metadatas=[{"cat": int(c)} for c in cats[lo:hi]],
             )
+        # ef_search is set with collection.modify(); Chroma may answer at full recall at every
+        # value (its recall hardly changes with it on small collections)
         self.settings = {"m": M, "ef_construction": EF_CONSTRUCTION, "store": "PersistentClient"}
         self._ef: int | None = None
 
@@ -197,7 +199,13 @@ class Lance(System):
         self.settings = {"m": M, "ef_construction": EF_CONSTRUCTION, "partitions": partitions}
 
     def _query(self, q: Array, k: int, knob: int | None) -> Any:
-        return self.tbl.search(q).metric("cosine").limit(k).ef(int(knob or 10)).select(["id"])
+        return (
+            self.tbl.search(q)
+            .metric("cosine")
+            .limit(k)
+            .ef(int(knob or 10))
+            .select(["id", "_distance"])
+        )
 
     def search(self, q: Array, k: int, knob: int | None) -> list[int]:
         return [int(i) for i in self._query(q, k, knob).to_arrow()["id"].to_pylist()]
