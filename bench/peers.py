@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                 factories(wanted, workdir, database),
                 k=args.k,
                 target=args.target,
+                breakdown=_breakdown(database, data.queries, args.k),
             )
         finally:
             if database is not None and not args.keep_db:

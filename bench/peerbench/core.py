@@ -141,6 +141,7 @@ def run(
             system.close()
             del live[key]
     for label, filtered in (("search", False), ("filtered", True)):
+        log(f"timing: {label}, {len(queries)} queries, interleaved over {len(live)} systems")
         timed = _interleaved(live, queries, qcats, k, chosen, filtered, results, log)
         for key, (times, found) in timed.items():
             t = truth if not filtered else ftruth
