@@ -53,12 +53,28 @@ def cuda_reason() -> str | None:
     from pg_mmretrieval.onnx.providers import cuda_device_count
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return (
-            f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (install onnxruntime-gpu)"
-        )
+        why = f"onnxruntime {ort.__version__} has no CUDAExecutionProvider"
+        if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
+            # e.g. chromadb (the bench extra) depends on the CPU package, whose files replace
+            # onnxruntime-gpu's in the same environment
+            return (
+                f"{why}: both onnxruntime and onnxruntime-gpu are installed and the CPU one "
+                "won; pip install --force-reinstall --no-deps onnxruntime-gpu"
+            )
+        return f"{why} (install onnxruntime-gpu)"
     if cuda_device_count() == 0:
         return "no GPU visible to the CUDA driver"
     return None
+
+
+def _installed(dist: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def session(path: Path, provider: str) -> Any:
