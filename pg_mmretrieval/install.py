@@ -173,6 +173,10 @@ def apply_sql_file(conn: psycopg.Connection[Any], path: Path) -> None:
 def _apply_idempotent(conn: psycopg.Connection[Any]) -> None:
     for path in sorted((sql_dir() / "idempotent").glob("*.sql")):
         apply_sql_file(conn, path)
+    # The encoder catalog learns the installed plugins' encoders (mmr.add_space checks them).
+    from .encoder_catalog import publish_quietly
+
+    publish_quietly(conn, "mmr db upgrade")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from pg_mmretrieval import db
+from pg_mmretrieval.encoder_catalog import publish
 from pg_mmretrieval.encoders import _REGISTRY, Encoder, Item, get_encoder, register_encoder
 from pg_mmretrieval.errors import InputError
 from pg_mmretrieval.worker import RetryPolicy, Worker, WorkerConfig, queue
@@ -90,6 +91,7 @@ def table(conn: psycopg.Connection[Any], encoder: ScriptedEncoder) -> str:
         "SELECT mmr.create_collection(%s, %s, image_column => 'img', text_columns => '{body}')",
         (name, name),
     )
+    publish(conn, "test", [encoder])  # mmr.add_space checks the encoder catalog
     conn.execute("SELECT mmr.add_space(%s, 'vec', %s, 'body', 32)", (name, encoder.name))
     return name
 
@@ -384,6 +386,7 @@ def test_model_switch_in_the_shadow(
     Worker(worker_url(db_url), cfg(table)).run()
     enc2 = ScriptedEncoder(f"scripted-b-{next(_counter)}", model_id="scripted/v2")
     register_encoder(enc2)
+    publish(conn, "test", [enc2])
     try:
         conn.execute(
             "SELECT mmr.add_space(%s, 'vec', %s, 'body', 32, new_version => true)",

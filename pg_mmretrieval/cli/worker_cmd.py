@@ -10,12 +10,13 @@ import click
 
 from .. import db
 from .. import loaders as _ld
+from ..encoder_catalog import Unservable, unservable
 from ..errors import ConfigError
 from ..worker import admin
 from ..worker.backfill import run_backfill
 from ..worker.failures import RetryPolicy
 from ..worker.runner import WorkerConfig
-from ..worker.supervisor import run_pool, run_worker
+from ..worker.supervisor import UNSERVABLE_EXIT, run_pool, run_worker
 from ._common import connect, echo_json, print_table
 
 __all__ = ["register"]
@@ -49,7 +50,7 @@ def _worker_options(f: click.decorators.FC) -> click.decorators.FC:
                 "--retry-base",
                 default=2.0,
                 show_default=True,
-                help="Backoff after the first failure (doubles each time, ±50 %% jitter).",
+                help="Backoff after the first failure (doubles each time, ±50 % jitter).",
             ),
             click.option(
                 "--max-claims",
@@ -169,6 +170,12 @@ def _logging(verbose: bool) -> None:
     )
 
 
+def _print_unservable(unserved: list[Unservable]) -> None:
+    """Spaces no worker can serve: their rows stay queued for ever until fixed."""
+    for u in unserved:
+        click.echo(f"warning: {u.line()}", err=True)
+
+
 @click.command("worker")
 @click.option("--collection", "collections", multiple=True, help="Serve only this (repeatable).")
 @click.option("--concurrency", default=1, show_default=True, help="Worker processes.")
@@ -185,7 +192,9 @@ def worker(
     **opts: object,
 ) -> None:
     """Embed queued rows: claim, load, encode, write; until stopped (SIGTERM/Ctrl-C finish
-    the current batch) or, with --once, until the queue is empty.
+    the current batch) or, with --once, until the queue is empty.  With --once the exit
+    status is 3 when a space could not be served (unknown encoder, wrong dimension): the
+    reason is printed, and `mmr status` lists such spaces.
 
     The worker logs in as the least-privilege role mmr_worker on the embedded server (created
     by `mmr db upgrade`), else at MMR_WORKER_DATABASE_URL, else at MMR_DATABASE_URL as given.
@@ -218,6 +227,10 @@ def worker(
         f"{stats.removed} removed, {stats.retried} to retry, {stats.dead} dead-lettered",
         err=True,
     )
+    for space, reason in sorted(stats.unservable.items()):
+        click.echo(f"error: space {space} was not served: {reason}", err=True)
+    if once and stats.unservable:
+        sys.exit(UNSERVABLE_EXIT)
 
 
 @click.command("backfill")
@@ -278,7 +291,8 @@ def check(collection: str, as_json: bool, do_repair: bool) -> None:
         report = admin.check(conn, collection)
         repaired = admin.repair(conn, collection) if do_repair else None
         conn.commit()
-    ok = admin.healthy(report)
+        unserved = unservable(conn, collection)
+    ok = admin.healthy(report) and not unserved
     if as_json:
         echo_json({"collection": collection, "healthy": ok, "spaces": report, "repair": repaired})
     else:
@@ -299,6 +313,8 @@ def check(collection: str, as_json: bool, do_repair: bool) -> None:
         )
         if repaired is not None:
             print_table(repaired, ["space", "version", "queued", "orphans_deleted"], "repair")
+    if not as_json:
+        _print_unservable(unserved)
     if not ok:
         sys.exit(1)
 
@@ -316,9 +332,11 @@ def status(collection: str | None, as_json: bool) -> None:
     """
     with connect() as conn:
         rows = admin.status(conn, collection)
+        unserved = unservable(conn, collection)
     if as_json:
         echo_json(rows)
         return
+    _print_unservable(unserved)
     for r in rows:
         r["lag_s"] = None if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}"
     print_table(
@@ -363,9 +381,11 @@ def failed_list(collection: str | None, space: str | None, limit: int, as_json: 
     """List dead letters, newest first."""
     with connect() as conn:
         rows = admin.failed_list(conn, collection, space, limit)
+        unserved = [u for u in unservable(conn, collection) if space in (None, u.space)]
     if as_json:
         echo_json(rows)
         return
+    _print_unservable(unserved)
     print_table(
         rows,
         ["id", "collection", "space", "version", "key", "error_class", "attempts", "error"],

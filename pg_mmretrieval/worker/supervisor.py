@@ -6,13 +6,17 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from types import FrameType
 from typing import Any
 
 from .runner import Worker, WorkerConfig, WorkerStats
 
-__all__ = ["run_pool", "run_worker"]
+__all__ = ["UNSERVABLE_EXIT", "run_pool", "run_worker"]
+
+#: exit status of ``mmr worker --once`` when a space it should serve cannot be served
+UNSERVABLE_EXIT = 3
 
 _log = logging.getLogger("pg_mmretrieval.worker")
 
@@ -44,7 +48,9 @@ def _child(
     if env:
         os.environ.update(env)
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(message)s")
-    run_worker(url, config)
+    stats = run_worker(url, config)
+    if config.once and stats.unservable:
+        sys.exit(UNSERVABLE_EXIT)  # drained what it could, but some spaces it cannot serve
 
 
 def run_pool(url: str | None, config: WorkerConfig, n: int) -> int:

@@ -32,7 +32,9 @@ BEGIN
                                       -- column privileges (issue 12): administrative
                                       '_secure_embeddings',
                                       -- worker role (issue 12, item 1): administrative
-                                      'grant_worker', '_grant_worker_on', '_revoke_worker_on')
+                                      'grant_worker', '_grant_worker_on', '_revoke_worker_on',
+                                      -- encoder catalog (issue 16): administrative
+                                      'declare_encoder', 'unservable_spaces')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
