@@ -92,9 +92,7 @@ def publish_quietly(conn: psycopg.Connection[Any], by: str) -> int:
         return 0
 
 
-def unservable(
-    conn: psycopg.Connection[Any], collection: str | None = None
-) -> list[Unservable]:
+def unservable(conn: psycopg.Connection[Any], collection: str | None = None) -> list[Unservable]:
     """Spaces no worker can serve (``mmr.unservable_spaces``), with the reason."""
     rows = conn.execute(
         "SELECT collection, space, version, encoder, reason FROM mmr.unservable_spaces(%s)",

@@ -6,9 +6,11 @@ import sys
 from typing import Any
 
 import click
+import psycopg
 
 from .. import demo as _demo
-from ..errors import MMRError
+from ..db import translate_error
+from ..errors import ConfigError, InputError, MMRError, NotFoundError
 from . import (
     collection_cmd,
     db_cmd,
@@ -60,8 +62,14 @@ def _load_plugin_commands() -> None:
     call_register_commands(cli)
 
 
+#: errors the user can fix by changing the command or its settings: exit status 2 (as click's
+#: usage errors); anything else (a server or plugin failure) exits 1
+USER_MISTAKES = (InputError, NotFoundError, ConfigError)
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point of the ``mmr`` console script: errors print one clear message, exit 1."""
+    """Entry point of the ``mmr`` console script: errors print one clear message and exit 2
+    for a user's mistake (bad argument, unknown name, bad setting), 1 otherwise."""
     try:
         _load_plugin_commands()
         return cli.main(args=argv, prog_name="mmr", standalone_mode=False)
@@ -73,4 +81,8 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(e.exit_code)
     except MMRError as e:
         click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        sys.exit(2 if isinstance(e, USER_MISTAKES) else 1)
+    except psycopg.Error as e:  # one the command did not translate: still one clear message
+        err = translate_error(e)
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2 if isinstance(err, USER_MISTAKES) else 1)

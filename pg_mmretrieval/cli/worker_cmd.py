@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -15,6 +14,7 @@ from ..errors import ConfigError
 from ..worker import admin
 from ..worker.backfill import run_backfill
 from ..worker.failures import RetryPolicy
+from ..worker.progress import configure_logging, report_progress
 from ..worker.runner import WorkerConfig
 from ..worker.supervisor import UNSERVABLE_EXIT, run_pool, run_worker
 from ._common import connect, echo_json, print_table
@@ -162,14 +162,6 @@ def _config(
     return WorkerConfig(batch_size=batch_size, lease_s=lease_s, retry=retry, **kw)  # type: ignore[arg-type]
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def _print_unservable(unserved: list[Unservable]) -> None:
     """Spaces no worker can serve: their rows stay queued for ever until fixed."""
     for u in unserved:
@@ -181,7 +173,22 @@ def _print_unservable(unserved: list[Unservable]) -> None:
 @click.option("--concurrency", default=1, show_default=True, help="Worker processes.")
 @click.option("--once", is_flag=True, help="Exit when the queue is empty (for scripts).")
 @click.option("--poll", "poll_s", default=5.0, show_default=True, help="Fallback poll seconds.")
-@click.option("-v", "--verbose", is_flag=True)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Debug logs, the embedded server's own logs included."
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (progress counters as fields).",
+)
+@click.option(
+    "--progress-interval",
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress reports (0: none); a live line on a terminal.",
+)
 @_worker_options
 def worker(
     collections: tuple[str, ...],
@@ -189,6 +196,8 @@ def worker(
     once: bool,
     poll_s: float,
     verbose: bool,
+    log_format: str,
+    progress_interval: float,
     **opts: object,
 ) -> None:
     """Embed queued rows: claim, load, encode, write; until stopped (SIGTERM/Ctrl-C finish
@@ -207,12 +216,13 @@ def worker(
       mmr worker                                  # all collections, one process
       mmr worker --collection products --concurrency 4
       mmr worker --once                           # drain and exit (scripts, cron)
+      mmr worker --log-format json --progress-interval 30   # for a log collector
       MMR_WORKER_DATABASE_URL=postgresql://mmr_worker:secret@db/app mmr worker
       mmr worker --once --allow-superuser         # only on a server without user code
       mmr worker --path-root /srv/images --url-allow-host '*.cdn.example.com' \\
                  --url-deadline 20 --max-text-chars 50000
     """
-    _logging(verbose)
+    configure_logging(verbose, log_format)
     _apply_limits(opts)
     cfg = _config(collections=collections or None, once=once, poll_s=poll_s, **opts)  # type: ignore[arg-type]
     url = db.resolve_worker_url()
@@ -221,7 +231,8 @@ def worker(
         if bad and once:
             sys.exit(1)
         return
-    stats = run_worker(url, cfg)
+    live = sys.stderr.isatty() and log_format == "text"
+    stats = run_worker(url, cfg, watch=lambda w: report_progress(w, progress_interval, live=live))
     click.echo(
         f"worker done: {stats.written} embedded, {stats.unchanged} unchanged, "
         f"{stats.removed} removed, {stats.retried} to retry, {stats.dead} dead-lettered",

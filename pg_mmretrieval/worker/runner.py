@@ -434,6 +434,12 @@ class Worker:
                 out[enc.name] = f"unknown ({type(e).__name__})"
         return out
 
+    def queued(self, conn: psycopg.Connection[Any]) -> int:
+        """Rows queued for the spaces this worker serves, counted on ``conn`` (progress)."""
+        return sum(
+            queue.queued(conn, c, ids) for c in list(self._catalog) if (ids := self._space_ids(c))
+        )
+
     def _space_ids(self, coll: CollectionSpec) -> list[int]:
         return [s.id for s in coll.spaces if s.id in self._encoders]
 

@@ -1,0 +1,178 @@
+"""Issue 16: the newcomer's path never dead-ends silently.
+
+Validation where the mistake is made (the encoder catalog and mmr.add_space), spaces no worker
+can serve reported everywhere, and no silent empty search results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from pg_mmretrieval import install
+from pg_mmretrieval.encoder_catalog import unservable
+from pg_mmretrieval.worker import Worker, WorkerConfig
+
+from .helpers import worker_url
+from .test_cli import mmr_cli
+
+
+def _mmr(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mmr`` with the worker logging in as mmr_worker (never as a superuser)."""
+    env = {**os.environ, "MMR_DATABASE_URL": url, "MMR_WORKER_DATABASE_URL": worker_url(url)}
+    return subprocess.run(
+        [sys.executable, "-m", "pg_mmretrieval", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _notices(conn: psycopg.Connection[Any]) -> list[psycopg.errors.Diagnostic]:
+    seen: list[psycopg.errors.Diagnostic] = []
+    conn.add_notice_handler(seen.append)
+    return seen
+
+
+@pytest.fixture()
+def notes(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A table ``notes`` (id, body text, img bytea) registered as collection ``notes``."""
+    conn.execute("SELECT mmr.drop_collection(name) FROM mmr._collection WHERE name = 'notes'")
+    conn.execute("DROP TABLE IF EXISTS notes CASCADE")
+    conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text, img bytea)")
+    conn.execute(
+        "SELECT mmr.create_collection('notes', 'notes', image_column => 'img', "
+        "text_columns => '{body}')"
+    )
+    yield conn
+    conn.execute("SELECT mmr.drop_collection('notes')")
+    conn.execute("DROP TABLE notes")
+
+
+def test_upgrade_fills_the_encoder_catalog(conn: psycopg.Connection[Any], db_url: str) -> None:
+    conn.execute("DELETE FROM mmr._encoder")
+    install.upgrade(db_url)
+    row = conn.execute(
+        "SELECT dimensions, modalities, origin FROM mmr._encoder WHERE name = 'mmr-test'"
+    ).fetchone()
+    assert row == (32, ["image", "text"], "plugin")
+
+
+def test_add_space_rejects_a_misspelled_encoder(notes: psycopg.Connection[Any]) -> None:
+    with pytest.raises(psycopg.errors.UndefinedObject) as e:
+        notes.execute("SELECT mmr.add_space('notes', 'v', 'mmr-tset', 'body', 32)")
+    assert "encoder 'mmr-tset' is unknown" in str(e.value)
+    assert "mmr-test (32-d, image+text)" in (e.value.diag.message_detail or "")
+    assert "mmr.declare_encoder" in (e.value.diag.message_hint or "")
+
+
+def test_add_space_rejects_a_wrong_dimension(notes: psycopg.Connection[Any]) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        notes.execute("SELECT mmr.add_space('notes', 'v', 'mmr-test', 'body', 512)")
+    assert "produces 32-dimensional vectors, not 512" in str(e.value)
+    assert e.value.diag.message_hint == "Pass dimensions => 32."
+
+
+def test_add_space_rejects_a_modality_the_encoder_lacks(notes: psycopg.Connection[Any]) -> None:
+    notes.execute("SELECT mmr.declare_encoder('remote-text-only', 8, '{text}')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        notes.execute("SELECT mmr.add_space('notes', 'v', 'remote-text-only', 'img', 8)")
+    assert "does not embed image" in str(e.value)
+    assert "mmr-test" in (e.value.diag.message_hint or "")
+
+
+def test_declare_encoder_checks_its_arguments(conn: psycopg.Connection[Any]) -> None:
+    for args in ("'external', 8", "'x', 0", "'x', 8, '{audio}'", "'', 8"):
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute(f"SELECT mmr.declare_encoder({args})")
+
+
+def test_declare_encoder_is_administrative(conn: psycopg.Connection[Any]) -> None:
+    granted = conn.execute(
+        "SELECT has_function_privilege('public', 'mmr.declare_encoder(text,int,text[],text)', "
+        "'EXECUTE'), has_function_privilege('public', 'mmr._notice_unsearchable(int)', "
+        "'EXECUTE'), has_table_privilege('public', 'mmr._unservable', 'SELECT')"
+    ).fetchone()
+    assert granted == (False, True, False)
+
+
+def test_a_remote_encoder_no_worker_has_is_reported_and_once_exits_nonzero(
+    notes: psycopg.Connection[Any], db_url: str
+) -> None:
+    notes.execute("SELECT mmr.declare_encoder('remote-only', 8, '{text}')")
+    notes.execute("SELECT mmr.add_space('notes', 'rv', 'remote-only', 'body', 8)")
+    notes.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 5) g")
+    assert unservable(notes, "notes") == []  # declared: the catalog alone cannot tell
+
+    stats = Worker(worker_url(db_url), WorkerConfig(collections=("notes",), once=True)).run()
+    assert stats.written == 0
+    assert "this worker has no encoder 'remote-only'" in stats.unservable["rv (version 1)"]
+    (u,) = unservable(notes, "notes")
+    assert (u.space, u.encoder) == ("rv", "remote-only")
+    assert "no encoder 'remote-only'" in u.reason
+
+    env_url = db_url
+    r = mmr_cli(env_url, "status")
+    assert r.returncode == 0, r.stderr
+    assert "space 'rv' (version 1) of collection 'notes' cannot be served" in r.stderr
+    r = mmr_cli(env_url, "status", "--json")  # --json is unchanged: the rows only
+    assert r.returncode == 0 and isinstance(json.loads(r.stdout), list)
+    r = mmr_cli(env_url, "check", "notes")
+    assert r.returncode == 1 and "cannot be served" in r.stderr
+    r = mmr_cli(env_url, "failed", "list", "--collection", "notes")
+    assert r.returncode == 0 and "cannot be served" in r.stderr
+    r = _mmr(env_url, "worker", "--once", "--collection", "notes")
+    assert r.returncode == 3, r.stderr
+    assert "error: space rv (version 1) was not served" in r.stderr
+
+
+def test_a_stale_catalog_entry_is_reported_without_a_worker(
+    notes: psycopg.Connection[Any],
+) -> None:
+    notes.execute("SELECT mmr.declare_encoder('shrinking', 8, '{text}')")
+    notes.execute("SELECT mmr.add_space('notes', 'sv', 'shrinking', 'body', 8)")
+    notes.execute("SELECT mmr.declare_encoder('shrinking', 16, '{text}')")
+    (u,) = unservable(notes, "notes")
+    assert u.reason == "space has 8 dimensions but encoder 'shrinking' produces 16"
+
+
+def test_search_over_queued_rows_without_a_worker_says_so(
+    notes: psycopg.Connection[Any], db_url: str
+) -> None:
+    notes.execute("SELECT mmr.add_space('notes', 'tv', 'mmr-test', 'body', 32)")
+    notes.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 30) g")
+    seen = _notices(notes)
+    q = "[" + ",".join(["0.1"] * 32) + "]"
+    rows = notes.execute("SELECT * FROM mmr.search('notes', 'tv', %s::vector, 5)", (q,)).fetchall()
+    assert rows == []
+    texts = [d.message_primary or "" for d in seen]
+    assert any("30 rows of space 'tv' (collection 'notes') are queued" in t for t in texts), texts
+    assert any("mmr worker" in (d.message_hint or "") for d in seen)
+
+    seen.clear()  # the filtered (general) path says it too
+    notes.execute(
+        "SELECT * FROM mmr.search('notes', 'tv', %s::vector, 5, filter => '{\"id\": {\"<\": 9}}')",
+        (q,),
+    ).fetchall()
+    assert any("not yet searchable" in (d.message_primary or "") for d in seen)
+
+    r = mmr_cli(db_url, "search", "notes", "tv", "--vector", q, "-k", "3")
+    assert r.returncode == 0, r.stderr
+    assert "notice: 30 rows of space 'tv'" in r.stderr and "hint: Run `mmr worker`" in r.stderr
+
+    Worker(worker_url(db_url), WorkerConfig(collections=("notes",), once=True)).run()
+    seen.clear()
+    rows = notes.execute("SELECT * FROM mmr.search('notes', 'tv', %s::vector, 5)", (q,)).fetchall()
+    assert len(rows) == 5 and seen == []
+    rows = notes.execute(
+        "SELECT * FROM mmr.search('notes', 'tv', %s::vector, 100)", (q,)
+    ).fetchall()
+    assert len(rows) == 30 and seen == []  # short, but nothing is queued: no notice
