@@ -18,6 +18,7 @@ from ..worker.progress import configure_logging, report_progress
 from ..worker.runner import WorkerConfig
 from ..worker.supervisor import UNSERVABLE_EXIT, run_pool, run_worker
 from ._common import connect, echo_json, print_table
+from ._display import print_status
 
 __all__ = ["register"]
 
@@ -336,6 +337,9 @@ def check(collection: str, as_json: bool, do_repair: bool) -> None:
 def status(collection: str | None, as_json: bool) -> None:
     """Per collection and space: rows, embedded, queued, failed, throughput, lag, workers.
 
+    One table per collection (fits 80-100 columns); spaces no worker can serve are listed
+    with the reason.  --json prints the rows of mmr.status() as they are.
+
     \b
     Example:
       mmr status
@@ -348,27 +352,7 @@ def status(collection: str | None, as_json: bool) -> None:
         echo_json(rows)
         return
     _print_unservable(unserved)
-    for r in rows:
-        r["lag_s"] = None if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}"
-    print_table(
-        rows,
-        [
-            "collection",
-            "space",
-            "version",
-            "active",
-            "encoder",
-            "rows",
-            "embedded",
-            "queued",
-            "failed",
-            "throughput_1m",
-            "lag_s",
-            "workers_alive",
-            "providers",
-        ],
-        "mmr status",
-    )
+    print_status(rows)
 
 
 @click.group("failed")
