@@ -36,9 +36,10 @@ def _mmr(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _notices(conn: psycopg.Connection[Any]) -> list[psycopg.errors.Diagnostic]:
-    seen: list[psycopg.errors.Diagnostic] = []
-    conn.add_notice_handler(seen.append)
+def _notices(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    """(message, hint) of every notice from now on (a Diagnostic is valid only in the handler)."""
+    seen: list[tuple[str, str]] = []
+    conn.add_notice_handler(lambda d: seen.append((d.message_primary or "", d.message_hint or "")))
     return seen
 
 
@@ -153,16 +154,16 @@ def test_search_over_queued_rows_without_a_worker_says_so(
     q = "[" + ",".join(["0.1"] * 32) + "]"
     rows = notes.execute("SELECT * FROM mmr.search('notes', 'tv', %s::vector, 5)", (q,)).fetchall()
     assert rows == []
-    texts = [d.message_primary or "" for d in seen]
+    texts = [m for m, _ in seen]
     assert any("30 rows of space 'tv' (collection 'notes') are queued" in t for t in texts), texts
-    assert any("mmr worker" in (d.message_hint or "") for d in seen)
+    assert any("mmr worker" in h for _, h in seen)
 
     seen.clear()  # the filtered (general) path says it too
     notes.execute(
         "SELECT * FROM mmr.search('notes', 'tv', %s::vector, 5, filter => '{\"id\": {\"<\": 9}}')",
         (q,),
     ).fetchall()
-    assert any("not yet searchable" in (d.message_primary or "") for d in seen)
+    assert any("not yet searchable" in m for m, _ in seen)
 
     r = mmr_cli(db_url, "search", "notes", "tv", "--vector", q, "-k", "3")
     assert r.returncode == 0, r.stderr

@@ -45,7 +45,12 @@ def create(
     view_name: str | None,
     no_view: bool,
 ) -> None:
-    """Register table SOURCE (with a primary key) as collection NAME."""
+    """Register table SOURCE (with a primary key) as collection NAME.
+
+    \b
+    Example:
+      mmr collection create products products --text-column caption --image-column img
+    """
     with connect() as conn:
         cid = coll.create_collection(
             conn,
@@ -96,7 +101,13 @@ def add_space(
     new_version: bool,
     no_backfill: bool,
 ) -> None:
-    """Add SPACE to COLLECTION: ENCODER applied to one content column."""
+    """Add SPACE to COLLECTION: ENCODER applied to one content column.
+
+    \b
+    Example:
+      mmr collection add-space products clip_image --encoder shapes-clip --column img
+      mmr collection add-space products ext --encoder external --dimensions 384
+    """
     if dimensions is None:
         if encoder == "external":
             raise click.UsageError("--dimensions is required for encoder 'external'")
@@ -123,7 +134,12 @@ def add_space(
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def drop(name: str, yes: bool) -> None:
-    """Drop collection NAME: its embeddings, queue, triggers and view (never your table)."""
+    """Drop collection NAME: its embeddings, queue, triggers and view (never your table).
+
+    \b
+    Example:
+      mmr collection drop products --yes
+    """
     if not yes:
         click.confirm(f"Drop collection {name!r} and all its embeddings?", abort=True)
     with connect() as conn:
@@ -134,7 +150,13 @@ def drop(name: str, yes: bool) -> None:
 @collection_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(as_json: bool) -> None:
-    """List collections and their spaces."""
+    """List collections and their spaces.
+
+    \b
+    Example:
+      mmr collection list
+      mmr collection list --json
+    """
     with connect() as conn:
         cols = coll.list_collections(conn)
         spaces = coll.list_spaces(conn)

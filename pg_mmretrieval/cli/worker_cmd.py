@@ -373,7 +373,12 @@ def failed_group() -> None:
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with attempt history).")
 def failed_list(collection: str | None, space: str | None, limit: int, as_json: bool) -> None:
-    """List dead letters, newest first."""
+    """List dead letters, newest first.
+
+    \b
+    Example:
+      mmr failed list --collection products --json
+    """
     with connect() as conn:
         rows = admin.failed_list(conn, collection, space, limit)
         unserved = [u for u in unservable(conn, collection) if space in (None, u.space)]
@@ -393,7 +398,12 @@ def failed_list(collection: str | None, space: str | None, limit: int, as_json: 
 @click.option("--space")
 @click.option("--id", "ids", type=int, multiple=True, help="Only these ids (repeatable).")
 def failed_retry(collection: str, space: str | None, ids: tuple[int, ...]) -> None:
-    """Put dead letters of COLLECTION back into the queue."""
+    """Put dead letters of COLLECTION back into the queue.
+
+    \b
+    Example:
+      mmr failed retry products --space clip_image && mmr worker --once
+    """
     with connect() as conn:
         n = admin.failed_retry(conn, collection, space, list(ids))
         conn.commit()
@@ -405,7 +415,12 @@ def failed_retry(collection: str, space: str | None, ids: tuple[int, ...]) -> No
 @click.option("--space")
 @click.option("--id", "ids", type=int, multiple=True, help="Only these ids (repeatable).")
 def failed_purge(collection: str, space: str | None, ids: tuple[int, ...]) -> None:
-    """Delete dead letters of COLLECTION."""
+    """Delete dead letters of COLLECTION.
+
+    \b
+    Example:
+      mmr failed purge products --id 17
+    """
     with connect() as conn:
         n = admin.failed_purge(conn, collection, space, list(ids))
         conn.commit()
@@ -431,7 +446,12 @@ def space_group() -> None:
 @click.option("--version", type=int, help="Version to activate (default: newest shadow).")
 @click.option("--force", is_flag=True, help="Switch even if the version is still filling.")
 def space_switch(collection: str, space: str, version: int | None, force: bool) -> None:
-    """Make a shadow version of SPACE the one searches use, atomically."""
+    """Make a shadow version of SPACE the one searches use, atomically.
+
+    \b
+    Example:
+      mmr space switch products clip_image --version 2
+    """
     with connect() as conn:
         admin.switch_space(conn, collection, space, version, force)
         conn.commit()
@@ -444,7 +464,12 @@ def space_switch(collection: str, space: str, version: int | None, force: bool) 
 @click.option("--version", type=int, help="Drop only this version (not the active one).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def space_drop(collection: str, space: str, version: int | None, yes: bool) -> None:
-    """Drop a version of SPACE (or all its versions) with its embeddings."""
+    """Drop a version of SPACE (or all its versions) with its embeddings.
+
+    \b
+    Example:
+      mmr space drop products clip_image --version 1 --yes
+    """
     if not yes:
         what = f"version {version} of" if version else "every version of"
         click.confirm(f"Drop {what} space {space!r} of {collection!r}?", abort=True)
