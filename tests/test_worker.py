@@ -73,9 +73,10 @@ def _hash_vec(item: Item) -> npt.NDArray[np.float32]:
 
 
 @pytest.fixture()
-def encoder() -> Iterator[ScriptedEncoder]:
+def encoder(conn: psycopg.Connection[Any]) -> Iterator[ScriptedEncoder]:
     enc = ScriptedEncoder(f"scripted-{next(_counter)}")
     register_encoder(enc)
+    publish(conn, "test", [enc])  # mmr.add_space checks the encoder catalog
     try:
         yield enc
     finally:
@@ -91,7 +92,6 @@ def table(conn: psycopg.Connection[Any], encoder: ScriptedEncoder) -> str:
         "SELECT mmr.create_collection(%s, %s, image_column => 'img', text_columns => '{body}')",
         (name, name),
     )
-    publish(conn, "test", [encoder])  # mmr.add_space checks the encoder catalog
     conn.execute("SELECT mmr.add_space(%s, 'vec', %s, 'body', 32)", (name, encoder.name))
     return name
 
