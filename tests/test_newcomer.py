@@ -177,3 +177,83 @@ def test_search_over_queued_rows_without_a_worker_says_so(
         "SELECT * FROM mmr.search('notes', 'tv', %s::vector, 100)", (q,)
     ).fetchall()
     assert len(rows) == 30 and seen == []  # short, but nothing is queued: no notice
+
+
+def _all_commands() -> list[list[str]]:
+    import click
+
+    from pg_mmretrieval.cli import cli
+
+    out: list[list[str]] = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        out.append(path)
+        if isinstance(cmd, click.Group):
+            for name, sub in sorted(cmd.commands.items()):
+                walk(sub, [*path, name])
+
+    walk(cli, [])
+    return out
+
+
+def test_every_command_and_subcommand_has_an_example_in_its_help() -> None:
+    from click.testing import CliRunner
+
+    from pg_mmretrieval.cli import cli
+
+    commands = _all_commands()
+    assert ["server", "psql"] in commands and ["failed", "list"] in commands
+    runner = CliRunner()
+    missing = []
+    for path in commands:
+        res = runner.invoke(cli, [*path, "--help"])
+        assert res.exit_code == 0, (path, res.output)
+        if "Example" not in res.output:
+            missing.append(" ".join(path))
+        assert "%%" not in res.output, path  # click prints help text as written
+    assert missing == [], f"no example in --help of: {missing}"
+
+
+def test_user_mistakes_are_one_line_errors_with_exit_status_2(
+    notes: psycopg.Connection[Any], db_url: str
+) -> None:
+    notes.execute("SELECT mmr.add_space('notes', 'tv', 'mmr-test', 'body', 32)")
+    mistakes: list[tuple[dict[str, str], list[str], str]] = [
+        ({"MMR_DATABASE_URL": "notaurl"}, ["status"], "'notaurl' is not a PostgreSQL connection"),
+        ({}, ["search", "nosuch", "img_clip", "--text", "x"], "collection 'nosuch' does not exist"),
+        ({}, ["search", "notes", "nospace", "--text", "x"], "collection 'notes' has no space"),
+        ({}, ["search", "notes", "tv", "--vector", "[1, 2"], "not valid JSON"),
+        ({}, ["check", "nosuch"], "collection 'nosuch' does not exist"),
+        ({}, ["failed", "retry", "nosuch"], "collection 'nosuch' does not exist"),
+        ({}, ["worker", "--once", "--collection", "nosuch"], "no collection named 'nosuch'"),
+        (
+            {},
+            ["collection", "add-space", "notes", "v", "--encoder", "mmr-tset", "--column", "body"],
+            "mmr-tset",
+        ),
+        ({}, ["search", "notes", "tv"], "exactly one of --vector, --text or --image"),
+    ]
+    for env, args, expected in mistakes:
+        full = {
+            **os.environ,
+            "MMR_DATABASE_URL": db_url,
+            "MMR_WORKER_DATABASE_URL": worker_url(db_url),
+            **env,
+        }
+        if "MMR_DATABASE_URL" in env:
+            full.pop("MMR_WORKER_DATABASE_URL")
+        r = subprocess.run(
+            [sys.executable, "-m", "pg_mmretrieval", *args],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+        assert len([ln for ln in lines if ln.startswith(("error:", "Error:"))]) == 1, (
+            args,
+            r.stderr,
+        )
+        assert expected in r.stderr, (args, r.stderr)

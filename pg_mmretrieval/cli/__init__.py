@@ -80,9 +80,18 @@ def main(argv: list[str] | None = None) -> Any:
         e.show()
         sys.exit(e.exit_code)
     except MMRError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2 if isinstance(e, USER_MISTAKES) else 1)
+        _fail(e)
     except psycopg.Error as e:  # one the command did not translate: still one clear message
-        err = translate_error(e)
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2 if isinstance(err, USER_MISTAKES) else 1)
+        _fail(translate_error(e))
+
+
+def _fail(e: MMRError) -> None:
+    """``error: ...`` on stderr and the exit status: a user's mistake is one line (the hint
+    joined to it) and exits 2; a failure of the server or a plugin exits 1."""
+    if isinstance(e, USER_MISTAKES):
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        message, _, hint = text.partition(" Hint: ")
+        click.echo(f"error: {message}" + (f" (hint: {hint})" if hint else ""), err=True)
+        sys.exit(2)
+    click.echo(f"error: {e}", err=True)
+    sys.exit(1)

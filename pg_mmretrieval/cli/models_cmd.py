@@ -17,7 +17,13 @@ def models_group() -> None:
     """ONNX models: export from Hugging Face or a local directory, list, verify.
 
     Models live in onnx_models/NAME/ or $MMR_MODEL_DIR/NAME/ and become encoders called NAME
-    (and NAME:int8, NAME:fp16 for checked variants).
+    (and NAME:int8, NAME:fp16 for checked variants).  An export lands in onnx_models/NAME/
+    (or --output-dir): copy it to every machine that embeds with it, workers and the ones
+    that search with --text/--image alike.
+
+    \b
+    Example:
+      mmr models export openai/clip-vit-base-patch32 --name clip-b32 --int8 && mmr models list
     """
 
 
