@@ -257,3 +257,40 @@ def test_user_mistakes_are_one_line_errors_with_exit_status_2(
             r.stderr,
         )
         assert expected in r.stderr, (args, r.stderr)
+
+
+def _requirements(extra: str | None = None) -> list[Any]:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from .conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    raw = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
+    return [Requirement(r) for r in raw]
+
+
+@pytest.mark.parametrize(
+    ("system", "machine", "runtime"),
+    [
+        ("Linux", "x86_64", "onnxruntime-gpu"),
+        ("Linux", "aarch64", "onnxruntime"),
+        ("Darwin", "arm64", "onnxruntime"),
+        ("Darwin", "x86_64", "onnxruntime"),
+        ("Windows", "AMD64", "onnxruntime"),
+    ],
+)
+def test_the_runtime_install_resolves_per_platform(system: str, machine: str, runtime: str) -> None:
+    """`pip install pg_mmretrieval` pulls no torch/transformers/optimum, and one onnxruntime:
+    the CUDA wheel where it exists (Linux x86_64), the CPU one elsewhere."""
+    env = {"platform_system": system, "platform_machine": machine, "sys_platform": system.lower()}
+    chosen = {r.name.lower() for r in _requirements() if r.marker is None or r.marker.evaluate(env)}
+    assert {n for n in chosen if n.startswith("onnxruntime")} == {runtime}
+    assert not chosen & {"torch", "transformers", "optimum", "optimum-onnx"}
+    export = {
+        r.name.lower()
+        for r in _requirements("export")
+        if r.marker is None or r.marker.evaluate(env)
+    }
+    assert {"torch", "transformers", "optimum-onnx"} <= export
