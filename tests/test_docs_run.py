@@ -197,3 +197,36 @@ def test_the_extractor_sees_markers_and_indented_blocks(tmp_path: Path) -> None:
         ("python", None, "alembic", "def upgrade() -> None: ...\n"),
     ]
     assert page_skip(page) is None
+
+
+def _sql_index() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sql_index", REPO / "scripts" / "sql_index.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sql_md_lists_every_public_function(conn: psycopg.Connection[Any]) -> None:
+    """docs/sql.md's index has every public function with its signature, result and whether
+    PUBLIC may run it, as the catalog of a fresh install says (regenerate with
+    `python scripts/sql_index.py --write`)."""
+    idx = _sql_index()
+    section = idx.current()
+    assert section is not None, "docs/sql.md has no generated index: run scripts/sql_index.py"
+    listed = [
+        tuple(c.strip() for c in line.split(" | ")[:3])
+        for line in section.splitlines()
+        if line.startswith("| `mmr.")
+    ]
+    expected = [
+        (f"| `mmr.{n}({a})`", f"`{r}`", "yes" if p else "no (admin)")
+        for n, a, r, p in idx.rows(conn)
+    ]
+    missing = sorted(set(expected) - set(listed))
+    stale = sorted(set(listed) - set(expected))
+    assert (missing, stale) == ([], []), (
+        "docs/sql.md's index differs from the catalog: run `python scripts/sql_index.py --write`"
+    )
