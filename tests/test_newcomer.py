@@ -294,3 +294,29 @@ def test_the_runtime_install_resolves_per_platform(system: str, machine: str, ru
         if r.marker is None or r.marker.evaluate(env)
     }
     assert {"torch", "transformers", "optimum-onnx"} <= export
+
+
+def test_the_short_result_notice_respects_privileges(
+    notes: psycopg.Connection[Any],
+) -> None:
+    """A role that may search but not read the queue gets no notice (and no error)."""
+    notes.execute("SELECT mmr.add_space('notes', 'pv', 'mmr-test', 'body', 32)")
+    notes.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 4) g")
+    notes.execute("DROP ROLE IF EXISTS nc_reader")
+    notes.execute("CREATE ROLE nc_reader")
+    try:
+        notes.execute("GRANT SELECT ON notes TO nc_reader")
+        seen = _notices(notes)
+        q = "[" + ",".join(["0.1"] * 32) + "]"
+        notes.execute("SET ROLE nc_reader")
+        rows = notes.execute(
+            "SELECT * FROM mmr.search('notes', 'pv', %s::vector, 3)", (q,)
+        ).fetchall()
+        assert rows == [] and seen == []
+        notes.execute("RESET ROLE")
+        notes.execute("SELECT * FROM mmr.search('notes', 'pv', %s::vector, 3)", (q,)).fetchall()
+        assert any("4 rows of space 'pv'" in m for m, _ in seen), seen
+    finally:
+        notes.execute("RESET ROLE")
+        notes.execute("REVOKE ALL ON notes FROM nc_reader")
+        notes.execute("DROP ROLE nc_reader")

@@ -155,6 +155,7 @@ def test_install_grants_public_only_catalog_reads_and_search(
         "rerankers",
         "_text_index",
         "_multivector",  # retrieval
+        "_encoder",  # the encoder catalog (issue 16): names, dimensions, modalities
     }
     for relname, priv, rls in grants:
         assert priv == "SELECT", (relname, priv)

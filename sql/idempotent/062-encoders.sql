@@ -117,12 +117,12 @@ END;
 
 -- Called by the searches (mmr.search's PL/pgSQL and native paths) only when a search returned
 -- fewer rows than asked: a NOTICE when rows of the space are queued and no live worker can embed
--- them.  SECURITY DEFINER because the caller may not read the queue or mmr._worker; it reveals
--- two counts only (queued entries of the space, live workers), what pg_stat_all_tables shows
--- every role about any table, and no key or value.  The count is bounded (1,000,000).
+-- them.  SECURITY INVOKER: it says so only to roles that may read the collection's queue and
+-- mmr._worker (the installing role, administrators); for others it returns in silence, so no
+-- role learns more than its grants allow.  The count is bounded (1,000,000).
 CREATE OR REPLACE FUNCTION mmr._notice_unsearchable(p_space_id int)
 RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -137,14 +137,21 @@ BEGIN
         RETURN;
     END IF;
     SELECT * INTO c FROM mmr._collection WHERE id = s.collection_id;
+    IF NOT has_table_privilege(c.queue_table, 'SELECT')
+       OR NOT has_table_privilege('mmr._worker', 'SELECT') THEN
+        RETURN;
+    END IF;
     EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s q WHERE q.mmr_space_id = $1 '
                    'LIMIT 1000000) x', c.queue_table)
        INTO queued USING s.id;
     IF queued = 0 THEN
         RETURN;
     END IF;
-    SELECT u.reason INTO why FROM mmr.unservable_spaces(c.name) u
-     WHERE u.space = s.name AND u.version = s.version;
+    IF has_function_privilege('mmr.unservable_spaces(text)', 'EXECUTE')
+       AND has_table_privilege('mmr._unservable', 'SELECT') THEN
+        SELECT u.reason INTO why FROM mmr.unservable_spaces(c.name) u
+         WHERE u.space = s.name AND u.version = s.version;
+    END IF;
     SELECT count(*) INTO alive FROM mmr._worker w
      WHERE w.stopped_at IS NULL AND w.heartbeat_at > now() - interval '30 seconds'
        AND (w.collections IS NULL OR c.name = ANY (w.collections));
