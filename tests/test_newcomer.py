@@ -320,3 +320,35 @@ def test_the_short_result_notice_respects_privileges(
         notes.execute("RESET ROLE")
         notes.execute("REVOKE ALL ON notes FROM nc_reader")
         notes.execute("DROP ROLE nc_reader")
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_status_fits_80_to_100_columns(
+    columns: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pg_mmretrieval.cli._display import print_status
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    row = {
+        "collection": "products_catalogue",
+        "space": "clip_caption",
+        "version": 2,
+        "active": False,
+        "encoder": "shapes-clip:int8",
+        "model_id": "shapes-clip@1234abcd",
+        "rows": 1234567,
+        "embedded": 1200000,
+        "queued": 34567,
+        "failed": 12,
+        "throughput_1m": 4321,
+        "lag_seconds": 123.456,
+        "workers_alive": 2,
+        "providers": "CUDAExecutionProvider",
+    }
+    print_status([row, {**row, "space": "clip_image", "version": 1, "active": True}])
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= columns, out
+    for cell in ("1234567", "1200000", "34567", "123.5", "clip_caption v2", "shapes-clip:int8"):
+        assert cell in out, (cell, out)  # no cell wraps mid-word
+    assert "provider shapes-clip:int8: CUDAExecutionProvider" in out
+    assert " workers" in out and out.count("       2") >= 2  # the last column is not cut

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -20,8 +22,12 @@ _CELL = 60  # characters of a text cell shown
 
 
 def _console() -> Console:
+    """The terminal's width, else $COLUMNS, else 100 (pipes and files)."""
     console = Console()
-    return console if console.is_terminal else Console(width=STATUS_WIDTH)
+    if console.is_terminal:
+        return console
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() else STATUS_WIDTH)
 
 
 def _short(value: Any) -> str:
@@ -109,7 +115,8 @@ def print_hits(
 
 
 def print_status(rows: Sequence[dict[str, Any]]) -> None:
-    """``mmr status`` stacked: one table per collection, 9 narrow columns, providers below."""
+    """``mmr status`` stacked: one table per collection; a space's name, version and encoder
+    share its first cell (two lines), the counters are narrow columns; providers below."""
     console = _console()
     by_coll: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -117,17 +124,22 @@ def print_status(rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         console.print("no collections (create one with `mmr collection create`)")
     for coll, spaces in by_coll.items():
-        table = Table(title=f"collection {coll}", title_justify="left")
-        table.add_column("space", overflow="fold")
-        table.add_column("encoder", overflow="fold")
-        for col in ("rows", "embedded", "queued", "failed", "per min", "lag s", "workers"):
+        table = Table(
+            title=f"collection {coll}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+        )
+        table.add_column("space / encoder", overflow="fold", min_width=16)
+        for col in ("rows", "embedded", "queued", "failed", "/min", "lag s", "workers"):
             table.add_column(col, justify="right", no_wrap=True)
         providers: set[str] = set()
         for r in spaces:
             lag = r.get("lag_seconds")
+            shadow = "" if r["active"] else " (shadow)"
             table.add_row(
-                f"{r['space']} v{r['version']}{'' if r['active'] else ' (shadow)'}",
-                str(r["encoder"]),
+                f"{r['space']} v{r['version']}{shadow}\n[dim]{r['encoder']}[/dim]",
                 *(
                     "" if r.get(c) is None else str(r[c])
                     for c in ("rows", "embedded", "queued", "failed", "throughput_1m")
@@ -139,4 +151,4 @@ def print_status(rows: Sequence[dict[str, Any]]) -> None:
                 providers.add(f"{r['encoder']}: {r['providers']}")
         console.print(table)
         for p in sorted(providers):
-            console.print(f"  provider {p}")
+            console.print(f"  provider {p}", markup=False)
