@@ -293,7 +293,7 @@ BEGIN
                                 coalesce(array_to_string(c.text_columns, ', '), 'none'));
     END IF;
 
-    -- The encoder catalog (062-encoders.sql): a misspelled encoder, a wrong dimension or a
+    -- The encoder catalog (031-encoders.sql): a misspelled encoder, a wrong dimension or a
     -- modality the encoder lacks is refused here, not skipped later by every worker.
     IF v_modality <> 'external' THEN
         PERFORM mmr._check_encoder(encoder, dimensions, v_modality, source_column);
