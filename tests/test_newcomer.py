@@ -133,6 +133,8 @@ def test_a_remote_encoder_no_worker_has_is_reported_and_once_exits_nonzero(
     r = _mmr(env_url, "worker", "--once", "--collection", "notes")
     assert r.returncode == 3, r.stderr
     assert "error: space rv (version 1) was not served" in r.stderr
+    assert "started: serving" in r.stderr and "NOT serving 1 space(s)" in r.stderr
+    assert "PostmasterInfo" not in r.stderr and "pg_ctl" not in r.stderr  # quiet server logs
 
 
 def test_a_stale_catalog_entry_is_reported_without_a_worker(
@@ -352,3 +354,21 @@ def test_status_fits_80_to_100_columns(
         assert cell in out, (cell, out)  # no cell wraps mid-word
     assert "provider shapes-clip:int8: CUDAExecutionProvider" in out
     assert " workers" in out and out.count("       2") >= 2  # the last column is not cut
+
+
+def test_progress_lines_are_structured(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from pg_mmretrieval.worker.progress import JsonFormatter, _Reporter
+
+    w = Worker(worker_url(db_url), WorkerConfig(once=True))
+    w.stats.written = 40
+    rep = _Reporter(w, 10.0, live=False)
+    with caplog.at_level(logging.INFO, logger="pg_mmretrieval.worker"):
+        rep.report()
+    rep.close()
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("progress:")]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["event"] == "progress" and line["embedded"] == 40
+    assert line["queued"] == 0 and line["failed"] == 0 and line["level"] == "info"
+    assert "rows/s" in line["message"]
