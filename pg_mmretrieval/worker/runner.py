@@ -385,7 +385,10 @@ class Worker:
                 "switch to it",
             )
             return
-        self._conn.execute("DELETE FROM mmr._unservable WHERE space_id = %s", (sp.id,))
+        try:  # it can serve the space now: forget an earlier report
+            self._conn.execute("DELETE FROM mmr._unservable WHERE space_id = %s", (sp.id,))
+        except psycopg.Error as e:  # a schema before revision 0005: nothing to forget
+            _log.debug("mmr._unservable: %s", e)
         self._encoders[sp.id] = enc
         self._model_ids[sp.id] = model_id
 
