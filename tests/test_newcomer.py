@@ -179,6 +179,11 @@ def test_search_over_queued_rows_without_a_worker_says_so(
         "SELECT * FROM mmr.search('notes', 'tv', %s::vector, 100)", (q,)
     ).fetchall()
     assert len(rows) == 30 and seen == []  # short, but nothing is queued: no notice
+    notes.execute("UPDATE notes SET img = '\\x0102'::bytea WHERE id = 1")
+    r = mmr_cli(db_url, "search", "notes", "tv", "--vector", q, "-k", "30")
+    assert r.returncode == 0, r.stderr
+    assert "body" in r.stdout and "note 7" in r.stdout  # the row's text column
+    assert "img" in r.stdout and "2 bytes" in r.stdout  # a bytea image: its size
 
 
 def _all_commands() -> list[list[str]]:
