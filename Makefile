@@ -65,7 +65,19 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-demo: venv models native plpython
+# The demo needs the runtime only (no dev tools, no torch: it uses the committed shapes-clip
+# model), installed into the same venv; `make test` adds the dev and export extras later.
+DEMO_STAMP := $(VENV)/.installed-runtime
+
+$(DEMO_STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(MAKE) -s -C native PG_CONFIG="$(EMBEDDED_PG_CONFIG)" install
+	$(VENV)/bin/mmr server install-plpython --optional
 	$(VENV)/bin/mmr demo
 
 clean:

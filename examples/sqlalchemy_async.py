@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -25,7 +24,7 @@ class Doc(Base):
 
 
 async def main() -> None:
-    url = os.environ["MMR_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg_async://")
+    url = mmr.db.resolve_url().replace("postgresql://", "postgresql+psycopg_async://")
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)

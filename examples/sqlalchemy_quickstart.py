@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from sqlalchemy import ForeignKey, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, selectinload
@@ -38,7 +36,8 @@ class Product(Base):
     )
 
 
-url = os.environ["MMR_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+# MMR_DATABASE_URL when set, else the embedded server (started on demand)
+url = mmr.db.resolve_url().replace("postgresql://", "postgresql+psycopg://", 1)
 engine = create_engine(url)
 Base.metadata.create_all(engine)  # creates the tables, then registers the collection
 

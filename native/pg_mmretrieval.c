@@ -315,6 +315,19 @@ run_rest(ReturnSetInfo *rsinfo, const char *rest, int nargs, Oid *types, Datum *
 	append_rows(rsinfo);
 }
 
+/* Still fewer rows than asked after the top-up: mmr._notice_unsearchable says why when rows of
+ * the space are queued and no worker can embed them (a rare path, like the top-up). */
+static void
+notice_unsearchable(const FastSpace *space)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(space->id)};
+
+	if (SPI_execute_with_args("SELECT mmr._notice_unsearchable($1)", 1, types, args, NULL, true, 0)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: mmr._notice_unsearchable failed");
+}
+
 /* A single-vector statement continued past the `got` rows it returned (mmr._offset_sql). */
 static char *
 offset_sql(const char *sql, uint64 got)
@@ -341,7 +354,11 @@ run_single(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *spac
 	got = SPI_processed;
 	append_rows(rsinfo);
 	if (got < (uint64) k)
+	{
 		run_rest(rsinfo, offset_sql(space->search_sql, got), 2, types, args, NULL);
+		if (got + SPI_processed < (uint64) k)
+			notice_unsearchable(space);
+	}
 }
 
 /* The k and ef_search arguments allow the fast path. */

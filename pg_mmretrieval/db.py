@@ -10,7 +10,7 @@ from pgvector.psycopg import register_vector
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import config, server
-from .errors import DatabaseError, InputError, MMRError, NotFoundError
+from .errors import ConfigError, DatabaseError, InputError, MMRError, NotFoundError
 
 __all__ = [
     "WORKER_ROLE",
@@ -68,6 +68,7 @@ def connect(
         DatabaseError: the server cannot be reached.
     """
     target = resolve_url(url)
+    _check_url(target)
     kwargs.setdefault("application_name", application_name)
     kwargs.setdefault("connect_timeout", int(os.environ.get("MMR_CONNECT_TIMEOUT", "10")))
     try:
@@ -84,6 +85,19 @@ def connect(
 
     call_prepare_connection(conn)
     return conn
+
+
+def _check_url(target: str) -> None:
+    """A malformed URL (e.g. ``MMR_DATABASE_URL=notaurl``) is a ConfigError, not a traceback."""
+    try:
+        conninfo_to_dict(target)
+    except psycopg.ProgrammingError as e:
+        shown = target if "@" not in target and "password" not in target else "(hidden)"
+        raise ConfigError(
+            f"{shown!r} is not a PostgreSQL connection URL ({str(e).strip()}); set "
+            "MMR_DATABASE_URL to e.g. postgresql://user@localhost:5432/dbname, or unset it to "
+            "use the embedded server"
+        ) from e
 
 
 def _register(conn: psycopg.Connection[Any]) -> None:

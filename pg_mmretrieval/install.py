@@ -195,6 +195,10 @@ def _apply_idempotent(conn: psycopg.Connection[Any]) -> None:
     for path in idempotent_files():
         apply_sql_file(conn, path)
     _record_python_path(conn)
+    # The encoder catalog learns the installed plugins' encoders (mmr.add_space checks them).
+    from .encoder_catalog import publish_quietly
+
+    publish_quietly(conn, "mmr db upgrade")
 
 
 def _record_python_path(conn: psycopg.Connection[Any]) -> None:

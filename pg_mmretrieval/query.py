@@ -26,7 +26,22 @@ def embed_query(
         (collection, space),
     ).fetchone()
     if row is None:
-        raise NotFoundError(f"space {space!r} of collection {collection!r} does not exist")
+        known = conn.execute(
+            "SELECT string_agg(space, ', ' ORDER BY space) FROM mmr.spaces "
+            "WHERE collection = %s AND active",
+            (collection,),
+        ).fetchone()
+        exists = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM mmr.collections WHERE collection = %s)", (collection,)
+        ).fetchone()
+        if not (exists and exists[0]):
+            raise NotFoundError(
+                f"collection {collection!r} does not exist; list them with `mmr collection list`"
+            )
+        raise NotFoundError(
+            f"collection {collection!r} has no space {space!r}; its spaces: "
+            f"{(known[0] if known else None) or 'none'}"
+        )
     encoder_name = str(row[0])
     if encoder_name == "external":
         raise InputError(

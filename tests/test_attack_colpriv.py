@@ -378,7 +378,7 @@ def test_item8_internal_tables_not_readable_by_public(setup: Any, as_role: Any) 
     ).fetchall()
     metadata = {
         "_collection", "_space", "collections", "spaces", "_reranker", "rerankers",
-        "_text_index", "_multivector",
+        "_text_index", "_multivector", "_encoder",
         # where the backend finds the Python package for mmr.embed (no data of any table)
         "_embed_config",
     }  # fmt: skip

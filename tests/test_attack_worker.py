@@ -259,12 +259,12 @@ def test_item1_worker_refuses_a_superuser_session(
     with pytest.raises(ConfigError, match="refuses to run as superuser"):
         Worker(db_url, cfg).run()
     assert _embedded(conn, "su") == 0
-    # the CLI: one line saying what to do, exit status 1, nothing done
+    # the CLI: one line saying what to do, exit status 2 (a setting to fix), nothing done
     env = {**os.environ, "MMR_DATABASE_URL": db_url, "MMR_WORKER_DATABASE_URL": db_url}
     env.pop("MMR_WORKER_ALLOW_SUPERUSER", None)
     cli = [sys.executable, "-m", "pg_mmretrieval.cli", "worker", "--collection", "su", "--once"]
     r = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1
+    assert r.returncode == 2
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: the worker refuses"), r.stderr
     assert "mmr_worker" in err[0] and "--allow-superuser" in err[0]

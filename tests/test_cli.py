@@ -106,15 +106,15 @@ def test_collection_lifecycle_and_search_from_the_cli(
 
 def test_cli_errors_are_one_clear_line_and_exit_nonzero(db_url: str) -> None:
     r = mmr_cli(db_url, "search", "nope", "s", "--vector", "[1, 2]")
-    assert r.returncode == 1
+    assert r.returncode == 2  # a user's mistake (issue 16): exit 2, as click's usage errors
     assert r.stderr.startswith("error: collection 'nope' does not exist")
     assert "Traceback" not in r.stderr
     r = mmr_cli(db_url, "search", "nope", "s", "--vector", "[1, 2")
-    assert r.returncode == 1 and "not valid JSON" in r.stderr
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
     r = mmr_cli(db_url, "search", "nope", "s")
     assert r.returncode == 2 and "exactly one of" in r.stderr
     r = mmr_cli(db_url, "collection", "create", "x", "no_such_table")
-    assert r.returncode == 1 and "does not exist" in r.stderr
+    assert r.returncode == 2 and "does not exist" in r.stderr
     r = mmr_cli("postgresql://nobody@127.0.0.1:1/none", "db", "current")
     assert r.returncode == 1 and "cannot connect" in r.stderr
 

@@ -201,6 +201,8 @@ def test_shadow_version_and_switch(conn: psycopg.Connection[Any], products: str)
     mmr.add_space(conn, products, "cap", "mmr-test", "caption", 32)
     with pytest.raises(InputError, match="already exists"):
         mmr.add_space(conn, products, "cap", "mmr-test", "caption", 32)
+    # an encoder only a remote worker has: declared, then accepted
+    conn.execute("SELECT mmr.declare_encoder('other', 16, '{text}')")
     v2 = mmr.add_space(conn, products, "cap", "other", "caption", 16, new_version=True)
     spaces = {(s["version"], s["active"]) for s in mmr.list_spaces(conn, products)}
     assert spaces == {(1, True), (2, False)}

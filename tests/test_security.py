@@ -156,6 +156,7 @@ def test_install_grants_public_only_catalog_reads_and_search(
         "_text_index",
         "_multivector",  # retrieval
         "_embed_config",  # mmr.embed: where the server's Python finds the package (issue 13)
+        "_encoder",  # the encoder catalog (issue 16): names, dimensions, modalities
     }
     for relname, priv, rls in grants:
         assert priv == "SELECT", (relname, priv)

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from pg_mmretrieval import db
+from pg_mmretrieval.encoder_catalog import publish
 from pg_mmretrieval.encoders import _REGISTRY, Encoder, Item, get_encoder, register_encoder
 from pg_mmretrieval.errors import InputError
 from pg_mmretrieval.worker import RetryPolicy, Worker, WorkerConfig, queue
@@ -72,9 +73,10 @@ def _hash_vec(item: Item) -> npt.NDArray[np.float32]:
 
 
 @pytest.fixture()
-def encoder() -> Iterator[ScriptedEncoder]:
+def encoder(conn: psycopg.Connection[Any]) -> Iterator[ScriptedEncoder]:
     enc = ScriptedEncoder(f"scripted-{next(_counter)}")
     register_encoder(enc)
+    publish(conn, "test", [enc])  # mmr.add_space checks the encoder catalog
     try:
         yield enc
     finally:
@@ -384,6 +386,7 @@ def test_model_switch_in_the_shadow(
     Worker(worker_url(db_url), cfg(table)).run()
     enc2 = ScriptedEncoder(f"scripted-b-{next(_counter)}", model_id="scripted/v2")
     register_encoder(enc2)
+    publish(conn, "test", [enc2])
     try:
         conn.execute(
             "SELECT mmr.add_space(%s, 'vec', %s, 'body', 32, new_version => true)",

@@ -6,9 +6,11 @@ import sys
 from typing import Any
 
 import click
+import psycopg
 
 from .. import demo as _demo
-from ..errors import MMRError
+from ..db import translate_error
+from ..errors import ConfigError, InputError, MMRError, NotFoundError
 from . import (
     collection_cmd,
     db_cmd,
@@ -62,8 +64,14 @@ def _load_plugin_commands() -> None:
     call_register_commands(cli)
 
 
+#: errors the user can fix by changing the command or its settings: exit status 2 (as click's
+#: usage errors); anything else (a server or plugin failure) exits 1
+USER_MISTAKES = (InputError, NotFoundError, ConfigError)
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point of the ``mmr`` console script: errors print one clear message, exit 1."""
+    """Entry point of the ``mmr`` console script: errors print one clear message and exit 2
+    for a user's mistake (bad argument, unknown name, bad setting), 1 otherwise."""
     try:
         _load_plugin_commands()
         return cli.main(args=argv, prog_name="mmr", standalone_mode=False)
@@ -74,5 +82,18 @@ def main(argv: list[str] | None = None) -> Any:
         e.show()
         sys.exit(e.exit_code)
     except MMRError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        _fail(e)
+    except psycopg.Error as e:  # one the command did not translate: still one clear message
+        _fail(translate_error(e))
+
+
+def _fail(e: MMRError) -> None:
+    """``error: ...`` on stderr and the exit status: a user's mistake is one line (the hint
+    joined to it) and exits 2; a failure of the server or a plugin exits 1."""
+    if isinstance(e, USER_MISTAKES):
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        message, _, hint = text.partition(" Hint: ")
+        click.echo(f"error: {message}" + (f" (hint: {hint})" if hint else ""), err=True)
+        sys.exit(2)
+    click.echo(f"error: {e}", err=True)
+    sys.exit(1)

@@ -15,9 +15,21 @@ from rich.table import Table
 from .. import db
 
 
+def _print_notice(diag: psycopg.errors.Diagnostic) -> None:
+    """Server NOTICEs and WARNINGs on stderr (e.g. "rows queued and not yet searchable")."""
+    if diag.severity_nonlocalized not in ("NOTICE", "WARNING"):
+        return
+    click.echo(f"{(diag.severity or 'notice').lower()}: {diag.message_primary}", err=True)
+    if diag.message_hint:
+        click.echo(f"hint: {diag.message_hint}", err=True)
+
+
 def connect() -> psycopg.Connection[Any]:
-    """A connection for a CLI command (embedded server unless MMR_DATABASE_URL is set)."""
-    return db.connect(application_name="mmr-cli")
+    """A connection for a CLI command (embedded server unless MMR_DATABASE_URL is set);
+    the server's notices are printed on stderr."""
+    conn = db.connect(application_name="mmr-cli")
+    conn.add_notice_handler(_print_notice)
+    return conn
 
 
 def _default(o: Any) -> Any:

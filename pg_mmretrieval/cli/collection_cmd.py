@@ -45,7 +45,12 @@ def create(
     view_name: str | None,
     no_view: bool,
 ) -> None:
-    """Register table SOURCE (with a primary key) as collection NAME."""
+    """Register table SOURCE (with a primary key) as collection NAME.
+
+    \b
+    Example:
+      mmr collection create products products --text-column caption --image-column img
+    """
     with connect() as conn:
         cid = coll.create_collection(
             conn,
@@ -105,7 +110,11 @@ def add_space(
     A new space queueing at least 10000 rows, and every --new-version, is filled in bulk: its
     HNSW index is built once when the worker has drained it (or at `mmr space switch`).
 
-    Example: mmr collection add-space photos clip_bits --encoder clip --column image --storage bit
+    \b
+    Example:
+      mmr collection add-space products clip_image --encoder shapes-clip --column img
+      mmr collection add-space products ext --encoder external --dimensions 384
+      mmr collection add-space photos clip_bits --encoder shapes-clip --column image --storage bit
     """
     if dimensions is None:
         if encoder == "external":
@@ -133,7 +142,12 @@ def add_space(
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def drop(name: str, yes: bool) -> None:
-    """Drop collection NAME: its embeddings, queue, triggers and view (never your table)."""
+    """Drop collection NAME: its embeddings, queue, triggers and view (never your table).
+
+    \b
+    Example:
+      mmr collection drop products --yes
+    """
     if not yes:
         click.confirm(f"Drop collection {name!r} and all its embeddings?", abort=True)
     with connect() as conn:
@@ -144,7 +158,13 @@ def drop(name: str, yes: bool) -> None:
 @collection_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(as_json: bool) -> None:
-    """List collections and their spaces."""
+    """List collections and their spaces.
+
+    \b
+    Example:
+      mmr collection list
+      mmr collection list --json
+    """
     with connect() as conn:
         cols = coll.list_collections(conn)
         spaces = coll.list_spaces(conn)

@@ -104,7 +104,12 @@ def upgrade(
 
 @db_group.command("current")
 def current() -> None:
-    """Print the installed revision and whether it is the newest."""
+    """Print the installed revision and whether it is the newest.
+
+    \b
+    Example:
+      mmr db current
+    """
     version = install.current()
     if version.current is None:
         click.echo(f"not installed (head {version.head}); run `mmr db upgrade`")

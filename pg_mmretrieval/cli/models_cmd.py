@@ -17,7 +17,13 @@ def models_group() -> None:
     """ONNX models: export from Hugging Face or a local directory, list, verify.
 
     Models live in onnx_models/NAME/ or $MMR_MODEL_DIR/NAME/ and become encoders called NAME
-    (and NAME:int8, NAME:fp16 for checked variants).
+    (and NAME:int8, NAME:fp16 for checked variants).  An export lands in onnx_models/NAME/
+    (or --output-dir): copy it to every machine that embeds with it, workers and the ones
+    that search with --text/--image alike.
+
+    \b
+    Example:
+      mmr models export openai/clip-vit-base-patch32 --name clip-b32 --int8 && mmr models list
     """
 
 
@@ -52,6 +58,32 @@ def export_command(
         source, name, output_dir=output_dir, fp16=fp16, int8=int8, overwrite=force
     )
     click.echo(f"exported {source} to {target}")
+    _publish(name)
+
+
+def _publish(name: str) -> None:
+    """Tell the database's encoder catalog about the new model (mmr.add_space checks it)."""
+    import psycopg
+
+    from .. import db, plugins
+    from ..encoder_catalog import publish
+    from ..errors import MMRError
+
+    plugins.reset()  # the registry rediscovers model directories, the new one included
+    try:
+        with db.connect(autocommit=True, application_name="mmr-models") as conn:
+            n = publish(conn, "mmr models export")
+        click.echo(
+            f"encoder catalog refreshed ({n} encoders): add a space with "
+            f"SELECT mmr.add_space('collection', 'space', '{name}', 'column', <dimensions>)"
+        )
+    except (MMRError, psycopg.Error) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        click.echo(
+            f"note: the database's encoder catalog was not refreshed ({first}); run "
+            "`mmr db upgrade` where the schema is installed",
+            err=True,
+        )
 
 
 @models_group.command("list")

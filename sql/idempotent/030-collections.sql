@@ -303,6 +303,12 @@ BEGIN
                                 coalesce(array_to_string(c.text_columns, ', '), 'none'));
     END IF;
 
+    -- The encoder catalog (031-encoders.sql): a misspelled encoder, a wrong dimension or a
+    -- modality the encoder lacks is refused here, not skipped later by every worker.
+    IF v_modality <> 'external' THEN
+        PERFORM mmr._check_encoder(encoder, dimensions, v_modality, source_column);
+    END IF;
+
     IF mmr._column_type(c.source, space) IS NOT NULL AND c.view_name IS NOT NULL THEN
         RAISE EXCEPTION 'space name % is also a column of %, and both would be columns of the view',
                         quote_literal(space), c.source

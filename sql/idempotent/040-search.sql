@@ -230,6 +230,7 @@ DECLARE
     s mmr._space;
     p mmr._search_plan;
     got bigint;
+    more bigint;
 BEGIN
     -- Fast path (no filter, no reranker, valid arguments): the cached statement of the space
     -- (mmr._space.statements), one catalog look-up, nothing else to build or check.
@@ -247,6 +248,10 @@ BEGIN
                 PERFORM mmr._top_up_scan();
                 RETURN QUERY EXECUTE mmr._offset_sql(s.statements ->> 'search', got)
                     USING query, k;
+                GET DIAGNOSTICS more = ROW_COUNT;
+                IF got + more < k THEN
+                    PERFORM mmr._notice_unsearchable(s.id);  -- queued rows, no worker: say so
+                END IF;
             END IF;
             RETURN;
         END IF;
@@ -256,6 +261,10 @@ BEGIN
     IF rerank IS NULL THEN
         PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples, c, filter);
         RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < k THEN
+            PERFORM mmr._notice_unsearchable(s.id);
+        END IF;
         RETURN;
     END IF;
     p := mmr._single_plan(c, s, query, mmr._rerank_depth(k, rerank, rerank_depth), filter, NULL,

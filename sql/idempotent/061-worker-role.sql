@@ -118,6 +118,9 @@ BEGIN
     EXECUTE format('GRANT UPDATE (model_id) ON mmr._space TO %I', r.rolname);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON mmr._failed, mmr._worker, '
                    'mmr._throughput TO %I', r.rolname);
+    -- issue 16: workers publish the encoders they have and report spaces they cannot serve
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON mmr._encoder TO %I', r.rolname);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON mmr._unservable TO %I', r.rolname);
     EXECUTE format('GRANT EXECUTE ON FUNCTION mmr.content_hash(text), mmr.content_hash(bytea) '
                    'TO %I', r.rolname);
     -- ends the bulk fill of a drained space version (issue 17; sql/idempotent/046-bulk.sql)

@@ -37,7 +37,9 @@ BEGIN
                                       'set_python_path', '_plpython_unavailable',
                                       -- bulk fills (issue 17): administrative
                                       'begin_bulk_fill', 'finish_bulk_fill',
-                                      '_begin_bulk_fill', '_finish_bulk_fill')
+                                      '_begin_bulk_fill', '_finish_bulk_fill',
+                                      -- encoder catalog (issue 16): administrative
+                                      'declare_encoder', 'unservable_spaces')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
