@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from .encoders import Encoder, list_encoders
 from .errors import MMRError
@@ -64,17 +65,29 @@ def publish(
     if not rows:
         return 0
     with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO mmr._encoder AS x (name, dimensions, modalities, model_id, origin, "
-            "published_by) VALUES (%s, %s, %s, %s, 'plugin', %s) "
-            "ON CONFLICT (name) DO UPDATE SET dimensions = excluded.dimensions, "
-            "modalities = excluded.modalities, model_id = excluded.model_id, origin = 'plugin', "
-            "published_by = excluded.published_by, updated_at = now() "
-            "WHERE (x.dimensions, x.modalities, x.model_id, x.origin) IS DISTINCT FROM "
-            "(excluded.dimensions, excluded.modalities, excluded.model_id, 'plugin')",
-            [(*r, by[:200]) for r in rows],
-        )
+        cur.executemany(_PUBLISH, [(*r, by[:200]) for r in rows])
     return len(rows)
+
+
+_PUBLISH = (
+    "INSERT INTO mmr._encoder AS x (name, dimensions, modalities, model_id, origin, "
+    "published_by) VALUES (%s, %s, %s, %s, 'plugin', %s) "
+    "ON CONFLICT (name) DO UPDATE SET dimensions = excluded.dimensions, "
+    "modalities = excluded.modalities, model_id = excluded.model_id, origin = 'plugin', "
+    "published_by = excluded.published_by, updated_at = now() "
+    "WHERE (x.dimensions, x.modalities, x.model_id, x.origin) IS DISTINCT FROM "
+    "(excluded.dimensions, excluded.modalities, excluded.model_id, 'plugin')"
+)
+
+
+def publish_sql(by: str, encoders: Iterable[Encoder] | None = None) -> str:
+    """The statements :func:`publish` runs, as SQL text for a script applied with psql
+    (``mmr db upgrade --sql``): the encoders of the plugins installed where it is written."""
+    rows = _rows(list_encoders().values() if encoders is None else encoders)
+    stmt = sql.SQL(_PUBLISH.replace("%s", "{}"))  # the values go through sql.Literal
+    return "".join(
+        stmt.format(*(sql.Literal(v) for v in (*r, by[:200]))).as_string(None) + ";\n" for r in rows
+    )
 
 
 def publish_quietly(conn: psycopg.Connection[Any], by: str) -> int:

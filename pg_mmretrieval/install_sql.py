@@ -157,6 +157,11 @@ def upgrade_sql(
             text = path.read_text(encoding="utf-8")
             out.write(f"\n-- sql/idempotent/{path.name}\n")
             out.write(install.render_text(text, vector_schema).rstrip() + "\n")
+        # the encoder catalog (mmr.add_space checks it): the plugins installed where the script
+        # is written, as the online upgrade publishes them
+        from .encoder_catalog import publish_sql
+
+        out.write("\n-- the encoder catalog\n" + publish_sql("mmr db upgrade --sql"))
         if python_path:
             dirs = ", ".join(_literal(d) for d in python_path)
             out.write(f"\n-- --python-path\nSELECT mmr.set_python_path(ARRAY[{dirs}]::text[]);\n")
