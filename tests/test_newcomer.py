@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -377,3 +378,19 @@ def test_progress_lines_are_structured(db_url: str, caplog: pytest.LogCaptureFix
     assert line["event"] == "progress" and line["embedded"] == 40
     assert line["queued"] == 0 and line["failed"] == 0 and line["level"] == "info"
     assert "rows/s" in line["message"]
+
+
+def test_model_export_never_starts_a_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mmr models export` refreshes the catalog of a running server only: `make models` must
+    not leave an embedded server running in the user's data directory."""
+    from pg_mmretrieval import server
+    from pg_mmretrieval.cli import models_cmd
+
+    monkeypatch.delenv("MMR_DATABASE_URL", raising=False)
+    monkeypatch.setenv("MMR_DATA_DIR", str(tmp_path / "data"))
+    models_cmd._publish("minilm")
+    assert not server.status().running
+    assert not (tmp_path / "data" / "pgdata").exists()
+    assert "not running" in capsys.readouterr().err

@@ -65,11 +65,19 @@ def _publish(name: str) -> None:
     """Tell the database's encoder catalog about the new model (mmr.add_space checks it)."""
     import psycopg
 
-    from .. import db, plugins
+    from .. import config, db, plugins, server
     from ..encoder_catalog import publish
     from ..errors import MMRError
 
     plugins.reset()  # the registry rediscovers model directories, the new one included
+    if config.database_url() is None and not server.status().running:
+        # never start a server as a side effect of an export (make models runs one per checkout)
+        click.echo(
+            "note: the embedded server is not running, so its encoder catalog was left as is; "
+            "`mmr db upgrade` and every worker's start refresh it",
+            err=True,
+        )
+        return
     try:
         with db.connect(autocommit=True, application_name="mmr-models") as conn:
             n = publish(conn, "mmr models export")
