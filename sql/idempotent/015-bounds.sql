@@ -163,6 +163,21 @@ BEGIN
 END
 $$;
 
+-- The 1-based position of the first element of p_values that is not a finite number of at
+-- least p_min (a NULL element counts as outside unless p_null_ok), or NULL when all are inside.
+-- Shared by the array checks below.
+CREATE OR REPLACE FUNCTION mmr._first_outside(p_values float8[], p_min float8, p_null_ok boolean)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT u.i::int FROM unnest(p_values) WITH ORDINALITY u(v, i)
+     WHERE CASE WHEN u.v IS NULL THEN NOT p_null_ok
+                ELSE NOT (u.v >= p_min AND u.v > '-Infinity'::float8
+                          AND u.v < 'Infinity'::float8) END
+     ORDER BY u.i LIMIT 1
+$$;
+
 -- Fusion weights: finite and not negative (NULL: all 1).
 CREATE OR REPLACE FUNCTION mmr._check_weights(p_weights float8[])
 RETURNS void
@@ -170,10 +185,8 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    bad int;
+    bad int := mmr._first_outside(p_weights, 0, false);
 BEGIN
-    SELECT u.i INTO bad FROM unnest(p_weights) WITH ORDINALITY u(w, i)
-     WHERE u.w IS NULL OR NOT (u.w >= 0 AND u.w < 'Infinity'::float8) LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'weight % is %: weights must be finite numbers of at least 0', bad,
                         coalesce(p_weights[bad]::text, 'NULL')
@@ -323,10 +336,8 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    bad int;
+    bad int := mmr._first_outside(p_scores, '-Infinity', true);
 BEGIN
-    SELECT u.i INTO bad FROM unnest(p_scores) WITH ORDINALITY u(s, i)
-     WHERE NOT (u.s > '-Infinity'::float8 AND u.s < 'Infinity'::float8) LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'score % is %: candidate scores must be finite numbers', bad,
                         coalesce(p_scores[bad]::text, 'NULL')
