@@ -480,3 +480,16 @@ def test_item11_huge_query_vector_refused(
         (big, big),
     )
     assert e.sqlstate == "22000" and "above the largest allowed" in str(e), e
+
+
+def test_item11_weight_and_score_arrays_checked(data: tuple[Conn, np.ndarray[Any, Any]]) -> None:
+    """Weights: finite, at least 0, not NULL; scores handed to a reranker: finite (NULL allowed)."""
+    conn, _ = data
+    for bad, pos in (("{1, -0.5}", 2), ("{1, Infinity}", 2), ("{NULL}", 1)):
+        e = fails(conn, "SELECT mmr._check_weights(%s::float8[])", (bad,))
+        assert e.sqlstate == "22023" and f"weight {pos} is" in str(e), (bad, e)
+    conn.execute("SELECT mmr._check_weights('{0, 1.5}'::float8[])")
+    for bad, pos in (("{1, -Infinity}", 2), ("{NaN}", 1)):
+        e = fails(conn, "SELECT mmr._check_scores(%s::float8[])", (bad,))
+        assert e.sqlstate == "22023" and f"score {pos} is" in str(e), (bad, e)
+    conn.execute("SELECT mmr._check_scores('{-3, NULL, 2}'::float8[])")
