@@ -1,4 +1,4 @@
-"""The redesign and scale-out (issues 14, 15): tables and types that idempotent files created move here.
+"""The redesign and scale-out (issues 14, 15): tables and types that idempotent files held.
 
 Runs every ``sql/incremental/006-*.sql`` file in name order (one file per area).
 
