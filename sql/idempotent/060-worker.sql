@@ -161,7 +161,7 @@ BEGIN
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
         -- a large backfill of a version nobody searches through its index: filled in bulk, the
-        -- index built once when a worker drains it (sql/idempotent/046-bulk.sql)
+        -- index built once when a worker drains it (sql/idempotent/028-bulk.sql)
         IF mmr._bulk_worthwhile(s, n) THEN
             PERFORM mmr._begin_bulk_fill(s);
         END IF;

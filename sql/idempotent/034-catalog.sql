@@ -303,7 +303,7 @@ BEGIN
                                 coalesce(array_to_string(c.text_columns, ', '), 'none'));
     END IF;
 
-    -- The encoder catalog (031-encoders.sql): a misspelled encoder, a wrong dimension or a
+    -- The encoder catalog (030-encoders.sql): a misspelled encoder, a wrong dimension or a
     -- modality the encoder lacks is refused here, not skipped later by every worker.
     IF v_modality <> 'external' THEN
         PERFORM mmr._check_encoder(encoder, dimensions, v_modality, source_column);
@@ -350,7 +350,7 @@ BEGIN
     EXECUTE mmr._hnsw_index_sql((SELECT x FROM mmr._space x WHERE x.id = v_id));
     -- An embedding row is visible exactly when the current role may read the source column
     -- (column privilege, checked once per query) and sees the source row (grants and row-level
-    -- security of the source table): sql/idempotent/086-column-privileges.sql.
+    -- security of the source table): sql/idempotent/024-column-privileges.sql.
     PERFORM mmr._secure_embeddings(c, format('mmr.%I', v_emb)::regclass, source_column);
     UPDATE mmr._space s SET embedding_table = format('mmr.%I', v_emb)::regclass WHERE s.id = v_id;
     PERFORM mmr._grant_worker_on(c.id);
@@ -366,7 +366,7 @@ BEGIN
         PERFORM pg_notify('mmr_queue', c.id::text);
     END IF;
     -- A shadow version, or a new space with a large backfill, is filled in bulk: its index is
-    -- built once when the fill ends (sql/idempotent/046-bulk.sql).
+    -- built once when the fill ends (sql/idempotent/028-bulk.sql).
     IF new_version AND NOT v_active
        OR mmr._bulk_worthwhile((SELECT x FROM mmr._space x WHERE x.id = v_id), v_queued) THEN
         PERFORM mmr._begin_bulk_fill((SELECT x FROM mmr._space x WHERE x.id = v_id));
@@ -413,7 +413,7 @@ BEGIN
     END IF;
     -- Lock the catalog rows so concurrent switches serialise; then flip in one transaction.
     PERFORM 1 FROM mmr._space s WHERE s.collection_id = c.id AND s.name = space FOR UPDATE;
-    -- A version filled in bulk gets its index here, before it serves searches (046-bulk.sql).
+    -- A version filled in bulk gets its index here, before it serves searches (028-bulk.sql).
     PERFORM mmr._finish_bulk_fill(target.id);
     UPDATE mmr._space s SET active = false WHERE s.collection_id = c.id AND s.name = space AND s.active;
     UPDATE mmr._space s SET active = true WHERE s.id = target.id;
