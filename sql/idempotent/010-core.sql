@@ -1,4 +1,4 @@
--- Internal helpers: catalog look-ups and SQL fragment builders for dynamic SQL.
+-- Core helpers: catalog look-ups, SQL fragment builders for dynamic SQL, content hashes.
 -- Identifiers always go through format('%I') or regclass; values through EXECUTE ... USING.
 
 -- A search plan: one statement and its parameters (see 070-composed.sql for the layout).
@@ -244,32 +244,16 @@ BEGIN
 END
 $$;
 
--- Raise a clear error for an invalid query or stored vector.
-CREATE OR REPLACE FUNCTION mmr._check_vector(p_vec @extschema:vector@.vector, p_dimensions int,
-                                             p_distance text, p_what text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, @extschema:vector@, pg_temp
-AS $$
-BEGIN
-    IF p_vec IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', p_what USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF vector_dims(p_vec) <> p_dimensions THEN
-        RAISE EXCEPTION '% has % dimensions, but the space has %', p_what, vector_dims(p_vec),
-                        p_dimensions
-            USING ERRCODE = 'data_exception',
-                  HINT = 'Encode it with the space''s encoder (see mmr.spaces.encoder).';
-    END IF;
-    IF NOT (vector_norm(p_vec) <= mmr._max_norm()) THEN
-        RAISE EXCEPTION '% has norm %, above the largest allowed (%)', p_what, vector_norm(p_vec),
-                        mmr._max_norm()
-            USING ERRCODE = 'data_exception',
-                  HINT = 'Distances to such a vector overflow single precision: normalise it.';
-    END IF;
-    IF p_distance = 'cosine' AND vector_norm(p_vec) = 0 THEN
-        RAISE EXCEPTION '% is a zero vector, which has no direction for cosine distance', p_what
-            USING ERRCODE = 'data_exception';
-    END IF;
-END
-$$;
+-- The content hash stored with every embedding: sha256 of the cell, i.e. of the UTF-8 text
+-- or of the bytea.  For a path or URL image column it is the hash of the path/URL string:
+-- replacing the file behind an unchanged path is not seen (re-queue it with `mmr backfill
+-- --force`).  Plain SQL with qualified names: inlinable and usable in indexes.
+CREATE OR REPLACE FUNCTION mmr.content_hash(content text)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN pg_catalog.sha256(pg_catalog.convert_to(content, 'UTF8'));
+
+CREATE OR REPLACE FUNCTION mmr.content_hash(content bytea)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN pg_catalog.sha256(content);
