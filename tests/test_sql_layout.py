@@ -44,7 +44,9 @@ ALLOWED_FORWARD: dict[tuple[str, str], str] = {}
 
 _DEF = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE)\s+mmr\.(\w+)\s*\(", re.I)
 _CALL = re.compile(r"\bmmr\.(\w+)\s*\(")
-_CREATE_OBJECT = re.compile(r"\bCREATE\s+(?:TABLE|TYPE)\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w.]+)", re.I)
+_CREATE_OBJECT = re.compile(
+    r"\bCREATE\s+(?:TABLE|TYPE)\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w.%$\"]+)", re.I
+)
 _NAME = re.compile(r"^(\d{3})-[a-z0-9]+(?:-[a-z0-9]+)*\.sql$")
 
 
@@ -86,23 +88,28 @@ def _calls_in(sql: str) -> list[str]:
     return _CALL.findall(_CREATE_OBJECT.sub("", _DEF.sub("", sql)))
 
 
-def _code_and_calls(text: str) -> tuple[str, list[str]]:
-    """The file's code (literals blanked) and the names it calls.  A literal inside a RAISE or
-    COMMENT statement is message text, not SQL: its ``mmr.x(`` are not calls."""
-    code: list[str] = []
+def _calls(text: str) -> list[str]:
+    """The names a file calls.  A literal inside a RAISE or COMMENT statement is message
+    text, not SQL: its ``mmr.x(`` are not calls."""
     calls: list[str] = []
     statement = ""
     for literal, _, piece in _segments(text):
         if not literal:
-            code.append(piece)
             statement = (statement + piece).rsplit(";", 1)[-1]
             calls += _calls_in(piece)
-            continue
-        code.append("'" + " " * (len(piece) - 2) + "'")
-        if re.search(r"\bRAISE\b|^\s*COMMENT\b", statement, re.I):
-            continue
-        calls += _calls_in(piece)
-    return "".join(code), calls
+        elif not re.search(r"\bRAISE\b|^\s*COMMENT\b", statement, re.I):
+            calls += _calls_in(piece)
+    return calls
+
+
+def _without_comments(text: str) -> str:
+    return "".join(piece for _, _, piece in _segments(text))
+
+
+def _created(sql: str) -> list[str]:
+    """The tables and types ``sql`` creates under a fixed name, also inside a string run by
+    EXECUTE; a name built by format() (``mmr.%I``) is a per-collection table: not counted."""
+    return [name for name in _CREATE_OBJECT.findall(sql) if "%" not in name]
 
 
 def _parse() -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]]:
@@ -111,9 +118,10 @@ def _parse() -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]
     code: dict[str, str] = {}
     for name in FILES:
         text = (IDEMPOTENT / name).read_text(encoding="utf-8")
-        code[name], calls[name] = _code_and_calls(text)
+        calls[name] = _calls(text)
+        code[name] = _without_comments(text)
         # Definitions also count inside dynamic SQL (089-native creates mmr._native_abi).
-        for found in _DEF.findall("".join(p for _, _, p in _segments(text))):
+        for found in _DEF.findall(code[name]):
             defined.setdefault(found, []).append(name)
     return defined, calls, code
 
@@ -138,9 +146,7 @@ def forward_calls(file: str) -> list[str]:
 def created_objects(file: str) -> list[str]:
     """Tables and types that ``file`` creates itself (not inside a dynamic SQL string)."""
     return sorted(
-        name
-        for name in _CREATE_OBJECT.findall(CODE[file])
-        if (file, name) not in PENDING_SEARCH_OBJECTS
+        name for name in _created(CODE[file]) if (file, name) not in PENDING_SEARCH_OBJECTS
     )
 
 
@@ -158,41 +164,51 @@ def _params(check: Callable[[str], list[str]]) -> list[Any]:
     return params
 
 
+def naming_problems(names: list[str]) -> list[str]:
+    """Names that are not ``NNN-feature.sql``, and numbers that two files share."""
+    problems = [f"{name}: not NNN-feature.sql" for name in names if not _NAME.match(name)]
+    numbers: dict[str, list[str]] = {}
+    for name in names:
+        numbers.setdefault(name[:3], []).append(name)
+    problems += [f"{', '.join(n)}: one number" for n in numbers.values() if len(n) > 1]
+    return problems
+
+
 def test_file_names_are_numbered_features() -> None:
     assert FILES, IDEMPOTENT
-    bad = [name for name in FILES if not _NAME.match(name)]
-    assert bad == [], "idempotent files must be named NNN-feature.sql"
-    numbers: dict[str, list[str]] = {}
-    for name in FILES:
-        numbers.setdefault(name[:3], []).append(name)
-    shared = {n: names for n, names in numbers.items() if len(names) > 1}
-    assert shared == {}, "two idempotent files share a number"
+    problems = naming_problems(FILES)
+    assert not problems, "; ".join(problems)
 
 
 @pytest.mark.parametrize("file", _params(created_objects))
 def test_no_tables_or_types_in_idempotent_files(file: str) -> None:
-    assert created_objects(file) == [], (
-        f"{file} creates tables/types: move them to sql/incremental (a new revision)"
+    found = created_objects(file)
+    assert not found, (
+        f"{file} creates {', '.join(found)}: create tables and types in sql/incremental "
+        "(a new revision)"
     )
 
 
 @pytest.mark.parametrize("file", _params(forward_calls))
 def test_no_call_to_a_later_file(file: str) -> None:
-    assert forward_calls(file) == [], f"{file} calls functions that only later files define"
+    found = forward_calls(file)
+    assert not found, f"{file} calls functions that only later files define: {'; '.join(found)}"
 
 
 @pytest.mark.xfail(strict=False, reason=SEARCH_REORG)
 @pytest.mark.parametrize("case", sorted(PENDING_SEARCH_CALLS), ids=lambda c: ":".join(c))
 def test_pending_search_calls(case: tuple[str, str]) -> None:
     file, called = case
-    assert min(DEFINED[called]) <= file, PENDING_SEARCH_CALLS[case]
+    first = min(DEFINED[called])
+    assert first <= file, f"{file} calls mmr.{called} ({first}): {PENDING_SEARCH_CALLS[case]}"
 
 
 @pytest.mark.xfail(strict=False, reason=SEARCH_REORG)
 @pytest.mark.parametrize("case", sorted(PENDING_SEARCH_OBJECTS), ids=lambda c: ":".join(c))
 def test_pending_search_objects(case: tuple[str, str]) -> None:
     file, name = case
-    assert name not in _CREATE_OBJECT.findall(CODE[file]), PENDING_SEARCH_OBJECTS[case]
+    created = _created(CODE[file])
+    assert name not in created, f"{file} creates {name}: {PENDING_SEARCH_OBJECTS[case]}"
 
 
 # The checks can fail: each rule applied to a made-up file.
@@ -210,8 +226,17 @@ def test_checker_sees_a_forward_call_and_skips_messages() -> None:
         "END $$;\n"
         "CREATE TABLE mmr.t (a int);\n"
         "SELECT format('CREATE TABLE mmr.%I (a int)', 'x');\n"
+        "DO $$ BEGIN EXECUTE 'CREATE TYPE mmr.u AS (a int)'; END $$;\n"
+        "-- CREATE TABLE mmr.v (a int);\n"
     )
-    code, calls = _code_and_calls(text)
-    assert sorted(set(calls)) == ["_b", "_d", "_g"]
-    assert _CREATE_OBJECT.findall(code) == ["mmr.t"]
+    assert sorted(set(_calls(text))) == ["_b", "_d", "_g"]
+    assert _created(_without_comments(text)) == ["mmr.t", "mmr.u"]
     assert _DEF.findall(text) == ["_a"]
+
+
+def test_checker_sees_bad_names() -> None:
+    assert naming_problems(["060-fusion.sql", "060-worker.sql", "61-x.sql", "070-A.sql"]) == [
+        "61-x.sql: not NNN-feature.sql",
+        "070-A.sql: not NNN-feature.sql",
+        "060-fusion.sql, 060-worker.sql: one number",
+    ]
