@@ -10,7 +10,7 @@ In one run, on one fresh database, with the same vectors (random unit vectors, f
   pgvector's documented recipe for an initial load: a bare table
   ``(id int PRIMARY KEY, embedding vector(d))`` filled by binary COPY, then one HNSW index
   (m 16, ef_construction 64, cosine) built with the same maintenance_work_mem and parallel
-  maintenance workers as the bulk path uses (sql/idempotent/046-bulk.sql);
+  maintenance workers as the bulk path uses (sql/idempotent/028-bulk.sql);
 * ``mmr.put_embeddings``: the public bulk path (one call of all rows into a new external space,
   pg_mmretrieval.put_embeddings from Python: validation, key checks, normalisation, the heap
   writes, one index build);
@@ -107,7 +107,7 @@ def main() -> None:
             conn.execute("VACUUM ANALYZE items")
             mmr.create_collection(conn, "items", "items")
             mmr.add_space(conn, "items", "e", "external", None, d)
-            # the settings the bulk path chooses for this many rows (046-bulk.sql)
+            # the settings the bulk path chooses for this many rows (028-bulk.sql)
             mwm_kb = (n * (4 * d + 8 + 2 * 16 * 12 + 100) * 5 // 4) // 1024
             mwm_kb = min(max(mwm_kb, 65536), 2097152)
             mwm_now = conn.execute(

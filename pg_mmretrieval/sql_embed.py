@@ -1,6 +1,6 @@
 """``mmr.embed`` inside the server: the Python its PL/Python functions call.
 
-``mmr.embed(collection, space, item)`` (``sql/idempotent/066-embed.sql``) runs
+``mmr.embed(collection, space, item)`` (``sql/idempotent/036-embed.sql``) runs
 :func:`embed` in the backend's interpreter.  The space comes from ``mmr._embed_target`` (which
 checks the names, the caller's right to read the space's column and the settings, with SQLSTATEs
 and hints); the item goes through the worker's own loader (:func:`pg_mmretrieval.worker.loading.

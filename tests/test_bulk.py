@@ -2,7 +2,7 @@
 
 A space version filled in bulk has no HNSW index while its rows are written; the index is built
 once when the fill ends, in the transaction that makes the version searchable through it
-(sql/idempotent/046-bulk.sql).  Real PostgreSQL + pgvector, the worker as ``mmr_worker``.
+(sql/idempotent/028-bulk.sql).  Real PostgreSQL + pgvector, the worker as ``mmr_worker``.
 """
 
 from __future__ import annotations

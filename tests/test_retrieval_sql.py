@@ -609,9 +609,11 @@ def test_functions_pin_search_path_and_are_documented(conn: psycopg.Connection[A
     root = Path(__file__).resolve().parent.parent
     sql = "".join(
         p.read_text()
-        for p in sorted((root / "sql" / "idempotent").glob("0[5-8]*.sql"))
-        # the worker documents its functions in worker.md (and its role in security.md)
-        if p.name not in ("060-worker.sql", "061-worker-role.sql")
+        for p in sorted((root / "sql" / "idempotent").glob("*.sql"))
+        # the retrieval files (numbered 050-089 before issue 14 moved some down); the worker
+        # documents its functions in worker.md (and its role in security.md)
+        if p.name[:3] in ("020", "022", "024", "036") or "050" <= p.name[:3] < "090"
+        if p.name != "060-worker.sql"
     )
     public = set(re.findall(r"CREATE OR REPLACE (?:FUNCTION|VIEW) mmr\.([a-z]\w*)", sql))
     docs = (root / "docs" / "retrieval.md").read_text()

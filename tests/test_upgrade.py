@@ -1,6 +1,6 @@
 """Upgrade harness: installing at head == installing an older revision, then upgrading.
 
-For every released revision (today: 0001) the test installs that revision with the
+For every released revision (today: 0001 and 0003) the test installs that revision with the
 idempotent SQL it shipped with (frozen under tests/fixtures/sql_<rev>/), creates a
 collection with data using those functions, upgrades to head, and compares a catalog dump
 of schema ``mmr`` and of the collection's objects with a fresh install at head that created
@@ -10,7 +10,10 @@ the upgrade must end up exactly like ones created after it.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from pg_mmretrieval.worker import Worker, WorkerConfig
 from tests.helpers import worker_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
-RELEASED = ["0001"]
+RELEASED = ["0001", "0003"]
 
 # The catalog of schema mmr and of the user's table (triggers), as comparable text rows.
 DUMP = {
@@ -84,6 +87,15 @@ def _make_collection(url: str) -> None:
         )
 
 
+def _install_released(url: str, revision: str) -> None:
+    """Install ``revision`` exactly as it was released: its versioned files (Alembic), then
+    the idempotent files it shipped with (frozen under tests/fixtures/sql_<rev>/)."""
+    install.upgrade(url, revision=revision)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in sorted((FIXTURES / f"sql_{revision}").glob("*.sql")):
+            install.apply_sql_file(conn, path)
+
+
 @pytest.fixture()
 def make_db(server_url: str) -> Iterator[Any]:
     names: list[str] = []
@@ -108,10 +120,7 @@ def test_upgrade_equals_fresh_install(make_db: Any, revision: str) -> None:
     _make_collection(fresh)
 
     old = make_db()
-    install.upgrade(old, revision=revision)
-    with psycopg.connect(old, autocommit=True) as conn:
-        for path in sorted((FIXTURES / f"sql_{revision}").glob("*.sql")):
-            install.apply_sql_file(conn, path)
+    _install_released(old, revision)
     _make_collection(old)  # with the functions of the old revision
     with psycopg.connect(old) as conn:
         before = conn.execute("SELECT count(*) FROM mmr._queue_1").fetchone()
@@ -154,3 +163,96 @@ def test_dump_sees_differences(make_db: Any) -> None:
     with psycopg.connect(a, autocommit=True) as conn:
         conn.execute("ALTER TABLE mmr._queue_1 ALTER COLUMN mmr_claims SET DEFAULT 1")
     assert _dump(a)["columns"] != before["columns"]
+
+
+# Issue 14 (must hold): `mmr db upgrade` from revision 0003, with data, keeps the data and
+# search.  Vectors the application computed ('external' space), so no encoder is involved.
+_DIMS = 8
+
+
+def _vectors(n: int) -> list[list[float]]:
+    import random
+
+    rng = random.Random(14)
+    return [[rng.uniform(-1, 1) for _ in range(_DIMS)] for _ in range(n)]
+
+
+def _exact_top(vecs: list[list[float]], q: list[float], k: int) -> list[int]:
+    def cos(a: list[float], b: list[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+    ranked = sorted(range(len(vecs)), key=lambda i: -cos(vecs[i], q))
+    return [i + 1 for i in ranked[:k]]  # row ids start at 1
+
+
+def _vec(v: list[float]) -> str:
+    return "[" + ",".join(repr(x) for x in v) + "]"
+
+
+def _search(conn: psycopg.Connection[Any], q: list[float], k: int) -> list[int]:
+    rows = conn.execute(
+        "SELECT key, score FROM mmr.search('docs', 'vec', %s::vector, k => %s, ef_search => 100)",
+        (_vec(q), k),
+    ).fetchall()
+    return [int(key) for key, _ in rows]
+
+
+_DATA = {
+    "source": "SELECT id, body FROM public.docs ORDER BY id",
+    "embeddings": "SELECT id, embedding::text, content_hash, model_id FROM mmr._emb_1 ORDER BY id",
+    "collection": "SELECT id, name, source::text, text_columns FROM mmr._collection ORDER BY id",
+    "spaces": "SELECT id, name, encoder, dimensions, distance, active FROM mmr._space ORDER BY id",
+}
+
+
+def test_upgrade_from_0003_keeps_data_and_search(make_db: Any) -> None:
+    url = make_db()
+    _install_released(url, "0003")
+    vecs = _vectors(40)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.docs (id int PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO public.docs SELECT g, 'doc ' || g FROM generate_series(1, 40) g")
+        conn.execute(
+            "SELECT mmr.create_collection('docs', 'public.docs', text_columns => ARRAY['body'])"
+        )
+        conn.execute("SELECT mmr.add_space('docs', 'vec', 'external', NULL, %s)", (_DIMS,))
+        stored = conn.execute(
+            "SELECT mmr.put_embeddings('docs', 'vec', %s::jsonb[], %s::vector[])",
+            ([str(i + 1) for i in range(40)], [_vec(v) for v in vecs]),  # keys: the ids
+        ).fetchone()
+        assert stored == (40,)
+        assert conn.execute("SELECT embedding_table::text FROM mmr._space").fetchone() == (
+            "mmr._emb_1",
+        )
+        before = {k: conn.execute(q).fetchall() for k, q in _DATA.items()}
+        assert len(before["embeddings"]) == 40
+        assert conn.execute("SELECT version_num FROM mmr.alembic_version").fetchone() == ("0003",)
+
+    # The real CLI, as an operator runs it.
+    done = subprocess.run(
+        [sys.executable, "-m", "pg_mmretrieval", "db", "upgrade"],
+        env={**os.environ, "MMR_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        head = install.head_revision()
+        assert conn.execute("SELECT version_num FROM mmr.alembic_version").fetchone() == (head,)
+        after = {k: conn.execute(q).fetchall() for k, q in _DATA.items()}
+        assert after == before
+        # Search works on the data stored before the upgrade: the exact top 5, the query's
+        # own row first.
+        for row in (3, 17, 40):
+            q = vecs[row - 1]
+            found = _search(conn, q, 5)
+            assert found[0] == row
+            assert found == _exact_top(vecs, q, 5)
+        # ... and on data stored after it.
+        new = [0.5] * _DIMS
+        conn.execute("INSERT INTO public.docs VALUES (41, 'doc 41')")
+        conn.execute("SELECT mmr.put_embedding('docs', 'vec', '41', %s::vector)", (_vec(new),))
+        assert _search(conn, new, 1) == [41]

@@ -440,6 +440,6 @@ def queued(conn: psycopg.Connection[Any], coll: CollectionSpec, space_ids: list[
 
 def finish_fills(conn: psycopg.Connection[Any], space_ids: list[int]) -> int:
     """End the bulk fills of these space versions whose queue is empty: each gets its HNSW
-    index, built once (sql/idempotent/046-bulk.sql).  Returns how many were ended."""
+    index, built once (sql/idempotent/028-bulk.sql).  Returns how many were ended."""
     row = conn.execute("SELECT mmr._worker_finish_fill(%s::int[])", (space_ids,)).fetchone()
     return int(row[0]) if row and row[0] is not None else 0

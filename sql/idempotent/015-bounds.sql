@@ -310,6 +310,36 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN @extschema:vector@.vector_norm(v) <= mmr._max_norm()
        AND (p_distance <> 'cosine' OR @extschema:vector@.vector_norm(v) > 0);
 
+-- Raise a clear error for an invalid query or stored vector.
+CREATE OR REPLACE FUNCTION mmr._check_vector(p_vec @extschema:vector@.vector, p_dimensions int,
+                                             p_distance text, p_what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, @extschema:vector@, pg_temp
+AS $$
+BEGIN
+    IF p_vec IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', p_what USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF vector_dims(p_vec) <> p_dimensions THEN
+        RAISE EXCEPTION '% has % dimensions, but the space has %', p_what, vector_dims(p_vec),
+                        p_dimensions
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Encode it with the space''s encoder (see mmr.spaces.encoder).';
+    END IF;
+    IF NOT (vector_norm(p_vec) <= mmr._max_norm()) THEN
+        RAISE EXCEPTION '% has norm %, above the largest allowed (%)', p_what, vector_norm(p_vec),
+                        mmr._max_norm()
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Distances to such a vector overflow single precision: normalise it.';
+    END IF;
+    IF p_distance = 'cosine' AND vector_norm(p_vec) = 0 THEN
+        RAISE EXCEPTION '% is a zero vector, which has no direction for cosine distance', p_what
+            USING ERRCODE = 'data_exception';
+    END IF;
+END
+$$;
+
 -- A lexical query text: at most query_bytes bytes and query_terms search terms (the tsquery's
 -- operands: a tsquery of n terms joined by operators has 2n - 1 nodes).
 CREATE OR REPLACE FUNCTION mmr._check_query_text(p_text text, p_config regconfig)

@@ -1,19 +1,6 @@
--- The ingestion worker's database side: content hashes, health check and repair, dead
--- letters, status.  The worker's claim/write statements are built by pg_mmretrieval.worker.
-
--- The content hash stored with every embedding: sha256 of the cell, i.e. of the UTF-8 text
--- or of the bytea.  For a path or URL image column it is the hash of the path/URL string:
--- replacing the file behind an unchanged path is not seen (re-queue it with `mmr backfill
--- --force`).  Plain SQL with qualified names: inlinable and usable in indexes.
-CREATE OR REPLACE FUNCTION mmr.content_hash(content text)
-RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN pg_catalog.sha256(pg_catalog.convert_to(content, 'UTF8'));
-
-CREATE OR REPLACE FUNCTION mmr.content_hash(content bytea)
-RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN pg_catalog.sha256(content);
+-- The ingestion worker's database side: health check and repair, dead letters, status
+-- (the content hashes it compares are mmr.content_hash, 010-core.sql).  The worker's
+-- claim/write statements are built by pg_mmretrieval.worker.
 
 -- Health of every space of a collection.  missing: rows with content and no embedding;
 -- stale: embeddings whose content_hash differs from the row's current content; duplicate:
@@ -161,7 +148,7 @@ BEGIN
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
         -- a large backfill of a version nobody searches through its index: filled in bulk, the
-        -- index built once when a worker drains it (sql/idempotent/046-bulk.sql)
+        -- index built once when a worker drains it (sql/idempotent/028-bulk.sql)
         IF mmr._bulk_worthwhile(s, n) THEN
             PERFORM mmr._begin_bulk_fill(s);
         END IF;

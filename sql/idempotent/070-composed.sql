@@ -12,30 +12,10 @@
 
 -- The plan type mmr._search_plan is created in 010-internal.sql (mmr.search uses it too).
 
--- Tables created here (not in an Alembic revision): BASIC projections per space and the
--- reranker registry.  CREATE TABLE IF NOT EXISTS keeps re-application harmless.
-CREATE TABLE IF NOT EXISTS mmr._projection (
-    space_id    int NOT NULL REFERENCES mmr._space (id) ON DELETE CASCADE,
-    name        text NOT NULL,
-    basis       @extschema:vector@.vector[] NOT NULL,
-    mu_image    @extschema:vector@.vector NOT NULL,
-    mu_text     @extschema:vector@.vector NOT NULL,
-    s_v_min     float8,
-    s_t_min     float8,
-    params      jsonb NOT NULL DEFAULT '{}',
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (space_id, name)
-);
 -- Readable through row-level security only (086-column-privileges.sql): a row is visible to
 -- roles that may read the whole space it aggregates.
 GRANT SELECT ON mmr._projection TO PUBLIC;
 
-CREATE TABLE IF NOT EXISTS mmr._reranker (
-    name         text PRIMARY KEY,
-    function     regprocedure NOT NULL,
-    description  text,
-    created_at   timestamptz NOT NULL DEFAULT now()
-);
 GRANT SELECT ON mmr._reranker TO PUBLIC;
 
 -- A number from params, or the default; a clear error for a non-number.

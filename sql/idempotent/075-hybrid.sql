@@ -8,11 +8,6 @@
 -- mmr.hybrid_search builds exactly the same expression, so the planner uses that index.
 -- Without the index the leg still works (a scan of the source table).
 
-CREATE TABLE IF NOT EXISTS mmr._text_index (
-    collection_id  int PRIMARY KEY REFERENCES mmr._collection (id) ON DELETE CASCADE,
-    config         regconfig NOT NULL,
-    index_name     regclass
-);
 GRANT SELECT ON mmr._text_index TO PUBLIC;
 
 -- The tsvector expression over the collection's text columns (alias NULL: bare column names,

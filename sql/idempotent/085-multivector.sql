@@ -4,17 +4,6 @@
 -- Candidates come from the index (one `ORDER BY embedding <op> q LIMIT n` per query vector, in a
 -- LATERAL join), and the exact MaxSim is computed over the candidates' parts in one statement.
 
-CREATE TABLE IF NOT EXISTS mmr._multivector (
-    id             int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    collection_id  int NOT NULL REFERENCES mmr._collection (id) ON DELETE CASCADE,
-    name           text NOT NULL,
-    dimensions     int NOT NULL CHECK (dimensions BETWEEN 1 AND 4000),
-    distance       text NOT NULL CHECK (distance IN ('cosine', 'l2', 'inner_product')),
-    storage        text NOT NULL CHECK (storage IN ('vector', 'halfvec')),
-    embedding_table regclass,
-    created_at     timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (collection_id, name)
-);
 GRANT SELECT ON mmr._multivector TO PUBLIC;
 
 -- The multi-vector space as a mmr._space value (so the SQL builders of 070 apply to it).

@@ -1,4 +1,4 @@
--- The worker's role (sql/idempotent/061-worker-role.sql; docs/security.md, "The worker's role"),
+-- The worker's role (sql/idempotent/032-worker-role.sql; docs/security.md, "The worker's role"),
 -- granted after 090-privileges.sql so that a fresh install and an upgraded one list the same
 -- grants in the same order.
 -- mmr_worker: created once per cluster when the installing role can; granted in each database

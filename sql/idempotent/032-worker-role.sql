@@ -123,7 +123,7 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON mmr._unservable TO %I', r.rolname);
     EXECUTE format('GRANT EXECUTE ON FUNCTION mmr.content_hash(text), mmr.content_hash(bytea) '
                    'TO %I', r.rolname);
-    -- ends the bulk fill of a drained space version (issue 17; sql/idempotent/046-bulk.sql)
+    -- ends the bulk fill of a drained space version (issue 17; sql/idempotent/028-bulk.sql)
     EXECUTE format('GRANT EXECUTE ON FUNCTION mmr._worker_finish_fill(int[]) TO %I', r.rolname);
     SELECT n.nspname INTO vschema FROM pg_extension e
       JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector';
