@@ -52,6 +52,8 @@ connection.
 >>> with mmr.Client() as client:                        # doctest: +SKIP
 ...     products = client.collection("products")
 ...     hits = products.search("clip_text", text="a red circle", k=5)
+
+Over ~400 lines: generated from ``aio.py`` (one client, see there).
 """''',
     "AsyncClient": '''"""A connection to a database with the mmr schema, and the operations on it.
 

@@ -5,6 +5,8 @@
 >>> with mmr.Client() as client:                        # doctest: +SKIP
 ...     products = client.collection("products")
 ...     hits = products.search("clip_text", text="a red circle", k=5)
+
+Over ~400 lines: generated from ``aio.py`` (one client, see there).
 """
 
 from __future__ import annotations
