@@ -114,8 +114,8 @@ class Client:
         rerank: RerankArg,
         guard: tuple[str, Mapping[str, int]] | None = None,
     ) -> list[Hit]:
-        """Run a search statement; a SQL reranker runs in it, a Python one (synchronous) in a
-        worker thread after the fetch, a plugin's on the contents fetched here.
+        """Run a search statement; a SQL reranker runs in it, a Python one after the fetch (in
+        a worker thread in the async client), a plugin's on the contents fetched here.
 
         ``guard`` (collection, space name -> id): the statement returns nothing unless those
         spaces' active versions are still the ones the query was encoded for."""
@@ -272,9 +272,19 @@ class Collection:
             cache[key] = (_sql.space_info(rows[0][:-1]), int(rows[0][-1]))
         return cache[key][0]
 
-    def _guard(self, names: Iterable[str]) -> tuple[str, dict[str, int]]:
+    def _run_cached(
+        self, stmt: retrieval.SearchStatement, rerank: RerankArg, names: list[str], retry: bool
+    ) -> list[Hit] | None:
+        """Run a search whose query was encoded with the cached spaces ``names`` (none: the
+        query is the caller's vectors, nothing to guard); None when no row came back because
+        one of them changed: encode the query again and retry (once: ``retry`` is the retry).
+        """
         cache = self.client._space_cache
-        return self.name, {n: cache[(self.name, n)][1] for n in names}
+        guard = (self.name, {n: cache[(self.name, n)][1] for n in names}) if names else None
+        hits = self.client._run_search(stmt, rerank, guard)
+        if hits or not names or retry or not self._stale(names):
+            return hits
+        return None
 
     def _stale(self, names: Iterable[str]) -> bool:
         """Whether a space a guarded search used has another active version than the cached
@@ -495,9 +505,8 @@ class Collection:
                 rerank_params=rerank_params,
                 query_item=item,
             )
-            guard = self._guard([space]) if encoded else None
-            hits = self.client._run_search(stmt, rerank, guard)
-            if hits or not encoded or retry or not self._stale([space]):
+            hits = self._run_cached(stmt, rerank, [space] if encoded else [], retry)
+            if hits is not None:
                 return hits
         raise AssertionError("unreachable")
 
@@ -573,9 +582,8 @@ class Collection:
                 rerank_params=rerank_params,
                 query_item=query_item,
             )
-            guard = self._guard([space]) if encoded else None
-            hits = self.client._run_search(stmt, rerank, guard)
-            if hits or not encoded or retry or not self._stale([space]):
+            hits = self._run_cached(stmt, rerank, [space] if encoded else [], retry)
+            if hits is not None:
                 return hits
         raise AssertionError("unreachable")
 
@@ -619,9 +627,8 @@ class Collection:
                 rerank_depth=rerank_depth,
                 rerank_params=rerank_params,
             )
-            guard = self._guard(texts) if texts else None
-            hits = self.client._run_search(stmt, rerank, guard)
-            if hits or not texts or retry or not self._stale(texts):
+            hits = self._run_cached(stmt, rerank, texts, retry)
+            if hits is not None:
                 return hits
         raise AssertionError("unreachable")
 
