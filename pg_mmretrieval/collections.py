@@ -12,6 +12,7 @@ from pgvector import Vector
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from . import calls
 from .db import translate_error
 from .errors import InputError
 
@@ -71,15 +72,14 @@ def create_collection(
     return int(
         _call(
             conn,
-            "SELECT mmr.create_collection(%(name)s, %(source)s::regclass, %(image)s, %(texts)s, "
-            "%(kind)s, %(view)s, %(create_view)s)",
+            calls.CREATE_COLLECTION.psycopg(),
             {
                 "name": name,
                 "source": source,
-                "image": image_column,
-                "texts": list(text_columns) if text_columns is not None else None,
-                "kind": image_kind,
-                "view": view_name,
+                "image_column": image_column,
+                "text_columns": list(text_columns) if text_columns is not None else None,
+                "image_kind": image_kind,
+                "view_name": view_name,
                 "create_view": create_view,
             },
         )
@@ -106,21 +106,20 @@ def add_space(
     return str(
         _call(
             conn,
-            "SELECT mmr.add_space(%(c)s, %(s)s, %(e)s, %(col)s, %(d)s, %(dist)s, %(st)s, %(m)s, "
-            "%(nv)s, %(bf)s, %(hm)s, %(hef)s)::text",
+            calls.ADD_SPACE.psycopg(),
             {
-                "c": collection,
-                "s": space,
-                "e": encoder,
-                "col": source_column,
-                "d": dimensions,
-                "dist": distance,
-                "st": storage,
-                "m": model_id,
-                "nv": new_version,
-                "bf": backfill,
-                "hm": hnsw_m,
-                "hef": hnsw_ef_construction,
+                "collection": collection,
+                "space": space,
+                "encoder": encoder,
+                "source_column": source_column,
+                "dimensions": dimensions,
+                "distance": distance,
+                "storage": storage,
+                "model_id": model_id,
+                "new_version": new_version,
+                "backfill": backfill,
+                "hnsw_m": hnsw_m,
+                "hnsw_ef_construction": hnsw_ef_construction,
             },
         )
     )
@@ -132,8 +131,8 @@ def switch_space(
     """Make a shadow version of a space the active one, atomically."""
     _call(
         conn,
-        "SELECT mmr.switch_space(%(c)s, %(s)s, %(v)s, %(f)s)",
-        {"c": collection, "s": space, "v": version, "f": force},
+        calls.SWITCH_SPACE.psycopg(),
+        {"collection": collection, "space": space, "version": version, "force": force},
     )
 
 
@@ -141,14 +140,14 @@ def drop_space(conn: Conn, collection: str, space: str, version: int | None = No
     """Drop one version of a space, or all of them (version None)."""
     _call(
         conn,
-        "SELECT mmr.drop_space(%(c)s, %(s)s, %(v)s)",
-        {"c": collection, "s": space, "v": version},
+        calls.DROP_SPACE.psycopg(),
+        {"collection": collection, "space": space, "version": version},
     )
 
 
 def drop_collection(conn: Conn, name: str) -> None:
     """Drop a collection: its triggers, queue, embedding tables and view (not the source table)."""
-    _call(conn, "SELECT mmr.drop_collection(%(n)s)", {"n": name})
+    _call(conn, calls.DROP_COLLECTION.psycopg(), {"name": name})
 
 
 def list_collections(conn: Conn) -> list[dict[str, Any]]:
@@ -196,10 +195,22 @@ def put_embeddings(
     return int(
         _call(
             conn,
-            "SELECT mmr.put_embeddings(%(c)s, %(s)s, %(k)s::jsonb[], %(e)b::vector[])",
-            {"c": collection, "s": space, "k": [Jsonb(k) for k in keys], "e": vectors},
+            calls.PUT_EMBEDDINGS.psycopg(),
+            put_embeddings_args(collection, space, keys, vectors),
         )
     )
+
+
+def put_embeddings_args(
+    collection: str, space: str, keys: Sequence[Any], vectors: Sequence[Vector]
+) -> dict[str, Any]:
+    """The arguments of :data:`pg_mmretrieval.calls.PUT_EMBEDDINGS`."""
+    return {
+        "collection": collection,
+        "space": space,
+        "keys": [Jsonb(k) for k in keys],
+        "embeddings": vectors,
+    }
 
 
 def stored_vectors(

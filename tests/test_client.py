@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
+from pg_mmretrieval_plugins.test_encoders import HashEncoder
 
 import pg_mmretrieval as mmr
 from pg_mmretrieval import AsyncClient, Client, SpaceSpec
-from pg_mmretrieval.encoders import get_encoder
+from pg_mmretrieval.encoders import get_encoder, register_encoder
 from tests.helpers import worker_url
 from tests.surfaces_helpers import drain_queue
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +303,107 @@ def test_async_text_search_encodes_in_thread(client: Client, db_url: str) -> Non
             return await items.search("txt", text="caption 5", k=1)
 
     assert asyncio.run(main())[0].key == 5
+
+
+class _SaltedHash(HashEncoder):
+    """``mmr-test`` with its own name, dimension and salt: another model."""
+
+    def __init__(self, name: str, dimension: int) -> None:
+        self.name = name
+        self.dimension = dimension
+        self.model_id = f"test/{name}"
+
+    def _embed(self, batch: Sequence[Any]) -> np.ndarray[Any, Any]:
+        return super()._embed([f"{self.name}:{x}" for x in batch])
+
+
+@pytest.fixture(scope="module")
+def swap(client: Client) -> str:
+    """A collection whose space ``s`` the tests drop and re-add with other encoders."""
+    get_encoder("mmr-test")  # plugins loaded before registering ours
+    for name, dim in (("mmr-test-16", 16), ("mmr-test-32b", 32)):
+        register_encoder(_SaltedHash(name, dim))
+        client.conn.execute("SELECT mmr.declare_encoder(%s, %s)", (name, dim))
+    client.conn.execute("CREATE TABLE swap (id int PRIMARY KEY, caption text)")
+    coll = client.create_collection(
+        "swap", "swap", text_columns=["caption"], spaces=[SpaceSpec("s", "mmr-test", "caption")]
+    )
+    coll.insert([{"id": i, "caption": f"caption {i}"} for i in range(1, 21)])
+    drain_queue(client.conn, "swap")
+    return "swap"
+
+
+def _readd(client: Client, encoder: str) -> None:
+    """Another session drops space ``s`` and adds it again over another encoder."""
+    coll = client.collection("swap")
+    coll.drop_space("s")
+    coll.add_space("s", encoder, "caption")
+    assert drain_queue(client.conn, "swap") == 20
+
+
+@pytest.mark.parametrize("encoder", ["mmr-test-16", "mmr-test-32b"])
+def test_search_after_the_space_changed_under_the_client(
+    client: Client, swap: str, db_url: str, encoder: str
+) -> None:
+    # the searching clients resolve (and cache) space "s" on their first search; then another
+    # session replaces it (another dimension, or the same dimension and another model)
+    with Client(db_url) as searcher:
+        coll = searcher.collection(swap)
+        assert coll.search("s", text="caption 3", k=1)[0].key == 3
+        assert coll.search("s", text="caption 4", k=1)[0].key == 4
+        _readd(client, encoder)
+        (hit,) = coll.search("s", text="caption 7", k=1)
+        assert hit.key == 7 and hit.score == pytest.approx(1.0, abs=1e-5)
+        _readd(client, "mmr-test")
+        hits = coll.composed_search(
+            "s",
+            reference_key=8,
+            modifier_text="caption 8",
+            k=1,
+            params={"exclude_reference": False},
+        )
+        assert [h.key for h in hits] == [8]
+        _readd(client, encoder)
+        hits = coll.hybrid_search(None, [("s", "caption 9")], k=1)
+        assert [h.key for h in hits] == [9]
+        # a vector query of the new dimension needs no encoder: it is never guarded
+        q = next(iter(get_encoder(encoder).embed_batch(["caption 6"])))
+        assert coll.search("s", q, k=1)[0].key == 6
+
+    async def main() -> None:
+        async with await AsyncClient.connect(db_url) as ac:
+            coll = await ac.collection(swap)
+            assert (await coll.search("s", text="caption 3", k=1))[0].key == 3
+            await asyncio.to_thread(_readd, client, "mmr-test")
+            (hit,) = await coll.search("s", text="caption 5", k=1)
+            assert hit.key == 5 and hit.score == pytest.approx(1.0, abs=1e-5)
+
+    asyncio.run(main())
+    # a search that finds nothing on an unchanged space stays empty (one re-check, no loop)
+    with Client(db_url) as searcher:
+        none = searcher.collection(swap).search("s", text="x", k=3, filter={"id": {">": 99}})
+        assert none == []
+    # a dropped space is reported as before
+    client.collection(swap).drop_space("s")
+    with Client(db_url) as searcher, pytest.raises(mmr.NotFoundError, match="its spaces"):
+        searcher.collection(swap).search("s", text="caption 1", k=1)
+    client.collection(swap).add_space("s", "mmr-test", "caption")
+    drain_queue(client.conn, "swap")
+
+
+def test_sync_client_is_generated_from_the_async_one() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "async_to_sync", ROOT / "scripts/async_to_sync.py"
+    )
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    generated = tool.generate()
+    assert generated.startswith("# generated from aio.py by scripts/async_to_sync.py")
+    assert tool.TARGET.read_text() == generated, (
+        "pg_mmretrieval/client/sync.py is stale: run python scripts/async_to_sync.py"
+    )
+    # the rules leave no async code, and a change to the source shows in the output
+    assert "await " not in generated and "async def" not in generated
+    changed = tool.SOURCE.read_text().replace('"""Every registered collection."""', '"""All."""')
+    assert '"""All."""' in tool.transform(changed)

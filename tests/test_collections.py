@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 import pg_mmretrieval as mmr
+from pg_mmretrieval import calls
 from pg_mmretrieval.errors import InputError, NotFoundError
 
 from .helpers import unit_vectors, uses_hnsw
@@ -303,3 +304,35 @@ def test_put_embeddings_rejects_bad_vectors_and_keys(
     with pytest.raises(InputError, match="no row"):
         mmr.put_embeddings(conn, "comp", "ext", [{"a": 1}], [[1, 0]])
     assert mmr.put_embeddings(conn, "comp", "ext", [{"a": 1, "b": 2}], [[1, 0]]) == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        calls.CREATE_COLLECTION,
+        calls.ADD_SPACE,
+        calls.SWITCH_SPACE,
+        calls.DROP_SPACE,
+        calls.DROP_COLLECTION,
+        calls.PUT_EMBEDDINGS,
+    ],
+    ids=lambda c: c.function,
+)
+def test_sql_calls_name_the_functions_arguments(
+    conn: psycopg.Connection[Any], call: calls.Call
+) -> None:
+    # the one module of SQL API calls passes every argument in the function's own order
+    found = conn.execute(
+        "SELECT p.proargnames[1:p.pronargs], "
+        "ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) t) "
+        "FROM pg_proc p WHERE p.pronamespace = 'mmr'::regnamespace AND p.proname = %s",
+        (call.function,),
+    ).fetchall()
+    assert len(found) == 1, f"mmr.{call.function} has {len(found)} signatures"
+    names, types = found[0]
+    assert call.names == tuple(names[: len(call.args)])
+    for arg, typ in zip(call.args, types, strict=False):
+        if arg.cast is not None:
+            assert typ.endswith(arg.cast.replace("int", "integer")), (arg, typ)
+    assert call.psycopg().startswith(f"SELECT mmr.{call.function}(%({call.names[0]})s")
+    assert ":" + call.names[-1] in call.sqlalchemy()

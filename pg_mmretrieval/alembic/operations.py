@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import bindparam
 from sqlalchemy.types import Text
 
+from .. import calls
 from ..errors import InputError
 from ..spec import CollectionSpec, SpaceSpec
 
@@ -285,29 +286,27 @@ def _space_spec(
 
 # -- implementations: SQL API calls (rendered as SQL text in offline mode) -------------------
 
-_CREATE = text(
-    "SELECT mmr.create_collection(:name, CAST(:source AS regclass), :image_column, "
-    ":text_columns, :image_kind, :view_name, :create_view)"
-).bindparams(bindparam("text_columns", type_=ARRAY(Text)))
-
-_ADD_SPACE = text(
-    "SELECT mmr.add_space(:collection, :space, :encoder, :source_column, :dimensions, "
-    ":distance, :storage, :model_id, :new_version, :backfill, :hnsw_m, :hnsw_ef_construction)"
+_CREATE = text(calls.CREATE_COLLECTION.sqlalchemy()).bindparams(
+    bindparam("text_columns", type_=ARRAY(Text))
 )
+
+_ADD_SPACE = text(calls.ADD_SPACE.sqlalchemy())
 
 # The version a reverse operation means, computed by the database at run time.
 _VERSION_SQL = {
-    LATEST: "(SELECT max(version) FROM mmr.spaces WHERE collection = :c AND space = :s)",
-    PREVIOUS: "(SELECT max(version) FROM mmr.spaces WHERE collection = :c AND space = :s "
-    "AND version < (SELECT version FROM mmr.spaces WHERE collection = :c AND space = :s "
-    "AND active))",
+    LATEST: "(SELECT max(version) FROM mmr.spaces WHERE collection = :collection "
+    "AND space = :space)",
+    PREVIOUS: "(SELECT max(version) FROM mmr.spaces WHERE collection = :collection "
+    "AND space = :space AND version < (SELECT version FROM mmr.spaces "
+    "WHERE collection = :collection AND space = :space AND active))",
 }
 
 
-def _version(version: int | None) -> tuple[str, dict[str, Any]]:
+def _version(version: int | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """The version argument: a SQL expression for LATEST/PREVIOUS, else a bound value."""
     if version in _VERSION_SQL:
-        return _VERSION_SQL[version], {}
-    return "CAST(:v AS int)", {"v": version}
+        return {"version": _VERSION_SQL[version]}, {}
+    return {}, {"version": version}
 
 
 @Operations.implementation_for(CreateCollectionOp)
@@ -321,7 +320,7 @@ def _create_collection(operations: Operations, operation: CreateCollectionOp) ->
 
 @Operations.implementation_for(DropCollectionOp)
 def _drop_collection(operations: Operations, operation: DropCollectionOp) -> None:
-    operations.execute(text("SELECT mmr.drop_collection(:n)").bindparams(n=operation.name))
+    operations.execute(text(calls.DROP_COLLECTION.sqlalchemy()).bindparams(name=operation.name))
 
 
 @Operations.implementation_for(AddSpaceOp)
@@ -334,8 +333,8 @@ def _add_space(operations: Operations, operation: AddSpaceOp) -> None:
 def _drop_space(operations: Operations, operation: DropSpaceOp) -> None:
     vsql, vparams = _version(operation.version)
     operations.execute(
-        text(f"SELECT mmr.drop_space(:c, :s, {vsql})").bindparams(
-            c=operation.collection, s=operation.space, **vparams
+        text(calls.DROP_SPACE.sqlalchemy(**vsql)).bindparams(
+            collection=operation.collection, space=operation.space, **vparams
         )
     )
 
@@ -344,7 +343,7 @@ def _drop_space(operations: Operations, operation: DropSpaceOp) -> None:
 def _switch_space(operations: Operations, operation: SwitchSpaceOp) -> None:
     vsql, vparams = _version(operation.version)
     operations.execute(
-        text(f"SELECT mmr.switch_space(:c, :s, {vsql}, :f)").bindparams(
-            c=operation.collection, s=operation.space, f=operation.force, **vparams
+        text(calls.SWITCH_SPACE.sqlalchemy(**vsql)).bindparams(
+            collection=operation.collection, space=operation.space, force=operation.force, **vparams
         )
     )

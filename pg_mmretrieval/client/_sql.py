@@ -16,6 +16,7 @@ from ..errors import InputError
 from ._types import CollectionInfo, SpaceInfo
 
 __all__ = [
+    "ACTIVE_SPACE",
     "COLLECTIONS",
     "COLUMN_TYPES",
     "HAS_FAILED_TABLE",
@@ -56,6 +57,17 @@ SELECT c.name, s.name, s.version, s.active, s.encoder, s.source_column::text, s.
   JOIN pg_catalog.pg_namespace en ON en.oid = ec.relnamespace
  WHERE (%(collection)s::text IS NULL OR c.name = %(collection)s)
  ORDER BY c.name, s.name, s.version
+"""
+
+# The active version of one space, and its id (what a search's guard checks).
+ACTIVE_SPACE = """
+SELECT c.name, s.name, s.version, s.active, s.encoder, s.source_column::text, s.modality,
+       s.dimensions, s.distance, s.storage, s.model_id, en.nspname::text, ec.relname::text, s.id
+  FROM mmr._space s
+  JOIN mmr._collection c ON c.id = s.collection_id
+  JOIN pg_catalog.pg_class ec ON ec.oid = s.embedding_table
+  JOIN pg_catalog.pg_namespace en ON en.oid = ec.relnamespace
+ WHERE c.name = %(collection)s AND s.name = %(space)s AND s.active
 """
 
 # Column name -> SQL type of a table (for inserts).

@@ -1,7 +1,16 @@
 """The asynchronous client: :class:`Client`'s API on a psycopg ``AsyncConnection``.
 
+This file is the source of both clients: ``sync.py`` (:class:`Client`, :class:`Collection`)
+is generated from it by ``scripts/async_to_sync.py`` (``await``, ``async with`` and
+``asyncio.to_thread`` dropped, ``Async*`` names renamed, an ``if True:  # ASYNC`` block
+replaced by its ``else`` branch, a ``@sync_property`` method made a property).  Edit this
+file, then run ``python scripts/async_to_sync.py``; a test fails while ``sync.py`` is stale.
+
 Encoders run in a worker thread (``asyncio.to_thread``), so encoding a query never blocks
 the event loop.
+
+Over ~400 lines: it is one client (a connection's operations and a collection's), split
+only at the cost of splitting each class.
 """
 
 from __future__ import annotations
@@ -17,19 +26,25 @@ from typing import Any
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
-from .. import db, retrieval
-from ..collections import stored_vectors
+from .. import calls, db, retrieval
+from ..collections import put_embeddings_args, stored_vectors
 from ..errors import DatabaseError, InputError, NotFoundError
 from ..retrieval import RerankArg
 from ..search import SEARCH_BATCH_SQL, Hit, batch_hits, batch_params
 from ..spec import SpaceSpec
 from . import _sql
+from ._common import (
+    composed_vectors,
+    guarded,
+    leg_vector,
+    raise_failed,
+    sync_property,
+    timeout_message,
+)
 from ._query import ImageInput, QueryVector, encode_query
 from ._query import query_item as query_item_of
 from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
-from .sync import _composed_vectors, _leg_vector, _raise_failed, _timeout_message
 
 __all__ = ["AsyncClient", "AsyncCollection", "connect_async"]
 
@@ -80,14 +95,28 @@ class AsyncClient:
             hits = await photos.search("clip", text="a red circle", k=5)
     """
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], *, owned: bool = False):
-        self.conn = conn
-        self._owned = owned
+    conn: psycopg.AsyncConnection[Any]
+    #: (collection, space) -> (its active version, mmr._space.id), as searches resolved them
+    _space_cache: dict[tuple[str, str], tuple[SpaceInfo, int]]
 
-    @classmethod
-    async def connect(cls, url: str | None = None) -> AsyncClient:
-        """Open a connection (see :func:`connect_async`) and wrap it."""
-        return cls(await connect_async(url), owned=True)
+    if True:  # ASYNC
+
+        def __init__(self, conn: psycopg.AsyncConnection[Any], *, owned: bool = False):
+            self.conn = conn
+            self._owned = owned
+            self._space_cache = {}
+
+        @classmethod
+        async def connect(cls, url: str | None = None) -> AsyncClient:
+            """Open a connection (see :func:`connect_async`) and wrap it."""
+            return cls(await connect_async(url), owned=True)
+
+    else:
+
+        def __init__(self, url: str | None = None, *, conn: psycopg.Connection[Any] | None = None):
+            self._owned = conn is None
+            self.conn = conn if conn is not None else db.connect(url, autocommit=True)
+            self._space_cache = {}
 
     async def close(self) -> None:
         """Close the connection (when the client opened it)."""
@@ -114,17 +143,32 @@ class AsyncClient:
         rows = await self._fetchall(query, params)
         return rows[0][0] if rows else None
 
+    async def _call(self, call: calls.Call, args: Mapping[str, Any]) -> Any:
+        """A catalog change: run it, and forget the spaces the searches resolved."""
+        self._space_cache.clear()
+        return await self._scalar(call.psycopg(), dict(args))
+
     # -- searches (statements of pg_mmretrieval.retrieval) ---------------------------------
-    async def _run_search(self, stmt: retrieval.SearchStatement, rerank: RerankArg) -> list[Hit]:
-        """Run a search statement; a SQL reranker runs in it, a Python one (synchronous) in a
-        worker thread after the fetch, a plugin's on the contents fetched here."""
+    async def _run_search(
+        self,
+        stmt: retrieval.SearchStatement,
+        rerank: RerankArg,
+        guard: tuple[str, Mapping[str, int]] | None = None,
+    ) -> list[Hit]:
+        """Run a search statement; a SQL reranker runs in it, a Python one after the fetch (in
+        a worker thread in the async client), a plugin's on the contents fetched here.
+
+        ``guard`` (collection, space name -> id): the statement returns nothing unless those
+        spaces' active versions are still the ones the query was encoded for."""
         registered = False
         if isinstance(rerank, str):
             registered = bool(await self._fetchall(retrieval._RERANKER_EXISTS_SQL, (rerank,)))
         sql_name, fn, plugin = retrieval._resolve_rerank(rerank, registered)
         client_side = fn is not None or plugin is not None
-        rows = await self._fetchall(*stmt.query(sql_name, client_side))
-        hits = stmt.hits(rows)
+        query, params = stmt.query(sql_name, client_side)
+        if guard is not None:
+            query, params = guarded(query, params, guard[0], guard[1])
+        hits = stmt.hits(await self._fetchall(query, params))
         if fn is not None:
             return stmt.top(await asyncio.to_thread(fn, stmt.info, hits))
         if plugin is not None:
@@ -148,6 +192,7 @@ class AsyncClient:
         return await asyncio.to_thread(retrieval._score_contents, plugin, item, hits, rows, kind)
 
     # -- collections -----------------------------------------------------------------------
+    @sync_property
     async def collections(self) -> list[CollectionInfo]:
         """Every registered collection."""
         return await self._collections(None)
@@ -165,7 +210,10 @@ class AsyncClient:
         """
         found = await self._collections(name)
         if not found:
-            raise NotFoundError(f"collection {name!r} does not exist")
+            raise NotFoundError(
+                f"collection {name!r} does not exist; create it with "
+                "client.create_collection(name, table, ...)"
+            )
         return AsyncCollection(self, found[0])
 
     async def create_collection(
@@ -180,39 +228,31 @@ class AsyncClient:
         create_view: bool = True,
         spaces: Iterable[SpaceSpec] = (),
     ) -> AsyncCollection:
-        """Register a table as a collection (see :meth:`Client.create_collection`)."""
+        """Register table ``source`` as a collection, with optional spaces, in one
+        transaction; see :func:`pg_mmretrieval.create_collection` for the arguments."""
         async with _sql_errors(), self.conn.transaction():
-            await self.conn.execute(
-                "SELECT mmr.create_collection(%(name)s, %(source)s::regclass, %(image)s, "
-                "%(texts)s, %(kind)s, %(view)s, %(create_view)s)",
+            await self._call(
+                calls.CREATE_COLLECTION,
                 {
                     "name": name,
                     "source": source,
-                    "image": image_column,
-                    "texts": list(text_columns) if text_columns else None,
-                    "kind": image_kind,
-                    "view": view_name,
+                    "image_column": image_column,
+                    "text_columns": list(text_columns) if text_columns else None,
+                    "image_kind": image_kind,
+                    "view_name": view_name,
                     "create_view": create_view,
                 },
             )
             for spec in spaces:
-                await self._add_space(spec.add_space_args(name))
+                await self._call(calls.ADD_SPACE, spec.add_space_args(name))
         return await self.collection(name)
-
-    async def _add_space(self, args: Mapping[str, Any]) -> None:
-        await self._scalar(
-            "SELECT mmr.add_space(%(collection)s, %(space)s, %(encoder)s, %(source_column)s, "
-            "%(dimensions)s, %(distance)s, %(storage)s, %(model_id)s, %(new_version)s, "
-            "%(backfill)s, %(hnsw_m)s, %(hnsw_ef_construction)s)::text",
-            dict(args),
-        )
 
     async def drop_collection(self, name: str) -> None:
         """Drop a collection's queue, embeddings, triggers and view (never the table)."""
-        await self._scalar("SELECT mmr.drop_collection(%(n)s)", {"n": name})
+        await self._call(calls.DROP_COLLECTION, {"name": name})
 
     async def status(self, collection: str | None = None) -> list[SpaceStatus]:
-        """Per space version: rows embedded and items queued."""
+        """Per space version: rows embedded and items queued (all collections, or one)."""
         out: list[SpaceStatus] = []
         infos = await self._collections(collection)
         if collection is not None and not infos:
@@ -223,7 +263,7 @@ class AsyncClient:
 
 
 class AsyncCollection:
-    """One collection of an :class:`AsyncClient` (see :class:`pg_mmretrieval.client.Collection`)."""
+    """One collection of an :class:`AsyncClient`: spaces, ingestion, search."""
 
     def __init__(self, client: AsyncClient, info: CollectionInfo):
         self.client = client
@@ -234,13 +274,21 @@ class AsyncCollection:
     def name(self) -> str:
         return self.info.name
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} on {self.info.source}>"
+
+    @sync_property
     async def spaces(self) -> list[SpaceInfo]:
         """Every version of every space of the collection."""
         rows = await self.client._fetchall(_sql.SPACES, {"collection": self.name})
         return [_sql.space_info(r) for r in rows]
 
     async def space(self, name: str, version: int | None = None) -> SpaceInfo:
-        """The active version of space ``name`` (or the given version)."""
+        """The active version of space ``name`` (or the given version).
+
+        Raises:
+            NotFoundError: no such space or version.
+        """
         spaces = await self.spaces()
         for s in spaces:
             if s.name == name and (s.version == version if version is not None else s.active):
@@ -251,6 +299,48 @@ class AsyncCollection:
             f"{sorted({s.name for s in spaces}) or 'none'}"
         )
 
+    async def _search_space(self, name: str, fresh: bool = False) -> SpaceInfo:
+        """The active version of space ``name`` as searches use it: resolved once per client
+        (the cache entry is checked by the search it serves; see :meth:`_stale`)."""
+        key = (self.name, name)
+        cache = self.client._space_cache
+        if fresh or key not in cache:
+            cache.pop(key, None)
+            rows = await self.client._fetchall(
+                _sql.ACTIVE_SPACE, {"collection": self.name, "space": name}
+            )
+            if not rows:
+                await self.space(name)  # raises NotFoundError naming the spaces there are
+                raise NotFoundError(f"space {name!r} does not exist in collection {self.name!r}")
+            cache[key] = (_sql.space_info(rows[0][:-1]), int(rows[0][-1]))
+        return cache[key][0]
+
+    async def _run_cached(
+        self, stmt: retrieval.SearchStatement, rerank: RerankArg, names: list[str], retry: bool
+    ) -> list[Hit] | None:
+        """Run a search whose query was encoded with the cached spaces ``names`` (none: the
+        query is the caller's vectors, nothing to guard); None when no row came back because
+        one of them changed: encode the query again and retry (once: ``retry`` is the retry).
+        """
+        cache = self.client._space_cache
+        guard = (self.name, {n: cache[(self.name, n)][1] for n in names}) if names else None
+        hits = await self.client._run_search(stmt, rerank, guard)
+        if hits or not names or retry or not await self._stale(names):
+            return hits
+        return None
+
+    async def _stale(self, names: Iterable[str]) -> bool:
+        """Whether a space a guarded search used has another active version than the cached
+        one (the cache is refreshed); raises NotFoundError when one no longer exists."""
+        changed = False
+        for n in set(names):
+            before = self.client._space_cache.get((self.name, n))
+            await self._search_space(n, fresh=True)
+            after = self.client._space_cache[(self.name, n)]
+            changed = changed or before is None or before[1] != after[1]
+        return changed
+
+    # -- spaces ----------------------------------------------------------------------------
     async def add_space(
         self,
         space: str | SpaceSpec,
@@ -261,34 +351,42 @@ class AsyncCollection:
         new_version: bool = False,
         **options: Any,
     ) -> SpaceInfo:
-        """Add a space or a shadow version (see :meth:`Collection.add_space`)."""
+        """Add a space (or a shadow version of one with ``new_version=True``).
+
+        ``space`` is a name (then ``encoder`` is required) or a :class:`SpaceSpec`.
+        ``dimensions`` defaults to the registered encoder's. Other options (``distance``,
+        ``storage``, ``model_id``, ``backfill``, ``hnsw_m``, ``hnsw_ef_construction``) are
+        those of ``mmr.add_space``.
+        """
         if isinstance(space, SpaceSpec):
             spec = space
         else:
             if encoder is None:
                 raise InputError(f"add_space({space!r}): encoder is required")
             spec = SpaceSpec(space, encoder, source_column, dimensions, **options)
-        await self.client._add_space(spec.add_space_args(self.name, new_version=new_version))
+        await self.client._call(
+            calls.ADD_SPACE, spec.add_space_args(self.name, new_version=new_version)
+        )
         versions = [s.version for s in await self.spaces() if s.name == spec.name]
         return await self.space(spec.name, max(versions))
 
     async def switch_space(
         self, space: str, version: int | None = None, *, force: bool = False
     ) -> None:
-        """Make a shadow version active."""
-        await self.client._scalar(
-            "SELECT mmr.switch_space(%(c)s, %(s)s, %(v)s, %(f)s)",
-            {"c": self.name, "s": space, "v": version, "f": force},
+        """Make a shadow version active (the newest one unless ``version`` is given)."""
+        await self.client._call(
+            calls.SWITCH_SPACE,
+            {"collection": self.name, "space": space, "version": version, "force": force},
         )
 
     async def drop_space(self, space: str, version: int | None = None) -> None:
-        """Drop one version of a space, or all of them."""
-        await self.client._scalar(
-            "SELECT mmr.drop_space(%(c)s, %(s)s, %(v)s)", {"c": self.name, "s": space, "v": version}
+        """Drop one version of a space, or every version (``version=None``)."""
+        await self.client._call(
+            calls.DROP_SPACE, {"collection": self.name, "space": space, "version": version}
         )
 
     async def drop(self) -> None:
-        """Drop the collection."""
+        """Drop the collection (see :meth:`drop_collection` of the client)."""
         await self.client.drop_collection(self.name)
 
     # -- ingestion -------------------------------------------------------------------------
@@ -301,7 +399,16 @@ class AsyncCollection:
         spaces: Sequence[str] | None = None,
         batch_size: int = 1000,
     ) -> list[Any]:
-        """Insert rows; return their keys (see :meth:`Collection.insert`)."""
+        """Insert rows into the collection's table; return their keys.
+
+        Each batch is one ``INSERT`` statement, so the collection's trigger queues it at once.
+        With ``wait=True``, return only when every inserted row is searchable in the active
+        spaces (or ``spaces``): see :meth:`wait_until_searchable`.
+
+        Raises:
+            InputError: rows of different shapes, unknown columns, or a constraint violation.
+            TimeoutError: ``wait`` and the rows were not all searchable within ``timeout``.
+        """
         batch: list[Mapping[str, Any]] = []
         keys: list[Any] = []
         for row in rows:
@@ -329,15 +436,16 @@ class AsyncCollection:
         vectors = stored_vectors(keys, embeddings)
         return int(
             await self.client._scalar(
-                "SELECT mmr.put_embeddings(%(c)s, %(s)s, %(k)s::jsonb[], %(e)b::vector[])",
-                {"c": self.name, "s": space, "k": [Jsonb(k) for k in keys], "e": vectors},
+                calls.PUT_EMBEDDINGS.psycopg(),
+                put_embeddings_args(self.name, space, keys, vectors),
             )
         )
 
     async def pending(
         self, keys: Sequence[Any] | None = None, spaces: Sequence[str] | None = None
     ) -> int:
-        """How many (row, space) pairs are not searchable yet (dead letters not counted)."""
+        """How many (row, space) pairs are not searchable yet (rows ``keys``, or all rows);
+        dead-lettered rows (see ``mmr.status``) are not counted."""
         return (await self._progress(keys, spaces))[0]
 
     async def _progress(
@@ -365,24 +473,32 @@ class AsyncCollection:
         timeout: float = 60.0,
         poll_interval: float = 0.05,
     ) -> None:
-        """Return when rows ``keys`` (or all rows) are searchable (see the sync client).
+        """Return when rows ``keys`` (or all rows) have current embeddings in the spaces.
+
+        Polls the embedding and queue tables until the deadline; a worker (``mmr worker``)
+        fills encoder spaces, the application fills external spaces (``put_embeddings``).
 
         Raises:
-            TimeoutError: still pending at the deadline.
+            TimeoutError: still pending at the deadline; the message says how many.
+            InputError: the worker gave up on some of the rows (dead letters): the message
+                shows one error; ``mmr.retry_failed(collection)`` queues them again.
         """
         deadline = time.monotonic() + timeout
         interval = poll_interval
         while True:
             left, failed, error = await self._progress(keys, spaces)
             if left == 0:
-                _raise_failed(self.name, failed, error)
+                raise_failed(self.name, failed, error)
                 return
             if time.monotonic() >= deadline:
-                raise TimeoutError(_timeout_message(self.name, left, failed, timeout))
+                raise TimeoutError(timeout_message(self.name, left, failed, timeout))
             await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             interval = min(interval * 2, 1.0)
 
     # -- search ----------------------------------------------------------------------------
+    # A search resolves its space from the client's cache; when the query was encoded with the
+    # cached space's encoder, the statement carries a guard (no row unless that version is
+    # still active) and an empty result re-resolves the space and runs once more if it changed.
     async def search(
         self,
         space: str,
@@ -399,26 +515,47 @@ class AsyncCollection:
         rerank_params: Mapping[str, Any] | None = None,
         query_item: str | bytes | None = None,
     ) -> list[Hit]:
-        """The ``k`` rows nearest to a vector, text or image, optionally reranked (see
-        :meth:`Collection.search`)."""
-        info = await self.space(space)
-        q = await asyncio.to_thread(encode_query, info, vector, text, image)
+        """The ``k`` rows nearest to a query vector, text or image, best first.
+
+        Args:
+            space: the space to search (its active version).
+            vector: a query vector of the space's dimension; or
+            text: a text, encoded with the space's encoder; or
+            image: an image (bytes of the file, or its path), encoded likewise.
+            filter: conditions on the table's columns, e.g. ``{"price": {"<": 50}}``.
+            rerank: a reranker: a SQL one's name (``mmr.rerankers``, applied in the database),
+                a Python one's name or a plugin's, or a callable ``(QueryInfo, hits) -> hits``
+                (applied here to ``rerank_depth`` candidates, default ``max(k, 100)``).
+            rerank_params: the reranker's parameters.
+            query_item: the query's text or image bytes for rerankers that score content;
+                defaults to ``text`` or ``image``.
+
+        Raises:
+            InputError: bad query or arguments.  NotFoundError: no such space.
+        """
         item = None
         if rerank is not None:
             item = await asyncio.to_thread(query_item_of, query_item, text, image)
-        stmt = retrieval.search_statement(
-            self.name,
-            space,
-            q,
-            k,
-            filter=filter,
-            ef_search=ef_search,
-            max_scan_tuples=max_scan_tuples,
-            rerank_depth=rerank_depth,
-            rerank_params=rerank_params,
-            query_item=item,
-        )
-        return await self.client._run_search(stmt, rerank)
+        encoded = vector is None
+        for retry in (False, True):
+            info = await self._search_space(space)
+            q = await asyncio.to_thread(encode_query, info, vector, text, image)
+            stmt = retrieval.search_statement(
+                self.name,
+                space,
+                q,
+                k,
+                filter=filter,
+                ef_search=ef_search,
+                max_scan_tuples=max_scan_tuples,
+                rerank_depth=rerank_depth,
+                rerank_params=rerank_params,
+                query_item=item,
+            )
+            hits = await self._run_cached(stmt, rerank, [space] if encoded else [], retry)
+            if hits is not None:
+                return hits
+        raise AssertionError("unreachable")
 
     async def search_batch(
         self,
@@ -428,8 +565,14 @@ class AsyncCollection:
         k: int = 10,
         ef_search: int | None = None,
     ) -> list[list[Hit]]:
-        """The ``k`` nearest rows of each query vector in one round trip
-        (``mmr.search_batch``): one list of hits per vector, in order (see the sync client)."""
+        """The ``k`` nearest rows of each query vector, all in one round trip
+        (``mmr.search_batch``, at most 1000 vectors): one list of hits per vector, in order.
+
+        Example: ``coll.search_batch("image", [v1, v2], k=5)[1]`` are the hits of ``v2``.
+
+        Raises:
+            InputError: bad vectors or arguments.  NotFoundError: no such space.
+        """
         qs = list(vectors)
         rows = await self.client._fetchall(
             SEARCH_BATCH_SQL, batch_params(self.name, space, qs, k, ef_search)
@@ -456,28 +599,42 @@ class AsyncCollection:
         rerank_params: Mapping[str, Any] | None = None,
         query_item: str | bytes | None = None,
     ) -> list[Hit]:
-        """Composed-query search (see :meth:`Collection.composed_search`)."""
-        info = await self.space(space)
-        ref, mod = await asyncio.to_thread(
-            _composed_vectors, info, reference, reference_image, modifier, modifier_text
-        )
-        stmt = retrieval.composed_statement(
-            self.name,
-            space,
-            ref,
-            mod,
-            reference_key=reference_key,
-            method=method,
-            k=k,
-            params=params,
-            filter=filter,
-            ef_search=ef_search,
-            max_scan_tuples=max_scan_tuples,
-            rerank_depth=rerank_depth,
-            rerank_params=rerank_params,
-            query_item=query_item,
-        )
-        return await self.client._run_search(stmt, rerank)
+        """Composed-query search (``mmr.composed_search``): a reference image modified by a
+        text ("this dress, but red").
+
+        The reference is a vector, an image (encoded with the space's encoder) or a stored row
+        (``reference_key``, excluded from the results unless
+        ``params={"exclude_reference": False}``); the modifier a vector or a text (encoded
+        likewise).  The other arguments are those of
+        :func:`pg_mmretrieval.retrieval.composed_search` (``method``, ``params``, rerankers as
+        in :meth:`search`).
+        """
+        encoded = reference_image is not None or modifier_text is not None
+        for retry in (False, True):
+            info = await self._search_space(space)
+            ref, mod = await asyncio.to_thread(
+                composed_vectors, info, reference, reference_image, modifier, modifier_text
+            )
+            stmt = retrieval.composed_statement(
+                self.name,
+                space,
+                ref,
+                mod,
+                reference_key=reference_key,
+                method=method,
+                k=k,
+                params=params,
+                filter=filter,
+                ef_search=ef_search,
+                max_scan_tuples=max_scan_tuples,
+                rerank_depth=rerank_depth,
+                rerank_params=rerank_params,
+                query_item=query_item,
+            )
+            hits = await self._run_cached(stmt, rerank, [space] if encoded else [], retry)
+            if hits is not None:
+                return hits
+        raise AssertionError("unreachable")
 
     async def hybrid_search(
         self,
@@ -495,26 +652,34 @@ class AsyncCollection:
         rerank_depth: int | None = None,
         rerank_params: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
-        """Lexical + vector search fused (see :meth:`Collection.hybrid_search`)."""
-        encoded = []
-        for space, q in legs:
-            info = await self.space(space)
-            encoded.append((space, await asyncio.to_thread(_leg_vector, info, q)))
-        stmt = retrieval.hybrid_statement(
-            self.name,
-            query_text,
-            encoded,
-            k=k,
-            fusion=fusion,
-            weights=weights,
-            params=params,
-            filter=filter,
-            ef_search=ef_search,
-            max_scan_tuples=max_scan_tuples,
-            rerank_depth=rerank_depth,
-            rerank_params=rerank_params,
-        )
-        return await self.client._run_search(stmt, rerank)
+        """Lexical + vector search fused (``mmr.hybrid_search``); a leg's query may be a
+        vector or a text (encoded with that space's encoder).  The other arguments are those of
+        :func:`pg_mmretrieval.retrieval.hybrid_search` (``fusion``, ``weights``, ``params``;
+        rerankers as in :meth:`search`, a content reranker scoring ``query_text``)."""
+        texts = [space for space, q in legs if isinstance(q, str)]
+        for retry in (False, True):
+            encoded = []
+            for space, q in legs:
+                info = await self._search_space(space)
+                encoded.append((space, await asyncio.to_thread(leg_vector, info, q)))
+            stmt = retrieval.hybrid_statement(
+                self.name,
+                query_text,
+                encoded,
+                k=k,
+                fusion=fusion,
+                weights=weights,
+                params=params,
+                filter=filter,
+                ef_search=ef_search,
+                max_scan_tuples=max_scan_tuples,
+                rerank_depth=rerank_depth,
+                rerank_params=rerank_params,
+            )
+            hits = await self._run_cached(stmt, rerank, texts, retry)
+            if hits is not None:
+                return hits
+        raise AssertionError("unreachable")
 
     async def fetch(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
         """The table's rows with ``keys``, in the order of ``keys`` (None where none is)."""
@@ -529,11 +694,13 @@ class AsyncCollection:
     async def search_rows(
         self, space: str, vector: QueryVector | None = None, **kw: Any
     ) -> list[RowHit]:
-        """:meth:`search`, with each hit's row of the table."""
+        """:meth:`search`, with each hit's row of the table (``RowHit(key, score, row)``)."""
         hits = await self.search(space, vector, **kw)
         rows = await self.fetch([h.key for h in hits])
+        # a row deleted between the two statements is left out
         return [RowHit(h.key, h.score, r) for h, r in zip(hits, rows, strict=True) if r]
 
+    # -- status ----------------------------------------------------------------------------
     async def status(self) -> list[SpaceStatus]:
         """Per space version: rows embedded and items queued."""
         out = []

@@ -1,31 +1,39 @@
+# generated from aio.py by scripts/async_to_sync.py; do not edit
 """The synchronous client: collections, ingestion, search and status over one connection.
 
 >>> import pg_mmretrieval as mmr
 >>> with mmr.Client() as client:                        # doctest: +SKIP
 ...     products = client.collection("products")
 ...     hits = products.search("clip_text", text="a red circle", k=5)
+
+Over ~400 lines: generated from ``aio.py`` (one client, see there).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import psycopg
 from psycopg.rows import dict_row
 
-from .. import collections as _c
-from .. import db, retrieval
-from ..collections import sql_errors
+from .. import calls, db, retrieval
+from ..collections import put_embeddings_args, stored_vectors
 from ..errors import InputError, NotFoundError
 from ..retrieval import RerankArg
-from ..search import Hit, search, search_batch
+from ..search import SEARCH_BATCH_SQL, Hit, batch_hits, batch_params
 from ..spec import SpaceSpec
 from . import _sql
+from ._common import (
+    composed_vectors,
+    guarded,
+    leg_vector,
+    raise_failed,
+    timeout_message,
+)
 from ._query import ImageInput, QueryVector, encode_query
 from ._query import query_item as query_item_of
 from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
@@ -33,6 +41,14 @@ from ._types import CollectionInfo, RowHit, SpaceInfo, SpaceStatus
 __all__ = ["Client", "Collection"]
 
 _MAX_PARAMS = 65535
+
+
+@contextmanager
+def _sql_errors() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as e:
+        raise db.translate_error(e) from e
 
 
 class Client:
@@ -52,13 +68,15 @@ class Client:
             photos.search("clip", text="a red circle", k=5)
     """
 
+    conn: psycopg.Connection[Any]
+    #: (collection, space) -> (its active version, mmr._space.id), as searches resolved them
+    _space_cache: dict[tuple[str, str], tuple[SpaceInfo, int]]
+
     def __init__(self, url: str | None = None, *, conn: psycopg.Connection[Any] | None = None):
         self._owned = conn is None
-        self.conn: psycopg.Connection[Any] = (
-            conn if conn is not None else db.connect(url, autocommit=True)
-        )
+        self.conn = conn if conn is not None else db.connect(url, autocommit=True)
+        self._space_cache = {}
 
-    # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection (when the client opened it)."""
         if self._owned:
@@ -75,6 +93,63 @@ class Client:
     ) -> None:
         self.close()
 
+    def _fetchall(self, query: Any, params: Any = None) -> list[Any]:
+        with _sql_errors():
+            cur = self.conn.execute(query, params)
+            return cur.fetchall()
+
+    def _scalar(self, query: Any, params: Any = None) -> Any:
+        rows = self._fetchall(query, params)
+        return rows[0][0] if rows else None
+
+    def _call(self, call: calls.Call, args: Mapping[str, Any]) -> Any:
+        """A catalog change: run it, and forget the spaces the searches resolved."""
+        self._space_cache.clear()
+        return self._scalar(call.psycopg(), dict(args))
+
+    # -- searches (statements of pg_mmretrieval.retrieval) ---------------------------------
+    def _run_search(
+        self,
+        stmt: retrieval.SearchStatement,
+        rerank: RerankArg,
+        guard: tuple[str, Mapping[str, int]] | None = None,
+    ) -> list[Hit]:
+        """Run a search statement; a SQL reranker runs in it, a Python one after the fetch (in
+        a worker thread in the async client), a plugin's on the contents fetched here.
+
+        ``guard`` (collection, space name -> id): the statement returns nothing unless those
+        spaces' active versions are still the ones the query was encoded for."""
+        registered = False
+        if isinstance(rerank, str):
+            registered = bool(self._fetchall(retrieval._RERANKER_EXISTS_SQL, (rerank,)))
+        sql_name, fn, plugin = retrieval._resolve_rerank(rerank, registered)
+        client_side = fn is not None or plugin is not None
+        query, params = stmt.query(sql_name, client_side)
+        if guard is not None:
+            query, params = guarded(query, params, guard[0], guard[1])
+        hits = stmt.hits(self._fetchall(query, params))
+        if fn is not None:
+            return stmt.top(fn(stmt.info, hits))
+        if plugin is not None:
+            return stmt.top(self._score_contents(plugin, stmt.info, hits))
+        return hits
+
+    def _score_contents(
+        self, plugin: retrieval.ContentScorer, query: retrieval.QueryInfo, hits: list[Hit]
+    ) -> list[Hit]:
+        """:func:`pg_mmretrieval.retrieval.plugin_reranker` on this connection."""
+        item = retrieval._content_query(plugin, query)
+        if not hits:
+            return []
+        found = self._fetchall(retrieval._CONTENT_COLUMN_SQL, (query.space, query.collection))
+        col, kind = retrieval._content_column_of(
+            found[0] if found else None, query.collection, query.params.get("content_column")
+        )
+        rows = self._fetchall(
+            retrieval._ROW_CONTENTS_SQL, retrieval._row_contents_args(query, hits, col)
+        )
+        return retrieval._score_contents(plugin, item, hits, rows, kind)
+
     # -- collections -----------------------------------------------------------------------
     @property
     def collections(self) -> list[CollectionInfo]:
@@ -82,9 +157,7 @@ class Client:
         return self._collections(None)
 
     def _collections(self, name: str | None) -> list[CollectionInfo]:
-        with sql_errors():
-            rows = self.conn.execute(_sql.COLLECTIONS, {"name": name}).fetchall()
-        return [_sql.collection_info(r) for r in rows]
+        return [_sql.collection_info(r) for r in self._fetchall(_sql.COLLECTIONS, {"name": name})]
 
     def collection(self, name: str) -> Collection:
         """The collection called ``name``.
@@ -112,34 +185,37 @@ class Client:
         create_view: bool = True,
         spaces: Iterable[SpaceSpec] = (),
     ) -> Collection:
-        """Register table ``source`` as a collection, with optional spaces; see
-        :func:`pg_mmretrieval.create_collection` for the arguments."""
-        with self.conn.transaction():
-            _c.create_collection(
-                self.conn,
-                name,
-                source,
-                image_column=image_column,
-                text_columns=text_columns,
-                image_kind=image_kind,
-                view_name=view_name,
-                create_view=create_view,
+        """Register table ``source`` as a collection, with optional spaces, in one
+        transaction; see :func:`pg_mmretrieval.create_collection` for the arguments."""
+        with _sql_errors(), self.conn.transaction():
+            self._call(
+                calls.CREATE_COLLECTION,
+                {
+                    "name": name,
+                    "source": source,
+                    "image_column": image_column,
+                    "text_columns": list(text_columns) if text_columns else None,
+                    "image_kind": image_kind,
+                    "view_name": view_name,
+                    "create_view": create_view,
+                },
             )
             for spec in spaces:
-                _c.add_space(self.conn, **spec.add_space_args(name))
+                self._call(calls.ADD_SPACE, spec.add_space_args(name))
         return self.collection(name)
 
     def drop_collection(self, name: str) -> None:
         """Drop a collection's queue, embeddings, triggers and view (never the table)."""
-        _c.drop_collection(self.conn, name)
+        self._call(calls.DROP_COLLECTION, {"name": name})
 
     def status(self, collection: str | None = None) -> list[SpaceStatus]:
         """Per space version: rows embedded and items queued (all collections, or one)."""
         out: list[SpaceStatus] = []
-        for info in self._collections(collection):
-            out.extend(Collection(self, info).status())
-        if collection is not None and not out and not self._collections(collection):
+        infos = self._collections(collection)
+        if collection is not None and not infos:
             raise NotFoundError(f"collection {collection!r} does not exist")
+        for info in infos:
+            out.extend(Collection(self, info).status())
         return out
 
 
@@ -156,13 +232,12 @@ class Collection:
         return self.info.name
 
     def __repr__(self) -> str:
-        return f"<Collection {self.name!r} on {self.info.source}>"
+        return f"<{type(self).__name__} {self.name!r} on {self.info.source}>"
 
     @property
     def spaces(self) -> list[SpaceInfo]:
         """Every version of every space of the collection."""
-        with sql_errors():
-            rows = self.client.conn.execute(_sql.SPACES, {"collection": self.name}).fetchall()
+        rows = self.client._fetchall(_sql.SPACES, {"collection": self.name})
         return [_sql.space_info(r) for r in rows]
 
     def space(self, name: str, version: int | None = None) -> SpaceInfo:
@@ -171,14 +246,56 @@ class Collection:
         Raises:
             NotFoundError: no such space or version.
         """
-        for s in self.spaces:
+        spaces = self.spaces
+        for s in spaces:
             if s.name == name and (s.version == version if version is not None else s.active):
                 return s
-        known = sorted({s.name for s in self.spaces})
         raise NotFoundError(
             f"space {name!r} (version {version if version is not None else 'active'}) does "
-            f"not exist in collection {self.name!r}; its spaces: {known or 'none'}"
+            f"not exist in collection {self.name!r}; its spaces: "
+            f"{sorted({s.name for s in spaces}) or 'none'}"
         )
+
+    def _search_space(self, name: str, fresh: bool = False) -> SpaceInfo:
+        """The active version of space ``name`` as searches use it: resolved once per client
+        (the cache entry is checked by the search it serves; see :meth:`_stale`)."""
+        key = (self.name, name)
+        cache = self.client._space_cache
+        if fresh or key not in cache:
+            cache.pop(key, None)
+            rows = self.client._fetchall(
+                _sql.ACTIVE_SPACE, {"collection": self.name, "space": name}
+            )
+            if not rows:
+                self.space(name)  # raises NotFoundError naming the spaces there are
+                raise NotFoundError(f"space {name!r} does not exist in collection {self.name!r}")
+            cache[key] = (_sql.space_info(rows[0][:-1]), int(rows[0][-1]))
+        return cache[key][0]
+
+    def _run_cached(
+        self, stmt: retrieval.SearchStatement, rerank: RerankArg, names: list[str], retry: bool
+    ) -> list[Hit] | None:
+        """Run a search whose query was encoded with the cached spaces ``names`` (none: the
+        query is the caller's vectors, nothing to guard); None when no row came back because
+        one of them changed: encode the query again and retry (once: ``retry`` is the retry).
+        """
+        cache = self.client._space_cache
+        guard = (self.name, {n: cache[(self.name, n)][1] for n in names}) if names else None
+        hits = self.client._run_search(stmt, rerank, guard)
+        if hits or not names or retry or not self._stale(names):
+            return hits
+        return None
+
+    def _stale(self, names: Iterable[str]) -> bool:
+        """Whether a space a guarded search used has another active version than the cached
+        one (the cache is refreshed); raises NotFoundError when one no longer exists."""
+        changed = False
+        for n in set(names):
+            before = self.client._space_cache.get((self.name, n))
+            self._search_space(n, fresh=True)
+            after = self.client._space_cache[(self.name, n)]
+            changed = changed or before is None or before[1] != after[1]
+        return changed
 
     # -- spaces ----------------------------------------------------------------------------
     def add_space(
@@ -204,19 +321,25 @@ class Collection:
             if encoder is None:
                 raise InputError(f"add_space({space!r}): encoder is required")
             spec = SpaceSpec(space, encoder, source_column, dimensions, **options)
-        _c.add_space(self.client.conn, **spec.add_space_args(self.name, new_version=new_version))
-        return self.space(spec.name, max(s.version for s in self.spaces if s.name == spec.name))
+        self.client._call(calls.ADD_SPACE, spec.add_space_args(self.name, new_version=new_version))
+        versions = [s.version for s in self.spaces if s.name == spec.name]
+        return self.space(spec.name, max(versions))
 
     def switch_space(self, space: str, version: int | None = None, *, force: bool = False) -> None:
         """Make a shadow version active (the newest one unless ``version`` is given)."""
-        _c.switch_space(self.client.conn, self.name, space, version, force=force)
+        self.client._call(
+            calls.SWITCH_SPACE,
+            {"collection": self.name, "space": space, "version": version, "force": force},
+        )
 
     def drop_space(self, space: str, version: int | None = None) -> None:
         """Drop one version of a space, or every version (``version=None``)."""
-        _c.drop_space(self.client.conn, self.name, space, version)
+        self.client._call(
+            calls.DROP_SPACE, {"collection": self.name, "space": space, "version": version}
+        )
 
     def drop(self) -> None:
-        """Drop the collection (see :meth:`Client.drop_collection`)."""
+        """Drop the collection (see :meth:`drop_collection` of the client)."""
         self.client.drop_collection(self.name)
 
     # -- ingestion -------------------------------------------------------------------------
@@ -254,20 +377,21 @@ class Collection:
 
     def _insert_batch(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         if self._column_types is None:
-            with sql_errors():
-                result = self.client.conn.execute(_sql.COLUMN_TYPES, {"rel": self.info.source})
-                self._column_types = {r[0]: r[1] for r in result.fetchall()}
+            found = self.client._fetchall(_sql.COLUMN_TYPES, {"rel": self.info.source})
+            self._column_types = {r[0]: r[1] for r in found}
         stmt, params = _sql.insert_statement(self.info, self._column_types, rows)
-        with sql_errors():
-            out = self.client.conn.execute(stmt, params).fetchall()
-        return [self.info.key_of(r) for r in out]
+        return [self.info.key_of(r) for r in self.client._fetchall(stmt, params)]
 
     def put_embeddings(
         self, space: str, keys: Sequence[Any], embeddings: Sequence[QueryVector]
     ) -> int:
         """Store vectors your application computed in an external space."""
-        return _c.put_embeddings(
-            self.client.conn, self.name, space, keys, list(map(list, embeddings))
+        vectors = stored_vectors(keys, embeddings)
+        return int(
+            self.client._scalar(
+                calls.PUT_EMBEDDINGS.psycopg(),
+                put_embeddings_args(self.name, space, keys, vectors),
+            )
         )
 
     def pending(
@@ -280,26 +404,19 @@ class Collection:
     def _progress(
         self, keys: Sequence[Any] | None, spaces: Sequence[str] | None
     ) -> tuple[int, int, str | None]:
-        conn = self.client.conn
-        with sql_errors():
-            row = conn.execute(_sql.HAS_FAILED_TABLE).fetchone()
-            with_failures = bool(row and row[0])
-            pending, failed, error = 0, 0, None
-            for s in self._wait_spaces(spaces):
-                stmt, params = _sql.pending_statement(
-                    self.info, s, keys, with_failures=with_failures
-                )
-                got = conn.execute(stmt, params).fetchone()
-                assert got is not None
-                pending += int(got[0])
-                failed += int(got[1])
-                error = error or got[2]
-        return pending, failed, error
-
-    def _wait_spaces(self, spaces: Sequence[str] | None) -> list[SpaceInfo]:
         if spaces is None:
-            return [s for s in self.spaces if s.active]
-        return [self.space(n) for n in spaces]
+            targets = [s for s in self.spaces if s.active]
+        else:
+            targets = [self.space(n) for n in spaces]
+        with_failures = bool(self.client._scalar(_sql.HAS_FAILED_TABLE))
+        pending, failed, error = 0, 0, None
+        for s in targets:
+            stmt, params = _sql.pending_statement(self.info, s, keys, with_failures=with_failures)
+            got = self.client._fetchall(stmt, params)[0]
+            pending += int(got[0])
+            failed += int(got[1])
+            error = error or got[2]
+        return pending, failed, error
 
     def wait_until_searchable(
         self,
@@ -324,14 +441,17 @@ class Collection:
         while True:
             left, failed, error = self._progress(keys, spaces)
             if left == 0:
-                _raise_failed(self.name, failed, error)
+                raise_failed(self.name, failed, error)
                 return
             if time.monotonic() >= deadline:
-                raise TimeoutError(_timeout_message(self.name, left, failed, timeout))
+                raise TimeoutError(timeout_message(self.name, left, failed, timeout))
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             interval = min(interval * 2, 1.0)
 
     # -- search ----------------------------------------------------------------------------
+    # A search resolves its space from the client's cache; when the query was encoded with the
+    # cached space's encoder, the statement carries a guard (no row unless that version is
+    # still active) and an empty result re-resolves the space and runs once more if it changed.
     def search(
         self,
         space: str,
@@ -366,10 +486,14 @@ class Collection:
         Raises:
             InputError: bad query or arguments.  NotFoundError: no such space.
         """
-        q = encode_query(self.space(space), vector, text, image)
-        if rerank is None:
-            return search(
-                self.client.conn,
+        item = None
+        if rerank is not None:
+            item = query_item_of(query_item, text, image)
+        encoded = vector is None
+        for retry in (False, True):
+            info = self._search_space(space)
+            q = encode_query(info, vector, text, image)
+            stmt = retrieval.search_statement(
                 self.name,
                 space,
                 q,
@@ -377,21 +501,36 @@ class Collection:
                 filter=filter,
                 ef_search=ef_search,
                 max_scan_tuples=max_scan_tuples,
+                rerank_depth=rerank_depth,
+                rerank_params=rerank_params,
+                query_item=item,
             )
-        return retrieval.search(
-            self.client.conn,
-            self.name,
-            space,
-            q,
-            k,
-            filter=filter,
-            ef_search=ef_search,
-            max_scan_tuples=max_scan_tuples,
-            rerank=rerank,
-            rerank_depth=rerank_depth,
-            rerank_params=rerank_params,
-            query_item=query_item_of(query_item, text, image),
+            hits = self._run_cached(stmt, rerank, [space] if encoded else [], retry)
+            if hits is not None:
+                return hits
+        raise AssertionError("unreachable")
+
+    def search_batch(
+        self,
+        space: str,
+        vectors: Sequence[QueryVector],
+        *,
+        k: int = 10,
+        ef_search: int | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` nearest rows of each query vector, all in one round trip
+        (``mmr.search_batch``, at most 1000 vectors): one list of hits per vector, in order.
+
+        Example: ``coll.search_batch("image", [v1, v2], k=5)[1]`` are the hits of ``v2``.
+
+        Raises:
+            InputError: bad vectors or arguments.  NotFoundError: no such space.
+        """
+        qs = list(vectors)
+        rows = self.client._fetchall(
+            SEARCH_BATCH_SQL, batch_params(self.name, space, qs, k, ef_search)
         )
+        return batch_hits(len(qs), rows)
 
     def composed_search(
         self,
@@ -423,27 +562,30 @@ class Collection:
         :func:`pg_mmretrieval.retrieval.composed_search` (``method``, ``params``, rerankers as
         in :meth:`search`).
         """
-        ref, mod = _composed_vectors(
-            self.space(space), reference, reference_image, modifier, modifier_text
-        )
-        return retrieval.composed_search(
-            self.client.conn,
-            self.name,
-            space,
-            ref,
-            mod,
-            reference_key=reference_key,
-            method=method,
-            k=k,
-            params=params,
-            filter=filter,
-            ef_search=ef_search,
-            max_scan_tuples=max_scan_tuples,
-            rerank=rerank,
-            rerank_depth=rerank_depth,
-            rerank_params=rerank_params,
-            query_item=query_item,
-        )
+        encoded = reference_image is not None or modifier_text is not None
+        for retry in (False, True):
+            info = self._search_space(space)
+            ref, mod = composed_vectors(info, reference, reference_image, modifier, modifier_text)
+            stmt = retrieval.composed_statement(
+                self.name,
+                space,
+                ref,
+                mod,
+                reference_key=reference_key,
+                method=method,
+                k=k,
+                params=params,
+                filter=filter,
+                ef_search=ef_search,
+                max_scan_tuples=max_scan_tuples,
+                rerank_depth=rerank_depth,
+                rerank_params=rerank_params,
+                query_item=query_item,
+            )
+            hits = self._run_cached(stmt, rerank, [space] if encoded else [], retry)
+            if hits is not None:
+                return hits
+        raise AssertionError("unreachable")
 
     def hybrid_search(
         self,
@@ -465,52 +607,40 @@ class Collection:
         vector or a text (encoded with that space's encoder).  The other arguments are those of
         :func:`pg_mmretrieval.retrieval.hybrid_search` (``fusion``, ``weights``, ``params``;
         rerankers as in :meth:`search`, a content reranker scoring ``query_text``)."""
-        encoded = [(space, _leg_vector(self.space(space), q)) for space, q in legs]
-        return retrieval.hybrid_search(
-            self.client.conn,
-            self.name,
-            query_text,
-            encoded,
-            k=k,
-            fusion=fusion,
-            weights=weights,
-            params=params,
-            filter=filter,
-            ef_search=ef_search,
-            max_scan_tuples=max_scan_tuples,
-            rerank=rerank,
-            rerank_depth=rerank_depth,
-            rerank_params=rerank_params,
-        )
+        texts = [space for space, q in legs if isinstance(q, str)]
+        for retry in (False, True):
+            encoded = []
+            for space, q in legs:
+                info = self._search_space(space)
+                encoded.append((space, leg_vector(info, q)))
+            stmt = retrieval.hybrid_statement(
+                self.name,
+                query_text,
+                encoded,
+                k=k,
+                fusion=fusion,
+                weights=weights,
+                params=params,
+                filter=filter,
+                ef_search=ef_search,
+                max_scan_tuples=max_scan_tuples,
+                rerank_depth=rerank_depth,
+                rerank_params=rerank_params,
+            )
+            hits = self._run_cached(stmt, rerank, texts, retry)
+            if hits is not None:
+                return hits
+        raise AssertionError("unreachable")
 
     def fetch(self, keys: Sequence[Any]) -> list[dict[str, Any] | None]:
         """The table's rows with ``keys``, in the order of ``keys`` (None where none is)."""
         if not keys:
             return []
         stmt, params = _sql.fetch_statement(self.info, keys)
-        with sql_errors(), self.client.conn.cursor(row_factory=dict_row) as cur:
-            found = {_sql.key_of_row(self.info, r): r for r in cur.execute(stmt, params)}
+        with _sql_errors(), self.client.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(stmt, params)
+            found = {_sql.key_of_row(self.info, r): r for r in cur.fetchall()}
         return [found.get(_sql.hashable_key(self.info, k)) for k in keys]
-
-    def search_batch(
-        self,
-        space: str,
-        vectors: Sequence[QueryVector],
-        *,
-        k: int = 10,
-        ef_search: int | None = None,
-    ) -> list[list[Hit]]:
-        """The ``k`` nearest rows of each query vector, all in one round trip
-        (``mmr.search_batch``, at most 1000 vectors): one list of hits per vector, in order.
-
-        Example: ``coll.search_batch("image", [v1, v2], k=5)[1]`` are the hits of ``v2``.
-
-        Raises:
-            InputError: bad vectors or arguments.  NotFoundError: no such space.
-        """
-        return search_batch(
-            self.client.conn, self.name, space, list(vectors), k, ef_search=ef_search
-        )
 
     def search_rows(self, space: str, vector: QueryVector | None = None, **kw: Any) -> list[RowHit]:
         """:meth:`search`, with each hit's row of the table (``RowHit(key, score, row)``)."""
@@ -525,52 +655,8 @@ class Collection:
         out = []
         for s in self.spaces:
             stmt, params = _sql.status_statement(self.info, s)
-            with sql_errors():
-                row = self.client.conn.execute(stmt, params).fetchone()
-            assert row is not None
+            row = self.client._fetchall(stmt, params)[0]
             out.append(
                 SpaceStatus(self.name, s.name, s.version, s.active, s.encoder, row[0], row[1])
             )
         return out
-
-
-def _composed_vectors(
-    info: SpaceInfo,
-    reference: QueryVector | None,
-    reference_image: ImageInput | None,
-    modifier: QueryVector | None,
-    modifier_text: str | None,
-) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]:
-    """A composed query's reference and modifier vectors (None where not given)."""
-    ref = None
-    if reference is not None or reference_image is not None:
-        ref = encode_query(info, reference, None, reference_image)
-    mod = None
-    if modifier is not None or modifier_text is not None:
-        mod = encode_query(info, modifier, modifier_text, None)
-    return ref, mod
-
-
-def _leg_vector(info: SpaceInfo, query: QueryVector | str) -> npt.NDArray[np.float32]:
-    """A hybrid leg's query: a vector, or a text encoded with the space's encoder."""
-    if isinstance(query, str):
-        return encode_query(info, None, query, None)
-    return encode_query(info, query, None, None)
-
-
-def _raise_failed(collection: str, failed: int, error: str | None) -> None:
-    if failed:
-        raise InputError(
-            f"collection {collection!r}: {failed} (row, space) pair(s) failed to embed and were "
-            f"dead-lettered, e.g.: {error}. Fix the content (an UPDATE queues it again) or run "
-            f"SELECT mmr.retry_failed({collection!r})."
-        )
-
-
-def _timeout_message(collection: str, left: int, failed: int, timeout: float) -> str:
-    also = f" ({failed} more failed)" if failed else ""
-    return (
-        f"collection {collection!r}: {left} (row, space) pair(s) still not searchable{also} "
-        f"after {timeout:g} s. Is a worker running (`mmr worker`)? External spaces are filled "
-        "by put_embeddings. See client.status()."
-    )

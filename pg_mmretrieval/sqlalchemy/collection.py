@@ -35,6 +35,7 @@ from sqlalchemy.orm import Mapper, registry, relationship
 from sqlalchemy.sql import bindparam
 from sqlalchemy.types import Text
 
+from .. import calls
 from ..errors import InputError, NotFoundError
 from ..spec import CollectionSpec, SpaceSpec, default_view_name
 
@@ -222,14 +223,16 @@ def collection_of(cls: type[Any]) -> Collection:
     )
 
 
-_CREATE = text(
-    "SELECT mmr.create_collection(:name, CAST(:source AS regclass), :image_column, "
-    ":text_columns, :image_kind, :view_name, :create_view)"
-).bindparams(bindparam("text_columns", type_=ARRAY(Text)))
+_CREATE = text(calls.CREATE_COLLECTION.sqlalchemy()).bindparams(
+    bindparam("text_columns", type_=ARRAY(Text))
+)
 
-_ADD_SPACE = text(
-    "SELECT mmr.add_space(:collection, :space, :encoder, :source_column, :dimensions, "
-    ":distance, :storage, :model_id, :new_version, :backfill, :hnsw_m, :hnsw_ef_construction)"
+_ADD_SPACE = text(calls.ADD_SPACE.sqlalchemy())
+
+# mmr.drop_collection when the collection is registered (constant text)
+_DROP_IF_REGISTERED = text(
+    calls.DROP_COLLECTION.sqlalchemy()  # noqa: S608
+    + " WHERE EXISTS (SELECT 1 FROM mmr._collection WHERE name = :name)"
 )
 
 
@@ -281,13 +284,7 @@ def unregister(connection: Connection, *classes: type[Any] | None) -> None:
         if cls is None:
             continue
         name = collection_of(cls).name
-        connection.execute(
-            text(
-                "SELECT mmr.drop_collection(:n) "
-                "WHERE EXISTS (SELECT 1 FROM mmr._collection WHERE name = :n)"
-            ),
-            {"n": name},
-        )
+        connection.execute(_DROP_IF_REGISTERED, {"name": name})
 
 
 def _quoted_source(connection: Connection, table: Table) -> str:
