@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pg_mmretrieval.config import project_model_dir
 from pg_mmretrieval.demo.shapes.generator import (
     ATTRIBUTES,
     COLOURS,
@@ -79,7 +80,7 @@ def values_of(attribute: str) -> tuple[Any, ...]:
 
 def default_model_dir() -> Path:
     """``onnx_models/shapes-clip`` of this checkout."""
-    return Path(__file__).resolve().parents[2] / "onnx_models" / "shapes-clip"
+    return project_model_dir() / "shapes-clip"
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
