@@ -49,7 +49,6 @@ def test_the_core_does_not_import_the_demo_world() -> None:
     ("old", "new"),
     [
         ("pg_mmretrieval.shapes.generator", "pg_mmretrieval.demo.shapes.generator"),
-        ("pg_mmretrieval.shapes.captions", "pg_mmretrieval.demo.shapes.captions"),
         ("pg_mmretrieval.shapes.cir", "pg_mmretrieval.demo.shapes.cir"),
         ("pg_mmretrieval.shapes.evaluate", "pg_mmretrieval.demo.shapes.evaluate"),
         ("pg_mmretrieval.demo_sql", "pg_mmretrieval.demo.sql"),

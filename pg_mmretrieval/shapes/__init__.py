@@ -1,7 +1,7 @@
 """Deprecated alias of :mod:`pg_mmretrieval.demo.shapes` (the demo world moved out of the core).
 
-Kept for one release: ``pg_mmretrieval.shapes`` and its submodules (``captions``, ``cir``,
-``evaluate``, ``generator``) are the very modules of ``pg_mmretrieval.demo.shapes``.
+Kept for one release: ``pg_mmretrieval.shapes`` exports the same names, and its submodules
+(``cir``, ``evaluate``, ``generator``) are the very modules of ``pg_mmretrieval.demo.shapes``.
 """
 
 from __future__ import annotations
