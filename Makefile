@@ -8,10 +8,15 @@ EXTRAS ?= dev,export
 
 .PHONY: venv test lint demo models native plpython clean fmt browser
 
-$(STAMP): pyproject.toml
+# The `mmr-test` hash encoder is a development-only plugin (tests/plugins/mmr_test_encoders):
+# installed here for the tests, the docs' examples and the benchmarks, never in the wheel.
+TEST_ENCODERS := tests/plugins/mmr_test_encoders
+
+$(STAMP): pyproject.toml $(TEST_ENCODERS)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[$(EXTRAS)]'
+	$(PIP) install -q --no-deps -e $(TEST_ENCODERS)
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -7,7 +7,7 @@ procedural shapes world, with the ``shapes-clip`` model, for every composed-sear
 Corpus: ``generate(n, seed)`` images; an image space (the model's image tower) and a caption
 space (its text tower on each image's canonical caption).  Queries: a corpus image as the
 reference (stored row, excluded from the ranking: CIRR protocol), one attribute changed by a
-paraphrased instruction (``pg_mmretrieval.shapes.cir``); relevant = every corpus image with the
+paraphrased instruction (``pg_mmretrieval.demo.shapes.cir``); relevant = every corpus image with the
 target's attributes.  Reports R@1/5/10/50 and mAP@10 per method.  Needs the shapes module and
 the trained model; exits with a message when either is missing.
 """
@@ -63,8 +63,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:
-        from pg_mmretrieval.shapes import cir, generator
-        from pg_mmretrieval.shapes.evaluate import OnnxShapesModel
+        from pg_mmretrieval.demo.shapes import cir, generator
+        from pg_mmretrieval.demo.shapes.evaluate import OnnxShapesModel
     except ImportError as e:
         print(f"shapes module unavailable ({e}); merge the shapes work first", file=sys.stderr)
         return 2

@@ -5,6 +5,10 @@ Versioned SQL (``sql/incremental``) runs once per Alembic revision; idempotent S
 every upgrade to head.  Concurrent upgrades serialise on an advisory lock.
 """
 
+# A little over 400 lines on purpose: install, upgrade, uninstall and the revision query share
+# one Alembic configuration, one connection helper and one advisory lock.  If it grows,
+# ``uninstall`` (with its query of dependent objects) is the part to move to its own module.
+
 from __future__ import annotations
 
 from collections.abc import Iterator

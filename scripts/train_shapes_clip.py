@@ -57,12 +57,12 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pg_mmretrieval.shapes import cir  # noqa: E402
-from pg_mmretrieval.shapes.evaluate import (  # noqa: E402
+from pg_mmretrieval.demo.shapes import cir  # noqa: E402
+from pg_mmretrieval.demo.shapes.evaluate import (  # noqa: E402
     evaluate,
     preprocess,
 )
-from pg_mmretrieval.shapes.generator import (  # noqa: E402
+from pg_mmretrieval.demo.shapes.generator import (  # noqa: E402
     ATTRIBUTES,
     COLOURS,
     COUNTS,

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from pg_mmretrieval_plugins.test_encoders import HashEncoder
+from mmr_test_encoders import HashEncoder
 
 from pg_mmretrieval import db, install, server
 from pg_mmretrieval.worker import RetryPolicy, Worker, WorkerConfig

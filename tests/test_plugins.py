@@ -68,8 +68,8 @@ def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatc
 
 def test_builtin_plugins_load_through_entry_points() -> None:
     names = {p.name for p in plugins.list_plugins()}
-    assert {"builtin_test_encoders", "builtin_loaders", "builtin_onnx_encoders"} <= names
-    assert plugins.encoder_origins()["mmr-test"] == "builtin_test_encoders"
+    assert {"mmr_test_encoders", "builtin_loaders", "builtin_onnx_encoders"} <= names
+    assert plugins.encoder_origins()["mmr-test"] == "mmr_test_encoders"
 
 
 def test_load_plugins_env_restricts(fresh_plugins: pytest.MonkeyPatch) -> None:
@@ -103,7 +103,7 @@ def test_misspelled_hook_is_an_error(fresh_plugins: pytest.MonkeyPatch) -> None:
 class _Duplicate:
     @hookimpl
     def register_encoders(self, register: Any) -> None:
-        from pg_mmretrieval_plugins.test_encoders import HashEncoder
+        from mmr_test_encoders import HashEncoder
 
         register(HashEncoder())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pg_mmretrieval.shapes import (
+from pg_mmretrieval.demo.shapes import (
     ATTRIBUTES,
     COLOURS,
     Attributes,
@@ -17,8 +17,8 @@ from pg_mmretrieval.shapes import (
     render,
     render_randomised,
 )
-from pg_mmretrieval.shapes.cir import KINDS, relevant
-from pg_mmretrieval.shapes.evaluate import preprocess
+from pg_mmretrieval.demo.shapes.cir import KINDS, relevant
+from pg_mmretrieval.demo.shapes.evaluate import preprocess
 
 
 def _pixels(samples: list) -> list[bytes]:  # type: ignore[type-arg]

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from pg_mmretrieval.shapes.evaluate import (
+from pg_mmretrieval.demo.shapes.evaluate import (
     THRESHOLDS,
     OnnxShapesModel,
     default_model_dir,
@@ -72,7 +72,7 @@ def test_towers_io(model: OnnxShapesModel) -> None:
 
 def test_runtime_path_needs_no_torch() -> None:
     code = (
-        "import sys; from pg_mmretrieval.shapes.evaluate import OnnxShapesModel; "
+        "import sys; from pg_mmretrieval.demo.shapes.evaluate import OnnxShapesModel; "
         "m = OnnxShapesModel(); m.embed_texts(['a star']); "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )

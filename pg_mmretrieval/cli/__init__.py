@@ -8,12 +8,12 @@ from typing import Any
 import click
 import psycopg
 
-from .. import demo as _demo
 from ..db import translate_error
 from ..errors import ConfigError, InputError, MMRError, NotFoundError
 from . import (
     collection_cmd,
     db_cmd,
+    demo_cmd,
     eval_cmd,
     models_cmd,
     plugins_cmd,
@@ -52,10 +52,9 @@ for _module in (
     models_cmd,
     worker_cmd,
     serve_cmd,
+    demo_cmd,
 ):
     _module.register(cli)
-
-_demo.register(cli)
 
 
 def _load_plugin_commands() -> None:

@@ -2,6 +2,9 @@
 
 ``mmr-test`` embeds text and images (32 dimensions) by hashing the content; it makes the
 worker and the SQL paths testable without a model.  It is not meant for real retrieval.
+
+A development-only distribution (``mmr-test-encoders``, this folder): ``make venv`` installs it
+in the checkout's environment; the ``pg_mmretrieval`` wheel does not contain it.
 """
 
 from __future__ import annotations

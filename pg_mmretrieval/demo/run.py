@@ -1,4 +1,4 @@
-"""``mmr demo``: shapes in a table, embedded by the worker, searched five ways, shown as HTML.
+"""``mmr demo``'s run: shapes in a table, embedded by the worker, searched five ways, shown as HTML.
 
 Everything runs locally: the embedded PostgreSQL, the project's own ``shapes-clip`` model
 (onnx_models/shapes-clip), the worker and the SQL search functions.
@@ -19,11 +19,11 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from . import collections as coll
-from . import db, install, retrieval
-from . import demo_sql as dsql
-from .encoders import get_encoder
-from .search import Hit, search
+from .. import collections as coll
+from .. import db, install, retrieval
+from ..encoders import get_encoder
+from ..search import Hit, search
+from . import sql as dsql
 from .shapes.generator import Attributes, canonical_caption, generate, render
 
 __all__ = ["DemoResult", "run_demo"]
@@ -112,7 +112,7 @@ def run_demo(
     The worker logs in at ``worker_url`` (default: ``url`` when given, else ``mmr_worker`` on
     the embedded server or ``MMR_WORKER_DATABASE_URL``/``MMR_DATABASE_URL``).
     """
-    from .worker import Worker, WorkerConfig
+    from ..worker import Worker, WorkerConfig
 
     start = time.monotonic()
     target = db.resolve_url(url)
@@ -350,25 +350,3 @@ def _write_page(
     page = out_dir / "index.html"
     page.write_text("\n".join(parts), encoding="utf-8")
     return page.resolve()
-
-
-def register(cli: click.Group) -> None:
-    @cli.command("demo")
-    @click.option(
-        "--out",
-        "out_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("demo-output"),
-        show_default=True,
-        help="Where to write the HTML results page.",
-    )
-    @click.option("--rows", default=400, show_default=True, help="Generated images.")
-    def demo(out_dir: Path, rows: int) -> None:
-        """Run the demo: shapes in a table, embedded by the worker, searched by text, image,
-        composed query, hybrid and filter; writes an HTML page with the pictures.
-
-        \b
-        Example:
-          mmr demo --out demo-output && xdg-open demo-output/index.html
-        """
-        run_demo(out_dir, n=rows)
