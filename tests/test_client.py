@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from pg_mmretrieval_plugins.test_encoders import HashEncoder
+from mmr_test_encoders import HashEncoder
 
 import pg_mmretrieval as mmr
 from pg_mmretrieval import AsyncClient, Client, SpaceSpec
