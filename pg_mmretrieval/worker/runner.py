@@ -117,7 +117,8 @@ class Worker:
         )
         hb.start()
         try:
-            assert self._conn is not None
+            if self._conn is None:  # stopped before it could connect
+                return self.stats
             self._served.refresh(self._conn, force=True)
             self._served.announce()
             while not self._stop.is_set():
@@ -130,7 +131,8 @@ class Worker:
                         if self._served.drained(self._conn):
                             break
                     self._wait()
-                except (WriterFailed, *_CONNECTION_ERRORS) as e:
+                except (WriterFailed, DatabaseError, *_CONNECTION_ERRORS) as e:
+                    # DatabaseError: a connection of the claim ahead could not be made
                     _log.warning("database connection lost (%s); reconnecting", e)
                     self._reconnect()
                 except psycopg.Error as e:
