@@ -36,7 +36,15 @@ import psycopg  # noqa: E402
 
 from pg_mmretrieval import db  # noqa: E402
 from pg_mmretrieval.encoders import get_encoder  # noqa: E402
-from pg_mmretrieval.worker import Worker, WorkerConfig, queue, runner  # noqa: E402
+from pg_mmretrieval.worker import (  # noqa: E402
+    Worker,
+    WorkerConfig,
+    claiming,
+    loading,
+    runner,
+    serving,
+    writing,
+)
 
 WALL: dict[str, float] = defaultdict(float)
 CPU: dict[str, float] = defaultdict(float)
@@ -110,16 +118,15 @@ def main() -> None:
     t_enc, c_enc = time.perf_counter() - t0, time.process_time() - c0
     m_enc = time.thread_time() - m0
 
-    patch(queue, "claim", "claim")
-    patch(queue, "write", "write (txn)")
-    patch(queue, "_write_space", "write: statements")
-    patch(queue, "_vec_text", "write: vector text")
+    patch(claiming, "claim", "claim")
+    patch(writing, "write", "write (txn)")
+    patch(writing, "_write_space", "write: statements")
     patch(runner, "encode_isolating", "encode (total)")
-    patch(runner.Worker, "_take_prefetch", "claim ahead: wait")
-    patch(runner.Worker, "_load", "load")
-    patch(runner.Worker, "_submit", "hand-off to writer")
+    patch(claiming.Claimer, "take_ahead", "claim ahead: wait")
+    patch(loading.ItemLoader, "load", "load")
+    patch(writing.JobWriter, "submit", "hand-off to writer")
     patch(runner.Worker, "_wait", "idle wait")
-    patch(runner.Worker, "_drained", "drained check")
+    patch(serving.ServedSpaces, "drained", "drained check")
     sess = getattr(enc, "session", None)
     if callable(sess):
         s = sess("text")

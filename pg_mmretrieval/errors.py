@@ -1,4 +1,16 @@
-"""The one exception hierarchy of pg_mmretrieval."""
+"""The one exception hierarchy of pg_mmretrieval.
+
+Every error is an :class:`MMRError`.  Two marker bases say whether trying again can help:
+:class:`Retryable` (a timeout, a connection reset, HTTP 5xx: try later) and :class:`Permanent`
+(the item itself is bad: it will fail again however often it is tried).  The worker classifies
+a failed item by them (``isinstance``, never by class name); a plugin's own error class opts
+in by inheriting from one of them::
+
+    class QuotaExceeded(pg_mmretrieval.errors.Retryable): ...
+
+:class:`RetryableLoadError` and :class:`PermanentLoadError` are the loaders' two; only the
+permanent one is also an :class:`InputError` (a bad cell is a bad input, a timeout is not).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +24,10 @@ __all__ = [
     "LoadError",
     "MMRError",
     "NotFoundError",
+    "Permanent",
     "PermanentLoadError",
     "PluginError",
+    "Retryable",
     "RetryableLoadError",
     "ServerError",
     "ServiceError",
@@ -67,21 +81,42 @@ class EncoderError(MMRError):
     """An encoder failed or rejected its input."""
 
 
-class LoadError(InputError):
-    """A table cell could not be turned into encoder input (file, URL, bytes, text)."""
+class Retryable(MMRError):
+    """Marker base: the failure may pass (I/O, a timeout, a busy service).
 
-
-class PermanentLoadError(LoadError):
-    """Loading failed and will fail again (missing file, over the size limit, not an image...).
-
-    The worker should not retry the item.
+    The worker gives the item back to the queue with a backoff and dead-letters it only after
+    ``--max-attempts`` attempts.
     """
 
 
-class RetryableLoadError(LoadError):
+class Permanent(MMRError):
+    """Marker base: the failure will recur however often the item is retried (empty or
+    undecodable content, over a size limit).
+
+    The worker dead-letters the item at once.
+    """
+
+
+class LoadError(MMRError):
+    """A table cell could not be turned into encoder input (file, URL, bytes, text).
+
+    Raised as one of its two kinds: :class:`PermanentLoadError` or :class:`RetryableLoadError`.
+    """
+
+
+class PermanentLoadError(LoadError, InputError, Permanent):
+    """Loading failed and will fail again (missing file, over the size limit, not an image...).
+
+    The worker does not retry the item.  Also an :class:`InputError`: the cell is bad input
+    (``mmr`` exits 2 on it, ``mmr serve`` answers 400).
+    """
+
+
+class RetryableLoadError(LoadError, Retryable):
     """Loading failed for a reason that may pass (timeout, connection reset, HTTP 5xx/429).
 
-    The worker should retry the item later.
+    The worker retries the item later.  Not an :class:`InputError`: nothing is wrong with the
+    input.
     """
 
 

@@ -3,8 +3,8 @@
 ``mmr.embed(collection, space, item)`` (``sql/idempotent/036-embed.sql``) runs
 :func:`embed` in the backend's interpreter.  The space comes from ``mmr._embed_target`` (which
 checks the names, the caller's right to read the space's column and the settings, with SQLSTATEs
-and hints); the item goes through the worker's own loader (:func:`pg_mmretrieval.worker.loading.
-load`, so the worker's size limits apply) and the encoder's ``embed_batch`` (the same plugin,
+and hints); the item goes through the worker's own loaders (:func:`pg_mmretrieval.loaders.
+load_cell`, so the worker's size limits apply) and the encoder's ``embed_batch`` (the same plugin,
 preprocessing, ONNX model and normalisation as the worker).  Encoders and their ONNX sessions are
 cached per backend (the registry and :func:`pg_mmretrieval.onnx.get_session`).  When
 ``mmr.encoder_url`` is set, the item is posted to the encoder service instead
@@ -52,7 +52,7 @@ def _limits() -> Any:
 def _load(item: str | bytes) -> str | bytes:
     """The item after the worker's loader: its emptiness and size limits."""
     from .errors import LoadError
-    from .worker.loading import load
+    from .loaders import load_cell
 
     kind = "text" if isinstance(item, str) else "bytea"
     what = "text" if kind == "text" else "image"
@@ -64,7 +64,7 @@ def _load(item: str | bytes) -> str | bytes:
             "as a superuser, or a bytea column).",
         )
     try:
-        return load(kind, item, _limits())
+        return load_cell(item, kind, _limits())
     except LoadError as e:
         raise _load_error(e) from None
 

@@ -22,8 +22,24 @@ import pytest
 from pg_mmretrieval import db
 from pg_mmretrieval.encoder_catalog import publish
 from pg_mmretrieval.encoders import _REGISTRY, Encoder, Item, get_encoder, register_encoder
-from pg_mmretrieval.errors import InputError
-from pg_mmretrieval.worker import RetryPolicy, Worker, WorkerConfig, queue
+from pg_mmretrieval.errors import (
+    InputError,
+    LimitError,
+    Permanent,
+    PermanentLoadError,
+    Retryable,
+    RetryableLoadError,
+)
+from pg_mmretrieval.worker import (
+    PermanentFailure,
+    RetryableFailure,
+    RetryPolicy,
+    Worker,
+    WorkerConfig,
+    claiming,
+    classify,
+    writing,
+)
 from pg_mmretrieval.worker.catalog import load_catalog
 from tests.helpers import worker_url
 
@@ -289,7 +305,7 @@ def test_dead_workers_lease_expires_and_item_goes_alone(
     conn.execute(f"INSERT INTO {table} SELECT g, 'x' || g FROM generate_series(1, 5) g")
     with db.connect(db_url, autocommit=True) as dead:
         coll = load_catalog(dead, [table])[0]
-        items = queue.claim(dead, coll, "dead-worker", 3, 1.0, [_sid(conn, table)])
+        items = claiming.claim(dead, coll, "dead-worker", 3, 1.0, [_sid(conn, table)])
     assert len(items) == 3
     t0 = time.monotonic()
     stats = Worker(worker_url(db_url), cfg(table, lease_s=5.0)).run()
@@ -582,12 +598,12 @@ def test_halfvec_space_and_binary_vectors_without_registered_adapters(
     )
     conn.execute(f"INSERT INTO {name} SELECT g, 'half ' || g FROM generate_series(1, 40) g")
     (catalog,) = load_catalog(conn, [name])
-    items = queue.claim(conn, catalog, "test-worker", 100, 30.0, [catalog.spaces[0].id])
+    items = claiming.claim(conn, catalog, "test-worker", 100, 30.0, [catalog.spaces[0].id])
     for it in items:
         it.vector = _hash_vec(str(it.content))
     bare = db.connect(db_url, autocommit=True, register_types=False)
     try:
-        res = queue.write(bare, catalog, items, "test-worker", {catalog.spaces[0].id: "m/1"})
+        res = writing.write(bare, catalog, items, "test-worker", {catalog.spaces[0].id: "m/1"})
     finally:
         bare.close()
     assert res.written == 40 and res.released == 0
@@ -600,3 +616,67 @@ def test_halfvec_space_and_binary_vectors_without_registered_adapters(
     assert row is not None and row[1] == "halfvec"
     got = np.array(json.loads(row[0]), dtype=np.float32)
     np.testing.assert_allclose(got, _hash_vec("half 5"), atol=2e-3)
+
+
+def test_classify_by_marker_bases_never_by_name() -> None:
+    from PIL import UnidentifiedImageError
+
+    class QuotaExceeded(Retryable):
+        """A plugin's own error: retry later."""
+
+    class Unreadable(Permanent):
+        """A plugin's own error: never retry."""
+
+    class RetryableLoadErrorLookalike(Exception):
+        pass
+
+    RetryableLoadErrorLookalike.__name__ = "RetryableLoadError"  # a name decides nothing
+    assert classify(QuotaExceeded("later")) == "retryable"
+    assert classify(Unreadable("never")) == "permanent"
+    assert classify(RetryableLoadError("timed out")) == "retryable"
+    assert classify(PermanentLoadError("empty")) == "permanent"
+    assert classify(LimitError("over the limit")) == "permanent"
+    assert classify(UnidentifiedImageError("not an image")) == "permanent"  # an OSError
+    assert classify(InputError("bad")) == "permanent"
+    assert classify(OSError("busy")) == "retryable"
+    assert classify(RetryableLoadErrorLookalike("x")) == "retryable"  # unknown: retryable
+    lookalike_p = type("PermanentLoadError", (Exception,), {})
+    assert classify(lookalike_p("x")) == "retryable"  # unknown, whatever its name
+    # a timeout is no input error; a bad cell is
+    assert not isinstance(RetryableLoadError("x"), InputError)
+    assert isinstance(PermanentLoadError("x"), InputError)
+    # the worker's former names are the same classes
+    assert PermanentFailure is Permanent and RetryableFailure is Retryable
+
+
+def test_retryable_errors_are_retried_and_permanent_ones_dead_lettered(
+    conn: psycopg.Connection[Any], table: str, db_url: str, encoder: ScriptedEncoder
+) -> None:
+    class QuotaExceeded(Retryable):
+        pass
+
+    raises: dict[str, Exception] = {
+        "QUOTA": QuotaExceeded("the service's quota is exhausted"),
+        "TIMEOUT": RetryableLoadError("the URL timed out"),
+        "BROKEN": PermanentLoadError("not a readable image"),
+    }
+
+    def hook(batch: Sequence[Item]) -> None:
+        for it in batch:
+            if isinstance(it, str) and it in raises:
+                raise raises[it]
+
+    encoder.hook = hook
+    conn.execute(
+        f"INSERT INTO {table} VALUES (1, 'QUOTA'), (2, 'TIMEOUT'), (3, 'BROKEN'), (4, 'ok')"
+    )
+    stats = Worker(worker_url(db_url), cfg(table)).run()
+    assert stats.written == 1 and stats.dead == 3 and stats.retried == 4
+    failed = {
+        key: (cls, attempts)
+        for key, cls, attempts in conn.execute(
+            "SELECT key, error_class, attempts FROM mmr._failed WHERE collection_id = %s",
+            (_cid(conn, table),),
+        )
+    }
+    assert failed == {1: ("retryable", 3), 2: ("retryable", 3), 3: ("permanent", 1)}

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from ..encoders import Encoder, Item
 from ..errors import InputError, LimitError, MMRError, NotFoundError, ServiceError
-from ..worker.loading import load
+from ..loaders import load_cell
 from .batcher import Batcher
 from .catalog import ServedSpace, SpaceCatalog
 from .config import ServeConfig
@@ -197,7 +197,7 @@ class _Service:
                         "send the bytes of an image file (PNG, JPEG, ...) in standard base64",
                     ) from None
             try:
-                out.append(load("text" if modality == "text" else "bytea", cell, limits))
+                out.append(load_cell(cell, "text" if modality == "text" else "bytea", limits))
             except Exception as e:
                 err = _as_service_error(e)
                 raise ServiceError(err.status, f"{err}{where}", err.hint) from None

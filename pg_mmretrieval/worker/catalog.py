@@ -8,11 +8,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["CollectionSpec", "SpaceSpec", "load_catalog", "vector_schema"]
+__all__ = ["CatalogCollection", "CatalogSpace", "load_catalog", "vector_schema"]
 
 
 @dataclass(frozen=True)
-class SpaceSpec:
+class CatalogSpace:
     """One space (any version) filled by an encoder."""
 
     id: int
@@ -49,7 +49,7 @@ def vector_schema() -> str:
 
 
 @dataclass(frozen=True)
-class CollectionSpec:
+class CatalogCollection:
     """A collection with the spaces a worker can fill."""
 
     id: int
@@ -59,7 +59,7 @@ class CollectionSpec:
     key_types: tuple[str, ...]
     image_kind: str | None
     queue_table: str  # regclass text
-    spaces: tuple[SpaceSpec, ...]
+    spaces: tuple[CatalogSpace, ...]
 
     @property
     def src(self) -> sql.Composable:
@@ -129,7 +129,7 @@ class CollectionSpec:
         return sql.SQL("pg_catalog.jsonb_build_object({})").format(pairs)
 
 
-def load_catalog(conn: psycopg.Connection[Any], names: list[str] | None) -> list[CollectionSpec]:
+def load_catalog(conn: psycopg.Connection[Any], names: list[str] | None) -> list[CatalogCollection]:
     """Collections (all, or those named) with their encoder-filled spaces."""
     row = conn.execute(
         "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
@@ -161,11 +161,11 @@ def load_catalog(conn: psycopg.Connection[Any], names: list[str] | None) -> list
     out = []
     for cid, name, source, keys, types, image_kind, queue in cols:
         mine = tuple(
-            SpaceSpec(s[0], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10])
+            CatalogSpace(s[0], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10])
             for s in spaces
             if s[1] == cid
         )
         out.append(
-            CollectionSpec(cid, name, source, tuple(keys), tuple(types), image_kind, queue, mine)
+            CatalogCollection(cid, name, source, tuple(keys), tuple(types), image_kind, queue, mine)
         )
     return out

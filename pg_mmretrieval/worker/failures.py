@@ -6,10 +6,12 @@ import random
 from dataclasses import dataclass
 
 import psycopg
+from PIL import Image, UnidentifiedImageError
 
-from ..errors import EncoderError, InputError, MMRError
+from ..errors import EncoderError, InputError, Permanent, Retryable
 
 __all__ = [
+    "CRASH",
     "PERMANENT",
     "RETRYABLE",
     "PermanentFailure",
@@ -22,31 +24,28 @@ RETRYABLE = "retryable"
 PERMANENT = "permanent"
 CRASH = "crash"
 
-# Classes of the loader plugins (pg_mmretrieval.errors once the plugin system lands); matched
-# by name so the worker classifies them before and after that merge.
-_PERMANENT_NAMES = {"PermanentLoadError", "UnidentifiedImageError", "DecompressionBombError"}
-_RETRYABLE_NAMES = {"RetryableLoadError"}
+#: the marker bases of :mod:`pg_mmretrieval.errors` under the worker's former names (plugins
+#: raise either; ``isinstance`` sees no difference)
+PermanentFailure = Permanent
+RetryableFailure = Retryable
 
-
-class PermanentFailure(MMRError):
-    """An item that will fail again however often it is retried (empty, undecodable, too big)."""
-
-
-class RetryableFailure(MMRError):
-    """An item that failed for a reason that may pass (I/O, timeout, a busy service)."""
+# Pillow's refusals of an image (an encoder may decode without the loaders' checks); an
+# UnidentifiedImageError is an OSError, which alone would be retried.
+_PERMANENT_THIRD_PARTY = (UnidentifiedImageError, Image.DecompressionBombError)
 
 
 def classify(exc: BaseException) -> str:
     """``"permanent"`` or ``"retryable"`` for an exception raised while handling one item.
 
-    Permanent: the item itself is bad (empty or undecodable content, over the size limit, an
-    encoder rejecting it).  Retryable: I/O, timeouts, transient database errors, and anything
-    unknown (retried up to the attempt limit, then dead-lettered).
+    By class, never by name: :class:`~pg_mmretrieval.errors.Retryable` first, then
+    :class:`~pg_mmretrieval.errors.Permanent`.  Otherwise permanent when the item itself is
+    bad (an ``InputError`` or ``EncoderError``, undecodable text or image, a ``ValueError``);
+    retryable for I/O, timeouts, transient database errors, and anything unknown (retried up to
+    the attempt limit, then dead-lettered).
     """
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if names & _RETRYABLE_NAMES or isinstance(exc, RetryableFailure):
+    if isinstance(exc, Retryable):
         return RETRYABLE
-    if names & _PERMANENT_NAMES or isinstance(exc, PermanentFailure):
+    if isinstance(exc, (Permanent, *_PERMANENT_THIRD_PARTY)):
         return PERMANENT
     if isinstance(exc, InputError | EncoderError | UnicodeError | ValueError):
         return PERMANENT

@@ -3,44 +3,51 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from .. import db
 from ..errors import MMRError
-from . import queue
-
-if TYPE_CHECKING:
-    from .runner import Worker
+from .leases import Leases, renew
 
 __all__ = ["heartbeat_loop"]
 
 _log = logging.getLogger("pg_mmretrieval.worker")
 
 
-def heartbeat_loop(w: Worker) -> None:
-    """Every ``min(5 s, lease/3)``: heartbeat, renew the leases of every batch in flight,
-    and (every 5 minutes) prune old throughput rows and long-gone workers."""
-    interval = max(0.2, min(5.0, w.config.lease_s / 3))
+def heartbeat_loop(
+    url: str,
+    application_name: str,
+    worker: str,
+    lease_s: float,
+    leases: Leases,
+    stop: threading.Event,
+    status: Callable[[], tuple[int, int, dict[str, str]]],
+) -> None:
+    """Until ``stop``, every ``min(5 s, lease/3)``: heartbeat (``status``: items done, items
+    dead-lettered, providers), renew the leases of every collection ``leases`` holds, and
+    (every 5 minutes) prune old throughput rows and long-gone workers."""
+    interval = max(0.2, min(5.0, lease_s / 3))
     conn: psycopg.Connection[Any] | None = None
     last_prune = 0.0
-    while not w._stop.wait(interval):
+    while not stop.wait(interval):
         try:
             if conn is None or conn.closed:
-                conn = db.connect(w.url, autocommit=True, application_name=w.application_name)
+                conn = db.connect(url, autocommit=True, application_name=application_name)
             # providers too: an encoder picks CUDA or CPU when it loads its model (lazily)
+            done, dead, providers = status()
             conn.execute(
                 "UPDATE mmr._worker SET heartbeat_at = now(), processed = %s, failed = %s, "
                 "providers = %s WHERE id = %s",
-                (w.stats.done, w.stats.dead, Jsonb(w._providers()), w.id),
+                (done, dead, Jsonb(providers), worker),
             )
-            with w._inflight_lock:
-                held = [c for c, _ in w._inflight.values()]
-            for coll in held:
-                queue.renew(conn, coll, w.id, w.config.lease_s)
+            for coll in leases.held():
+                renew(conn, coll, worker, lease_s)
             if time.monotonic() - last_prune > 300:
                 last_prune = time.monotonic()
                 conn.execute("DELETE FROM mmr._throughput WHERE at < now() - interval '1 hour'")

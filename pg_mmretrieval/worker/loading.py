@@ -1,33 +1,63 @@
-"""Turn a queued cell into encoder input: text, bytea, a file path or a URL.
+"""Loading: the worker's part that turns claimed cells into encoder input.
 
-Delegates to the loader registered for the kind (``pg_mmretrieval.loaders``, filled by the
-``register_loaders`` hook; the built-in ones are ``pg_mmretrieval_plugins.loaders``) with the
-worker's limits, so every limit and policy of :class:`~pg_mmretrieval.loaders.LoadLimits`
-(sizes, URL hosts and deadline, path roots, image and text bounds) applies to the worker.
+Each cell goes through the loader registered for its kind (:func:`pg_mmretrieval.loaders.
+get_loader`, filled by the ``register_loaders`` hook) with the worker's
+:class:`~pg_mmretrieval.loaders.LoadLimits`, so every limit and policy of the loaders (sizes,
+URL hosts and deadline, path roots, image and text bounds) applies to the worker.
 """
 
 from __future__ import annotations
 
-from ..encoders import Item
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
 from ..loaders import LoadLimits, get_loader
+from .catalog import CatalogCollection, CatalogSpace
 
-__all__ = ["Limits", "load"]
+__all__ = ["ItemLoader", "cell_kind"]
 
-#: the worker's limits are the loaders' limits (``MMR_*`` variables, ``mmr worker`` flags)
-Limits = LoadLimits
+#: image kinds whose cells are read from files or fetched: loaded on the thread pool
+_SLOW_KINDS = ("path", "url", "auto")
 
 
-def load(kind: str, cell: object, limits: LoadLimits) -> Item:
-    """Encoder input for ``cell``: ``str`` for text, ``bytes`` (an image file) otherwise.
+class _Loadable(Protocol):
+    space: CatalogSpace
+    content: object
+    extra: dict[str, Any]
+    error: BaseException | None
 
-    Args:
-        kind: ``text`` for text spaces, else the collection's ``image_kind`` (``bytea``,
-            ``path``, ``url``, ``auto``).
 
-    Raises:
-        PermanentLoadError: empty content, over a limit, refused by the URL or path policy,
-            missing file, HTTP 4xx.
-        RetryableLoadError: timeouts, the URL deadline, connection errors, HTTP 5xx/429.
-        NotFoundError: no loader is registered for ``kind``.
+def cell_kind(coll: CatalogCollection, space: CatalogSpace) -> str:
+    """The loader kind of ``space``'s cells: ``text``, else the collection's ``image_kind``."""
+    return "text" if space.modality == "text" else (coll.image_kind or "bytea")
+
+
+class ItemLoader:
+    """Loads claimed items: ``item.extra["input"]`` is set, or ``item.error``.
+
+    Owns the threads that read files and fetch URLs (``load_threads`` of them).
     """
-    return get_loader(kind).load(cell, limits)
+
+    def __init__(self, limits: LoadLimits, threads: int) -> None:
+        self.limits = limits
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="mmr-load")
+
+    def load(self, coll: CatalogCollection, items: Sequence[_Loadable]) -> None:
+        """Load every item of ``coll``; a failure is the item's own, never the batch's."""
+
+        def one(it: _Loadable) -> None:
+            try:
+                loader = get_loader(cell_kind(coll, it.space))
+                it.extra["input"] = loader.load(it.content, self.limits)
+            except Exception as e:  # classified per item; never fails the batch
+                it.error = e
+
+        if coll.image_kind in _SLOW_KINDS:
+            list(self._pool.map(one, items))
+        else:
+            for it in items:
+                one(it)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
