@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -24,6 +25,7 @@ from .errors import ConfigError, ServerError
 __all__ = [
     "DEFAULT_PORT",
     "StandbyStatus",
+    "refuse_standby",
     "standby_dir",
     "start",
     "status",
@@ -211,6 +213,18 @@ def status(port: int = DEFAULT_PORT) -> StandbyStatus:
         in_recovery=in_recovery,
         replay_lag_bytes=lag,
     )
+
+
+def refuse_standby(conn: psycopg.Connection[Any], what: str) -> None:
+    """Raise ConfigError when ``conn`` is a session on a hot standby, where ``what`` (which
+    writes) cannot run."""
+    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    if row is not None and row[0]:
+        raise ConfigError(
+            f"{what} writes to the database, and this server is a hot standby (read-only: "
+            "pg_is_in_recovery() is true): point it at the primary; the standby receives "
+            "every change by replication"
+        )
 
 
 def wait_for_replay(primary_url: str, standby_url: str, timeout: float = 60.0) -> float:

@@ -24,8 +24,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import pg_mmretrieval as mmr
-from pg_mmretrieval import db, retrieval, standby
+from pg_mmretrieval import db, install, retrieval, standby
 from pg_mmretrieval.encoders import get_encoder
+from pg_mmretrieval.errors import ConfigError
 from pg_mmretrieval.worker import Worker, WorkerConfig
 
 from .helpers import worker_url
@@ -323,6 +324,24 @@ def test_sql_embed_searches_on_the_standby(sconn: Conn) -> None:
         (KEY, Jsonb({"caption_space": "b"})),
     ).fetchall()
     assert len(top) == 3
+
+
+def test_writers_refuse_the_standby_with_a_clear_error(
+    sconn: Conn, replica: tuple[str, int]
+) -> None:
+    """What cannot run on a standby says so: the worker, `mmr db upgrade`, and any write."""
+    with pytest.raises(ConfigError, match="hot standby"):
+        Worker(worker_url(replica[0]), WorkerConfig(collections=("docs",), once=True)).run()
+    with pytest.raises(ConfigError, match="hot standby"):
+        install.upgrade(replica[0])
+    with pytest.raises(psycopg.Error) as e:
+        sconn.execute("SELECT mmr.create_text_index('docs')")
+    assert e.value.sqlstate == READ_ONLY
+    r = _mmr("collection", "drop", "docs", "--yes", env_url=replica[0])
+    assert r.returncode == 1 and "read-only transaction" in r.stderr, r.stderr
+    assert "writes go to the primary" in r.stderr and "Traceback" not in r.stderr
+    r = _mmr("db", "upgrade", env_url=replica[0])
+    assert r.returncode == 2 and "hot standby" in r.stderr and "Traceback" not in r.stderr
 
 
 def _mmr(*args: str, env_url: str | None = None) -> subprocess.CompletedProcess[str]:
