@@ -7,8 +7,10 @@ of the embedded server (the primary), starts a hot standby of it on a free 127.0
 (``pg_mmretrieval.standby``: pg_basebackup -R), then runs ``mmr.search`` (k=10) on both, each
 round on both servers in a random order, and prints p50/p99 per server and the ratio
 standby/primary.  It also times replication: a batch of rows written on the primary until the
-standby has replayed it (``pg_last_wal_replay_lsn()``).  The standby and the database are
-removed at the end.
+standby has replayed it (``pg_last_wal_replay_lsn()``), and the whole path of issue 15: a row
+inserted on the primary, embedded there by a running worker (``mmr-test`` encoder, as role
+``mmr_worker``), until ``mmr.search`` on the standby returns it.  The standby and the database
+are removed at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import random
 import socket
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +34,8 @@ if not os.environ.get("MMR_DATABASE_URL"):
 
 import pg_mmretrieval as mmr  # noqa: E402
 from pg_mmretrieval import db, install, standby  # noqa: E402
+from pg_mmretrieval.encoders import get_encoder  # noqa: E402
+from pg_mmretrieval.worker import Worker, WorkerConfig  # noqa: E402
 
 
 def _free_port() -> int:
@@ -41,6 +46,37 @@ def _free_port() -> int:
 
 def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.array(xs), q)) * 1000
+
+
+def _worker_path(primary: str, replica: str, rows: int = 10) -> str:
+    """Median seconds from an INSERT's commit on the primary until mmr.search on the standby
+    returns the row, with a worker (on the primary) serving the queue."""
+    enc = get_encoder("mmr-test")
+    with db.connect(primary, autocommit=True) as c:
+        c.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        mmr.create_collection(c, "notes", "notes", text_columns=["body"])
+        mmr.add_space(c, "notes", "t", "mmr-test", "body", 32)
+    worker = Worker(db.with_user(primary, db.WORKER_ROLE), WorkerConfig(collections=("notes",)))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    stmt = "SELECT key FROM mmr.search('notes', 't', %s::vector, 1)"
+    took = []
+    try:
+        with db.connect(primary, autocommit=True) as p, db.connect(replica, autocommit=True) as s:
+            for i in range(rows):
+                text = f"note number {i} {uuid.uuid4().hex}"
+                q = str([float(x) for x in next(enc.embed_batch([text]))])
+                t0 = time.perf_counter()
+                p.execute("INSERT INTO notes VALUES (%s, %s)", (i, text))
+                while s.execute(stmt, (q,)).fetchall() != [(i,)]:
+                    if time.perf_counter() - t0 > 60:
+                        raise SystemExit(f"row {i} not searchable on the standby after 60 s")
+                    time.sleep(0.005)
+                took.append(time.perf_counter() - t0)
+    finally:
+        worker.stop()
+        thread.join(30)
+    return f"median {np.median(took) * 1000:.0f} ms, max {max(took) * 1000:.0f} ms ({rows} rows)"
 
 
 def main() -> None:
@@ -115,6 +151,8 @@ def main() -> None:
             "replication: 100 rows + embeddings committed on the primary, replayed on the "
             f"standby after {np.median(lags) * 1000:.1f} ms (median of 5)"
         )
+        path = _worker_path(primary, replica)
+        print(f"insert on the primary -> searchable on the standby, worker running: {path}")
         for c in conns.values():
             c.close()
     finally:
