@@ -131,9 +131,11 @@ def translate_error(e: psycopg.Error) -> MMRError:
     """
     diag = e.diag
     msg = diag.message_primary or str(e).strip()
+    code = diag.sqlstate
     if diag.message_hint:
         msg = f"{msg}\nHint: {diag.message_hint}"
-    code = diag.sqlstate
+    elif code == "25006":  # read_only_sql_transaction: most often a hot standby
+        msg += "\nHint: writes go to the primary; a hot standby (read replica) only searches."
     err: MMRError
     if code in _NOT_FOUND:
         err = NotFoundError(msg)

@@ -252,6 +252,9 @@ def upgrade(
         raw = connection.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
         check_server(raw)
+        from .standby import refuse_standby  # a standby: one clear error, not alembic's
+
+        refuse_standby(raw, "`mmr db upgrade`")
         connection.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_KEY})")
         connection.commit()
         try:

@@ -177,3 +177,88 @@ def psql(print_path: bool, args: tuple[str, ...]) -> None:
         return
     target = config.database_url() or server.ensure_running(quiet=True)
     os.execv(str(exe), [str(exe), "--dbname", target, *args])
+
+
+@server_group.group("standby")
+def standby_group() -> None:
+    """A local streaming hot standby (read replica) of the embedded server, on 127.0.0.1.
+
+    The first start takes a base backup of the embedded server (pg_basebackup -R) into
+    <data dir>/standby-PORT; the standby then replays the primary's WAL as it is written.
+    Point searches at its URL; workers and writes stay on the primary.
+
+    \b
+    Example:
+      mmr server standby start --port 54329
+      mmr server standby status --port 54329
+      mmr server standby stop --port 54329 --remove
+    """
+
+
+_port_option = click.option(
+    "--port",
+    type=click.IntRange(1024, 65535),
+    default=54329,
+    show_default=True,
+    help="TCP port of the standby on 127.0.0.1 (one standby per port).",
+)
+
+
+@standby_group.command("start")
+@_port_option
+def standby_start(port: int) -> None:
+    """Start the standby (creating it the first time; no-op when it runs) and print its URL.
+
+    \b
+    Example:
+      mmr server standby start --port 54329
+    """
+    from .. import standby
+
+    click.echo(standby.start(port))
+
+
+@standby_group.command("stop")
+@_port_option
+@click.option("--remove", is_flag=True, help="Also delete its data directory.")
+def standby_stop(port: int, remove: bool) -> None:
+    """Stop the standby (fast shutdown); --remove also deletes its data.
+
+    \b
+    Example:
+      mmr server standby stop --port 54329 --remove
+    """
+    from .. import standby
+
+    stopped = standby.stop(port, remove=remove)
+    click.echo(("stopped" if stopped else "not running") + (" and removed" if remove else ""))
+
+
+@standby_group.command("status")
+@_port_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def standby_status(port: int, as_json: bool) -> None:
+    """Say whether the standby runs, its URL, and its replay lag behind the primary in bytes.
+
+    \b
+    Example:
+      mmr server standby status --json
+    """
+    from .. import standby
+
+    st = standby.status(port)
+    fields = {
+        "running": st.running,
+        "data_dir": str(st.data_dir),
+        "port": st.port,
+        "url": st.url,
+        "pid": st.pid,
+        "in_recovery": st.in_recovery,
+        "replay_lag_bytes": st.replay_lag_bytes,
+    }
+    if as_json:
+        click.echo(json.dumps(fields))
+        return
+    for name, value in fields.items():
+        if st.running or name in ("running", "data_dir", "port"):
+            click.echo(f"{name + ':':18}{value}")

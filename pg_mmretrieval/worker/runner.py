@@ -178,7 +178,11 @@ class Worker:
         return conn
 
     def _check_session(self, conn: psycopg.Connection[Any]) -> None:
-        """Refuse a superuser session unless ``allow_superuser`` (docs/security.md)."""
+        """Refuse a superuser session unless ``allow_superuser`` (docs/security.md), and a
+        session on a hot standby (docs/operations.md, "Read replicas")."""
+        from ..standby import refuse_standby
+
+        refuse_standby(conn, "the worker")
         row = conn.execute(
             "SELECT session_user::text, r.rolsuper FROM pg_catalog.pg_roles r "
             "WHERE r.rolname = session_user"
