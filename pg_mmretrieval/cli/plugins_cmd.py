@@ -24,8 +24,7 @@ def plugins_command(as_json: bool) -> None:
       mmr plugins
       mmr plugins --json | jq '.encoders[].name'
     """
-    from ..encoders import list_encoders
-    from ..plugins import encoder_origins, list_plugins
+    from ..registry import encoder_origins, list_encoders, list_plugins
 
     plugins = list_plugins()
     origins = encoder_origins()

@@ -9,22 +9,10 @@ import click
 import psycopg
 
 from ..errors import InputError
+from ..search import COMPOSED_METHODS, composed_search, hybrid_search, reranked_search
 from ..search import search as run_search
 from ._common import connect, echo_json
 from ._display import print_hits
-
-COMPOSED_METHODS = (
-    "image_only",
-    "text_only",
-    "weighted",
-    "slerp",
-    "score_sum",
-    "product",
-    "weimocir",
-    "pdv",
-    "basic",
-    "gqr",
-)
 
 
 def parse_params(items: tuple[str, ...] | list[str]) -> dict[str, object]:
@@ -148,8 +136,6 @@ def search(
         if hybrid:
             if text is None:
                 raise click.UsageError("--hybrid needs --text")
-            from ..retrieval import hybrid_search
-
             hits = hybrid_search(
                 conn,
                 collection,
@@ -163,9 +149,7 @@ def search(
                 rerank_depth=rerank_depth,
             )
         elif rerank is not None:
-            from ..retrieval import search as rerank_search
-
-            hits = rerank_search(
+            hits = reranked_search(
                 conn,
                 collection,
                 space,
@@ -217,7 +201,6 @@ def _composed(
     import numpy as np
 
     from ..query import embed_query
-    from ..retrieval import composed_search
 
     if modifier is None:
         raise click.UsageError("composed search needs --modifier")

@@ -1,4 +1,4 @@
-"""Plain vector search from Python."""
+"""Plain vector search from Python: ``mmr.search``, ``mmr.search_batch``, ``explain_search``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import psycopg
 from pgvector import Vector
 from psycopg.types.json import Jsonb
 
-from .collections import sql_errors
+from ..collections import sql_errors
 
 __all__ = ["Hit", "batch_hits", "explain_search", "search", "search_batch"]
 
