@@ -1,4 +1,5 @@
-"""The base classes plugins implement (Encoder, Loader, Reranker) and the values they handle.
+"""The base classes plugins implement (Encoder, Loader, Reranker) and the values they handle
+(Item, Hit, QueryInfo).
 
 This module knows nothing of the plugin manager (``pg_mmretrieval.registry`` imports it, never
 the other way round: the shape of ``llm``'s ``models.py``).  The classes stay importable from
@@ -19,11 +20,11 @@ from .errors import EncoderError, InputError
 
 if TYPE_CHECKING:
     from .loaders import LoadLimits
-    from .search.plain import Hit
 
 __all__ = [
     "Encoder",
     "FunctionReranker",
+    "Hit",
     "Item",
     "Loader",
     "QueryInfo",
@@ -141,7 +142,15 @@ class Loader:
         raise NotImplementedError
 
 
-# -- rerankers --------------------------------------------------------------------------------
+# -- search results and rerankers -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the row's key (plain value, or dict for a composite key) and score."""
+
+    key: Any
+    score: float
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,7 @@ class QueryInfo:
 
 #: a reranking function: the query and the candidates (best first) in, a new list out (it may
 #: drop candidates or change scores)
-RerankFunction = Callable[[QueryInfo, "list[Hit]"], "list[Hit]"]
+RerankFunction = Callable[[QueryInfo, list[Hit]], list[Hit]]
 
 
 class Reranker:

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from ..bases import QueryInfo
+from ..bases import Hit, QueryInfo
 from ..collections import sql_errors
 from ..errors import InputError
-from .plain import Hit
 from .rerank import RerankArg
 from .statements import Conn, SearchStatement, VectorLike, _filter, _params, _vec, run
 

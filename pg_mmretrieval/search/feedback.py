@@ -9,8 +9,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from ..bases import Hit
 from ..collections import sql_errors
-from .plain import Hit
 from .statements import Conn, VectorLike, _filter, _hits, _params, _vec
 
 __all__ = ["dialog_search", "diversify_search", "mmr_search", "rocchio_search"]

@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from ..bases import QueryInfo
+from ..bases import Hit, QueryInfo
 from ..collections import sql_errors
-from .plain import Hit
 from .rerank import RerankArg
 from .statements import Conn, SearchStatement, VectorLike, _filter, _hits, _params, _vec, run
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
+from ..bases import Hit
 from ..collections import sql_errors
-from .plain import Hit
 from .statements import Conn, VectorLike, _filter, _hits, _vec
 
 __all__ = ["add_multivector_space", "multivector_search", "put_multivectors"]

@@ -22,11 +22,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ..bases import FunctionReranker, QueryInfo, Reranker, RerankFunction
+from ..bases import FunctionReranker, Hit, QueryInfo, Reranker, RerankFunction
 from ..collections import sql_errors
 from ..errors import InputError, NotFoundError
 from ..registry import get_reranker, register_reranker
-from .plain import Hit
 
 __all__ = [
     "RERANKER_EXISTS_SQL",

@@ -16,10 +16,9 @@ import psycopg
 from pgvector import Vector
 from psycopg.types.json import Jsonb
 
-from ..bases import QueryInfo, RerankFunction
+from ..bases import Hit, QueryInfo, RerankFunction
 from ..collections import sql_errors
 from ..errors import InputError
-from .plain import Hit
 from .rerank import RerankArg, apply_reranker, split_rerank
 
 __all__ = ["SearchStatement", "run", "search", "search_statement"]
