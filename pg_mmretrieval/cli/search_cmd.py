@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 import click
+import numpy as np
 import psycopg
 
 from ..errors import InputError
+from ..query import embed_query
 from ..search import COMPOSED_METHODS, composed_search, hybrid_search, reranked_search
 from ..search import search as run_search
 from ._common import connect, echo_json
@@ -130,8 +132,6 @@ def search(
                 raise InputError("--vector must be a JSON array of numbers")
             query = [float(x) for x in vec]
         else:
-            from ..query import embed_query
-
             query = embed_query(conn, collection, space, text=text, image_path=image_path)
         if hybrid:
             if text is None:
@@ -198,10 +198,6 @@ def _composed(
     as_json: bool,
 ) -> None:
     """Composed search: reference (--ref KEY, or --image / --vector) + --modifier text."""
-    import numpy as np
-
-    from ..query import embed_query
-
     if modifier is None:
         raise click.UsageError("composed search needs --modifier")
     refs = [x for x in (ref_key, vector_json, image_path) if x is not None]
