@@ -11,6 +11,11 @@
 * :mod:`.multivector`: multi-vector spaces and MaxSim search.
 
 ``pg_mmretrieval.retrieval`` re-exports the same functions under their historical names.
+
+The attribute ``pg_mmretrieval.search`` is the search *function* (``mmr.search(conn, ...)``), so
+reach the submodules with from-imports (``from pg_mmretrieval.search import composed`` or
+``from pg_mmretrieval.search.composed import composed_search``), not with
+``import pg_mmretrieval.search.composed as c``.
 """
 
 from __future__ import annotations
