@@ -239,8 +239,9 @@ def load_encoders() -> None:
                     f"register an encoder named {encoder.name!r}; disable one with "
                     f"{ENV_LOAD_PLUGINS}"
                 )
-            _ENCODERS.setdefault(encoder.name, encoder)  # one registered by hand wins
-            _encoder_origin[encoder.name] = plugin
+            if encoder.name not in _ENCODERS:  # one registered by hand wins
+                _ENCODERS[encoder.name] = encoder
+                _encoder_origin[encoder.name] = plugin
 
         return register
 
@@ -270,8 +271,9 @@ def load_rerankers() -> None:
                 raise PluginError(f"plugin {plugin!r} registered an invalid reranker {reranker!r}")
             if reranker.name in _reranker_origin:
                 raise PluginError(f"two plugins register a reranker named {reranker.name!r}")
-            _RERANKERS.setdefault(reranker.name, reranker)  # one registered by hand wins
-            _reranker_origin[reranker.name] = plugin
+            if reranker.name not in _RERANKERS:  # one registered by hand wins
+                _RERANKERS[reranker.name] = reranker
+                _reranker_origin[reranker.name] = plugin
 
         return register
 

@@ -120,3 +120,21 @@ def test_hand_registered_reranker_survives_plugin_loading() -> None:
 def test_cli_methods_are_the_python_list() -> None:
     method = next(p for p in search_command.params if p.name == "method")
     assert tuple(method.type.choices) == COMPOSED_METHODS  # type: ignore[attr-defined]
+
+
+def test_hand_registered_encoder_wins_over_a_plugins() -> None:
+    """An encoder registered by hand under a plugin's name is kept, and not credited to it."""
+    from pg_mmretrieval.bases import Encoder
+
+    class Mine(Encoder):
+        name = "mmr-test"  # the name builtin_test_encoders registers
+        dimension = 3
+
+    registry.reset()
+    try:
+        mine = Mine()
+        registry.register_encoder(mine)
+        assert registry.get_encoder("mmr-test") is mine
+        assert "mmr-test" not in registry.encoder_origins()
+    finally:
+        registry.reset()
