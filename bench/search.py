@@ -314,7 +314,11 @@ def main() -> None:
             ),
             (
                 "mmr_search (λ=0.5, 50)",
-                (lambda i: [h.key for h in rt.mmr_search(conn, "items", "img", ref_vecs[i], k)])
+                (
+                    lambda i: [
+                        h.key for h in rt.diversify_search(conn, "items", "img", ref_vecs[i], k)
+                    ]
+                )
                 if client
                 else sql_row(
                     "SELECT key FROM mmr.mmr_search('items', 'img', %s::vector, %s)", ref_vecs

@@ -16,9 +16,7 @@ if TYPE_CHECKING:
     import click
     import psycopg
 
-    from .encoders import Encoder
-    from .loaders import Loader
-    from .rerankers import Reranker
+    from .bases import Encoder, Loader, Reranker
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 
@@ -62,7 +60,8 @@ def register_rerankers(register: Callable[[Reranker], None]) -> None:
     """Provide rerankers, applied in Python to a list of search candidates.
 
     :param register: call ``register(reranker)`` with each
-        :class:`~pg_mmretrieval.rerankers.Reranker`; names must be unique.
+        :class:`~pg_mmretrieval.rerankers.Reranker` (a content reranker implements ``score``,
+        another ``rerank``); names must be unique.
     """
 
 

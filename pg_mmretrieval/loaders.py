@@ -1,7 +1,8 @@
 """Loaders: turn a table cell (bytea, file path, URL, text) into encoder input.
 
-The registry is filled by plugins through the ``register_loaders`` hook; the built-in
-loaders live in ``pg_mmretrieval_plugins.loaders``.  Errors are
+The base class :class:`Loader` lives in :mod:`pg_mmretrieval.bases` and the registry (filled
+by plugins through the ``register_loaders`` hook) in :mod:`pg_mmretrieval.registry`; both are
+re-exported here.  The built-in loaders live in ``pg_mmretrieval_plugins.loaders``.  Errors are
 :class:`~pg_mmretrieval.errors.PermanentLoadError` (do not retry) or
 :class:`~pg_mmretrieval.errors.RetryableLoadError` (retry later).
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import ClassVar
 
-from .encoders import Item
-from .errors import ConfigError, NotFoundError
+from .bases import Item, Loader
+from .errors import ConfigError
+from .registry import _LOADERS as _REGISTRY  # noqa: F401  (kept for code that reached in)
+from .registry import get_loader, list_loaders, register_loader
+from .safeload import parse_host_list
 
 __all__ = [
     "SUPPORTED_SCHEMES",
@@ -115,8 +118,6 @@ class LoadLimits:
                 f"{ENV_MAX_IMAGE_PIXELS}={self.max_image_pixels} is above Pillow's "
                 f"decompression-bomb limit of {_PILLOW_BOMB_PIXELS} pixels; use a lower value"
             )
-        from .safeload import parse_host_list
-
         parse_host_list(self.url_allow_hosts, ENV_URL_ALLOW_HOSTS)
         parse_host_list(self.url_deny_hosts, ENV_URL_DENY_HOSTS)
         for root in self.path_roots:
@@ -152,56 +153,6 @@ class LoadLimits:
             max_text_chars=int(_env_number(ENV_MAX_TEXT_CHARS, cls.max_text_chars)),
             max_text_windows=int(_env_number(ENV_MAX_TEXT_WINDOWS, cls.max_text_windows)),
         )
-
-
-class Loader:
-    """Base class of loaders; subclasses set ``kind`` and implement ``load``."""
-
-    #: the kind of cell handled: ``bytea``, ``path``, ``url``, ``text``, ``auto`` or custom
-    kind: ClassVar[str] = ""
-
-    def load(self, cell: object, limits: LoadLimits) -> Item:
-        """Turn ``cell`` into ``str`` (text) or ``bytes`` (an encoded image file).
-
-        Raises:
-            PermanentLoadError: the cell can never be loaded.
-            RetryableLoadError: loading failed for a reason that may pass.
-        """
-        raise NotImplementedError
-
-
-_REGISTRY: dict[str, Loader] = {}
-
-
-def register_loader(loader: Loader) -> None:
-    """Add a loader (plugins do this through ``register_loaders``); replaces the same kind."""
-    _REGISTRY[loader.kind] = loader
-
-
-def _ensure_loaded() -> None:
-    from .plugins import load_loaders
-
-    load_loaders()
-
-
-def list_loaders() -> dict[str, Loader]:
-    """Registered loaders by kind."""
-    _ensure_loaded()
-    return dict(_REGISTRY)
-
-
-def get_loader(kind: str) -> Loader:
-    """The loader for cells of ``kind``.
-
-    Raises:
-        NotFoundError: no loader handles that kind.
-    """
-    _ensure_loaded()
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise NotFoundError(f"no loader for cells of kind {kind!r}; known kinds: {known}") from None
 
 
 def load_cell(cell: object, kind: str, limits: LoadLimits | None = None) -> Item:

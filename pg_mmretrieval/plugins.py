@@ -1,27 +1,30 @@
-"""The plugin manager: finds plugins, checks them, and fills the registries from their hooks.
+"""The plugin manager's public functions, kept here for compatibility.
 
-Plugins (first-party ones in ``pg_mmretrieval_plugins`` included) are modules or objects
-named in the ``pg_mmretrieval`` entry-point group.  ``MMR_LOAD_PLUGINS`` restricts loading to a
-comma-separated list of entry-point names (an empty value loads none).  A plugin whose
-functions look like hooks but match no hook specification (a misspelling) is refused.
+They live in :mod:`pg_mmretrieval.registry` (the plugin manager and every registry); this
+module re-exports them so ``from pg_mmretrieval import plugins; plugins.reset()`` keeps
+working.  New code imports ``pg_mmretrieval.registry``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-import pluggy
-
-from . import hookspecs
-from .config import ENV_LOAD_PLUGINS
-from .errors import MMRError, PluginError
+from .registry import (
+    ENTRY_POINT_GROUP,
+    PluginInfo,
+    call_prepare_connection,
+    call_register_commands,
+    encoder_origins,
+    get_plugin_manager,
+    list_plugins,
+    load_encoders,
+    load_loaders,
+    load_rerankers,
+    register_plugin,
+    reset,
+    unregister_plugin,
+)
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "PluginInfo",
     "call_prepare_connection",
     "call_register_commands",
@@ -35,281 +38,3 @@ __all__ = [
     "reset",
     "unregister_plugin",
 ]
-
-ENTRY_POINT_GROUP = hookspecs.PROJECT
-
-
-@dataclass
-class PluginInfo:
-    """What ``mmr plugins`` shows about one plugin."""
-
-    name: str
-    hooks: list[str]
-    distribution: str | None = None
-    version: str | None = None
-    encoders: list[str] = field(default_factory=list)
-
-
-_lock = threading.RLock()
-_pm: pluggy.PluginManager | None = None
-_dists: dict[str, tuple[str | None, str | None]] = {}
-_done: set[str] = set()
-_encoder_origin: dict[str, str] = {}
-
-
-def _allowed() -> set[str] | None:
-    raw = os.environ.get(ENV_LOAD_PLUGINS)
-    if raw is None:
-        return None
-    return {p.strip() for p in raw.split(",") if p.strip()}
-
-
-def _check(pm: pluggy.PluginManager) -> None:
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as e:
-        raise PluginError(
-            f"plugin {e.plugin!r} has a hook implementation that matches no hook: {e}. "
-            "Check the spelling against docs/plugins.md."
-        ) from e
-
-
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
-    allowed = _allowed()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if allowed is not None and ep.name not in allowed:
-            continue
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
-            continue
-        try:
-            plugin = ep.load()
-        except Exception as e:
-            raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: {e}") from e
-        try:
-            pm.register(plugin, name=ep.name)
-        except (ValueError, pluggy.PluginValidationError) as e:
-            raise PluginError(f"plugin {ep.name!r} ({ep.value}) is invalid: {e}") from e
-        dist = ep.dist
-        _dists[ep.name] = (dist.name, dist.version) if dist is not None else (None, None)
-
-
-def get_plugin_manager() -> pluggy.PluginManager:
-    """The process's plugin manager, created (and entry points loaded) on first use.
-
-    Raises:
-        PluginError: a plugin failed to import or has a misspelled hook implementation.
-    """
-    global _pm
-    with _lock:
-        if _pm is None:
-            pm = pluggy.PluginManager(hookspecs.PROJECT)
-            pm.add_hookspecs(hookspecs)
-            _load_entry_points(pm)
-            _check(pm)
-            _pm = pm
-        return _pm
-
-
-def reset() -> None:
-    """Forget every plugin and registry (the next look-up loads them again).
-
-    Use it after changing ``MMR_LOAD_PLUGINS`` or installing a plugin in the same process.
-    """
-    global _pm
-    from . import encoders, loaders, rerankers
-
-    with _lock:
-        _pm = None
-        _dists.clear()
-        _done.clear()
-        _encoder_origin.clear()
-        encoders._REGISTRY.clear()
-        loaders._REGISTRY.clear()
-        rerankers._REGISTRY.clear()
-
-
-def register_plugin(plugin: object, name: str) -> None:
-    """Register a plugin object by hand (tests, applications); registries are rebuilt.
-
-    Raises:
-        PluginError: the name is taken or the plugin has a misspelled hook implementation.
-    """
-    pm = get_plugin_manager()
-    with _lock:
-        try:
-            pm.register(plugin, name=name)
-        except (ValueError, pluggy.PluginValidationError) as e:
-            raise PluginError(f"cannot register plugin {name!r}: {e}") from e
-        try:
-            _check(pm)
-        except PluginError:
-            pm.unregister(name=name)
-            raise
-        _rebuild()
-
-
-def unregister_plugin(name: str) -> None:
-    """Remove a plugin registered by :func:`register_plugin` (or an entry-point one)."""
-    pm = get_plugin_manager()
-    with _lock:
-        if pm.get_plugin(name) is not None:
-            pm.unregister(name=name)
-        _rebuild()
-
-
-def _rebuild() -> None:
-    from . import encoders, loaders, rerankers
-
-    _done.clear()
-    _encoder_origin.clear()
-    encoders._REGISTRY.clear()
-    loaders._REGISTRY.clear()
-    rerankers._REGISTRY.clear()
-
-
-def _call_each(hook_name: str, make_register: Callable[[str], Callable[[Any], None]]) -> None:
-    """Call every implementation of a ``register_*`` hook, telling each register who calls."""
-    pm = get_plugin_manager()
-    caller = getattr(pm.hook, hook_name)
-    # Registration order (pluggy itself calls LIFO): a later plugin's loader replaces an
-    # earlier one for the same kind.
-    for impl in caller.get_hookimpls():
-        register = make_register(impl.plugin_name)
-        try:
-            impl.function(**{a: register for a in impl.argnames})
-        except MMRError:
-            raise
-        except Exception as e:
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {e}") from e
-
-
-def load_encoders() -> None:
-    """Fill the encoder registry from every plugin's ``register_encoders`` (once).
-
-    Raises:
-        PluginError: a plugin failed, registered a non-encoder, or a duplicate name.
-    """
-    from .encoders import _REGISTRY, Encoder, register_encoder
-
-    with _lock:
-        if "encoders" in _done:
-            return
-
-        def make(plugin: str) -> Callable[[Any], None]:
-            def register(encoder: Any) -> None:
-                if not isinstance(encoder, Encoder):
-                    raise PluginError(
-                        f"plugin {plugin!r} registered {encoder!r}, which is not an Encoder"
-                    )
-                if not encoder.name:
-                    raise PluginError(f"plugin {plugin!r} registered an encoder without a name")
-                if encoder.name in _REGISTRY:
-                    raise PluginError(
-                        f"plugins {_encoder_origin[encoder.name]!r} and {plugin!r} both "
-                        f"register an encoder named {encoder.name!r}; disable one with "
-                        f"{ENV_LOAD_PLUGINS}"
-                    )
-                register_encoder(encoder)
-                _encoder_origin[encoder.name] = plugin
-
-            return register
-
-        try:
-            _call_each("register_encoders", make)
-        except BaseException:
-            _REGISTRY.clear()
-            _encoder_origin.clear()
-            raise
-        _done.add("encoders")
-
-
-def load_loaders() -> None:
-    """Fill the loader registry from every plugin's ``register_loaders`` (once)."""
-    from .loaders import Loader, register_loader
-
-    with _lock:
-        if "loaders" in _done:
-            return
-
-        def make(plugin: str) -> Callable[[Any], None]:
-            def register(loader: Any) -> None:
-                if not isinstance(loader, Loader) or not loader.kind:
-                    raise PluginError(f"plugin {plugin!r} registered an invalid loader {loader!r}")
-                register_loader(loader)
-
-            return register
-
-        _call_each("register_loaders", make)
-        _done.add("loaders")
-
-
-def load_rerankers() -> None:
-    """Fill the reranker registry from every plugin's ``register_rerankers`` (once)."""
-    from .rerankers import _REGISTRY, Reranker, register_reranker
-
-    with _lock:
-        if "rerankers" in _done:
-            return
-
-        def make(plugin: str) -> Callable[[Any], None]:
-            def register(reranker: Any) -> None:
-                if not isinstance(reranker, Reranker) or not reranker.name:
-                    raise PluginError(
-                        f"plugin {plugin!r} registered an invalid reranker {reranker!r}"
-                    )
-                if reranker.name in _REGISTRY:
-                    raise PluginError(f"two plugins register a reranker named {reranker.name!r}")
-                register_reranker(reranker)
-
-            return register
-
-        _call_each("register_rerankers", make)
-        _done.add("rerankers")
-
-
-def call_prepare_connection(conn: Any) -> None:
-    """Run every plugin's ``prepare_connection`` hook on a new connection."""
-    try:
-        get_plugin_manager().hook.prepare_connection(conn=conn)
-    except MMRError:
-        raise
-    except Exception as e:
-        raise PluginError(f"a plugin failed in prepare_connection: {e}") from e
-
-
-def call_register_commands(cli: Any) -> None:
-    """Let plugins add commands to the ``mmr`` group."""
-    try:
-        get_plugin_manager().hook.register_commands(cli=cli)
-    except MMRError:
-        raise
-    except Exception as e:
-        raise PluginError(f"a plugin failed in register_commands: {e}") from e
-
-
-def encoder_origins() -> dict[str, str]:
-    """Which plugin registered each encoder (encoder name -> plugin name)."""
-    load_encoders()
-    return dict(_encoder_origin)
-
-
-def list_plugins() -> list[PluginInfo]:
-    """Every loaded plugin with the hooks it implements and the encoders it registered."""
-    pm = get_plugin_manager()
-    origins = encoder_origins()
-    out = []
-    for name, plugin in sorted(pm.list_name_plugin(), key=lambda np: np[0]):
-        if plugin is None:
-            continue
-        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        dist, version = _dists.get(name, (None, None))
-        out.append(
-            PluginInfo(
-                name=name,
-                hooks=hooks,
-                distribution=dist,
-                version=version,
-                encoders=sorted(e for e, p in origins.items() if p == name),
-            )
-        )
-    return out

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from .errors import InputError, NotFoundError
+from .registry import get_encoder
 
 __all__ = ["embed_query"]
 
@@ -47,8 +48,6 @@ def embed_query(
         raise InputError(
             f"space {space!r} holds vectors your application computed: pass --vector instead"
         )
-    from .encoders import get_encoder
-
     encoder = get_encoder(encoder_name)
     item: str | bytes = text if text is not None else Path(str(image_path)).read_bytes()
     (vec,) = list(encoder.embed_batch([item]))

@@ -209,7 +209,7 @@ def test_python_reranker(client: Client, db_url: str) -> None:
     )
     _same(sync_hits, async_hits)
     assert _keys(async_hits) == sorted(_keys(depth))[:4]
-    retrieval.register_python_reranker("test-by-key", _by_key)
+    plugin_rerankers.register_reranker(plugin_rerankers.FunctionReranker(_by_key, "test-by-key"))
     comp = _both(
         client,
         db_url,

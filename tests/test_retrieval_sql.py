@@ -14,6 +14,7 @@ import pytest
 import pg_mmretrieval as mmr
 from pg_mmretrieval import retrieval
 from pg_mmretrieval.errors import InputError, MMRError
+from pg_mmretrieval.rerankers import FunctionReranker, register_reranker
 from pg_mmretrieval.search import Hit
 
 from .fusion_synth import n, vec
@@ -406,7 +407,7 @@ def test_caption_and_mmr_rerankers(items: tuple[psycopg.Connection[Any], dict[st
         rerank_params={"caption_space": "cap", "caption_query": cq, "weight": 0.9},
     )
     assert hits[0].key == base[-1].key
-    div = retrieval.mmr_search(conn, "items", "img", q, 10, lambda_=0.3)
+    div = retrieval.diversify_search(conn, "items", "img", q, 10, lambda_=0.3)
     assert len(div) == 10 and div[0].key == 30
     assert [h.key for h in div] != [h.key for h in base[:10]]
 
@@ -432,7 +433,7 @@ def test_sql_and_python_reranker_registry(
         assert query.collection == "items" and query.vector is not None
         return sorted(cands, key=lambda h: h.key)
 
-    retrieval.register_python_reranker("by_key", by_key)
+    register_reranker(FunctionReranker(by_key, "by_key"))
     hits = retrieval.search(conn, "items", "img", q, 3, rerank="by_key", rerank_depth=20)
     assert [h.key for h in hits] == sorted(h.key for h in base)[:3]
     comp = retrieval.composed_search(
@@ -688,7 +689,7 @@ def test_plugin_content_reranker(items: tuple[psycopg.Connection[Any], dict[str,
         def score(self, query: Any, candidates: Any) -> list[float]:
             return [1.0 if str(query) in str(c) else 0.0 for c in candidates]
 
-    retrieval.register_python_reranker("contains", retrieval.plugin_reranker(conn, Contains()))
+    register_reranker(FunctionReranker(retrieval.plugin_reranker(conn, Contains()), "contains"))
     q = vecs["img"][50]
     base = retrieval.search(conn, "items", "img", q, 30)
     hits = retrieval.search(
@@ -774,3 +775,35 @@ def test_reranker_registered_like_a_plugin_is_found_by_name(
     overlaps = [len(words & set(caps[h.key].split())) for h in hits]
     assert overlaps == sorted(overlaps, reverse=True) and overlaps[0] == 3
     assert {h.key for h in hits} <= {h.key for h in base}
+
+
+def test_deprecated_names_and_a_reranker_instance(
+    items: tuple[psycopg.Connection[Any], dict[str, Any]],
+) -> None:
+    """``mmr_search`` (now ``diversify_search``) and ``register_python_reranker`` still work
+    and warn; a :class:`Reranker` instance is accepted as ``rerank=`` directly."""
+    from pg_mmretrieval.rerankers import Reranker
+
+    conn, vecs = items
+    q = vecs["img"][30]
+    with pytest.warns(DeprecationWarning, match="diversify_search"):
+        old = retrieval.mmr_search(conn, "items", "img", q, 10, lambda_=0.3)
+    assert old == retrieval.diversify_search(conn, "items", "img", q, 10, lambda_=0.3)
+
+    def reverse(query: retrieval.QueryInfo, cands: list[Hit]) -> list[Hit]:
+        return list(reversed(cands))
+
+    base = retrieval.search(conn, "items", "img", q, 20)
+    with pytest.warns(DeprecationWarning, match="register_python_reranker"):
+        retrieval.register_python_reranker("test-reverse", reverse)
+    hits = retrieval.search(conn, "items", "img", q, 5, rerank="test-reverse", rerank_depth=20)
+    assert [h.key for h in hits] == [h.key for h in reversed(base)][:5]
+
+    class Reverse(Reranker):
+        name = "reverse-instance"
+
+        def rerank(self, query: retrieval.QueryInfo, candidates: list[Hit]) -> list[Hit]:
+            return list(reversed(candidates))
+
+    inst = retrieval.search(conn, "items", "img", q, 5, rerank=Reverse(), rerank_depth=20)
+    assert inst == hits

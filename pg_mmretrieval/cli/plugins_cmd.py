@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..registry import encoder_origins, list_encoders, list_plugins
 from ._common import echo_json, print_table
 
 __all__ = ["register"]
@@ -24,9 +25,6 @@ def plugins_command(as_json: bool) -> None:
       mmr plugins
       mmr plugins --json | jq '.encoders[].name'
     """
-    from ..encoders import list_encoders
-    from ..plugins import encoder_origins, list_plugins
-
     plugins = list_plugins()
     origins = encoder_origins()
     encoders: list[dict[str, Any]] = [

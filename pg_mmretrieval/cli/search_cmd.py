@@ -6,25 +6,15 @@ import json
 from typing import Any
 
 import click
+import numpy as np
 import psycopg
 
 from ..errors import InputError
+from ..query import embed_query
+from ..search import COMPOSED_METHODS, composed_search, hybrid_search, reranked_search
 from ..search import search as run_search
 from ._common import connect, echo_json
 from ._display import print_hits
-
-COMPOSED_METHODS = (
-    "image_only",
-    "text_only",
-    "weighted",
-    "slerp",
-    "score_sum",
-    "product",
-    "weimocir",
-    "pdv",
-    "basic",
-    "gqr",
-)
 
 
 def parse_params(items: tuple[str, ...] | list[str]) -> dict[str, object]:
@@ -142,14 +132,10 @@ def search(
                 raise InputError("--vector must be a JSON array of numbers")
             query = [float(x) for x in vec]
         else:
-            from ..query import embed_query
-
             query = embed_query(conn, collection, space, text=text, image_path=image_path)
         if hybrid:
             if text is None:
                 raise click.UsageError("--hybrid needs --text")
-            from ..retrieval import hybrid_search
-
             hits = hybrid_search(
                 conn,
                 collection,
@@ -163,9 +149,7 @@ def search(
                 rerank_depth=rerank_depth,
             )
         elif rerank is not None:
-            from ..retrieval import search as rerank_search
-
-            hits = rerank_search(
+            hits = reranked_search(
                 conn,
                 collection,
                 space,
@@ -214,11 +198,6 @@ def _composed(
     as_json: bool,
 ) -> None:
     """Composed search: reference (--ref KEY, or --image / --vector) + --modifier text."""
-    import numpy as np
-
-    from ..query import embed_query
-    from ..retrieval import composed_search
-
     if modifier is None:
         raise click.UsageError("composed search needs --modifier")
     refs = [x for x in (ref_key, vector_json, image_path) if x is not None]

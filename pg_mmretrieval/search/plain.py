@@ -1,9 +1,8 @@
-"""Plain vector search from Python."""
+"""Plain vector search from Python: ``mmr.search``, ``mmr.search_batch``, ``explain_search``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,17 +10,11 @@ import psycopg
 from pgvector import Vector
 from psycopg.types.json import Jsonb
 
-from .collections import sql_errors
+from ..bases import Hit
+from ..collections import sql_errors
+from .statements import run, search_statement
 
 __all__ = ["Hit", "batch_hits", "explain_search", "search", "search_batch"]
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the row's key (plain value, or dict for a composite key) and score."""
-
-    key: Any
-    score: float
 
 
 def _vector(query: Sequence[float] | np.ndarray[Any, Any]) -> Vector:
@@ -41,26 +34,24 @@ def search(
 ) -> list[Hit]:
     """The ``k`` rows nearest to ``query`` in a space (``mmr.search``), best first.
 
+    The statement of :func:`pg_mmretrieval.search.reranked_search` without a reranker: one
+    Python path for every plain search (the async client sends the same statement).
+
     Args:
         filter: conditions on the source table's columns, e.g. ``{"price": {"<": 50}}``.
         ef_search: HNSW candidate list size (default 40, at least k).
         max_scan_tuples: bound on tuples an iterative scan visits under a filter.
     """
-    with sql_errors():
-        rows = conn.execute(
-            "SELECT key, score FROM mmr.search(%(c)s, %(s)s, %(q)s::vector, %(k)s, %(f)s, "
-            "%(ef)s, %(mst)s)",
-            {
-                "c": collection,
-                "s": space,
-                "q": _vector(query),
-                "k": k,
-                "f": Jsonb(dict(filter)) if filter is not None else None,
-                "ef": ef_search,
-                "mst": max_scan_tuples,
-            },
-        ).fetchall()
-    return [Hit(key=r[0], score=float(r[1])) for r in rows]
+    stmt = search_statement(
+        collection,
+        space,
+        query,
+        k,
+        filter=filter,
+        ef_search=ef_search,
+        max_scan_tuples=max_scan_tuples,
+    )
+    return run(conn, stmt, None)
 
 
 #: the statement of :func:`search_batch` (``mmr.search_batch``)
