@@ -34,19 +34,10 @@ from .search.rerank import ContentScorer, RerankArg, plugin_reranker, register_p
 from .search.rerank import register_sql_reranker as register_reranker
 from .search.statements import SearchStatement, search, search_statement
 
-# The underscored names: what the async client (pg_mmretrieval.client.aio) and
-# bench/search.py reach for, re-exported explicitly.
-from .search.rerank import _CONTENT_COLUMN_SQL as _CONTENT_COLUMN_SQL  # isort: skip
-from .search.rerank import _ROW_CONTENTS_SQL as _ROW_CONTENTS_SQL  # isort: skip
-from .search.rerank import _content_column_of as _content_column_of  # isort: skip
-from .search.rerank import _content_query as _content_query  # isort: skip
-from .search.rerank import _resolve_rerank as _resolve_rerank  # isort: skip
-from .search.rerank import _row_contents_args as _row_contents_args  # isort: skip
-from .search.rerank import _score_contents as _score_contents  # isort: skip
-from .search.rerank import RERANKER_EXISTS_SQL  # isort: skip
+# bench/search.py runs statements with ``retrieval._run`` (kept so that the same script also
+# measures checkouts from before the search/ package).
 from .search.statements import run  # isort: skip
 
-_RERANKER_EXISTS_SQL = RERANKER_EXISTS_SQL
 _run = run
 
 __all__ = [

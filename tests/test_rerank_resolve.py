@@ -18,7 +18,7 @@ from pg_mmretrieval.cli.search_cmd import search as search_command
 from pg_mmretrieval.errors import InputError
 from pg_mmretrieval.rerankers import register_reranker
 from pg_mmretrieval.search import COMPOSED_METHODS, Hit
-from pg_mmretrieval.search.rerank import _resolve_rerank, resolve_rerank
+from pg_mmretrieval.search.rerank import resolve_rerank
 
 INFO = QueryInfo("c", "s", "search")
 HITS = [Hit(1, 0.9), Hit(2, 0.8), Hit(3, 0.7)]
@@ -87,14 +87,17 @@ def test_sql_name_wins_over_a_python_one(registered: None) -> None:
     assert resolve_rerank("test-resolve-reverse", True) == ("test-resolve-reverse", None)
 
 
-def test_async_client_shape(registered: None) -> None:
-    """(SQL name, function, content reranker): what the async client applies."""
-    assert _resolve_rerank("x", True) == ("x", None, None)
-    assert _resolve_rerank(_by_key_desc, False) == (None, _by_key_desc, None)
-    _, fn, content = _resolve_rerank("test-resolve-reverse", False)
-    assert content is None and fn is not None and fn(INFO, HITS) == HITS[::-1]
-    _, fn, content = _resolve_rerank("test-resolve-content", False)
-    assert fn is None and isinstance(content, _Content)
+def test_what_the_clients_apply(registered: None) -> None:
+    """(SQL name, reranker): a SQL name runs in the statement; otherwise the clients call
+    ``reranker.rerank`` or, for a content reranker, score the fetched contents."""
+    assert resolve_rerank("x", True) == ("x", None)
+    name, fn = resolve_rerank(_by_key_desc, False)
+    assert name is None and fn is not None and not fn.scores_content
+    assert fn.rerank(INFO, HITS) == sorted(HITS, key=lambda h: h.key, reverse=True)
+    _, fn = resolve_rerank("test-resolve-reverse", False)
+    assert fn is not None and not fn.scores_content and fn.rerank(INFO, HITS) == HITS[::-1]
+    _, content = resolve_rerank("test-resolve-content", False)
+    assert isinstance(content, _Content) and content.scores_content
 
 
 def test_deprecated_register_python_reranker() -> None:

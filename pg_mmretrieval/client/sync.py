@@ -20,11 +20,15 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .. import calls, db, retrieval
+from .. import calls, db
+from ..bases import QueryInfo, Reranker
 from ..collections import put_embeddings_args, stored_vectors
 from ..errors import InputError, NotFoundError
-from ..retrieval import RerankArg
-from ..search import SEARCH_BATCH_SQL, Hit, batch_hits, batch_params
+from ..search import SEARCH_BATCH_SQL, Hit, batch_hits, batch_params, statements
+from ..search import rerank as rr
+from ..search.composed import composed_statement
+from ..search.hybrid import hybrid_statement
+from ..search.rerank import RerankArg
 from ..spec import SpaceSpec
 from . import _sql
 from ._common import (
@@ -107,10 +111,10 @@ class Client:
         self._space_cache.clear()
         return self._scalar(call.psycopg(), dict(args))
 
-    # -- searches (statements of pg_mmretrieval.retrieval) ---------------------------------
+    # -- searches (statements of pg_mmretrieval.search) ---------------------------------
     def _run_search(
         self,
-        stmt: retrieval.SearchStatement,
+        stmt: statements.SearchStatement,
         rerank: RerankArg,
         guard: tuple[str, Mapping[str, int]] | None = None,
     ) -> list[Hit]:
@@ -121,34 +125,29 @@ class Client:
         spaces' active versions are still the ones the query was encoded for."""
         registered = False
         if isinstance(rerank, str):
-            registered = bool(self._fetchall(retrieval._RERANKER_EXISTS_SQL, (rerank,)))
-        sql_name, fn, plugin = retrieval._resolve_rerank(rerank, registered)
-        client_side = fn is not None or plugin is not None
-        query, params = stmt.query(sql_name, client_side)
+            registered = bool(self._fetchall(rr.RERANKER_EXISTS_SQL, (rerank,)))
+        sql_name, reranker = rr.resolve_rerank(rerank, registered)
+        query, params = stmt.query(sql_name, reranker is not None)
         if guard is not None:
             query, params = guarded(query, params, guard[0], guard[1])
         hits = stmt.hits(self._fetchall(query, params))
-        if fn is not None:
-            return stmt.top(fn(stmt.info, hits))
-        if plugin is not None:
-            return stmt.top(self._score_contents(plugin, stmt.info, hits))
-        return hits
+        if reranker is None:
+            return hits
+        if reranker.scores_content:
+            return stmt.top(self._score_contents(reranker, stmt.info, hits))
+        return stmt.top(reranker.rerank(stmt.info, hits))
 
-    def _score_contents(
-        self, plugin: retrieval.ContentScorer, query: retrieval.QueryInfo, hits: list[Hit]
-    ) -> list[Hit]:
-        """:func:`pg_mmretrieval.retrieval.plugin_reranker` on this connection."""
-        item = retrieval._content_query(plugin, query)
+    def _score_contents(self, reranker: Reranker, query: QueryInfo, hits: list[Hit]) -> list[Hit]:
+        """:func:`pg_mmretrieval.search.rerank.plugin_reranker` on this connection."""
+        item = rr.content_query(reranker, query)
         if not hits:
             return []
-        found = self._fetchall(retrieval._CONTENT_COLUMN_SQL, (query.space, query.collection))
-        col, kind = retrieval._content_column_of(
+        found = self._fetchall(rr.CONTENT_COLUMN_SQL, (query.space, query.collection))
+        col, kind = rr.content_column_of(
             found[0] if found else None, query.collection, query.params.get("content_column")
         )
-        rows = self._fetchall(
-            retrieval._ROW_CONTENTS_SQL, retrieval._row_contents_args(query, hits, col)
-        )
-        return retrieval._score_contents(plugin, item, hits, rows, kind)
+        rows = self._fetchall(rr.ROW_CONTENTS_SQL, rr.row_contents_args(query, hits, col))
+        return rr.score_contents(reranker, item, hits, rows, kind)
 
     # -- collections -----------------------------------------------------------------------
     @property
@@ -273,7 +272,7 @@ class Collection:
         return cache[key][0]
 
     def _run_cached(
-        self, stmt: retrieval.SearchStatement, rerank: RerankArg, names: list[str], retry: bool
+        self, stmt: statements.SearchStatement, rerank: RerankArg, names: list[str], retry: bool
     ) -> list[Hit] | None:
         """Run a search whose query was encoded with the cached spaces ``names`` (none: the
         query is the caller's vectors, nothing to guard); None when no row came back because
@@ -493,7 +492,7 @@ class Collection:
         for retry in (False, True):
             info = self._search_space(space)
             q = encode_query(info, vector, text, image)
-            stmt = retrieval.search_statement(
+            stmt = statements.search_statement(
                 self.name,
                 space,
                 q,
@@ -559,14 +558,14 @@ class Collection:
         (``reference_key``, excluded from the results unless
         ``params={"exclude_reference": False}``); the modifier a vector or a text (encoded
         likewise).  The other arguments are those of
-        :func:`pg_mmretrieval.retrieval.composed_search` (``method``, ``params``, rerankers as
+        :func:`pg_mmretrieval.search.composed_search` (``method``, ``params``, rerankers as
         in :meth:`search`).
         """
         encoded = reference_image is not None or modifier_text is not None
         for retry in (False, True):
             info = self._search_space(space)
             ref, mod = composed_vectors(info, reference, reference_image, modifier, modifier_text)
-            stmt = retrieval.composed_statement(
+            stmt = composed_statement(
                 self.name,
                 space,
                 ref,
@@ -605,7 +604,7 @@ class Collection:
     ) -> list[Hit]:
         """Lexical + vector search fused (``mmr.hybrid_search``); a leg's query may be a
         vector or a text (encoded with that space's encoder).  The other arguments are those of
-        :func:`pg_mmretrieval.retrieval.hybrid_search` (``fusion``, ``weights``, ``params``;
+        :func:`pg_mmretrieval.search.hybrid_search` (``fusion``, ``weights``, ``params``;
         rerankers as in :meth:`search`, a content reranker scoring ``query_text``)."""
         texts = [space for space, q in legs if isinstance(q, str)]
         for retry in (False, True):
@@ -613,7 +612,7 @@ class Collection:
             for space, q in legs:
                 info = self._search_space(space)
                 encoded.append((space, leg_vector(info, q)))
-            stmt = retrieval.hybrid_statement(
+            stmt = hybrid_statement(
                 self.name,
                 query_text,
                 encoded,

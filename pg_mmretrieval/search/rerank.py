@@ -48,12 +48,12 @@ ContentScorer = Reranker
 
 #: whether a name is a SQL reranker (argument: the name)
 RERANKER_EXISTS_SQL = "SELECT 1 FROM mmr._reranker WHERE name = %s"
-_CONTENT_COLUMN_SQL = (
+CONTENT_COLUMN_SQL = (
     "SELECT c.image_column, c.image_kind, c.text_columns, s.source_column "
     "FROM mmr._collection c LEFT JOIN mmr._space s ON s.collection_id = c.id "
     "AND s.name = %s AND s.active WHERE c.name = %s"
 )
-_ROW_CONTENTS_SQL = "SELECT key, content, content_bytes FROM mmr.row_contents(%s, %s::jsonb[], %s)"
+ROW_CONTENTS_SQL = "SELECT key, content, content_bytes FROM mmr.row_contents(%s, %s::jsonb[], %s)"
 
 
 def resolve_rerank(rerank: RerankArg, sql_registered: bool) -> tuple[str | None, Reranker | None]:
@@ -100,29 +100,14 @@ def apply_reranker(
     return reranker.rerank(query, candidates)
 
 
-def _resolve_rerank(
-    rerank: RerankArg, sql_registered: bool
-) -> tuple[str | None, RerankFunction | None, Reranker | None]:
-    """:func:`resolve_rerank` as (SQL name, function, content reranker), the shape the async
-    client applies (kept for it)."""
-    sql_name, reranker = resolve_rerank(rerank, sql_registered)
-    if reranker is None:
-        return sql_name, None, None
-    if reranker.scores_content:
-        return None, None, reranker
-    if isinstance(reranker, FunctionReranker):
-        return None, reranker.fn, None
-    return None, reranker.rerank, None
-
-
 # -- content rerankers: the candidates' contents, read with the caller's rights ---------------
 
 
-def _content_column_of(
+def content_column_of(
     row: Sequence[Any] | None, collection: str, column: str | None
 ) -> tuple[str, str]:
     """(column, image_kind or '') of the content to hand to a content reranker, from the row
-    of ``_CONTENT_COLUMN_SQL``."""
+    of ``CONTENT_COLUMN_SQL``."""
     if row is None:
         raise InputError(f"collection {collection!r} does not exist")
     image_col, kind, text_cols, source_col = row
@@ -137,11 +122,11 @@ def _content_column_of(
 
 def _content_column(conn: Conn, collection: str, space: str, column: str | None) -> tuple[str, str]:
     """(column, image_kind or '') of the content to hand to a content reranker."""
-    row = conn.execute(_CONTENT_COLUMN_SQL, (space, collection)).fetchone()
-    return _content_column_of(row, collection, column)
+    row = conn.execute(CONTENT_COLUMN_SQL, (space, collection)).fetchone()
+    return content_column_of(row, collection, column)
 
 
-def _content_query(reranker: Reranker, query: QueryInfo) -> Any:
+def content_query(reranker: Reranker, query: QueryInfo) -> Any:
     """The query item a content reranker scores against (``query_item``, else the text)."""
     item = query.item if query.item is not None else query.text
     if item is None:
@@ -152,18 +137,18 @@ def _content_query(reranker: Reranker, query: QueryInfo) -> Any:
     return item
 
 
-def _row_contents_args(query: QueryInfo, candidates: Sequence[Hit], column: str) -> tuple[Any, ...]:
+def row_contents_args(query: QueryInfo, candidates: Sequence[Hit], column: str) -> tuple[Any, ...]:
     return (query.collection, [Jsonb(h.key) for h in candidates], column)
 
 
-def _score_contents(
+def score_contents(
     reranker: Reranker,
     item: Any,
     candidates: Sequence[Hit],
     rows: Sequence[Sequence[Any]],
     kind: str,
 ) -> list[Hit]:
-    """Score the candidates' contents (rows of ``_ROW_CONTENTS_SQL``) and sort by the scores;
+    """Score the candidates' contents (rows of ``ROW_CONTENTS_SQL``) and sort by the scores;
     candidates without a visible row are left out."""
     found = {json.dumps(r[0], sort_keys=True): (r[2] if r[2] is not None else r[1]) for r in rows}
     kept = [h for h in candidates if json.dumps(h.key, sort_keys=True) in found]
@@ -190,7 +175,7 @@ def plugin_reranker(conn: Conn, reranker: Reranker) -> RerankFunction:
     ``QueryInfo.item`` (text or image bytes), else ``QueryInfo.text``."""
 
     def apply(query: QueryInfo, candidates: list[Hit]) -> list[Hit]:
-        item = _content_query(reranker, query)
+        item = content_query(reranker, query)
         if not candidates:
             return []
         col, kind = _content_column(
@@ -198,9 +183,9 @@ def plugin_reranker(conn: Conn, reranker: Reranker) -> RerankFunction:
         )
         with sql_errors():
             rows = conn.execute(
-                _ROW_CONTENTS_SQL, _row_contents_args(query, candidates, col)
+                ROW_CONTENTS_SQL, row_contents_args(query, candidates, col)
             ).fetchall()
-        return _score_contents(reranker, item, candidates, rows, kind)
+        return score_contents(reranker, item, candidates, rows, kind)
 
     return apply
 
