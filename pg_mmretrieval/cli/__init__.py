@@ -12,6 +12,7 @@ from .. import demo as _demo
 from ..db import translate_error
 from ..errors import ConfigError, InputError, MMRError, NotFoundError
 from . import (
+    cluster_cmd,  # Citus local cluster (issue 15)
     collection_cmd,
     db_cmd,
     eval_cmd,
@@ -52,6 +53,7 @@ for _module in (
     models_cmd,
     worker_cmd,
     serve_cmd,
+    cluster_cmd,
 ):
     _module.register(cli)
 

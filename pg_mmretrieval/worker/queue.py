@@ -29,6 +29,7 @@ from psycopg.adapt import PyFormat
 from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 
+from . import citus_queue
 from .catalog import CollectionSpec, SpaceSpec, vector_schema
 
 __all__ = ["Item", "claim", "fail", "release", "release_mine", "renew", "write"]
@@ -95,15 +96,23 @@ def claim(
         "   AND (q.mmr_claimed_until IS NULL OR q.mmr_claimed_until < now()) "
         "   AND NOT EXISTS (SELECT 1 FROM {q} o WHERE o.mmr_space_id = q.mmr_space_id "
         "                     AND {oq} AND o.mmr_id <> q.mmr_id AND o.mmr_claimed_until >= now()) "
-        " ORDER BY q.mmr_id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        " ORDER BY q.mmr_id LIMIT %s {lock}) "
         "UPDATE {q} q SET mmr_claimed_by = %s, "
         "       mmr_claimed_until = now() + %s * interval '1 second', "
         "       mmr_claims = q.mmr_claims + 1 "
-        "  FROM c WHERE q.mmr_id = c.mmr_id "
+        "  FROM c WHERE q.mmr_id = c.mmr_id {recheck}"
         "RETURNING q.mmr_id, q.mmr_space_id, q.mmr_attempts, q.mmr_claims, q.mmr_errors, "
         "          q.mmr_enqueued_at, {keys}"
     ).format(
         q=coll.queue,
+        # Citus: no row locks outside router queries; the UPDATE re-checks the lease instead
+        # (worker/citus_queue.py)
+        lock=sql.SQL("" if coll.citus else "FOR UPDATE SKIP LOCKED"),
+        recheck=sql.SQL(
+            "AND (q.mmr_claimed_until IS NULL OR q.mmr_claimed_until < now()) "
+            if coll.citus
+            else ""
+        ),
         oq=coll.key_join("o", "q"),
         keys=sql.SQL(", ").join(
             sql.SQL("{}::text").format(sql.Identifier("q", k)) for k in coll.key_columns
@@ -212,15 +221,18 @@ def _write_space(
     )
     params: list[Any] = [list(range(len(items))), *_key_arrays(coll, items)]
     # Lock the rows (in key order; SKIP LOCKED never waits on an application's transaction).
-    locked = dict(
-        conn.execute(
-            sql.SQL(
-                "SELECT u.mmr_i, mmr.content_hash({col}) {base} ORDER BY {keys} "
-                "FOR SHARE OF s SKIP LOCKED"
-            ).format(col=col, base=base, keys=coll.keys("s")),
-            params,
-        ).fetchall()
-    )
+    if coll.citus:  # one router query per row (worker/citus_queue.py)
+        locked = citus_queue.lock_rows(conn, coll, space.source_column, items)
+    else:
+        locked = dict(
+            conn.execute(
+                sql.SQL(
+                    "SELECT u.mmr_i, mmr.content_hash({col}) {base} ORDER BY {keys} "
+                    "FOR SHARE OF s SKIP LOCKED"
+                ).format(col=col, base=base, keys=coll.keys("s")),
+                params,
+            ).fetchall()
+        )
     busy: set[int] = set()
     if len(locked) < len(items):
         busy = {
@@ -284,8 +296,13 @@ def _write_space(
         conn.execute(
             sql.SQL(
                 "DELETE FROM {q} WHERE mmr_id IN (SELECT q.mmr_id FROM {q} q JOIN {keyed} "
-                "ON {qj} WHERE q.mmr_space_id = %s ORDER BY q.mmr_id FOR UPDATE OF q)"
-            ).format(q=coll.queue, keyed=keyed, qj=coll.typed_join("q", "u")),
+                "ON {qj} WHERE q.mmr_space_id = %s ORDER BY q.mmr_id {lock})"
+            ).format(
+                q=coll.queue,
+                keyed=keyed,
+                qj=coll.typed_join("q", "u"),
+                lock=sql.SQL("" if coll.citus else "FOR UPDATE OF q"),  # Citus: router only
+            ),
             [*_key_arrays(coll, matched), space.id],
         )
         conn.execute(

@@ -1,0 +1,174 @@
+"""pg_mmretrieval on a real Citus cluster (coordinator + 2 workers on 127.0.0.1).
+
+Skipped, with the reason, when Citus is neither installed in the embedded server nor buildable
+from CITUS_SRC (tests/citus_helpers.py).  docs/operations.md, "Citus".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from pg_mmretrieval import citus
+from pg_mmretrieval.cli import cli
+from tests.citus_helpers import citus_cluster, citus_url, one
+from tests.helpers import worker_url
+
+__all__ = ["citus_cluster", "citus_url"]  # fixtures, imported for pytest
+
+
+def _mmr(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MMR_DATABASE_URL": url, "MMR_WORKER_DATABASE_URL": worker_url(url)}
+    return subprocess.run(
+        [sys.executable, "-m", "pg_mmretrieval.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cluster_cli_without_citus_exits_2_and_says_how(tmp_path: Any) -> None:
+    # Citus not installed in the embedded server and CITUS_SRC naming nothing: a clear error,
+    # exit 2, no traceback (runs before the cluster fixture installs Citus on a fresh machine).
+    if citus.availability() is None and citus.cluster_installed():
+        pytest.skip("Citus is installed in this embedded server: the error path cannot be shown")
+    env = {**os.environ, citus.ENV_CITUS_SRC: str(tmp_path / "no-such-citus.tar.gz")}
+    env["MMR_DATA_DIR"] = str(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "pg_mmretrieval.cli", "cluster", "start", "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "CITUS_SRC" in r.stderr and "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cluster_help_and_bad_options() -> None:
+    r = CliRunner().invoke(cli, ["cluster", "--help"])
+    assert r.exit_code == 0 and "start" in r.output and "CITUS_SRC" in r.output
+    r = CliRunner().invoke(cli, ["cluster", "start", "--help"])
+    assert "--workers" in r.output and "--port" in r.output
+
+
+def test_cluster_status(citus_cluster: citus.ClusterStatus) -> None:
+    assert citus_cluster.running and len(citus_cluster.nodes) == 3
+    with psycopg.connect(citus_cluster.coordinator_url) as conn:
+        workers = conn.execute(
+            "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0"
+        ).fetchone()
+        assert workers is not None and workers[0] == 2
+    r = CliRunner().invoke(cli, ["cluster", "status", "--json"])
+    assert r.exit_code == 0 and '"running": true' in r.output
+
+
+@pytest.fixture()
+def items(citus_url: str) -> str:
+    """A distributed table with a collection and a space (the mmr-test encoder, 32-d)."""
+    name = f"items_{os.urandom(3).hex()}"
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, body text)")
+        conn.execute("SELECT create_distributed_table(%s, 'id')", (name,))
+        conn.execute(f"INSERT INTO {name} SELECT g, 'x' || g FROM generate_series(1, 200) g")
+        conn.execute("SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, name))
+        conn.execute("SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'body', 32)", (name,))
+    return name
+
+
+def test_distributed_collection_is_colocated(citus_url: str, items: str) -> None:
+    with psycopg.connect(citus_url) as conn:
+        queue, emb = conn.execute(
+            "SELECT c.queue_table::text, s.embedding_table::text FROM mmr._collection c "
+            "JOIN mmr._space s ON s.collection_id = c.id WHERE c.name = %s",
+            (items,),
+        ).fetchone() or (None, None)
+        rows = conn.execute(
+            "SELECT logicalrelid::text, colocationid, "
+            "       column_to_column_name(logicalrelid, partkey) FROM pg_dist_partition "
+            "WHERE logicalrelid::text = ANY (%s)",
+            ([items, queue, emb],),
+        ).fetchall()
+        assert len(rows) == 3
+        assert len({r[1] for r in rows}) == 1  # one co-location group
+        assert {r[2] for r in rows} == {"id"}
+        # one HNSW index per shard of the embedding table
+        shards = one(
+            conn, "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = %s::regclass", (emb,)
+        )
+        indexes = one(
+            conn,
+            "SELECT sum(result::int) FROM run_command_on_shards(%s, "
+            "$$SELECT count(*) FROM pg_index i JOIN pg_class k ON k.oid = i.indexrelid "
+            "JOIN pg_am a ON a.oid = k.relam WHERE i.indrelid = '%%s'::regclass "
+            "AND a.amname = 'hnsw'$$)",
+            (emb,),
+        )
+        assert shards >= 2 and indexes == shards
+        # the backfill queued every row
+        assert one(conn, f"SELECT count(*) FROM {queue}") == 200
+
+
+def test_worker_and_check_on_the_cluster(citus_url: str, items: str) -> None:
+    r = _mmr(citus_url, "worker", "--collection", items, "--once")
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT rows, embedded, missing, stale, duplicate, orphan, queued FROM mmr.check(%s)",
+            (items,),
+        ).fetchone()
+        assert row == (200, 200, 0, 0, 0, 0, 0)
+        # changes on the shards are captured: insert, update, delete, NULL content
+        conn.execute(f"INSERT INTO {items} SELECT g, 'y' || g FROM generate_series(201, 260) g")
+        conn.execute(f"UPDATE {items} SET body = 'changed ' || id::text WHERE id <= 30")
+        conn.execute(f"DELETE FROM {items} WHERE id BETWEEN 31 AND 40")
+        conn.execute(f"UPDATE {items} SET body = NULL WHERE id BETWEEN 41 AND 45")
+        stale = conn.execute("SELECT stale, queued FROM mmr.check(%s)", (items,)).fetchone()
+        assert stale is not None and stale[0] == 30 and stale[1] == 90
+    r = _mmr(citus_url, "worker", "--collection", items, "--concurrency", "2", "--once")
+    assert r.returncode == 0, r.stderr
+    r = _mmr(citus_url, "check", items)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with psycopg.connect(citus_url) as conn:
+        row = conn.execute(
+            "SELECT rows, embedded, missing, stale, duplicate, orphan, queued FROM mmr.check(%s)",
+            (items,),
+        ).fetchone()
+        assert row == (245, 245, 0, 0, 0, 0, 0)
+        # the stored hash is the hash of the current content, on every row
+        wrong = one(
+            conn,
+            f"SELECT count(*) FROM {items} s JOIN mmr._emb_{_space_id(conn, items)} e "
+            "ON e.id = s.id WHERE e.content_hash IS DISTINCT FROM mmr.content_hash(s.body)",
+        )
+        assert wrong == 0
+
+
+def _space_id(conn: psycopg.Connection[Any], collection: str) -> int:
+    return int(
+        one(
+            conn,
+            "SELECT s.id FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id "
+            "WHERE c.name = %s",
+            (collection,),
+        )
+    )
+
+
+def test_unsupported_sources_fail_clearly(citus_url: str) -> None:
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE rls_src (id bigint PRIMARY KEY, body text)")
+        conn.execute("SELECT create_distributed_table('rls_src', 'id')")
+        conn.execute("ALTER TABLE rls_src ENABLE ROW LEVEL SECURITY")
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            conn.execute("SELECT mmr.create_collection('rls', 'rls_src', text_columns => '{body}')")
+        assert "row-level security" in str(e.value) and e.value.diag.message_hint
+        assert one(conn, "SELECT count(*) FROM mmr._collection WHERE name = 'rls'") == 0
