@@ -353,8 +353,11 @@ def start_cluster(workers: int = 2, port: int = 6001) -> ClusterStatus:
             ).fetchone():
                 conn.execute(f"CREATE DATABASE {DATABASE}")
         with _connect(p, DATABASE) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            # (a worker refuses even CREATE EXTENSION IF NOT EXISTS once it has metadata)
+            have = {r[0] for r in conn.execute("SELECT extname FROM pg_extension").fetchall()}
+            for ext in ("citus", "vector"):
+                if ext not in have:
+                    conn.execute(f"CREATE EXTENSION {ext}")
     with _connect(ports[0], DATABASE) as conn:
         conn.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", (ports[0],))
         known = {r[0] for r in conn.execute("SELECT nodeport FROM pg_dist_node").fetchall()}

@@ -69,6 +69,9 @@ def test_cluster_status(citus_cluster: citus.ClusterStatus) -> None:
         assert workers is not None and workers[0] == 2
     r = CliRunner().invoke(cli, ["cluster", "status", "--json"])
     assert r.exit_code == 0 and '"running": true' in r.output
+    # starting a running cluster again is a no-op that says where it is
+    again = citus.start_cluster(workers=2, port=citus_cluster.nodes[0].port)
+    assert again.coordinator_url == citus_cluster.coordinator_url and again.running
 
 
 @pytest.fixture()
@@ -172,3 +175,33 @@ def test_unsupported_sources_fail_clearly(citus_url: str) -> None:
             conn.execute("SELECT mmr.create_collection('rls', 'rls_src', text_columns => '{body}')")
         assert "row-level security" in str(e.value) and e.value.diag.message_hint
         assert one(conn, "SELECT count(*) FROM mmr._collection WHERE name = 'rls'") == 0
+
+
+def test_reference_table_is_refused_and_local_tables_work(citus_url: str) -> None:
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ref_src (id bigint PRIMARY KEY, body text)")
+        conn.execute("SELECT create_reference_table('ref_src')")
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            conn.execute("SELECT mmr.create_collection('ref', 'ref_src', text_columns => '{body}')")
+        assert "reference table" in str(e.value) and e.value.diag.message_hint
+        # a Citus local table and a plain table on the coordinator
+        conn.execute("CREATE TABLE cl_src (id bigint PRIMARY KEY, body text)")
+        conn.execute("SELECT citus_add_local_table_to_metadata('cl_src')")
+        conn.execute("CREATE TABLE plain_src (id bigint PRIMARY KEY, body text)")
+        for name in ("cl_src", "plain_src"):
+            conn.execute(f"INSERT INTO {name} SELECT g, 'x' || g FROM generate_series(1, 20) g")
+            conn.execute(
+                "SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, name)
+            )
+            conn.execute("SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'body', 32)", (name,))
+            conn.execute(f"INSERT INTO {name} SELECT g, 'y' || g FROM generate_series(21, 30) g")
+            conn.execute(f"UPDATE {name} SET body = 'z' WHERE id = 1")
+    for name in ("cl_src", "plain_src"):
+        r = _mmr(citus_url, "worker", "--collection", name, "--once")
+        assert r.returncode == 0, r.stderr
+        with psycopg.connect(citus_url) as conn:
+            row = conn.execute(
+                "SELECT rows, embedded, missing, stale, duplicate, queued FROM mmr.check(%s)",
+                (name,),
+            ).fetchone()
+            assert row == (30, 30, 0, 0, 0, 0), name

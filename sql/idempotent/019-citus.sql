@@ -69,6 +69,15 @@ BEGIN
                   HINT = 'Distribute the table by hash (create_distributed_table), or make it a '
                          'reference table.';
     END IF;
+    IF v_kind = 'reference' THEN
+        -- A reference table's triggers fire on every node holding a copy, each writing its own
+        -- copy of the queue with its own identity values: the copies would disagree.
+        RAISE EXCEPTION '% is a Citus reference table, which pg_mmretrieval does not support',
+                        p_source
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Distribute it (create_distributed_table) or keep it a local table on '
+                         'the coordinator (citus_add_local_table_to_metadata, or a plain table).';
+    END IF;
     IF v_kind = 'distributed' THEN
         v_col := mmr._citus_dist_column(p_source);
         IF v_col IS NOT NULL AND NOT v_col = ANY (p_keys) THEN
