@@ -10,6 +10,9 @@ embedded server is used as it is.
 ``start_cluster`` runs a coordinator and N workers on 127.0.0.1 from the embedded binaries,
 each with its own data directory under ``<MMR_DATA_DIR>/citus/``: for development and tests
 only (trust authentication on the loopback interface).  docs/operations.md, "Citus".
+
+(Slightly over the project's ~400 lines: building Citus and running its cluster share the
+embedded server's paths and its run-as-another-user handling, kept together here.)
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ __all__ = [
     "availability",
     "cluster_installed",
     "cluster_status",
+    "create_database",
+    "drop_database",
     "ensure_installed",
     "start_cluster",
     "stop_cluster",
@@ -375,3 +380,34 @@ def stop_cluster() -> bool:
             _run_pg("pg_ctl", ["-w", "-m", "fast", "stop"], node.data_dir)
             stopped = True
     return stopped
+
+
+def _on(url: str, dbname: str) -> str:
+    return url.rsplit("/", 1)[0] + f"/{dbname}"
+
+
+def create_database(st: ClusterStatus, name: str) -> str:
+    """A new database on every node of the cluster (Citus needs it everywhere) with Citus and
+    pgvector, the workers registered; return the coordinator's URL of it (``mmr db upgrade``
+    is the caller's next step)."""
+    if not name.isidentifier() or name.lower() != name:
+        raise ConfigError(f"database name {name!r}: use lower-case letters, digits and _")
+    for node in st.nodes:
+        with psycopg.connect(node.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        with psycopg.connect(_on(node.url, name), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION citus")
+            conn.execute("CREATE EXTENSION vector")
+    coord = _on(st.coordinator_url, name)
+    with psycopg.connect(coord, autocommit=True) as conn:
+        conn.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", (st.nodes[0].port,))
+        for node in st.nodes[1:]:
+            conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (node.port,))
+    return coord
+
+
+def drop_database(st: ClusterStatus, name: str) -> None:
+    """Drop a database made by :func:`create_database` on every node."""
+    for node in st.nodes:
+        with psycopg.connect(node.url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

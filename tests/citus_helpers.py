@@ -7,7 +7,6 @@ cluster are skipped, saying how to enable them.
 
 from __future__ import annotations
 
-import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -33,10 +32,6 @@ def _free_base_port(start: int = 6101, span: int = WORKERS + 1) -> int:
     raise RuntimeError("no free block of ports for the Citus test cluster")
 
 
-def _with_database(url: str, name: str) -> str:
-    return re.sub(r"/[^/?]*$", f"/{name}", url)
-
-
 @pytest.fixture(scope="session")
 def citus_cluster() -> Iterator[citus.ClusterStatus]:
     """A coordinator and two workers on 127.0.0.1, stopped at the end of the session."""
@@ -44,12 +39,14 @@ def citus_cluster() -> Iterator[citus.ClusterStatus]:
     if reason is not None:
         pytest.skip(reason)
     current = citus.cluster_status()
-    port = current.nodes[0].port if current.running else _free_base_port()
+    was_running = current.running and len(current.nodes) == WORKERS + 1
+    port = current.nodes[0].port if was_running else _free_base_port()
     st = citus.start_cluster(workers=WORKERS, port=port)
     try:
         yield st
     finally:
-        citus.stop_cluster()
+        if not was_running:  # a cluster a developer started stays up
+            citus.stop_cluster()
 
 
 @pytest.fixture(scope="module")
@@ -57,26 +54,12 @@ def citus_url(citus_cluster: citus.ClusterStatus) -> Iterator[str]:
     """A fresh database on every node (Citus needs the same database everywhere), with Citus
     and pgvector, the workers registered, and the mmr schema installed on the coordinator."""
     name = f"tc_{uuid.uuid4().hex[:10]}"
-    for node in citus_cluster.nodes:
-        with psycopg.connect(node.url, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        with psycopg.connect(_with_database(node.url, name), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION citus")
-            conn.execute("CREATE EXTENSION vector")
-    coord = _with_database(citus_cluster.coordinator_url, name)
-    with psycopg.connect(coord, autocommit=True) as conn:
-        conn.execute(
-            "SELECT citus_set_coordinator_host('127.0.0.1', %s)", (citus_cluster.nodes[0].port,)
-        )
-        for node in citus_cluster.nodes[1:]:
-            conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (node.port,))
+    coord = citus.create_database(citus_cluster, name)
     install.upgrade(coord)
     try:
         yield coord
     finally:
-        for node in citus_cluster.nodes:
-            with psycopg.connect(node.url, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        citus.drop_database(citus_cluster, name)
 
 
 def one(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> Any:

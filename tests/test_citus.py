@@ -205,3 +205,76 @@ def test_reference_table_is_refused_and_local_tables_work(citus_url: str) -> Non
                 (name,),
             ).fetchone()
             assert row == (30, 30, 0, 0, 0, 0), name
+
+
+def _load_external(url: str, name: str, vecs: Any, distributed: bool) -> None:
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, body text)")
+        if distributed:
+            conn.execute("SELECT create_distributed_table(%s, 'id')", (name,))
+        conn.execute(
+            f"INSERT INTO {name} SELECT g, 'row' FROM generate_series(0, %s) g", (len(vecs) - 1,)
+        )
+        conn.execute("SELECT mmr.create_collection(%s, %s, create_view => false)", (name, name))
+        emb = one(
+            conn,
+            "SELECT mmr.add_space(%s, 'vec', 'external', NULL, %s)::text",
+            (name, vecs.shape[1]),
+        )
+        with conn.cursor().copy(
+            f"COPY {emb} (id, embedding, model_id) FROM STDIN WITH (FORMAT BINARY)"
+        ) as cp:
+            cp.set_types(["int8", "vector", "text"])
+            for i, v in enumerate(vecs):
+                cp.write_row((i, v, "external"))
+        conn.execute(f"ANALYZE {emb}")
+
+
+def test_search_across_shards_matches_one_node(citus_url: str, db_url: str) -> None:
+    import numpy as np
+    from pgvector.psycopg import register_vector
+
+    from tests.helpers import unit_vectors
+
+    vecs = unit_vectors(3000, 16, seed=3)
+    _load_external(citus_url, "srch", vecs, True)
+    _load_external(db_url, "srch", vecs, False)
+    qs = unit_vectors(40, 16, seed=4)
+    exact = np.argsort(-(qs @ vecs.T), axis=1)[:, :10]
+    recall = {}
+    for label, url in (("citus", citus_url), ("one", db_url)):
+        hits = 0
+        with psycopg.connect(url) as conn:
+            register_vector(conn)
+            for q, ex in zip(qs, exact, strict=True):
+                rows = conn.execute(
+                    "SELECT (key #>> '{}')::bigint, score FROM mmr.search('srch', 'vec', %s, 10)",
+                    (q,),
+                ).fetchall()
+                assert len(rows) == 10
+                scores = [r[1] for r in rows]
+                assert scores == sorted(scores, reverse=True)  # merged in order on the coordinator
+                hits += len({r[0] for r in rows} & set(ex.tolist()))
+        recall[label] = hits / (10 * len(qs))
+    assert recall["citus"] >= recall["one"] - 1e-9 and recall["citus"] >= 0.95, recall
+    # the plan: a Citus scan over every shard, each an HNSW index scan, merged by a sort + limit
+    with psycopg.connect(citus_url) as conn:
+        # shards of ~100 rows would be scanned sequentially: ask every shard for its index
+        conn.execute("SET citus.propagate_set_commands = 'local'")
+        conn.execute("SET LOCAL enable_seqscan = off")
+        emb = one(conn, "SELECT embedding_table::text FROM mmr.spaces WHERE collection = 'srch'")
+        lit = "[" + ",".join(f"{x:.6f}" for x in qs[0]) + "]"
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                f"EXPLAIN (COSTS OFF) SELECT id FROM {emb} ORDER BY embedding <=> '{lit}' LIMIT 10"
+            ).fetchall()
+        )
+        shards = one(
+            conn, "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = %s::regclass", (emb,)
+        )
+        assert "Custom Scan (Citus Adaptive)" in plan and f"Task Count: {shards}" in plan, plan
+        assert "Index Scan using" in plan and "_hnsw" in plan, plan

@@ -268,3 +268,17 @@ BEGIN
     RETURN v_out;
 END
 $$;
+
+-- Why the native search functions cannot be used in this database because of Citus (NULL: no
+-- Citus).  The hook in 089-native.sql binds mmr.search and mmr.composed_search to their PL/pgSQL
+-- versions when Citus is installed: the native ones run prepared statements with parameters, for
+-- which Citus cannot build a distributed plan ("could not create distributed plan"), while
+-- PL/pgSQL's EXECUTE ... USING gives Citus the values.
+CREATE OR REPLACE FUNCTION mmr._citus_native_unavailable()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'Citus is installed in this database, and it cannot distribute the prepared statements '
+           'of the native functions' FROM pg_catalog.pg_extension WHERE extname = 'citus'
+$$;

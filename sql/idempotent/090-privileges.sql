@@ -43,7 +43,10 @@ BEGIN
                                       'begin_bulk_fill', 'finish_bulk_fill',
                                       '_begin_bulk_fill', '_finish_bulk_fill',
                                       -- encoder catalog (issue 16): administrative
-                                      'declare_encoder', 'unservable_spaces')
+                                      'declare_encoder', 'unservable_spaces',
+                                      -- Citus (issue 15): administrative (019-citus.sql)
+                                      '_citus_check_source', '_citus_follow', '_citus_triggers',
+                                      '_citus_sync_function', '_citus_secure_embeddings')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
