@@ -278,3 +278,79 @@ def test_search_across_shards_matches_one_node(citus_url: str, db_url: str) -> N
         )
         assert "Custom Scan (Citus Adaptive)" in plan and f"Task Count: {shards}" in plan, plan
         assert "Index Scan using" in plan and "_hnsw" in plan, plan
+
+
+def test_chaos_workers_killed_while_rows_change(citus_url: str) -> None:
+    """Two workers on the cluster, one killed -9 twice, while rows are inserted, updated and
+    deleted: afterwards 0 missing, 0 stale, 0 duplicate (a CI-sized chaos run)."""
+    import random
+    import signal
+    import time
+
+    name = "chaos_src"
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, body text)")
+        conn.execute("SELECT create_distributed_table(%s, 'id')", (name,))
+        conn.execute(f"INSERT INTO {name} SELECT g, 'x' || g::text FROM generate_series(1, 400) g")
+        conn.execute("SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, name))
+        conn.execute("SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'body', 32)", (name,))
+    env = {
+        **os.environ,
+        "MMR_DATABASE_URL": citus_url,
+        "MMR_WORKER_DATABASE_URL": worker_url(citus_url),
+    }
+    cmd = [sys.executable, "-m", "pg_mmretrieval.cli", "worker", "--collection", name]
+    cmd += ["--lease", "3", "--batch-size", "16", "--poll", "0.5"]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    workers = [spawn(), spawn()]
+    rng = random.Random(15)
+    kills = 0
+    try:
+        with psycopg.connect(citus_url, autocommit=True) as conn:
+            for rnd in range(12):
+                ids = rng.sample(range(1, 400), 30)
+                conn.execute(
+                    f"UPDATE {name} SET body = 'r{rnd} ' || id::text WHERE id = ANY (%s)", (ids,)
+                )
+                conn.execute(
+                    f"INSERT INTO {name} SELECT g, 'n' || g::text "
+                    "FROM generate_series(%s::int, %s::int) g",
+                    (1000 + rnd * 10, 1000 + rnd * 10 + 9),
+                )
+                conn.execute(f"DELETE FROM {name} WHERE id = %s", (rng.randrange(1, 400),))
+                if rnd in (3, 7):
+                    victim = workers.pop(0)
+                    os.kill(victim.pid, signal.SIGKILL)
+                    victim.wait(timeout=30)
+                    kills += 1
+                    workers.append(spawn())
+                time.sleep(0.7)
+    finally:
+        for p in workers:
+            p.send_signal(signal.SIGTERM)
+        for p in workers:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    assert kills == 2
+    time.sleep(3.5)  # the killed workers' leases expire
+    r = _mmr(citus_url, "worker", "--collection", name, "--once")
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(citus_url) as conn:
+        row = conn.execute(
+            "SELECT rows, embedded, missing, stale, duplicate, orphan, queued FROM mmr.check(%s)",
+            (name,),
+        ).fetchone()
+        assert row is not None
+        rows = one(conn, f"SELECT count(*) FROM {name}")
+        assert row == (rows, rows, 0, 0, 0, 0, 0), row
+        wrong = one(
+            conn,
+            f"SELECT count(*) FROM {name} s JOIN mmr._emb_{_space_id(conn, name)} e "
+            "ON e.id = s.id WHERE e.content_hash IS DISTINCT FROM mmr.content_hash(s.body)",
+        )
+        assert wrong == 0
