@@ -354,3 +354,57 @@ def test_chaos_workers_killed_while_rows_change(citus_url: str) -> None:
             "ON e.id = s.id WHERE e.content_hash IS DISTINCT FROM mmr.content_hash(s.body)",
         )
         assert wrong == 0
+
+
+def test_filter_composed_hybrid_rerank_match_one_node(citus_url: str, db_url: str) -> None:
+    """The other search functions on a distributed collection return what they return on one
+    node for the same data (1000 rows: both searches are exact at this size)."""
+    from pgvector.psycopg import register_vector
+
+    from tests.helpers import unit_vectors
+
+    vecs = unit_vectors(1000, 16, seed=5)
+    for url, dist in ((citus_url, True), (db_url, False)):
+        with psycopg.connect(url, autocommit=True) as conn:
+            register_vector(conn)
+            conn.execute("CREATE TABLE legs (id bigint PRIMARY KEY, cat int, body text)")
+            if dist:
+                conn.execute("SELECT create_distributed_table('legs', 'id')")
+            conn.execute(
+                "INSERT INTO legs SELECT g, g % 5, 'word' || (g % 7)::text || "
+                "CASE WHEN g % 3 = 0 THEN ' red bag' ELSE ' blue box' END "
+                "FROM generate_series(0, 999) g"
+            )
+            conn.execute(
+                "SELECT mmr.create_collection('legs', 'legs', text_columns => '{body}', "
+                "create_view => false)"
+            )
+            emb = one(conn, "SELECT mmr.add_space('legs', 'vec', 'external', NULL, 16)::text")
+            with conn.cursor().copy(
+                f"COPY {emb} (id, embedding, model_id) FROM STDIN WITH (FORMAT BINARY)"
+            ) as cp:
+                cp.set_types(["int8", "vector", "text"])
+                for i, v in enumerate(vecs):
+                    cp.write_row((i, v, "external"))
+            conn.execute("SELECT mmr.create_text_index('legs')")
+    queries = {
+        "filter": "SELECT key, round(score::numeric, 5) FROM mmr.search('legs', 'vec', %(q)s, 10, "
+        "filter => '{\"cat\": 2}')",
+        "composed": "SELECT key, round(score::numeric, 5) FROM mmr.composed_search('legs', 'vec', "
+        "reference => %(q)s, modifier => %(m)s, method => 'weighted', k => 10)",
+        "hybrid": "SELECT key, round(score::numeric, 5) FROM mmr.hybrid_search('legs', 'red bag', "
+        "spaces => '{vec}', vectors => ARRAY[%(q)s], k => 10)",
+        "rerank": "SELECT key, round(score::numeric, 5) FROM mmr.search('legs', 'vec', %(q)s, 10, "
+        "rerank => 'mmr')",
+    }
+    got: dict[str, dict[str, list[Any]]] = {"citus": {}, "one": {}}
+    for label, url in (("citus", citus_url), ("one", db_url)):
+        with psycopg.connect(url) as conn:
+            register_vector(conn)
+            for name, stmt in queries.items():
+                for i in range(5):
+                    params = {"q": vecs[10 * i], "m": vecs[10 * i + 1]}
+                    got[label][f"{name}{i}"] = conn.execute(stmt, params).fetchall()
+    for key, rows in got["one"].items():
+        assert len(rows) == 10, key
+        assert got["citus"][key] == rows, key
