@@ -97,7 +97,20 @@ BEGIN
                          'embedding row cannot check that its source row is visible: disable row '
                          'level security on the source, or keep the collection on one node.';
     END IF;
-    IF v_kind IS NOT NULL THEN
+    PERFORM mmr._citus_sequential(p_source);
+END
+$$;
+
+-- On a Citus table: the rest of the transaction's multi-shard commands over one connection per
+-- node (Citus cannot create, replace or drop the sync trigger function, a distributed object,
+-- after parallel commands in the same transaction).
+CREATE OR REPLACE FUNCTION mmr._citus_sequential(p_source regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF mmr._citus_kind(p_source) IS NOT NULL THEN
         PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
 END
@@ -194,6 +207,7 @@ $$;
 -- statement of the body runs against the co-located shards of the queue and embedding tables on
 -- that node: their names are looked up once per statement (pg_dist_shard, same hash range as the
 -- firing shard) and substituted into the statement (EXECUTE; transition tables stay visible).
+-- TRUNCATE triggers fire on the coordinator's table itself: those statements stay as they are.
 -- The function lets itself write to shards (citus.enable_manual_changes_to_shards) for its own
 -- duration only.
 CREATE OR REPLACE FUNCTION mmr._citus_sync_function(c mmr._collection, p_fn text)
@@ -217,7 +231,7 @@ BEGIN
              || ARRAY(SELECT format('mmr.%I', mmr._emb_name(s.id)) FROM mmr._space s
                        WHERE s.collection_id = c.id ORDER BY s.id);
     FOREACH v_line IN ARRAY string_to_array(p_fn, E'\n') LOOP
-        IF v_stmt IS NULL AND v_line ~ '^        (INSERT|DELETE|TRUNCATE) ' THEN
+        IF v_stmt IS NULL AND v_line ~ '^        (INSERT|DELETE) ' THEN
             v_stmt := '';
         END IF;
         IF v_stmt IS NULL THEN
@@ -256,14 +270,16 @@ BEGIN
         '      FROM unnest(%L::pg_catalog.regclass[]) WITH ORDINALITY AS t(rel, ord)\n'
         '      JOIN pg_catalog.pg_dist_shard s1\n'
         '        ON s1.shardid = substring(TG_TABLE_NAME from ''_([0-9]+)$'')::bigint\n'
+        '       AND s1.logicalrelid = %L::pg_catalog.regclass\n'
         '      JOIN pg_catalog.pg_dist_shard s2 ON s2.logicalrelid = t.rel\n'
         '       AND s2.shardminvalue IS NOT DISTINCT FROM s1.shardminvalue;\n'
-        '    IF coalesce(array_length(v_shards, 1), 0) <> %s THEN\n'
+        '    -- (TRUNCATE fires on the coordinator table itself and runs as on one node)\n'
+        '    IF TG_OP <> ''TRUNCATE'' AND coalesce(array_length(v_shards, 1), 0) <> %s THEN\n'
         '        RAISE EXCEPTION ''pg_mmretrieval: no co-located shards of %% for shard %%'', %L, TG_TABLE_NAME\n'
         '            USING ERRCODE = ''object_not_in_prerequisite_state'',\n'
         '                  HINT = ''The queue and embedding tables must stay co-located with the source.'';\n'
         '    END IF;\n',
-        array_to_string(v_tables, ', '), v_tables, array_length(v_tables, 1),
+        array_to_string(v_tables, ', '), v_tables, c.source::text, array_length(v_tables, 1),
         array_to_string(v_tables, ', ')));
     RETURN v_out;
 END

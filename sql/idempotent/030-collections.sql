@@ -454,6 +454,7 @@ DECLARE
     s mmr._space;
 BEGIN
     c := mmr._collection_row(collection);
+    PERFORM mmr._citus_sequential(c.source);  -- Citus hook (019-citus.sql)
     IF version IS NULL THEN
         PERFORM mmr._space_row(c.id, collection, space, NULL)
           WHERE NOT EXISTS (SELECT 1 FROM mmr._space x WHERE x.collection_id = c.id AND x.name = space);
@@ -491,7 +492,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_class WHERE oid = c.view_relid AND relkind = 'v') THEN
         EXECUTE format('DROP VIEW %s', c.view_relid::regclass);
     END IF;
+    PERFORM mmr._citus_sequential(c.source);  -- Citus hook (019-citus.sql)
     PERFORM mmr._revoke_worker_on(c.id);
+    t := mmr._citus_triggers(c.source, true);  -- Citus hook: DROP TRIGGER on a Citus table
     -- The source table may already be gone (DROP TABLE ... CASCADE took the triggers).
     FOR t IN SELECT g.tgname FROM pg_trigger g
               WHERE g.tgrelid = c.source AND NOT g.tgisinternal

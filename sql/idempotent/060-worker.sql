@@ -97,13 +97,17 @@ BEGIN
             present := 'true';
         ELSE
             present := format('s.%I IS NOT NULL', s.source_column);
+            -- (the dead letters as a materialized CTE: see mmr.check)
             EXECUTE format(
-                'INSERT INTO %1$s (mmr_space_id, %2$s) SELECT $1, %3$s FROM %4$s s '
+                'INSERT INTO %1$s (mmr_space_id, %2$s) '
+                'WITH mmr_f AS MATERIALIZED (SELECT f.key, f.content_hash FROM mmr._failed f '
+                '                             WHERE f.space_id = $1) '
+                'SELECT $1, %3$s FROM %4$s s '
                 'LEFT JOIN %5$s e ON %6$s '
                 'WHERE s.%7$I IS NOT NULL '
                 '  AND (e.%8$I IS NULL OR e.content_hash IS DISTINCT FROM mmr.content_hash(s.%7$I)) '
                 '  AND NOT EXISTS (SELECT 1 FROM %1$s q WHERE q.mmr_space_id = $1 AND %9$s) '
-                '  AND NOT EXISTS (SELECT 1 FROM mmr._failed f WHERE f.space_id = $1 AND f.key = %10$s '
+                '  AND NOT EXISTS (SELECT 1 FROM mmr_f f WHERE f.key = %10$s '
                 '                    AND f.content_hash = mmr.content_hash(s.%7$I))',
                 c.queue_table, mmr._key_list(c), mmr._key_list(c, 's'), c.source,
                 s.embedding_table, mmr._key_join(c, 'e', 's'), s.source_column, c.key_columns[1],

@@ -46,7 +46,8 @@ BEGIN
                                       'declare_encoder', 'unservable_spaces',
                                       -- Citus (issue 15): administrative (019-citus.sql)
                                       '_citus_check_source', '_citus_follow', '_citus_triggers',
-                                      '_citus_sync_function', '_citus_secure_embeddings')
+                                      '_citus_sync_function', '_citus_secure_embeddings',
+                                      '_citus_sequential')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
