@@ -11,6 +11,7 @@ import psycopg
 from ..db import translate_error
 from ..errors import ConfigError, InputError, MMRError, NotFoundError
 from . import (
+    cluster_cmd,  # Citus local cluster (issue 15)
     collection_cmd,
     db_cmd,
     demo_cmd,
@@ -53,6 +54,7 @@ for _module in (
     worker_cmd,
     serve_cmd,
     demo_cmd,
+    cluster_cmd,
 ):
     _module.register(cli)
 

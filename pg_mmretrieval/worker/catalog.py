@@ -60,6 +60,7 @@ class CatalogCollection:
     image_kind: str | None
     queue_table: str  # regclass text
     spaces: tuple[CatalogSpace, ...]
+    citus: bool = False  # the source is a Citus table (worker/citus_queue.py)
 
     @property
     def src(self) -> sql.Composable:
@@ -149,7 +150,8 @@ def load_catalog(conn: psycopg.Connection[Any], names: list[str] | None) -> list
         "                        WHERE d.under <> 0) "
         "                     SELECT d.oid::regtype::text FROM d WHERE d.under = 0) "
         "               FROM unnest(c.key_types) WITH ORDINALITY AS u(t, i) ORDER BY u.i), "
-        "       c.image_kind, c.queue_table::text FROM mmr._collection c "
+        "       c.image_kind, c.queue_table::text, "
+        "       mmr._citus_kind(c.source) IS NOT NULL FROM mmr._collection c "
         "WHERE (%(names)s::text[] IS NULL OR c.name = ANY (%(names)s)) ORDER BY c.id",
         {"names": names},
     ).fetchall()
@@ -159,13 +161,15 @@ def load_catalog(conn: psycopg.Connection[Any], names: list[str] | None) -> list
         "WHERE modality <> 'external' ORDER BY id"
     ).fetchall()
     out = []
-    for cid, name, source, keys, types, image_kind, queue in cols:
+    for cid, name, source, keys, types, image_kind, queue, on_citus in cols:
         mine = tuple(
             CatalogSpace(s[0], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10])
             for s in spaces
             if s[1] == cid
         )
         out.append(
-            CatalogCollection(cid, name, source, tuple(keys), tuple(types), image_kind, queue, mine)
+            CatalogCollection(
+                cid, name, source, tuple(keys), tuple(types), image_kind, queue, mine, on_citus
+            )
         )
     return out

@@ -84,15 +84,23 @@ def claim(
         "   AND (q.mmr_claimed_until IS NULL OR q.mmr_claimed_until < now()) "
         "   AND NOT EXISTS (SELECT 1 FROM {q} o WHERE o.mmr_space_id = q.mmr_space_id "
         "                     AND {oq} AND o.mmr_id <> q.mmr_id AND o.mmr_claimed_until >= now()) "
-        " ORDER BY q.mmr_id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        " ORDER BY q.mmr_id LIMIT %s {lock}) "
         "UPDATE {q} q SET mmr_claimed_by = %s, "
         "       mmr_claimed_until = now() + %s * interval '1 second', "
         "       mmr_claims = q.mmr_claims + 1 "
-        "  FROM c WHERE q.mmr_id = c.mmr_id "
+        "  FROM c WHERE q.mmr_id = c.mmr_id {recheck}"
         "RETURNING q.mmr_id, q.mmr_space_id, q.mmr_attempts, q.mmr_claims, q.mmr_errors, "
         "          q.mmr_enqueued_at, {keys}"
     ).format(
         q=coll.queue,
+        # Citus: no row locks outside router queries; the UPDATE re-checks the lease instead
+        # (worker/citus_queue.py)
+        lock=sql.SQL("" if coll.citus else "FOR UPDATE SKIP LOCKED"),
+        recheck=sql.SQL(
+            "AND (q.mmr_claimed_until IS NULL OR q.mmr_claimed_until < now()) "
+            if coll.citus
+            else ""
+        ),
         oq=coll.key_join("o", "q"),
         keys=sql.SQL(", ").join(
             sql.SQL("{}::text").format(sql.Identifier("q", k)) for k in coll.key_columns

@@ -30,6 +30,7 @@ from psycopg.adapt import PyFormat
 from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 
+from . import citus_queue
 from .catalog import CatalogCollection, vector_schema
 from .claiming import ClaimedItem, key_arrays
 from .config import WorkerStats
@@ -114,15 +115,18 @@ def _write_space(
     )
     params: list[Any] = [list(range(len(items))), *key_arrays(coll, items)]
     # Lock the rows (in key order; SKIP LOCKED never waits on an application's transaction).
-    locked = dict(
-        conn.execute(
-            sql.SQL(
-                "SELECT u.mmr_i, mmr.content_hash({col}) {base} ORDER BY {keys} "
-                "FOR SHARE OF s SKIP LOCKED"
-            ).format(col=col, base=base, keys=coll.keys("s")),
-            params,
-        ).fetchall()
-    )
+    if coll.citus:  # one router query per row (worker/citus_queue.py)
+        locked = citus_queue.lock_rows(conn, coll, space.source_column, items)
+    else:
+        locked = dict(
+            conn.execute(
+                sql.SQL(
+                    "SELECT u.mmr_i, mmr.content_hash({col}) {base} ORDER BY {keys} "
+                    "FOR SHARE OF s SKIP LOCKED"
+                ).format(col=col, base=base, keys=coll.keys("s")),
+                params,
+            ).fetchall()
+        )
     busy: set[int] = set()
     if len(locked) < len(items):
         busy = {
@@ -186,8 +190,13 @@ def _write_space(
         conn.execute(
             sql.SQL(
                 "DELETE FROM {q} WHERE mmr_id IN (SELECT q.mmr_id FROM {q} q JOIN {keyed} "
-                "ON {qj} WHERE q.mmr_space_id = %s ORDER BY q.mmr_id FOR UPDATE OF q)"
-            ).format(q=coll.queue, keyed=keyed, qj=coll.typed_join("q", "u")),
+                "ON {qj} WHERE q.mmr_space_id = %s ORDER BY q.mmr_id {lock})"
+            ).format(
+                q=coll.queue,
+                keyed=keyed,
+                qj=coll.typed_join("q", "u"),
+                lock=sql.SQL("" if coll.citus else "FOR UPDATE OF q"),  # Citus: router only
+            ),
             [*key_arrays(coll, matched), space.id],
         )
         conn.execute(

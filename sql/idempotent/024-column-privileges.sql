@@ -171,6 +171,10 @@ BEGIN
                                (SELECT a.attnum FROM pg_catalog.pg_attribute a
                                  WHERE a.attrelid = c.source AND a.attname = p_column
                                    AND NOT a.attisdropped)) END;
+    IF mmr._citus_kind(c.source) IS NOT NULL THEN  -- Citus hook (019-citus.sql)
+        PERFORM mmr._citus_secure_embeddings(p_table, v_fast);
+        RETURN;
+    END IF;
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
     EXECUTE format('DROP POLICY IF EXISTS source_visible ON %s', p_table);
     -- (1) the column privilege, once per query (InitPlan); (2) the row's visibility, a per-row

@@ -85,6 +85,7 @@ BEGIN
         CASE WHEN ins = '' THEN E'        NULL;\n' ELSE ins END,
         CASE WHEN upd = '' THEN E'        NULL;\n' ELSE upd END,
         del, trunc, c.id::text);
+    fn := mmr._citus_sync_function(c, fn);  -- Citus hook (019-citus.sql): statements on shards
     EXECUTE fn;
     EXECUTE format('REVOKE ALL ON FUNCTION mmr.%I() FROM PUBLIC', '_sync_' || c.id);
 END
@@ -98,9 +99,11 @@ AS $$
 DECLARE
     c mmr._collection;
     fn text;
+    v_citus text;
 BEGIN
     SELECT * INTO STRICT c FROM mmr._collection WHERE id = p_collection_id;
     fn := format('mmr.%I()', '_sync_' || c.id);
+    v_citus := mmr._citus_triggers(c.source, true);  -- Citus hook (019-citus.sql)
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS mmr_new '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s', 'mmr_sync_' || c.id || '_ins',
                    c.source, fn);
@@ -112,6 +115,7 @@ BEGIN
                    c.source, fn);
     EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s',
                    'mmr_sync_' || c.id || '_trunc', c.source, fn);
+    PERFORM mmr._citus_triggers(c.source, false, v_citus);  -- Citus hook (019-citus.sql)
 END
 $$;
 

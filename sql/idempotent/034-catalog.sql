@@ -88,6 +88,7 @@ BEGIN
                   HINT = format('pg_mmretrieval identifies rows by their primary key: add one, '
                                 'e.g. ALTER TABLE %s ADD PRIMARY KEY (id).', source);
     END IF;
+    PERFORM mmr._citus_check_source(source, v_keys);  -- Citus hook (019-citus.sql)
 
     -- Keys travel as text and are cast back to their type: a cast from text to a type whose
     -- owner is not a superuser (an enum, a composite or range type of the application) could be
@@ -198,6 +199,8 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON mmr.%I (mmr_space_id, %s)', mmr._queue_name(v_id) || '_key',
                    mmr._queue_name(v_id),
                    mmr._key_list((SELECT c FROM mmr._collection c WHERE c.id = v_id)));
+    -- Citus hook (019-citus.sql): the queue follows the source's distribution
+    PERFORM mmr._citus_follow(source, format('mmr.%I', mmr._queue_name(v_id))::regclass);
     UPDATE mmr._collection c SET queue_table = format('mmr.%I', mmr._queue_name(v_id))::regclass
      WHERE c.id = v_id;
 
@@ -237,6 +240,7 @@ DECLARE
     v_queued bigint := 0;
 BEGIN
     c := mmr._collection_row(collection);
+    PERFORM mmr._citus_check_source(c.source, c.key_columns);  -- Citus hook (019-citus.sql)
     PERFORM mmr._check_name('space', space);
     IF encoder IS NULL OR btrim(encoder) = '' THEN
         RAISE EXCEPTION 'encoder must not be empty'
@@ -348,6 +352,8 @@ BEGIN
         EXECUTE format('ALTER TABLE mmr.%I ALTER COLUMN embedding SET STORAGE PLAIN', v_emb);
     END IF;
     EXECUTE mmr._hnsw_index_sql((SELECT x FROM mmr._space x WHERE x.id = v_id));
+    -- Citus hook (019-citus.sql): co-located with the source, one HNSW index per shard
+    PERFORM mmr._citus_follow(c.source, format('mmr.%I', v_emb)::regclass);
     -- An embedding row is visible exactly when the current role may read the source column
     -- (column privilege, checked once per query) and sees the source row (grants and row-level
     -- security of the source table): sql/idempotent/024-column-privileges.sql.
@@ -448,6 +454,7 @@ DECLARE
     s mmr._space;
 BEGIN
     c := mmr._collection_row(collection);
+    PERFORM mmr._citus_sequential(c.source);  -- Citus hook (019-citus.sql)
     IF version IS NULL THEN
         PERFORM mmr._space_row(c.id, collection, space, NULL)
           WHERE NOT EXISTS (SELECT 1 FROM mmr._space x WHERE x.collection_id = c.id AND x.name = space);
@@ -485,7 +492,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_class WHERE oid = c.view_relid AND relkind = 'v') THEN
         EXECUTE format('DROP VIEW %s', c.view_relid::regclass);
     END IF;
+    PERFORM mmr._citus_sequential(c.source);  -- Citus hook (019-citus.sql)
     PERFORM mmr._revoke_worker_on(c.id);
+    t := mmr._citus_triggers(c.source, true);  -- Citus hook: DROP TRIGGER on a Citus table
     -- The source table may already be gone (DROP TABLE ... CASCADE took the triggers).
     FOR t IN SELECT g.tgname FROM pg_trigger g
               WHERE g.tgrelid = c.source AND NOT g.tgisinternal

@@ -33,7 +33,11 @@ BEGIN
             missing := NULL; stale := NULL; pending := NULL; unqueued := NULL;
         ELSE
             present := format('s.%I IS NOT NULL', s.source_column);
+            -- the dead letters as a materialized CTE, not a correlated table: Citus joins a
+            -- distributed source with a coordinator-local table only that way
             EXECUTE format(
+                'WITH mmr_f AS MATERIALIZED (SELECT f.key, f.content_hash FROM mmr._failed f '
+                '                             WHERE f.space_id = $1) '
                 'SELECT count(*) FILTER (WHERE %1$s), '
                 '       count(*) FILTER (WHERE %1$s AND e.%2$I IS NULL), '
                 '       count(*) FILTER (WHERE %1$s AND e.%2$I IS NOT NULL '
@@ -44,8 +48,8 @@ BEGIN
                 '       count(*) FILTER (WHERE %1$s AND (e.%2$I IS NULL OR e.content_hash IS DISTINCT '
                 '                          FROM mmr.content_hash(s.%3$I)) AND NOT EXISTS ( '
                 '                          SELECT 1 FROM %4$s q WHERE q.mmr_space_id = $1 AND %5$s) '
-                '                          AND NOT EXISTS (SELECT 1 FROM mmr._failed f WHERE f.space_id = $1 '
-                '                            AND f.key = %6$s AND f.content_hash = mmr.content_hash(s.%3$I))) '
+                '                          AND NOT EXISTS (SELECT 1 FROM mmr_f f '
+                '                            WHERE f.key = %6$s AND f.content_hash = mmr.content_hash(s.%3$I))) '
                 '  FROM %7$s s LEFT JOIN %8$s e ON %9$s',
                 present, c.key_columns[1], s.source_column, c.queue_table,
                 mmr._key_join(c, 'q', 's'), mmr._key_json(c, 's'), c.source, s.embedding_table,
@@ -80,13 +84,17 @@ BEGIN
             present := 'true';
         ELSE
             present := format('s.%I IS NOT NULL', s.source_column);
+            -- (the dead letters as a materialized CTE: see mmr.check)
             EXECUTE format(
-                'INSERT INTO %1$s (mmr_space_id, %2$s) SELECT $1, %3$s FROM %4$s s '
+                'INSERT INTO %1$s (mmr_space_id, %2$s) '
+                'WITH mmr_f AS MATERIALIZED (SELECT f.key, f.content_hash FROM mmr._failed f '
+                '                             WHERE f.space_id = $1) '
+                'SELECT $1, %3$s FROM %4$s s '
                 'LEFT JOIN %5$s e ON %6$s '
                 'WHERE s.%7$I IS NOT NULL '
                 '  AND (e.%8$I IS NULL OR e.content_hash IS DISTINCT FROM mmr.content_hash(s.%7$I)) '
                 '  AND NOT EXISTS (SELECT 1 FROM %1$s q WHERE q.mmr_space_id = $1 AND %9$s) '
-                '  AND NOT EXISTS (SELECT 1 FROM mmr._failed f WHERE f.space_id = $1 AND f.key = %10$s '
+                '  AND NOT EXISTS (SELECT 1 FROM mmr_f f WHERE f.key = %10$s '
                 '                    AND f.content_hash = mmr.content_hash(s.%7$I))',
                 c.queue_table, mmr._key_list(c), mmr._key_list(c, 's'), c.source,
                 s.embedding_table, mmr._key_join(c, 'e', 's'), s.source_column, c.key_columns[1],

@@ -87,7 +87,8 @@ $mmr$;
 
 DO $mmr$
 DECLARE
-    why text := mmr._native_unavailable();
+    -- Citus hook (019-citus.sql): PL/pgSQL functions on a Citus database
+    why text := coalesce(mmr._citus_native_unavailable(), mmr._native_unavailable());
 BEGIN
     IF why IS NOT NULL THEN
         RAISE NOTICE 'pg_mmretrieval: mmr.search and mmr.composed_search run without the native '

@@ -1,13 +1,17 @@
 -- Privileges, applied last on every upgrade.  PUBLIC may read the catalog and search (search
 -- runs with the caller's rights, so grants and row-level security of the user's tables apply);
 -- administrative functions stay with the installing role and the roles it grants them to.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mmr FROM PUBLIC;
 GRANT USAGE ON SCHEMA mmr TO PUBLIC;
 GRANT SELECT ON mmr._collection, mmr._space, mmr.collections, mmr.spaces TO PUBLIC;
 DO $$
 DECLARE
     f regprocedure;
+    v_path text := current_setting('search_path');  -- Citus hook: see below
 BEGIN
+    -- Type names in the REVOKE and GRANTs below are schema-qualified (Citus replays each GRANT on its
+    -- worker nodes, where the session's search_path does not apply): docs/operations.md, Citus.
+    PERFORM set_config('search_path', 'pg_catalog', true);
+    REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mmr FROM PUBLIC;
     FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
               WHERE p.pronamespace = 'mmr'::regnamespace
                 AND NOT p.prosecdef
@@ -39,9 +43,14 @@ BEGIN
                                       'begin_bulk_fill', 'finish_bulk_fill',
                                       '_begin_bulk_fill', '_finish_bulk_fill',
                                       -- encoder catalog (issue 16): administrative
-                                      'declare_encoder', 'unservable_spaces')
+                                      'declare_encoder', 'unservable_spaces',
+                                      -- Citus (issue 15): administrative (019-citus.sql)
+                                      '_citus_check_source', '_citus_follow', '_citus_triggers',
+                                      '_citus_sync_function', '_citus_secure_embeddings',
+                                      '_citus_sequential')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
+    PERFORM set_config('search_path', v_path, true);
 END
 $$;

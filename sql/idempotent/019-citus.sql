@@ -1,0 +1,300 @@
+-- Citus (distributed PostgreSQL): the tables pg_mmretrieval creates for a collection follow
+-- the source table's distribution.  The functions here are the callees of small hooks in
+-- 020-sync.sql, 030-collections.sql and 086-column-privileges.sql (this file comes before them:
+-- nothing calls a function defined in a later file).  Without Citus every one of them is a no-op
+-- (mmr._citus_kind returns NULL).  docs/operations.md, "Citus", says why the design is this one.
+
+-- How Citus manages a table: NULL (not a Citus table, or no Citus), 'distributed' (hash
+-- distributed, or single-shard), 'reference', 'local' (a Citus local table on the coordinator)
+-- or 'unsupported' (append/range distribution).
+CREATE OR REPLACE FUNCTION mmr._citus_kind(p_table regclass)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_method text;
+    v_repmodel text;
+    v_colocation int;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE 'SELECT partmethod::text, repmodel::text, colocationid FROM pg_catalog.pg_dist_partition '
+            'WHERE logicalrelid = $1'
+       INTO v_method, v_repmodel, v_colocation USING p_table;
+    RETURN CASE WHEN v_method IS NULL THEN NULL
+                WHEN v_method = 'h' THEN 'distributed'
+                WHEN v_method = 'n' AND v_repmodel = 't' THEN 'reference'
+                WHEN v_method = 'n' AND v_colocation <> 0 THEN 'distributed'
+                WHEN v_method = 'n' THEN 'local'
+                ELSE 'unsupported' END;
+END
+$$;
+
+-- The distribution column of a distributed table (NULL: none, e.g. a single-shard table).
+CREATE OR REPLACE FUNCTION mmr._citus_dist_column(p_table regclass)
+RETURNS name
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_col name;
+BEGIN
+    EXECUTE 'SELECT pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)::name '
+            'FROM pg_catalog.pg_dist_partition p '
+            'WHERE p.logicalrelid = $1 AND p.partkey IS NOT NULL'
+       INTO v_col USING p_table;
+    RETURN v_col;
+END
+$$;
+
+-- Refuse, before anything is created, a source table pg_mmretrieval cannot follow on Citus;
+-- and for a Citus table, run the rest of the transaction's multi-shard commands over one
+-- connection per node (Citus cannot otherwise create or replace the sync trigger function, a
+-- distributed object, after the parallel DDL of create_distributed_table).
+CREATE OR REPLACE FUNCTION mmr._citus_check_source(p_source regclass, p_keys name[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_kind text := mmr._citus_kind(p_source);
+    v_col name;
+BEGIN
+    IF v_kind = 'unsupported' THEN
+        RAISE EXCEPTION '% is an append- or range-distributed Citus table, which pg_mmretrieval '
+                        'does not support', p_source
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Distribute the table by hash (create_distributed_table), or make it a '
+                         'reference table.';
+    END IF;
+    IF v_kind = 'reference' THEN
+        -- A reference table's triggers fire on every node holding a copy, each writing its own
+        -- copy of the queue with its own identity values: the copies would disagree.
+        RAISE EXCEPTION '% is a Citus reference table, which pg_mmretrieval does not support',
+                        p_source
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Distribute it (create_distributed_table) or keep it a local table on '
+                         'the coordinator (citus_add_local_table_to_metadata, or a plain table).';
+    END IF;
+    IF v_kind = 'distributed' THEN
+        v_col := mmr._citus_dist_column(p_source);
+        IF v_col IS NOT NULL AND NOT v_col = ANY (p_keys) THEN
+            RAISE EXCEPTION 'the distribution column % of % is not part of its primary key',
+                            quote_ident(v_col), p_source
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'pg_mmretrieval co-locates its queue and embedding tables with the '
+                             'source on the distribution column, which must be a key column.';
+        END IF;
+    END IF;
+    IF v_kind IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = p_source
+                                                                 AND k.relrowsecurity) THEN
+        RAISE EXCEPTION '% has row-level security, which pg_mmretrieval cannot mirror on a Citus '
+                        'table', p_source
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Citus refuses policies with sub-queries on distributed tables, so an '
+                         'embedding row cannot check that its source row is visible: disable row '
+                         'level security on the source, or keep the collection on one node.';
+    END IF;
+    PERFORM mmr._citus_sequential(p_source);
+END
+$$;
+
+-- On a Citus table: the rest of the transaction's multi-shard commands over one connection per
+-- node (Citus cannot create, replace or drop the sync trigger function, a distributed object,
+-- after parallel commands in the same transaction).
+CREATE OR REPLACE FUNCTION mmr._citus_sequential(p_source regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF mmr._citus_kind(p_source) IS NOT NULL THEN
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+END
+$$;
+
+-- Make p_table (a queue or embedding table just created, still empty or not) a Citus table
+-- like p_source: distributed and co-located on the same column, a reference table, or a Citus
+-- local table.  A queue's primary key (mmr_id) gets the distribution column added, as Citus
+-- requires of every unique constraint of a distributed table.
+CREATE OR REPLACE FUNCTION mmr._citus_follow(p_source regclass, p_table regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_kind text := mmr._citus_kind(p_source);
+    v_col name;
+    v_pkey name;
+    v_pkcols name[];
+BEGIN
+    IF v_kind IS NULL THEN
+        RETURN;
+    ELSIF v_kind = 'distributed' THEN
+        v_col := mmr._citus_dist_column(p_source);
+        SELECT k.conname, array_agg(a.attname) INTO v_pkey, v_pkcols
+          FROM pg_constraint k
+         CROSS JOIN LATERAL unnest(k.conkey) AS u(attnum)
+          JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum
+         WHERE k.conrelid = p_table AND k.contype = 'p'
+         GROUP BY k.conname;
+        IF v_col IS NOT NULL AND v_pkey IS NOT NULL AND NOT v_col = ANY (v_pkcols) THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', p_table, v_pkey);
+            EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (%s, %I)', p_table,
+                           (SELECT string_agg(quote_ident(c), ', ') FROM unnest(v_pkcols) c), v_col);
+        END IF;
+        EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3)'
+          USING p_table, v_col::text, p_source::text;
+    ELSIF v_kind = 'reference' THEN
+        EXECUTE 'SELECT pg_catalog.create_reference_table($1)' USING p_table;
+    ELSIF v_kind = 'local' THEN
+        EXECUTE 'SELECT pg_catalog.citus_add_local_table_to_metadata($1)' USING p_table;
+    END IF;
+END
+$$;
+
+-- Around the CREATE TRIGGER of a collection on a Citus table: Citus refuses triggers on
+-- distributed and reference tables unless citus.enable_unsafe_triggers is on; it is set for this
+-- DDL only (p_on true: set, returns the previous value; p_on false: restore p_previous).
+CREATE OR REPLACE FUNCTION mmr._citus_triggers(p_source regclass, p_on boolean,
+                                               p_previous text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_previous text;
+BEGIN
+    IF mmr._citus_kind(p_source) IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF p_on THEN
+        v_previous := current_setting('citus.enable_unsafe_triggers', true);
+        PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+        RETURN coalesce(v_previous, 'off');
+    END IF;
+    PERFORM set_config('citus.enable_unsafe_triggers', coalesce(p_previous, 'off'), true);
+    RETURN p_previous;
+END
+$$;
+
+-- The row-level security of an embedding table of a Citus table (the hook in
+-- mmr._secure_embeddings, 086-column-privileges.sql): Citus refuses sub-queries in policies of
+-- distributed tables, so the policy is the column-privilege check alone, evaluated on the shards
+-- (a role without the column privilege sees no embeddings instead of SQLSTATE 42501); the row
+-- visibility part is not needed because mmr._citus_check_source refuses sources with row-level
+-- security.
+CREATE OR REPLACE FUNCTION mmr._citus_secure_embeddings(p_table regclass, p_check text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
+    EXECUTE format('DROP POLICY IF EXISTS source_visible ON %s', p_table);
+    EXECUTE format('CREATE POLICY source_visible ON %s FOR SELECT USING (%s)', p_table, p_check);
+    EXECUTE format('GRANT SELECT ON %s TO PUBLIC', p_table);
+END
+$$;
+
+-- The sync trigger function of a collection on a Citus table (the hook in mmr._rebuild_sync,
+-- 020-sync.sql), from the function text generated for one node.  On Citus the triggers fire on
+-- the shards, on the node holding each shard, where the statement's transition tables exist but
+-- cannot be used in a distributed query ("executor could not find named tuplestore").  So every
+-- statement of the body runs against the co-located shards of the queue and embedding tables on
+-- that node: their names are looked up once per statement (pg_dist_shard, same hash range as the
+-- firing shard) and substituted into the statement (EXECUTE; transition tables stay visible).
+-- TRUNCATE triggers fire on the coordinator's table itself: those statements stay as they are.
+-- The function lets itself write to shards (citus.enable_manual_changes_to_shards) for its own
+-- duration only.
+CREATE OR REPLACE FUNCTION mmr._citus_sync_function(c mmr._collection, p_fn text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tables text[];
+    v_line text;
+    v_stmt text := NULL;
+    v_out text := '';
+    v_i int;
+    v_seq text;
+BEGIN
+    IF mmr._citus_kind(c.source) IS NULL THEN
+        RETURN p_fn;
+    END IF;
+    v_seq := pg_get_serial_sequence(format('mmr.%I', mmr._queue_name(c.id)), 'mmr_id');
+    v_tables := ARRAY[format('mmr.%I', mmr._queue_name(c.id))]
+             || ARRAY(SELECT format('mmr.%I', mmr._emb_name(s.id)) FROM mmr._space s
+                       WHERE s.collection_id = c.id ORDER BY s.id);
+    FOREACH v_line IN ARRAY string_to_array(p_fn, E'\n') LOOP
+        IF v_stmt IS NULL AND v_line ~ '^        (INSERT|DELETE) ' THEN
+            v_stmt := '';
+        END IF;
+        IF v_stmt IS NULL THEN
+            v_out := v_out || v_line || E'\n';
+            CONTINUE;
+        END IF;
+        v_stmt := v_stmt || v_line || E'\n';
+        IF v_line ~ ';$' THEN
+            v_stmt := replace(rtrim(v_stmt, E';\n'), '%', '%%');
+            FOR v_i IN 1 .. array_length(v_tables, 1) LOOP
+                v_stmt := regexp_replace(v_stmt, replace(v_tables[v_i], '.', '\.') || '\M',
+                                         '%' || v_i || '$s', 'g');
+            END LOOP;
+            -- Shards have no identity: a queue entry's mmr_id comes from the node's range of
+            -- the identity sequence (Citus gives each node its own).
+            v_stmt := regexp_replace(v_stmt, '^(\s*INSERT INTO %1\$s \()(mmr_space_id, [^)]*\) SELECT )',
+                                     '\1mmr_id, \2pg_catalog.nextval(' || quote_literal(v_seq)
+                                     || '::pg_catalog.regclass), ');
+            v_out := v_out || format(E'        EXECUTE format(%L, VARIADIC v_shards);\n', v_stmt);
+            v_stmt := NULL;
+        END IF;
+    END LOOP;
+    -- No NOTIFY on a shard's node: Citus commits with two-phase commit, which refuses a
+    -- transaction that notified (workers find the entries by polling: docs/operations.md).
+    v_out := regexp_replace(v_out, 'PERFORM pg_notify\(''mmr_queue'', ''[0-9]+''\);',
+                            'NULL;  -- Citus: no NOTIFY on a shard''s node (two-phase commit)');
+    v_out := replace(v_out, E'LANGUAGE plpgsql SECURITY DEFINER\n',
+                     E'LANGUAGE plpgsql SECURITY DEFINER\n'
+                     'SET citus.enable_manual_changes_to_shards = on\n');
+    v_out := replace(v_out, E'    queued bigint := 0;\nBEGIN\n', format(
+        E'    queued bigint := 0;\n'
+        '    v_shards text[];\n'
+        'BEGIN\n'
+        '    -- Citus: the co-located shards of %s on this node\n'
+        '    SELECT array_agg(pg_catalog.shard_name(t.rel, s2.shardid) ORDER BY t.ord) INTO v_shards\n'
+        '      FROM unnest(%L::pg_catalog.regclass[]) WITH ORDINALITY AS t(rel, ord)\n'
+        '      JOIN pg_catalog.pg_dist_shard s1\n'
+        '        ON s1.shardid = substring(TG_TABLE_NAME from ''_([0-9]+)$'')::bigint\n'
+        '       AND s1.logicalrelid = %L::pg_catalog.regclass\n'
+        '      JOIN pg_catalog.pg_dist_shard s2 ON s2.logicalrelid = t.rel\n'
+        '       AND s2.shardminvalue IS NOT DISTINCT FROM s1.shardminvalue;\n'
+        '    -- (TRUNCATE fires on the coordinator table itself and runs as on one node)\n'
+        '    IF TG_OP <> ''TRUNCATE'' AND coalesce(array_length(v_shards, 1), 0) <> %s THEN\n'
+        '        RAISE EXCEPTION ''pg_mmretrieval: no co-located shards of %% for shard %%'', %L, TG_TABLE_NAME\n'
+        '            USING ERRCODE = ''object_not_in_prerequisite_state'',\n'
+        '                  HINT = ''The queue and embedding tables must stay co-located with the source.'';\n'
+        '    END IF;\n',
+        array_to_string(v_tables, ', '), v_tables, c.source::text, array_length(v_tables, 1),
+        array_to_string(v_tables, ', ')));
+    RETURN v_out;
+END
+$$;
+
+-- Why the native search functions cannot be used in this database because of Citus (NULL: no
+-- Citus).  The hook in 089-native.sql binds mmr.search and mmr.composed_search to their PL/pgSQL
+-- versions when Citus is installed: the native ones run prepared statements with parameters, for
+-- which Citus cannot build a distributed plan ("could not create distributed plan"), while
+-- PL/pgSQL's EXECUTE ... USING gives Citus the values.
+CREATE OR REPLACE FUNCTION mmr._citus_native_unavailable()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'Citus is installed in this database, and it cannot distribute the prepared statements '
+           'of the native functions' FROM pg_catalog.pg_extension WHERE extname = 'citus'
+$$;
