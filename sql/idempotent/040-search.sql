@@ -196,6 +196,21 @@ BEGIN
 END
 $$;
 
+-- The one condition on max_scan_tuples and the session under which a search may take its fast
+-- path (the cached statement; without filter or reranker, which each search checks itself):
+-- max_scan_tuples unset or equal to its default (20000, the functions' SET clause), so that
+-- passing a default value never changes the path; and the fast paths not switched off for the
+-- session with `SET mmr.fast_path = off` (tests compare both paths on the same data this way).
+-- The native module (native/pg_mmretrieval.c) applies the same condition.
+CREATE OR REPLACE FUNCTION mmr._fast_path_allowed(p_max_scan_tuples int)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(p_max_scan_tuples, 20000) = 20000
+           AND coalesce(pg_catalog.current_setting('mmr.fast_path', true), '')
+               NOT IN ('off', 'false', '0');
+END;
+
 -- Plain search.  Its first signature (7 arguments) is replaced by this one (reranking added);
 -- existing calls keep working because the new arguments have defaults.
 DROP FUNCTION IF EXISTS mmr.search(text, text, @extschema:vector@.vector, int, jsonb, int, int);
@@ -234,7 +249,7 @@ DECLARE
 BEGIN
     -- Fast path (no filter, no reranker, valid arguments): the cached statement of the space
     -- (mmr._space.statements), one catalog look-up, nothing else to build or check.
-    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL
+    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples)
        AND k BETWEEN 1 AND 1000 AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) THEN
         s := mmr._active_space(collection, space);
         -- ('bit' spaces take the general path: their candidate scan needs iterative scans)

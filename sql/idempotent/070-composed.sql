@@ -708,7 +708,7 @@ BEGIN
     -- Fast path: a single-vector method or score_sum/product without filter or reranker runs the space's cached
     -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
     -- general path below, which raises the explanatory errors.
-    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
+    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 999
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
        AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
                                                    'score_sum', 'product', 'weimocir') THEN
@@ -779,7 +779,7 @@ DECLARE
 BEGIN
     -- Fast path as in the overload above; the reference's embedding comes from the cached
     -- look-up statement, and it is excluded from the results unless exclude_reference is false.
-    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
+    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 999
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) AND reference_key IS NOT NULL
        AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
                                                    'score_sum', 'product', 'weimocir')
