@@ -10,7 +10,7 @@
  *
  * What: mmr.search(collection, space, query, k, filter, ef_search, max_scan_tuples, rerank,
  * rerank_depth, rerank_params) with the same contract as the PL/pgSQL function
- * mmr._search_plpgsql (sql/idempotent/040-search.sql), which stays the reference and the
+ * mmr._search_plpgsql (sql/idempotent/045-search.sql), which stays the reference and the
  * general path: every call that is not the plain fast path (a filter, a reranker,
  * max_scan_tuples, k or ef_search out of range, an unknown space, a wrong dimension, a zero
  * vector, any NULL) is handed to it unchanged, so errors and general-path behaviour are one
@@ -23,7 +23,7 @@
  * The function's SET clauses (search_path, hnsw.*) scope every setting to the call, exactly as
  * for the PL/pgSQL function.
  *
- * sql/idempotent/095-native.sql binds mmr.search to this module when the library loads and
+ * sql/idempotent/080-native.sql binds mmr.search to this module when the library loads and
  * its ABI matches MMR_NATIVE_ABI; otherwise mmr.search is the PL/pgSQL function itself.
  */
 #include "postgres.h"
@@ -53,7 +53,7 @@
 PG_MODULE_MAGIC;
 
 /* Bumped whenever the SQL side (mmr._search_plpgsql's signature, mmr._active_space's
- * columns) changes in a way this file depends on; 095-native.sql checks it. */
+ * columns) changes in a way this file depends on; 080-native.sql checks it. */
 #define MMR_NATIVE_ABI 1
 
 #define SEARCH_NARGS 10
@@ -264,7 +264,7 @@ typedef struct FastSpace
 	int32		dimensions;
 	bool		cosine;
 	bool		plain_vector;	/* storage 'vector' (not halfvec) */
-	Jsonb	   *statements;		/* its cached statements (088-statement-cache.sql) */
+	Jsonb	   *statements;		/* its cached statements (058-statement-cache.sql) */
 	char	   *search_sql;		/* statements ->> 'search': $1 vector, $2 k */
 } FastSpace;
 
@@ -407,7 +407,7 @@ run_single(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *spac
 	}
 }
 
-/* mmr._fast_path_allowed (040-search.sql): max_scan_tuples (argument mst_arg) unset or equal
+/* mmr._fast_path_allowed (045-search.sql): max_scan_tuples (argument mst_arg) unset or equal
  * to its default, and the fast paths not switched off for the session (mmr.fast_path). */
 static bool
 fast_path_allowed(FunctionCallInfo fcinfo, int mst_arg)

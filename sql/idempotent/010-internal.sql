@@ -1,7 +1,7 @@
 -- Internal helpers: catalog look-ups and SQL fragment builders for dynamic SQL.
 -- Identifiers always go through format('%I') or regclass; values through EXECUTE ... USING.
 
--- A search plan: one statement and its parameters (see 070-composed.sql for the layout).
+-- A search plan: one statement and its parameters (see 045-search.sql for the layout).
 DO $$
 BEGIN
     IF to_regtype('mmr._search_plan') IS NULL THEN

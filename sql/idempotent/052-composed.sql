@@ -1,16 +1,8 @@
 -- Composed-query search (reference image + modification text), FUSION.md §1-§2.3.
 --
--- Every search function builds a "plan" (mmr._search_plan: one SQL statement and its
--- parameters) and runs it with mmr._execute, which also applies a registered reranker.  The
--- statement's parameters are always, in this order:
---   $1 vector[] query vectors   $2 int candidates per leg   $3 jsonb filter   $4 int k
---   $5 jsonb key to exclude     $6 float8[] leg weights     $7 float8[] numeric options
---   $8 jsonb auxiliary data     $9 text query text
--- Single-vector methods are one `ORDER BY embedding <op> $1[1] LIMIT` statement (the HNSW
--- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
--- same statement (no per-row round trips).
-
--- The plan type mmr._search_plan is created in 010-internal.sql (mmr.search uses it too).
+-- The methods (mmr._composed_methods) and their plan builders, the composed fast paths, and the
+-- entry points.  The plan protocol and the shared statement builders and executor are in
+-- 045-search.sql.
 
 -- Tables created here (not in an Alembic revision): BASIC projections per space and the
 -- reranker registry.  CREATE TABLE IF NOT EXISTS keeps re-application harmless.
@@ -37,141 +29,6 @@ CREATE TABLE IF NOT EXISTS mmr._reranker (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 GRANT SELECT ON mmr._reranker TO PUBLIC;
-
--- A number from params, or the default; a clear error for a non-number.
-CREATE OR REPLACE FUNCTION mmr._num(p jsonb, p_name text, p_default float8)
-RETURNS float8
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
-        RETURN p_default;
-    END IF;
-    IF jsonb_typeof(p -> p_name) <> 'number' THEN
-        RAISE EXCEPTION 'parameter % must be a number, not %', p_name, p -> p_name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN (p ->> p_name)::float8;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION mmr._bool(p jsonb, p_name text, p_default boolean)
-RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
-        RETURN p_default;
-    END IF;
-    IF jsonb_typeof(p -> p_name) <> 'boolean' THEN
-        RAISE EXCEPTION 'parameter % must be true or false, not %', p_name, p -> p_name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN (p ->> p_name)::boolean;
-END
-$$;
-
--- Reject unknown parameter names (typos would otherwise silently use defaults).
-CREATE OR REPLACE FUNCTION mmr._check_params(p jsonb, p_known text[], p_what text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    bad text;
-BEGIN
-    IF p IS NULL THEN
-        RETURN;
-    END IF;
-    IF jsonb_typeof(p) <> 'object' THEN
-        RAISE EXCEPTION 'params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT string_agg(quote_literal(k), ', ') INTO bad FROM jsonb_object_keys(p) k
-     WHERE k <> ALL (p_known);
-    IF bad IS NOT NULL THEN
-        RAISE EXCEPTION '% does not take parameter(s) %', p_what, bad
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known parameters: ' || array_to_string(p_known, ', ') || '.';
-    END IF;
-END
-$$;
-
--- The query vector as the SQL expression to compare with a space's embedding column.
-CREATE OR REPLACE FUNCTION mmr._qexpr(s mmr._space, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE s.storage WHEN 'halfvec'
-                THEN format('(%s)::@extschema:vector@.halfvec(%s)', p_expr, s.dimensions)
-                ELSE p_expr END
-$$;
-
--- Distance and similarity (score, higher is better) of alias.embedding to a query expression.
-CREATE OR REPLACE FUNCTION mmr._dist(s mmr._space, p_alias text, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format('%I.embedding OPERATOR(@extschema:vector@.%s) %s', p_alias,
-                  mmr._distance_op(s.distance), mmr._qexpr(s, p_expr))
-$$;
-
-CREATE OR REPLACE FUNCTION mmr._sim(s mmr._space, p_alias text, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT mmr._score_expr(s.distance, mmr._dist(s, p_alias, p_expr))
-$$;
-
--- Similarity (score) of an embedding expression to a query expression.
-CREATE OR REPLACE FUNCTION mmr._sim_of(s mmr._space, p_embedding text, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT mmr._score_expr(s.distance, format('(%s) OPERATOR(@extschema:vector@.%s) %s', p_embedding,
-                                              mmr._distance_op(s.distance), mmr._qexpr(s, p_expr)))
-$$;
-
--- Inner product of alias.embedding with a query expression (float8).
-CREATE OR REPLACE FUNCTION mmr._ip(s mmr._space, p_alias text, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format('(-(%I.embedding OPERATOR(@extschema:vector@.<#>) %s))::float8', p_alias,
-                  mmr._qexpr(s, p_expr))
-$$;
-
--- One index leg: the key columns and distance of the p_limit rows nearest to p_expr, in the
--- HNSW shape (with p_embedding, also the row's embedding, read by the index scan anyway, so the
--- fusion needs no second look-up).  The filter (a jsonb in $3) joins the source table; a
--- selective one is scored exactly (mmr._filtered_from, 045-filter-plan.sql).
-DROP FUNCTION IF EXISTS mmr._leg_sql(mmr._collection, mmr._space, text, text, jsonb);
-
-CREATE OR REPLACE FUNCTION mmr._leg_sql(c mmr._collection, s mmr._space, p_expr text,
-                                        p_limit text, p_filter jsonb,
-                                        p_embedding boolean DEFAULT false)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    dist text := mmr._dist(s, 'e', p_expr);
-    cols text := mmr._key_list(c, 'e') || CASE WHEN p_embedding THEN ', e.embedding' ELSE '' END;
-BEGIN
-    IF p_filter IS NULL THEN
-        RETURN format('SELECT %s, %s AS dist FROM %s e ORDER BY %s LIMIT %s',
-                      cols, dist, s.embedding_table, dist, p_limit);
-    END IF;
-    RETURN format('SELECT %s, %s AS dist FROM %s ORDER BY %s LIMIT %s',
-                  cols, dist, mmr._filtered_from(c, s, p_filter), dist, p_limit);
-END
-$$;
 
 -- Two-leg late fusion (score_sum, product): the candidates of both legs ($1[1] the reference,
 -- $1[2] the modifier, $2 rows each), each scored against both queries from the embedding its
@@ -233,62 +90,6 @@ BEGIN
         CASE WHEN same THEN ''
              ELSE format('LEFT JOIN %s x ON %s', comp.embedding_table, mmr._key_join(c, 'u', 'x')) END,
         kj, CASE WHEN p_checked THEN ' AND (SELECT count(*) FROM l) >= 2 * $2' ELSE '' END);
-END
-$$;
-
--- Single-vector statement: the k nearest rows to $1[1] in the HNSW shape; when a key may be
--- excluded ($5), k + 1 rows are fetched and the excluded one dropped.
-DROP FUNCTION IF EXISTS mmr._single_sql(mmr._collection, mmr._space, jsonb);
-
-CREATE OR REPLACE FUNCTION mmr._single_sql(c mmr._collection, s mmr._space, p_filter jsonb,
-                                           p_exclude boolean)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    dist text := mmr._dist(s, 'e', '$1[1]');
-    inner_sql text;
-BEGIN
-    inner_sql := format('SELECT %s AS key, %s AS score FROM %s ORDER BY %s LIMIT %s',
-                        mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist),
-                        mmr._filtered_from(c, s, p_filter), dist,
-                        CASE WHEN p_exclude THEN '$4 + 1' ELSE '$4' END);
-    IF NOT p_exclude AND p_filter IS NULL THEN
-        RETURN inner_sql;
-    END IF;
-    IF NOT p_exclude THEN
-        -- re-sorted: a filter's index plan scans in pgvector's relaxed order (_prepare_search)
-        RETURN format('SELECT x.key, x.score FROM (%s) x ORDER BY x.score DESC', inner_sql);
-    END IF;
-    RETURN format('SELECT x.key, x.score FROM (%s) x WHERE x.key <> $5 '
-                  'ORDER BY x.score DESC LIMIT $4', inner_sql);
-END
-$$;
-
--- The stored embedding of a row (by its jsonb key) in a space, as a full-precision vector.
-CREATE OR REPLACE FUNCTION mmr._embedding_of(c mmr._collection, s mmr._space, p_key jsonb,
-                                             p_required boolean DEFAULT true)
-RETURNS @extschema:vector@.vector
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v @extschema:vector@.vector;
-BEGIN
-    IF p_key IS NULL THEN
-        RAISE EXCEPTION 'reference key must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    EXECUTE format('SELECT e.embedding::@extschema:vector@.vector FROM %s e, LATERAL (SELECT %s) t WHERE %s',
-                   s.embedding_table, mmr._key_from_json(c, '$1'), mmr._key_join(c, 'e', 't'))
-       INTO v USING p_key;
-    IF v IS NULL AND p_required THEN
-        RAISE EXCEPTION 'row % of collection % has no embedding in space %', p_key,
-                        quote_literal(c.name), quote_literal(s.name)
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'Check the key, and that the worker has embedded the row (mmr status).';
-    END IF;
-    RETURN v;
 END
 $$;
 
@@ -613,69 +414,152 @@ BEGIN
 END
 $$;
 
--- Run a plan; with a reranker, its first rerank_depth rows go through it and the best k return.
-CREATE OR REPLACE FUNCTION mmr._execute(p mmr._search_plan, p_collection text, p_k int,
-                                        p_rerank text, p_rerank_params jsonb)
-RETURNS TABLE (key jsonb, score float8)
-LANGUAGE plpgsql
+-- The plan of a composed search on the fast path: single-vector methods (image_only,
+-- text_only, weighted, slerp) and the two-leg score_sum/product, with every argument valid;
+-- else NULL, and the general path (mmr._composed_plan) runs and raises the explanatory error.
+-- Same formulas and defaults as there.  p.n: rows per leg (ef_search is raised to it).
+CREATE OR REPLACE FUNCTION mmr._fast_plan(s mmr._space, p_ref @extschema:vector@.vector,
+                                          p_mod @extschema:vector@.vector, p_method text,
+                                          p_params jsonb, p_k int, p_exclude jsonb)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    fn regprocedure;
-    ks jsonb[];
-    ss float8[];
+    m text := lower(coalesce(p_method, 'weighted'));
+    prm jsonb := coalesce(p_params, '{}');
+    p mmr._search_plan;
 BEGIN
-    IF p_rerank IS NULL THEN
-        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
-                                         p.aux, p.qtext;
-        RETURN;
+    IF p_ref IS NULL OR @extschema:vector@.vector_dims(p_ref) <> s.dimensions
+       OR NOT mmr._norm_ok(p_ref, s.distance) THEN
+        RETURN NULL;
     END IF;
-    IF p_rerank_params IS NOT NULL AND jsonb_typeof(p_rerank_params) <> 'object' THEN
-        RAISE EXCEPTION 'rerank_params must be a JSON object, not %', jsonb_typeof(p_rerank_params)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Example: rerank_params => ''{"lambda": 0.7}''.';
+    p.k := p_k; p.n := p_k + 1; p.exclude := p_exclude; p.space := s.name;
+    IF m = 'image_only' AND prm = '{}' THEN
+        p.vecs := ARRAY[p_ref];
+    ELSIF p_mod IS NULL OR @extschema:vector@.vector_dims(p_mod) <> s.dimensions
+          OR NOT mmr._norm_ok(p_mod, s.distance) THEN
+        RETURN NULL;
+    ELSIF m = 'text_only' AND prm = '{}' THEN
+        p.vecs := ARRAY[p_mod];
+    ELSIF m IN ('weighted', 'slerp') AND prm - 'alpha' = '{}'
+          AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number') THEN
+        p.vecs := ARRAY[CASE m WHEN 'weighted'
+                             THEN mmr.vec_lerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
+                             ELSE mmr.vec_slerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
+                        END];
+    ELSIF m = 'weimocir' AND prm - 'alpha' - 'beta' - 'candidates' = '{}'
+          AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
+          AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
+          AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
+        -- WeiMoCIR without caption spaces is its query fusion alone: one vector (candidates
+        -- unused, but checked against its bound as on the general path).
+        PERFORM mmr._candidates(prm, p_k + 1, p_k + 1);
+        p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
+                                                      coalesce((prm ->> 'alpha')::float8, 0.8)))];
+    ELSIF m IN ('score_sum', 'product') AND prm - 'candidates' = '{}'
+          AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
+        p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
+        p.n := mmr._candidates(prm, p_k + 1, greatest(4 * p_k, 40));
+        -- the checked statement (no rows unless both legs are complete), the plain one to rerun
+        p.sql := s.statements ->> (m || '_checked');
+        p.aux := jsonb_build_object('sql', s.statements ->> m);
+        RETURN p;
+    ELSE
+        RETURN NULL;
     END IF;
-    SELECT r.function INTO fn FROM mmr._reranker r WHERE r.name = p_rerank;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'reranker % is not registered', quote_literal(p_rerank)
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'SELECT name FROM mmr.rerankers lists them; add one with '
-                         'mmr.register_reranker(name, function).';
-    END IF;
-    EXECUTE 'SELECT array_agg(q.key ORDER BY q.ord), array_agg(q.score ORDER BY q.ord) FROM ('
-            || 'SELECT x.key, x.score, row_number() OVER () AS ord FROM (' || p.sql || ') x) q'
-       INTO ks, ss
-      USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums, p.aux, p.qtext;
-    -- A reranker returns the candidates in their new order (best first).
-    RETURN QUERY EXECUTE format('SELECT r.key, r.score::float8 FROM %s($1, $2, $3, $4, $5, $6) '
-                                'WITH ORDINALITY r(key, score, ord) ORDER BY r.ord LIMIT $7',
-                                fn::oid::regproc)
-      USING p_collection, p.space, p.qvec, coalesce(ks, '{}'), coalesce(ss, '{}'),
-            coalesce(p_rerank_params, '{}'::jsonb) || jsonb_build_object('query_text', p.qtext),
-            p_k;
+    p.sql := s.statements ->> CASE WHEN p_exclude IS NULL THEN 'single' ELSE 'single_excl' END;
+    RETURN p;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION mmr._rerank_depth(p_k int, p_rerank text, p_depth int)
-RETURNS int
-LANGUAGE plpgsql IMMUTABLE
+-- After a fast-path statement returned p_got rows: NULL when that was complete, else the
+-- statement to run next with iterative scans switched on (mmr._top_up_scan): a single-vector
+-- statement continues past the rows already returned; a checked score_sum / product statement
+-- returned nothing, and its plain form runs again.
+CREATE OR REPLACE FUNCTION mmr._fast_rerun(p mmr._search_plan, p_got bigint)
+RETURNS text
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM mmr._check_limit('k', p_k);
-    IF p_rerank IS NULL THEN
-        RETURN p_k;
+    IF p_got >= p.k OR (cardinality(p.vecs) > 1 AND p_got > 0) THEN
+        RETURN NULL;
     END IF;
-    IF p_depth IS NOT NULL AND (p_depth < p_k OR p_depth > mmr._check_limit('rerank_depth', p_depth)) THEN
-        RAISE EXCEPTION 'rerank_depth must be between k (%) and 1000, not %', p_k, p_depth
-            USING ERRCODE = 'invalid_parameter_value';
+    PERFORM mmr._top_up_scan();
+    RETURN CASE WHEN cardinality(p.vecs) = 1 THEN mmr._offset_sql(p.sql, p_got)
+                ELSE p.aux ->> 'sql' END;
+END
+$$;
+
+-- The keys of a not in b (multiset difference, by hashing: x <> ALL (array) compares every pair
+-- of jsonb keys).
+CREATE OR REPLACE FUNCTION mmr._keys_except(a jsonb[], b jsonb[])
+RETURNS jsonb[]
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT ARRAY(SELECT x FROM unnest(a) x EXCEPT ALL SELECT y FROM unnest(b) y);
+END;
+
+-- WeiMoCIR's fusion of its two legs (image space: keys ki, scores si; caption space: kc, sc;
+-- each leg's candidates completed with the other leg's, scored by key): beta·caption +
+-- (1 − beta)·image over the image-space candidates, best k, p_exclude left out.
+CREATE OR REPLACE FUNCTION mmr._weimocir_fuse(ki jsonb[], si float8[], kc jsonb[], sc float8[],
+                                              p_beta float8, p_k int, p_exclude jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT i.k, (p_beta * ((coalesce(c.s, 0)) / 1) + (1 - p_beta) * i.s)::float8
+      FROM unnest(ki, si) i(k, s)
+      LEFT JOIN unnest(kc, sc) c(k, s) ON c.k = i.k
+     WHERE i.s IS NOT NULL AND (p_exclude IS NULL OR i.k <> p_exclude)
+     ORDER BY 2 DESC, 1 LIMIT p_k;
+END;
+
+-- WeiMoCIR with one caption space on the fast path (mmr.composed_search by stored key, no
+-- filter or reranker, both spaces stored as `vector`): the same candidates, formula and order as
+-- the general statement of mmr._composed_plan, but each leg is one small cached statement
+-- returning keys and scores, a space scores by key only the candidates its own leg did not
+-- return, and the fusion is a static statement (its plan is kept).  Vectors never leave the
+-- index scans: carrying 40 embeddings per leg through arrays cost more than the look-ups.
+CREATE OR REPLACE FUNCTION mmr._weimocir_fast(s mmr._space, cs mmr._space,
+                                              p_ref @extschema:vector@.vector,
+                                              p_refcap @extschema:vector@.vector,
+                                              p_mod @extschema:vector@.vector, p_alpha float8,
+                                              p_beta float8, p_n int, p_k int, p_exclude jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qi @extschema:vector@.vector := mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod, p_alpha));
+    qc @extschema:vector@.vector := mmr.vec_normalize(mmr.vec_mix(p_refcap, p_mod, p_alpha));
+    ki jsonb[];
+    si float8[];
+    kc jsonb[];
+    sc float8[];
+    mi jsonb[];
+    mc jsonb[];
+    wi float8[] := '{}';
+    wc float8[] := '{}';
+BEGIN
+    SELECT l.keys, l.scores INTO ki, si FROM mmr._leg_agg(s.statements ->> 'leg_agg', qi, p_n) l;
+    SELECT l.keys, l.scores INTO kc, sc FROM mmr._leg_agg(cs.statements ->> 'leg_agg', qc, p_n) l;
+    mi := mmr._keys_except(kc, ki);
+    mc := mmr._keys_except(ki, kc);
+    IF cardinality(mi) > 0 THEN
+        EXECUTE s.statements ->> 'sims_of' INTO wi USING mi, qi;
     END IF;
-    RETURN coalesce(p_depth, least(1000, greatest(p_k, 100)));
+    IF cardinality(mc) > 0 THEN
+        EXECUTE cs.statements ->> 'sims_of' INTO wc USING mc, qc;
+    END IF;
+    RETURN QUERY SELECT * FROM mmr._weimocir_fuse(ki || mi, si || wi, kc || mc, sc || wc, p_beta,
+                                                  p_k, p_exclude);
 END
 $$;
 
 -- mmr.composed_search with the reference as a vector: the reference implementation and general
--- path; 089-native.sql creates the public function from it (natively or as a copy), as for
+-- path; 080-native.sql creates the public function from it (natively or as a copy), as for
 -- mmr.search.
 CREATE OR REPLACE FUNCTION mmr._composed_search_plpgsql(
     collection text,
@@ -743,7 +627,7 @@ $$;
 
 -- The reference as a stored row (its key); it is excluded from the results unless
 -- params.exclude_reference is false (CIRR protocol).  The reference implementation and general
--- path of that overload of mmr.composed_search (089-native.sql creates the public function).
+-- path of that overload of mmr.composed_search (080-native.sql creates the public function).
 CREATE OR REPLACE FUNCTION mmr._composed_search_key_plpgsql(
     collection text,
     space text,

@@ -177,27 +177,6 @@ INSERT INTO mmr._reranker (name, function, description) VALUES
      'deprecated name of ''diversify'' (maximal marginal relevance diversification; params: lambda)')
 ON CONFLICT (name) DO UPDATE SET function = EXCLUDED.function, description = EXCLUDED.description;
 
--- A single-vector plan (the HNSW shape) for a query vector.
-CREATE OR REPLACE FUNCTION mmr._single_plan(c mmr._collection, s mmr._space,
-                                            p_query @extschema:vector@.vector, p_k int,
-                                            p_filter jsonb, p_exclude jsonb, p_ef_search int,
-                                            p_max_scan_tuples int)
-RETURNS mmr._search_plan
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    p mmr._search_plan;
-BEGIN
-    PERFORM mmr._prepare_search(s, p_query, least(p_k + 1, 1000), p_ef_search, p_max_scan_tuples,
-                                c, p_filter);
-    p.sql := mmr._single_sql(c, s, p_filter, p_exclude IS NOT NULL);
-    p.vecs := ARRAY[p_query]; p.qvec := p_query; p.k := p_k; p.n := p_k;
-    p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
-    RETURN p;
-END
-$$;
-
 -- Embeddings of rows given by a JSON array of keys (rows without one are skipped).
 CREATE OR REPLACE FUNCTION mmr._embeddings_of(c mmr._collection, s mmr._space, p_keys jsonb)
 RETURNS @extschema:vector@.vector[]

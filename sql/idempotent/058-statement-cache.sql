@@ -1,0 +1,79 @@
+-- Statement cache: the SQL text of the unfiltered single-vector searches of each space version,
+-- stored in mmr._space.statements (revision 0003).  A BEFORE trigger recomputes it whenever a
+-- space row is written, and this file recomputes it for every row on every upgrade (so a change
+-- of the builders below reaches existing spaces).  The fast paths of mmr.search and
+-- mmr.composed_search run it with one catalog look-up and no string building; filters,
+-- rerankers and multi-leg methods build their statement per call.
+--
+--   search       $1 vector, $2 k                          (mmr._search_sql)
+--   single       $1 vector[] (query in $1[1]), $4 k        (mmr._single_sql)
+--   single_excl  as single, $5 the jsonb key to exclude
+--   score_sum,   $1 vector[] (reference, modifier), $2 candidates per leg, $4 k, $5 a key to
+--   product      exclude or NULL                            (mmr._pair_sql)
+--   score_sum_checked, product_checked: the same, returning no row unless both legs returned
+--                $2 candidates (the fast path scans without iterative scans)
+--   gqr_union_checked  GQR's candidate pool on this space (mmr._gqr_union_sql, checked): $1
+--                vector[] (primary, complementary), $2 candidates per leg, $5 NULL
+--   leg_agg      $1 vector, $2 n -> (keys jsonb[], scores float8[]) of the n nearest rows,
+--                best first (a vector leg of mmr.hybrid_search)
+--   sims_of      $1 jsonb[] keys, $2 vector -> float8[] scores of those rows to $2 (NULL where
+--                a row has no embedding)
+--   embedding_of $1 a jsonb key -> that row's embedding as a full-precision vector
+
+CREATE OR REPLACE FUNCTION mmr._space_statements(s mmr._space)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c mmr._collection;
+BEGIN
+    SELECT * INTO c FROM mmr._collection WHERE id = s.collection_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object('search', mmr._search_sql(c, s, NULL),
+                              'single', mmr._single_sql(c, s, NULL, false),
+                              'single_excl', mmr._single_sql(c, s, NULL, true),
+                              'score_sum', mmr._pair_sql(c, s, NULL, 'score_sum'),
+                              'product', mmr._pair_sql(c, s, NULL, 'product'),
+                              'score_sum_checked', mmr._pair_sql(c, s, NULL, 'score_sum', true),
+                              'product_checked', mmr._pair_sql(c, s, NULL, 'product', true),
+                              'gqr_union_checked', mmr._gqr_union_sql(c, s, s, NULL, true),
+                              'leg_agg', format(
+                                  'SELECT array_agg(x.key ORDER BY x.dist, x.key), '
+                                  'array_agg(%s ORDER BY x.dist, x.key) FROM '
+                                  '(SELECT %s AS key, %s AS dist FROM %s e ORDER BY %s LIMIT $2) x',
+                                  mmr._score_expr(s.distance, 'x.dist'), mmr._key_json(c, 'e'),
+                                  mmr._dist(s, 'e', '$1'), s.embedding_table,
+                                  mmr._dist(s, 'e', '$1')),
+                              'sims_of', format(
+                                  'SELECT array_agg(%s ORDER BY u.ord) '
+                                  'FROM unnest($1::jsonb[]) WITH ORDINALITY u(key, ord) '
+                                  'CROSS JOIN LATERAL (SELECT %s) t LEFT JOIN %s e ON %s',
+                                  mmr._sim(s, 'e', '$2'), mmr._key_from_json(c, 'u.key'),
+                                  s.embedding_table, mmr._key_join(c, 'e', 't')),
+                              'embedding_of', format(
+                                  'SELECT e.embedding::@extschema:vector@.vector FROM %s e, '
+                                  'LATERAL (SELECT %s) t WHERE %s', s.embedding_table,
+                                  mmr._key_from_json(c, '$1'), mmr._key_join(c, 'e', 't')));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._space_statements_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.statements := mmr._space_statements(NEW);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER _space_statements
+    BEFORE INSERT OR UPDATE ON mmr._space
+    FOR EACH ROW EXECUTE FUNCTION mmr._space_statements_trigger();
+
+UPDATE mmr._space SET statements = NULL;
+
