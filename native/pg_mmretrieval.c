@@ -23,7 +23,7 @@
  * The function's SET clauses (search_path, hnsw.*) scope every setting to the call, exactly as
  * for the PL/pgSQL function.
  *
- * sql/idempotent/080-native.sql binds mmr.search to this module when the library loads and
+ * sql/idempotent/089-native.sql binds mmr.search to this module when the library loads and
  * its ABI matches MMR_NATIVE_ABI; otherwise mmr.search is the PL/pgSQL function itself.
  */
 #include "postgres.h"
@@ -53,7 +53,7 @@
 PG_MODULE_MAGIC;
 
 /* Bumped whenever the SQL side (mmr._search_plpgsql's signature, mmr._active_space's
- * columns) changes in a way this file depends on; 080-native.sql checks it. */
+ * columns) changes in a way this file depends on; 089-native.sql checks it. */
 #define MMR_NATIVE_ABI 1
 
 #define SEARCH_NARGS 10
@@ -264,7 +264,7 @@ typedef struct FastSpace
 	int32		dimensions;
 	bool		cosine;
 	bool		plain_vector;	/* storage 'vector' (not halfvec) */
-	Jsonb	   *statements;		/* its cached statements (058-statement-cache.sql) */
+	Jsonb	   *statements;		/* its cached statements (088-statement-cache.sql) */
 	char	   *search_sql;		/* statements ->> 'search': $1 vector, $2 k */
 } FastSpace;
 

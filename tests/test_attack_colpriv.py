@@ -78,7 +78,7 @@ def setup(db_url: str) -> Iterator[tuple[Conn, dict[str, str], dict[str, Any]]]:
 @pytest.fixture(params=["native", "plpgsql"])
 def binding(db_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """mmr.search / mmr.composed_search bound to the native module or to the PL/pgSQL reference
-    functions (080-native.sql), as in tests/test_search_fast_path.py."""
+    functions (089-native.sql), as in tests/test_search_fast_path.py."""
     with mmr.connect(db_url, autocommit=True) as conn:
         conn.execute("SELECT mmr._bind_search(%s)", (request.param == "native",))
     yield str(request.param)

@@ -1,4 +1,4 @@
-"""The search fast paths (per-space statement cache, sql/idempotent/058-statement-cache.sql).
+"""The search fast paths (per-space statement cache, sql/idempotent/088-statement-cache.sql).
 
 mmr.search and mmr.composed_search run a cached statement when there is no filter and no
 reranker; every other call builds its statement per call (the general path).  Arguments equal
@@ -9,7 +9,7 @@ single and composite keys.  Invalid arguments must raise the general path's erro
 
 Every test runs twice: with mmr.search and mmr.composed_search bound to the native module
 (native/pg_mmretrieval.c, whose general path is the PL/pgSQL functions) and bound to the PL/pgSQL
-reference functions themselves (a server without the library), see 080-native.sql.
+reference functions themselves (a server without the library), see 089-native.sql.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def binding(db_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
 
 def test_the_binding_is_in_place(db_url: str, binding: str) -> None:
     """make test installs the native module into the embedded server: it must be usable there
-    (080-native.sql binds to it at install), and each binding must take."""
+    (089-native.sql binds to it at install), and each binding must take."""
     with mmr.connect(db_url, autocommit=True) as conn:
         assert conn.execute("SELECT mmr._native_unavailable()").fetchone() == (None,), (
             "the native module is not installed in this server: run `make native`"

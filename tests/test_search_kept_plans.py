@@ -7,7 +7,7 @@ session (issue 14).  Whatever the first call's arguments, the following default 
 the HNSW index.  Observed on the executed statements, not on EXPLAIN of a rebuilt one: the
 transaction's scan counters of the embedding table (sequential scans) and of its HNSW index.
 
-Runs with both bindings of mmr.search (native and PL/pgSQL, 080-native.sql).
+Runs with both bindings of mmr.search (native and PL/pgSQL, 089-native.sql).
 """
 
 from __future__ import annotations

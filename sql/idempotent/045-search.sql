@@ -400,12 +400,8 @@ BEGIN ATOMIC
                NOT IN ('off', 'false', '0');
 END;
 
--- Plain search.  Its first signature (7 arguments) is replaced by this one (reranking added);
--- existing calls keep working because the new arguments have defaults.
-DROP FUNCTION IF EXISTS mmr.search(text, text, @extschema:vector@.vector, int, jsonb, int, int);
-
 -- mmr.search's reference implementation and general path.  mmr.search itself is created from
--- it by 080-native.sql: the native fast path (native/pg_mmretrieval.c), which hands every call
+-- it by 089-native.sql: the native fast path (native/pg_mmretrieval.c), which hands every call
 -- that is not the plain fast path to this function, or, without the native library, a copy of
 -- this function under the public name.
 CREATE OR REPLACE FUNCTION mmr._search_plpgsql(

@@ -713,7 +713,7 @@ END
 $$;
 
 -- mmr.composed_search with the reference as a vector: the reference implementation and general
--- path; 080-native.sql creates the public function from it (natively or as a copy), as for
+-- path; 089-native.sql creates the public function from it (natively or as a copy), as for
 -- mmr.search.
 CREATE OR REPLACE FUNCTION mmr._composed_search_plpgsql(
     collection text,
@@ -780,7 +780,7 @@ $$;
 
 -- The reference as a stored row (its key); it is excluded from the results unless
 -- params.exclude_reference is false (CIRR protocol).  The reference implementation and general
--- path of that overload of mmr.composed_search (080-native.sql creates the public function).
+-- path of that overload of mmr.composed_search (089-native.sql creates the public function).
 CREATE OR REPLACE FUNCTION mmr._composed_search_key_plpgsql(
     collection text,
     space text,

@@ -38,6 +38,10 @@ $mmr$;
 -- The text-rewriting binder of earlier releases (it edited pg_get_functiondef() output).
 DROP FUNCTION IF EXISTS mmr._bind_function(regprocedure, text, text);
 
+-- mmr.search's first signature (7 arguments) is replaced by the one declared below (reranking
+-- added); existing calls keep working because the new arguments have defaults.
+DROP FUNCTION IF EXISTS mmr.search(text, text, @extschema:vector@.vector, int, jsonb, int, int);
+
 -- The public functions' declarations: signature, result, volatility and SET clauses, written
 -- out once here, each the same as its PL/pgSQL reference function's (mmr._bind_search checks
 -- that they agree), with the C symbol of the native library that implements it.
