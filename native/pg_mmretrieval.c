@@ -10,7 +10,7 @@
  *
  * What: mmr.search(collection, space, query, k, filter, ef_search, max_scan_tuples, rerank,
  * rerank_depth, rerank_params) with the same contract as the PL/pgSQL function
- * mmr._search_plpgsql (sql/idempotent/040-search.sql), which stays the reference and the
+ * mmr._search_plpgsql (sql/idempotent/045-search.sql), which stays the reference and the
  * general path: every call that is not the plain fast path (a filter, a reranker,
  * max_scan_tuples, k or ef_search out of range, an unknown space, a wrong dimension, a zero
  * vector, any NULL) is handed to it unchanged, so errors and general-path behaviour are one
@@ -23,7 +23,7 @@
  * The function's SET clauses (search_path, hnsw.*) scope every setting to the call, exactly as
  * for the PL/pgSQL function.
  *
- * sql/idempotent/095-native.sql binds mmr.search to this module when the library loads and
+ * sql/idempotent/089-native.sql binds mmr.search to this module when the library loads and
  * its ABI matches MMR_NATIVE_ABI; otherwise mmr.search is the PL/pgSQL function itself.
  */
 #include "postgres.h"
@@ -32,6 +32,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "executor/spi_priv.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -45,17 +46,20 @@
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
+#include "utils/resowner.h"
 #include "utils/tuplestore.h"
 
 PG_MODULE_MAGIC;
 
 /* Bumped whenever the SQL side (mmr._search_plpgsql's signature, mmr._active_space's
- * columns) changes in a way this file depends on; 095-native.sql checks it. */
+ * columns) changes in a way this file depends on; 089-native.sql checks it. */
 #define MMR_NATIVE_ABI 1
 
 #define SEARCH_NARGS 10
 #define MAX_K 1000
 #define DEFAULT_EF 40
+#define DEFAULT_MAX_SCAN_TUPLES 20000
 #define MAX_CACHED 256
 #define MAX_ARGS 13
 
@@ -105,7 +109,44 @@ keep_plan(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
-/* The session's kept plan of a cached statement (same text and argument types). */
+/*
+ * Build (or rebuild) a kept statement's generic plan now, under the index settings every search
+ * function starts with (its SET clauses: hnsw.ef_search 40, no iterative scan), not under the
+ * settings one call raised them to: pgvector's cost estimate grows with hnsw.ef_search, and a
+ * generic plan (LIMIT $2 estimated at 10 % of the rows) built while one call had ef_search 200
+ * was a Seq Scan + Sort, kept for the whole session.  Called before every use of a plan that
+ * is not valid (new, or invalidated by DDL or ANALYZE), so no call's settings reach a plan.
+ */
+static void
+build_plan(SPIPlanPtr plan)
+{
+	int			nest = NewGUCNestLevel();
+	CachedPlan *cplan;
+
+	(void) set_config_option("hnsw.ef_search", "40", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	(void) set_config_option("hnsw.iterative_scan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	cplan = SPI_plan_get_cached_plan(plan);
+	if (cplan != NULL)
+		ReleaseCachedPlan(cplan, CurrentResourceOwner);
+	AtEOXact_GUC(true, nest);
+}
+
+/* A kept statement whose generic plan is built and still valid. */
+static bool
+plan_ready(SPIPlanPtr plan)
+{
+	CachedPlanSource *ps;
+
+	if (list_length(plan->plancache_list) != 1)
+		return SPI_plan_is_valid(plan);
+	ps = (CachedPlanSource *) linitial(plan->plancache_list);
+	return ps->is_valid && ps->gplan != NULL && ps->gplan->is_valid;
+}
+
+/* The session's kept plan of a cached statement (same text and argument types), planned under
+ * the default index settings (build_plan). */
 static SPIPlanPtr
 statement_plan(const char *sql, int nargs, const Oid *types)
 {
@@ -115,7 +156,11 @@ statement_plan(const char *sql, int nargs, const Oid *types)
 	for (i = 0; i < n_cached; i++)
 		if (cached[i].nargs == nargs && strcmp(cached[i].sql, sql) == 0
 			&& memcmp(cached[i].types, types, sizeof(Oid) * nargs) == 0)
+		{
+			if (!plan_ready(cached[i].plan))
+				build_plan(cached[i].plan);
 			return cached[i].plan;
+		}
 	if (n_cached == MAX_CACHED)
 	{
 		/* Spaces come and go (switch_space): drop the oldest statement. */
@@ -125,6 +170,7 @@ statement_plan(const char *sql, int nargs, const Oid *types)
 		n_cached--;
 	}
 	cached[n_cached].plan = keep_plan(sql, nargs, (Oid *) types);
+	build_plan(cached[n_cached].plan);
 	cached[n_cached].sql = MemoryContextStrdup(TopMemoryContext, sql);
 	cached[n_cached].nargs = nargs;
 	memcpy(cached[n_cached].types, types, sizeof(Oid) * nargs);
@@ -361,6 +407,20 @@ run_single(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *spac
 	}
 }
 
+/* mmr._fast_path_allowed (045-search.sql): max_scan_tuples (argument mst_arg) unset or equal
+ * to its default, and the fast paths not switched off for the session (mmr.fast_path). */
+static bool
+fast_path_allowed(FunctionCallInfo fcinfo, int mst_arg)
+{
+	const char *setting;
+
+	if (!PG_ARGISNULL(mst_arg) && PG_GETARG_INT32(mst_arg) != DEFAULT_MAX_SCAN_TUPLES)
+		return false;
+	setting = GetConfigOption("mmr.fast_path", true, false);
+	return setting == NULL || (strcmp(setting, "off") != 0 && strcmp(setting, "false") != 0
+							   && strcmp(setting, "0") != 0);
+}
+
 /* The k and ef_search arguments allow the fast path. */
 static bool
 fast_bounds(FunctionCallInfo fcinfo, int k_arg, int32 max_k, int ef_arg)
@@ -381,7 +441,7 @@ run_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		return false;
-	if (!PG_ARGISNULL(4) || !PG_ARGISNULL(6) || !PG_ARGISNULL(7))
+	if (!PG_ARGISNULL(4) || !fast_path_allowed(fcinfo, 6) || !PG_ARGISNULL(7))
 		return false;
 	if (!fast_bounds(fcinfo, 3, MAX_K, 5))
 		return false;
@@ -757,7 +817,7 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		return false;
-	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(9) || !PG_ARGISNULL(10))
+	if (!PG_ARGISNULL(7) || !fast_path_allowed(fcinfo, 9) || !PG_ARGISNULL(10))
 		return false;
 	if (!fast_bounds(fcinfo, 5, MAX_K - 1, 8))
 		return false;
@@ -1215,7 +1275,7 @@ run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		return false;
-	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(9) || !PG_ARGISNULL(10))
+	if (!PG_ARGISNULL(7) || !fast_path_allowed(fcinfo, 9) || !PG_ARGISNULL(10))
 		return false;
 	if (!fast_bounds(fcinfo, 5, MAX_K - 1, 8))
 		return false;

@@ -193,12 +193,17 @@ def test_item2_candidates_bounded(
     """candidates outside 1..1000: the same 22023 error on the fast and the general path."""
     conn, v = data
     for extra in ("", ", max_scan_tuples => 20000"):  # the fast path, then the general path
-        e = fails(
-            conn,
-            "SELECT * FROM mmr.composed_search('b', 'img', %s::vector, %s::vector, "
-            f"%s, 10, %s::jsonb{extra})",
-            (vec(v[1]), vec(v[2]), method, params),
-        )
+        # (a default-valued argument keeps the fast path: mmr.fast_path off forces the general)
+        conn.execute(f"SET mmr.fast_path = {'off' if extra else 'on'}")
+        try:
+            e = fails(
+                conn,
+                "SELECT * FROM mmr.composed_search('b', 'img', %s::vector, %s::vector, "
+                f"%s, 10, %s::jsonb{extra})",
+                (vec(v[1]), vec(v[2]), method, params),
+            )
+        finally:
+            conn.execute("RESET mmr.fast_path")
         assert e.sqlstate == "22023" and "candidates must be between 1 and 1000" in str(e), e
 
 

@@ -412,6 +412,47 @@ def test_caption_and_mmr_rerankers(items: tuple[psycopg.Connection[Any], dict[st
     assert [h.key for h in div] != [h.key for h in base[:10]]
 
 
+def test_diversify_and_its_deprecated_mmr_names(
+    items: tuple[psycopg.Connection[Any], dict[str, Any]],
+) -> None:
+    """Maximal Marginal Relevance is mmr.diversify_search and the reranker 'diversify'
+    (mmr.rerank_diversify); the old names (mmr.mmr_search, reranker 'mmr', mmr.rerank_mmr)
+    stay for one release and return the same rows."""
+    conn, vecs = items
+    from pgvector import Vector
+
+    q = Vector(vecs["img"][30])
+    a = {"q": q}
+    div = conn.execute(
+        "SELECT key, score FROM mmr.diversify_search('items', 'img', %(q)s, 10, 0.3)", a
+    ).fetchall()
+    assert len(div) == 10 and div[0][0] == 30
+    plain = conn.execute("SELECT key, score FROM mmr.search('items', 'img', %(q)s, 10)", a)
+    assert [k for k, _ in div] != [k for k, _ in plain.fetchall()]
+    same = [
+        "SELECT key, score FROM mmr.mmr_search('items', 'img', %(q)s, 10, 0.3)",
+        "SELECT key, score FROM mmr.search('items', 'img', %(q)s, 10, rerank => 'diversify', "
+        "rerank_depth => 50, rerank_params => '{\"lambda\": 0.3}')",
+        "SELECT key, score FROM mmr.search('items', 'img', %(q)s, 10, rerank => 'mmr', "
+        "rerank_depth => 50, rerank_params => '{\"lambda\": 0.3}')",
+    ]
+    for sql in same:
+        assert conn.execute(sql, a).fetchall() == div, sql
+    assert retrieval.mmr_search(conn, "items", "img", vecs["img"][30], 10, lambda_=0.3)[0].key == 30
+    fns = dict(
+        conn.execute(
+            "SELECT name, function::text FROM mmr.rerankers WHERE name IN ('diversify', 'mmr')"
+        ).fetchall()
+    )
+    assert set(fns.values()) == {
+        "mmr.rerank_diversify(text,text,vector,jsonb[],double precision[],jsonb)"
+    }
+    (comment,) = conn.execute(
+        "SELECT obj_description('mmr.mmr_search'::regproc, 'pg_proc')"
+    ).fetchone() or (None,)
+    assert comment is not None and "deprecated" in comment
+
+
 def test_sql_and_python_reranker_registry(
     items: tuple[psycopg.Connection[Any], dict[str, Any]],
 ) -> None:

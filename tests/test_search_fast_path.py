@@ -1,11 +1,11 @@
 """The search fast paths (per-space statement cache, sql/idempotent/088-statement-cache.sql).
 
 mmr.search and mmr.composed_search run a cached statement when there is no filter and no
-reranker; every other call builds its statement per call (the general path).  Passing
-``max_scan_tuples`` (its default value, 20000) forces the general path, so each fast-path result
-can be compared with the general path's on the same data: they must be identical, for every
-fast-path method, every storage and distance, and single and composite keys.  Invalid arguments
-must raise the general path's errors.
+reranker; every other call builds its statement per call (the general path).  Arguments equal
+to their defaults (``max_scan_tuples`` 20000) keep the fast path; ``SET mmr.fast_path = off``
+forces the general path, so each fast-path result can be compared with the general path's on the
+same data: they must be identical, for every fast-path method, every storage and distance, and
+single and composite keys.  Invalid arguments must raise the general path's errors.
 
 Every test runs twice: with mmr.search and mmr.composed_search bound to the native module
 (native/pg_mmretrieval.c, whose general path is the PL/pgSQL functions) and bound to the PL/pgSQL
@@ -14,7 +14,7 @@ reference functions themselves (a server without the library), see 089-native.sq
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from .fusion_synth import n
 
 D = 24
 N = 400
-FORCE_GENERAL = 20000  # max_scan_tuples at its default: same search, general path
+FORCE_GENERAL = 20000  # max_scan_tuples at its default (the general path: with _general)
 
 Conn = psycopg.Connection[Any]
 
@@ -121,6 +121,19 @@ def test_native_unavailable_names_the_reason(db_url: str, binding: str) -> None:
             conn.execute("DROP ROLE mmr_not_super")
 
 
+def _general(fn: Callable[..., list[Hit]], conn: Conn, *args: Any, **kw: Any) -> list[Hit]:
+    """fn(conn, ...) on the general path: the fast paths switched off for the call."""
+    conn.execute("SET mmr.fast_path = off")
+    try:
+        return fn(conn, *args, **kw)
+    finally:
+        conn.execute("RESET mmr.fast_path")
+
+
+def _as_is(fn: Callable[..., list[Hit]], conn: Conn, *args: Any, **kw: Any) -> list[Hit]:
+    return fn(conn, *args, **kw)
+
+
 def _same(fast: list[Hit], general: list[Hit]) -> None:
     assert [h.key for h in fast] == [h.key for h in general]
     assert np.allclose([h.score for h in fast], [h.score for h in general], atol=1e-9)
@@ -170,7 +183,9 @@ def test_search_fast_path_equals_general_path(db: tuple[Conn, Any], space: str) 
         q = base[i] + 0.05 * rng.standard_normal(D).astype(np.float32)
         for k in (1, 10, 60):
             fast = retrieval.search(conn, "fp", space, q, k)
-            general = retrieval.search(conn, "fp", space, q, k, max_scan_tuples=FORCE_GENERAL)
+            general = _general(
+                retrieval.search, conn, "fp", space, q, k, max_scan_tuples=FORCE_GENERAL
+            )
             assert len(fast) == k
             _same(fast, general)
         assert retrieval.search(conn, "fp", space, base[i], 1)[0].key == int(i)
@@ -215,11 +230,19 @@ def test_weimocir_caption_fast_path_equals_general_path(
             if r < 20 and params["caption_space"] == "cap":
                 for extra in ({}, {"max_scan_tuples": FORCE_GENERAL}):
                     with pytest.raises(MMRError, match="has no embedding in space 'cap'"):
-                        retrieval.composed_search(conn, "fp", "img", None, m, **args, **extra)
+                        call = _general if extra else _as_is
+                        call(retrieval.composed_search, conn, "fp", "img", None, m, **args, **extra)
                 continue
             fast = retrieval.composed_search(conn, "fp", "img", None, m, **args)
-            general = retrieval.composed_search(
-                conn, "fp", "img", None, m, max_scan_tuples=FORCE_GENERAL, **args
+            general = _general(
+                retrieval.composed_search,
+                conn,
+                "fp",
+                "img",
+                None,
+                m,
+                max_scan_tuples=FORCE_GENERAL,
+                **args,
             )
             assert len(fast) == 10
             _same(fast, general)
@@ -240,8 +263,15 @@ def test_composed_fast_path_equals_general_path(
             r, m = rng.integers(0, N, 2)
             args: dict[str, Any] = {"method": method, "params": params, "k": 10}
             fast = retrieval.composed_search(conn, "fp", space, img[r], img[m], **args)
-            general = retrieval.composed_search(
-                conn, "fp", space, img[r], img[m], max_scan_tuples=FORCE_GENERAL, **args
+            general = _general(
+                retrieval.composed_search,
+                conn,
+                "fp",
+                space,
+                img[r],
+                img[m],
+                max_scan_tuples=FORCE_GENERAL,
+                **args,
             )
             assert len(fast) == 10
             _same(fast, general)
@@ -252,7 +282,8 @@ def test_composed_fast_path_equals_general_path(
                 fast = retrieval.composed_search(
                     conn, "fp", space, None, img[m], reference_key=int(r), **by_key
                 )
-                general = retrieval.composed_search(
+                general = _general(
+                    retrieval.composed_search,
                     conn,
                     "fp",
                     space,
@@ -276,13 +307,17 @@ def test_composite_keys_on_the_fast_path(db: tuple[Conn, Any]) -> None:
     key = {"a": "k3", "b": 10}
     hits = retrieval.search(conn, "fpc", "img", img[10], 5)
     assert hits[0].key == key
-    _same(hits, retrieval.search(conn, "fpc", "img", img[10], 5, max_scan_tuples=FORCE_GENERAL))
+    _same(
+        hits,
+        _general(retrieval.search, conn, "fpc", "img", img[10], 5, max_scan_tuples=FORCE_GENERAL),
+    )
     for method in ("weighted", "score_sum"):
         fast = retrieval.composed_search(
             conn, "fpc", "img", None, img[11], reference_key=key, method=method
         )
         assert key not in [h.key for h in fast]
-        general = retrieval.composed_search(
+        general = _general(
+            retrieval.composed_search,
             conn,
             "fpc",
             "img",
@@ -394,19 +429,28 @@ def test_hybrid_fast_path_equals_general_path(
         legs = [(sp, vecs["l2" if sp == "l2" else "img"][i]) for sp in spaces]
         args: dict[str, Any] = {"k": 10, "fusion": fusion, "params": params, "weights": weights}
         fast = retrieval.hybrid_search(conn, "fp", text, legs, **args)
-        general = retrieval.hybrid_search(
-            conn, "fp", text, legs, max_scan_tuples=FORCE_GENERAL, **args
+        general = _general(
+            retrieval.hybrid_search, conn, "fp", text, legs, max_scan_tuples=FORCE_GENERAL, **args
         )
         assert len(fast) == 10
         _same(fast, general)
 
 
-def _calls(conn: Conn, sql: str, args: dict[str, Any]) -> dict[str, int]:
+def _calls(
+    conn: Conn, sql: str, args: dict[str, Any], by_signature: bool = False
+) -> dict[str, int]:
     """The mmr functions a statement called: pg_stat_xact_user_functions before and after it,
-    in one transaction (the view also shows calls not yet flushed from earlier ones)."""
-    count = "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE schemaname = 'mmr'"
+    in one transaction (the view also shows calls not yet flushed from earlier ones).  With
+    args["mst"] == FORCE_GENERAL, on the general path (mmr.fast_path off for the statement).
+    by_signature: keyed by signature (overloads apart), else by name."""
+    count = (
+        f"SELECT {'funcid::regprocedure::text' if by_signature else 'funcname'}, calls "
+        "FROM pg_stat_xact_user_functions WHERE schemaname = 'mmr'"
+    )
     with conn.transaction():
         conn.execute("SET LOCAL track_functions = 'all'")
+        if args.get("mst") == FORCE_GENERAL:
+            conn.execute("SET LOCAL mmr.fast_path = off")
         before = dict(conn.execute(count).fetchall())
         conn.execute(sql, args).fetchall()
         after = dict(conn.execute(count).fetchall())
@@ -474,6 +518,34 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
     assert "_hybrid_plan" in _calls(conn, hybrid, general)
 
 
+def test_default_valued_arguments_take_the_same_path(db: tuple[Conn, Any], binding: str) -> None:
+    """A search with arguments equal to their defaults runs exactly what it runs without them
+    (issue 14): the same functions, the same number of times."""
+    conn, vecs = db
+    from pgvector import Vector
+
+    a = {"q": Vector(vecs["img"][5]), "m": Vector(vecs["img"][9])}
+    defaults = "ef_search => NULL, max_scan_tuples => 20000, rerank => NULL, rerank_depth => NULL"
+    calls = [
+        "mmr.search('fp', 'img', %(q)s{})",
+        "mmr.search('fp', 'img', %(q)s, k => 10, filter => NULL{})",
+        "mmr.composed_search('fp', 'img', %(q)s, %(m)s{})",
+        "mmr.composed_search('fp', 'img', %(q)s, %(m)s, method => 'weighted', params => '{{}}'{})",
+        "mmr.composed_search('fp', 'img', %(q)s, %(m)s, 'score_sum'{})",
+        "mmr.composed_search('fp', 'img', '50'::jsonb, %(m)s, 'weighted'{})",
+        "mmr.hybrid_search('fp', 'red', ARRAY['img'], ARRAY[%(q)s::vector]{})",
+    ]
+    for call in calls:
+        without, with_defaults = (
+            "SELECT * FROM " + call.format(extra) for extra in ("", ", " + defaults)
+        )
+        for sql in (without, with_defaults):  # warm: constants folded once per session
+            conn.execute(sql, a).fetchall()
+        bare = _calls(conn, without, a, by_signature=True)
+        assert bare, call
+        assert _calls(conn, with_defaults, a, by_signature=True) == bare, call
+
+
 def test_fast_paths_top_up_past_invisible_index_entries(db_url: str) -> None:
     """The fast paths scan without iterative scans; when the ef_search nearest index entries are
     dead rows (deleted, not yet vacuumed), they must still return k rows, the same as the
@@ -520,7 +592,9 @@ def test_fast_paths_top_up_past_invisible_index_entries(db_url: str) -> None:
         conn.execute("SET hnsw.iterative_scan = relaxed_order")
         try:
             fast = retrieval.search(conn, "fpd", "img", q, 10)
-            general = retrieval.search(conn, "fpd", "img", q, 10, max_scan_tuples=FORCE_GENERAL)
+            general = _general(
+                retrieval.search, conn, "fpd", "img", q, 10, max_scan_tuples=FORCE_GENERAL
+            )
             assert len(fast) == 10
             _same(fast, general)
             live = [i for i in np.argsort(-(img @ q)).tolist() if i not in dead][:10]
@@ -530,21 +604,43 @@ def test_fast_paths_top_up_past_invisible_index_entries(db_url: str) -> None:
                 assert "_top_up_scan" in _calls(conn, call, {"q": Vector(q), "m": Vector(m)})
             for method in ("weighted", "image_only", "score_sum", "product"):
                 fast = retrieval.composed_search(conn, "fpd", "img", q, m, method=method, k=10)
-                general = retrieval.composed_search(
-                    conn, "fpd", "img", q, m, method=method, k=10, max_scan_tuples=FORCE_GENERAL
+                general = _general(
+                    retrieval.composed_search,
+                    conn,
+                    "fpd",
+                    "img",
+                    q,
+                    m,
+                    method=method,
+                    k=10,
+                    max_scan_tuples=FORCE_GENERAL,
                 )
                 assert len(fast) == 10
                 _same(fast, general)
             kw: dict[str, Any] = {"method": "weimocir", "params": {"caption_space": "cap"}}
             fast = retrieval.composed_search(conn, "fpd", "img", None, m, reference_key=0, **kw)
-            general = retrieval.composed_search(
-                conn, "fpd", "img", None, m, reference_key=0, max_scan_tuples=FORCE_GENERAL, **kw
+            general = _general(
+                retrieval.composed_search,
+                conn,
+                "fpd",
+                "img",
+                None,
+                m,
+                reference_key=0,
+                max_scan_tuples=FORCE_GENERAL,
+                **kw,
             )
             assert len(fast) == 10
             _same(fast, general)
             fast = retrieval.hybrid_search(conn, "fpd", None, [("img", q)], k=10)
-            general = retrieval.hybrid_search(
-                conn, "fpd", None, [("img", q)], k=10, max_scan_tuples=FORCE_GENERAL
+            general = _general(
+                retrieval.hybrid_search,
+                conn,
+                "fpd",
+                None,
+                [("img", q)],
+                k=10,
+                max_scan_tuples=FORCE_GENERAL,
             )
             assert len(fast) == 10
             _same(fast, general)

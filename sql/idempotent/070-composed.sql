@@ -1,157 +1,14 @@
 -- Composed-query search (reference image + modification text), FUSION.md §1-§2.3.
 --
--- Every search function builds a "plan" (mmr._search_plan: one SQL statement and its
--- parameters) and runs it with mmr._execute, which also applies a registered reranker.  The
--- statement's parameters are always, in this order:
---   $1 vector[] query vectors   $2 int candidates per leg   $3 jsonb filter   $4 int k
---   $5 jsonb key to exclude     $6 float8[] leg weights     $7 float8[] numeric options
---   $8 jsonb auxiliary data     $9 text query text
--- Single-vector methods are one `ORDER BY embedding <op> $1[1] LIMIT` statement (the HNSW
--- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
--- same statement (no per-row round trips).
-
--- The plan type mmr._search_plan is created in 010-internal.sql (mmr.search uses it too).
+-- The methods (mmr._composed_methods) and their plan builders, the composed fast paths, and the
+-- entry points.  The plan protocol and the shared statement builders and executor are in
+-- 045-search.sql.
 
 -- Readable through row-level security only (086-column-privileges.sql): a row is visible to
 -- roles that may read the whole space it aggregates.
 GRANT SELECT ON mmr._projection TO PUBLIC;
 
 GRANT SELECT ON mmr._reranker TO PUBLIC;
-
--- A number from params, or the default; a clear error for a non-number.
-CREATE OR REPLACE FUNCTION mmr._num(p jsonb, p_name text, p_default float8)
-RETURNS float8
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
-        RETURN p_default;
-    END IF;
-    IF jsonb_typeof(p -> p_name) <> 'number' THEN
-        RAISE EXCEPTION 'parameter % must be a number, not %', p_name, p -> p_name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN (p ->> p_name)::float8;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION mmr._bool(p jsonb, p_name text, p_default boolean)
-RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
-        RETURN p_default;
-    END IF;
-    IF jsonb_typeof(p -> p_name) <> 'boolean' THEN
-        RAISE EXCEPTION 'parameter % must be true or false, not %', p_name, p -> p_name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN (p ->> p_name)::boolean;
-END
-$$;
-
--- Reject unknown parameter names (typos would otherwise silently use defaults).
-CREATE OR REPLACE FUNCTION mmr._check_params(p jsonb, p_known text[], p_what text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    bad text;
-BEGIN
-    IF p IS NULL THEN
-        RETURN;
-    END IF;
-    IF jsonb_typeof(p) <> 'object' THEN
-        RAISE EXCEPTION 'params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT string_agg(quote_literal(k), ', ') INTO bad FROM jsonb_object_keys(p) k
-     WHERE k <> ALL (p_known);
-    IF bad IS NOT NULL THEN
-        RAISE EXCEPTION '% does not take parameter(s) %', p_what, bad
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known parameters: ' || array_to_string(p_known, ', ') || '.';
-    END IF;
-END
-$$;
-
--- The query vector as the SQL expression to compare with a space's embedding column.
-CREATE OR REPLACE FUNCTION mmr._qexpr(s mmr._space, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE s.storage WHEN 'halfvec'
-                THEN format('(%s)::@extschema:vector@.halfvec(%s)', p_expr, s.dimensions)
-                ELSE p_expr END
-$$;
-
--- Distance and similarity (score, higher is better) of alias.embedding to a query expression.
-CREATE OR REPLACE FUNCTION mmr._dist(s mmr._space, p_alias text, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format('%I.embedding OPERATOR(@extschema:vector@.%s) %s', p_alias,
-                  mmr._distance_op(s.distance), mmr._qexpr(s, p_expr))
-$$;
-
-CREATE OR REPLACE FUNCTION mmr._sim(s mmr._space, p_alias text, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT mmr._score_expr(s.distance, mmr._dist(s, p_alias, p_expr))
-$$;
-
--- Similarity (score) of an embedding expression to a query expression.
-CREATE OR REPLACE FUNCTION mmr._sim_of(s mmr._space, p_embedding text, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT mmr._score_expr(s.distance, format('(%s) OPERATOR(@extschema:vector@.%s) %s', p_embedding,
-                                              mmr._distance_op(s.distance), mmr._qexpr(s, p_expr)))
-$$;
-
--- Inner product of alias.embedding with a query expression (float8).
-CREATE OR REPLACE FUNCTION mmr._ip(s mmr._space, p_alias text, p_expr text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format('(-(%I.embedding OPERATOR(@extschema:vector@.<#>) %s))::float8', p_alias,
-                  mmr._qexpr(s, p_expr))
-$$;
-
--- One index leg: the key columns and distance of the p_limit rows nearest to p_expr, in the
--- HNSW shape (with p_embedding, also the row's embedding, read by the index scan anyway, so the
--- fusion needs no second look-up).  The filter (a jsonb in $3) joins the source table; a
--- selective one is scored exactly (mmr._filtered_from, 045-filter-plan.sql).
-DROP FUNCTION IF EXISTS mmr._leg_sql(mmr._collection, mmr._space, text, text, jsonb);
-
-CREATE OR REPLACE FUNCTION mmr._leg_sql(c mmr._collection, s mmr._space, p_expr text,
-                                        p_limit text, p_filter jsonb,
-                                        p_embedding boolean DEFAULT false)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    dist text := mmr._dist(s, 'e', p_expr);
-    cols text := mmr._key_list(c, 'e') || CASE WHEN p_embedding THEN ', e.embedding' ELSE '' END;
-BEGIN
-    IF p_filter IS NULL THEN
-        RETURN format('SELECT %s, %s AS dist FROM %s e ORDER BY %s LIMIT %s',
-                      cols, dist, s.embedding_table, dist, p_limit);
-    END IF;
-    RETURN format('SELECT %s, %s AS dist FROM %s ORDER BY %s LIMIT %s',
-                  cols, dist, mmr._filtered_from(c, s, p_filter), dist, p_limit);
-END
-$$;
 
 -- Two-leg late fusion (score_sum, product): the candidates of both legs ($1[1] the reference,
 -- $1[2] the modifier, $2 rows each), each scored against both queries from the embedding its
@@ -216,62 +73,6 @@ BEGIN
 END
 $$;
 
--- Single-vector statement: the k nearest rows to $1[1] in the HNSW shape; when a key may be
--- excluded ($5), k + 1 rows are fetched and the excluded one dropped.
-DROP FUNCTION IF EXISTS mmr._single_sql(mmr._collection, mmr._space, jsonb);
-
-CREATE OR REPLACE FUNCTION mmr._single_sql(c mmr._collection, s mmr._space, p_filter jsonb,
-                                           p_exclude boolean)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    dist text := mmr._dist(s, 'e', '$1[1]');
-    inner_sql text;
-BEGIN
-    inner_sql := format('SELECT %s AS key, %s AS score FROM %s ORDER BY %s LIMIT %s',
-                        mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist),
-                        mmr._filtered_from(c, s, p_filter), dist,
-                        CASE WHEN p_exclude THEN '$4 + 1' ELSE '$4' END);
-    IF NOT p_exclude AND p_filter IS NULL THEN
-        RETURN inner_sql;
-    END IF;
-    IF NOT p_exclude THEN
-        -- re-sorted: a filter's index plan scans in pgvector's relaxed order (_prepare_search)
-        RETURN format('SELECT x.key, x.score FROM (%s) x ORDER BY x.score DESC', inner_sql);
-    END IF;
-    RETURN format('SELECT x.key, x.score FROM (%s) x WHERE x.key <> $5 '
-                  'ORDER BY x.score DESC LIMIT $4', inner_sql);
-END
-$$;
-
--- The stored embedding of a row (by its jsonb key) in a space, as a full-precision vector.
-CREATE OR REPLACE FUNCTION mmr._embedding_of(c mmr._collection, s mmr._space, p_key jsonb,
-                                             p_required boolean DEFAULT true)
-RETURNS @extschema:vector@.vector
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v @extschema:vector@.vector;
-BEGIN
-    IF p_key IS NULL THEN
-        RAISE EXCEPTION 'reference key must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    EXECUTE format('SELECT e.embedding::@extschema:vector@.vector FROM %s e, LATERAL (SELECT %s) t WHERE %s',
-                   s.embedding_table, mmr._key_from_json(c, '$1'), mmr._key_join(c, 'e', 't'))
-       INTO v USING p_key;
-    IF v IS NULL AND p_required THEN
-        RAISE EXCEPTION 'row % of collection % has no embedding in space %', p_key,
-                        quote_literal(c.name), quote_literal(s.name)
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'Check the key, and that the worker has embedded the row (mmr status).';
-    END IF;
-    RETURN v;
-END
-$$;
-
 -- Names of the caption spaces given in params (caption_spaces: [..] or caption_space: "..").
 CREATE OR REPLACE FUNCTION mmr._caption_spaces(c mmr._collection, s mmr._space, p jsonb)
 RETURNS mmr._space[]
@@ -309,8 +110,391 @@ BEGIN
 END
 $$;
 
--- Build the plan of a composed-query search.  p_ref_key: the reference's key when the
--- reference is a stored row (its caption embeddings can then be read from caption spaces).
+-- Plan builders, one per composed method (registered in mmr._composed_methods, below), all
+-- with one signature: each sets the query vectors p.vecs and, for a multi-leg statement, p.sql
+-- (left NULL: one vector, which mmr._composed_plan runs as the HNSW statement).  mmr._composed_plan
+-- has checked k, the vectors and the parameter names before calling one.
+
+-- Method image_only.
+CREATE OR REPLACE FUNCTION mmr._plan_image_only(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    p.vecs := ARRAY[p_ref];
+    RETURN p;
+END
+$$;
+
+-- Method text_only.
+CREATE OR REPLACE FUNCTION mmr._plan_text_only(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    p.vecs := ARRAY[p_mod];
+    RETURN p;
+END
+$$;
+
+-- Method weighted.
+CREATE OR REPLACE FUNCTION mmr._plan_weighted(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    p.vecs := ARRAY[mmr.vec_lerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5))];
+    RETURN p;
+END
+$$;
+
+-- Method slerp.
+CREATE OR REPLACE FUNCTION mmr._plan_slerp(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    p.vecs := ARRAY[mmr.vec_slerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5))];
+    RETURN p;
+END
+$$;
+
+-- Method pdv.
+CREATE OR REPLACE FUNCTION mmr._plan_pdv(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rc @extschema:vector@.vector;
+BEGIN
+    -- a vector, or a text encoded in the caption space (else this space): mmr.embed
+    rc := mmr._jvec_or_embed(c.name, coalesce(prm ->> 'caption_space', s.name),
+                             prm -> 'reference_caption');
+    IF rc IS NULL AND prm ? 'caption_space' AND p_ref_key IS NOT NULL THEN
+        rc := mmr._embedding_of(c, mmr._space_row(c.id, c.name, prm ->> 'caption_space'), p_ref_key);
+    END IF;
+    IF rc IS NULL THEN
+        RAISE EXCEPTION 'method pdv needs the reference''s caption embedding'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass params {"reference_caption": [...]} (the text embedding of a '
+                         'description of the reference), or a caption_space holding it when '
+                         'the reference is a stored row; the modifier is the composed text.';
+    END IF;
+    PERFORM mmr._check_vector(rc, s.dimensions, s.distance, 'reference_caption');
+    p.vecs := ARRAY[mmr.pdv_query(p_ref, rc, p_mod, mmr._num(prm, 'alpha_i', 1.4),
+                                  mmr._num(prm, 'alpha_t', 1.2), mmr._num(prm, 'beta', 0.75))];
+    RETURN p;
+END
+$$;
+
+-- Methods score_sum and product.
+CREATE OR REPLACE FUNCTION mmr._plan_pair(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
+    p.sql := mmr._pair_sql(c, s, p_filter, m);
+    RETURN p;
+END
+$$;
+
+-- Method weimocir.
+CREATE OR REPLACE FUNCTION mmr._plan_weimocir(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    alpha float8;
+    beta float8;
+    caps mmr._space[];
+    cs mmr._space;
+    refcaps @extschema:vector@.vector[];
+    legs text[] := '{}';
+    joins text := '';
+    capsum text[] := '{}';
+    j int;
+BEGIN
+    alpha := mmr._num(prm, 'alpha', 0.8);
+    beta := mmr._num(prm, 'beta', 0.1);
+    -- Query fusion on the (unit) stored embeddings: q = n((1−α)·v_r + α·t_m).
+    p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod, alpha))];
+    caps := mmr._caption_spaces(c, s, prm);
+    PERFORM mmr._check_limit('legs', cardinality(caps), 'the number of caption spaces');
+    IF cardinality(caps) = 0 OR beta = 0 THEN
+    ELSE
+        -- vectors, or texts each encoded in its caption space (mmr.embed)
+        refcaps := mmr._jvecs_or_embed(c.name, ARRAY(SELECT x.name FROM unnest(caps) x),
+                                       prm -> 'reference_captions');
+        IF refcaps IS NULL AND p_ref_key IS NOT NULL THEN
+            refcaps := ARRAY(SELECT mmr._embedding_of(c, x, p_ref_key) FROM unnest(caps) x);
+        END IF;
+        IF refcaps IS NULL OR cardinality(refcaps) <> cardinality(caps) THEN
+            RAISE EXCEPTION 'method weimocir with % caption space(s) needs as many reference '
+                            'caption embeddings, got %', cardinality(caps),
+                            coalesce(cardinality(refcaps), 0)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass params {"reference_captions": [[...], ...]} or search by a '
+                             'stored reference key.';
+        END IF;
+        -- Every leg carries its embeddings; a candidate another leg found is looked up in
+        -- a space only when that space's leg did not return it (a scalar sub-select that
+        -- coalesce evaluates only then).
+        legs := ARRAY[format('l0 AS (%s)', mmr._leg_sql(c, s, '$1[1]', '$2', p_filter, true))];
+        FOR j IN 1 .. cardinality(caps) LOOP
+            cs := caps[j];
+            PERFORM mmr._check_vector(refcaps[j], s.dimensions, s.distance,
+                                      format('reference caption %s', j));
+            -- The caption branch fuses the reference's j-th caption, not its image.
+            p.vecs := p.vecs || mmr.vec_normalize(mmr.vec_mix(refcaps[j], p_mod, alpha));
+            legs := legs || format('l%s AS (%s)', j, mmr._leg_sql(c, cs, format('$1[%s]', j + 1),
+                                                                  '$2', p_filter, true));
+            joins := joins || format(' LEFT JOIN l%s ON %s', j, mmr._key_join(c, 'u', 'l' || j));
+            capsum := capsum || format(
+                'coalesce(%s, 0)',
+                mmr._sim_of(cs, format('coalesce(l%s.embedding, (SELECT x.embedding FROM %s x WHERE %s))',
+                                       j, cs.embedding_table, mmr._key_join(c, 'x', 'u')),
+                            format('$1[%s]', j + 1)));
+        END LOOP;
+        p.nums := ARRAY[beta];
+        p.sql := format(
+            'WITH %s, u AS (SELECT DISTINCT %s FROM (%s) l), '
+            'r AS (SELECT %s AS key, %s AS s_img, (%s) / %s AS s_cap '
+            'FROM u LEFT JOIN l0 ON %s%s) '
+            'SELECT r.key, ($7[1] * r.s_cap + (1 - $7[1]) * r.s_img)::float8 AS score FROM r '
+            'WHERE r.s_img IS NOT NULL AND ($5 IS NULL OR r.key <> $5) '
+            'ORDER BY score DESC, r.key LIMIT $4',
+            array_to_string(legs, ', '), mmr._key_list(c, 'l'),
+            (SELECT string_agg(format('(SELECT %s FROM l%s)', mmr._key_list(c, 'l' || (i - 1)),
+                                      i - 1), ' UNION ALL ' ORDER BY i)
+               FROM generate_series(1, cardinality(legs)) i),
+            mmr._key_json(c, 'u'),
+            mmr._sim_of(s, format('coalesce(l0.embedding, (SELECT x.embedding FROM %s x WHERE %s))',
+                                  s.embedding_table, mmr._key_join(c, 'x', 'u')), '$1[1]'),
+            array_to_string(capsum, ' + '), cardinality(caps),
+            mmr._key_join(c, 'u', 'l0'), joins);
+    END IF;
+    RETURN p;
+END
+$$;
+
+-- Method basic.
+CREATE OR REPLACE FUNCTION mmr._plan_basic(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    proj mmr._projection;
+    vbar @extschema:vector@.vector;
+    pv @extschema:vector@.vector;
+    tbar @extschema:vector@.vector;
+    qe_vecs @extschema:vector@.vector[];
+    qe_sims float8[];
+    w float8[];
+    mode_ text;
+    minsrc text;
+BEGIN
+    IF s.distance <> 'cosine' THEN
+        RAISE EXCEPTION 'method basic needs a cosine space (unit-norm embeddings), not %',
+                        s.distance USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The projection aggregates the whole space: only for roles that may read all of it
+    -- (086-column-privileges.sql; its row-level security hides it from the others).
+    PERFORM mmr._require_aggregate_read(c, s);
+    SELECT * INTO proj FROM mmr._projection x
+     WHERE x.space_id = s.id AND x.name = coalesce(prm ->> 'projection', 'basic');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'space % has no BASIC projection %', quote_literal(s.name),
+                        quote_literal(coalesce(prm ->> 'projection', 'basic'))
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Compute and store one from positive/negative text embeddings with '
+                         'pg_mmretrieval.retrieval.store_basic_projection(...) or '
+                         'mmr.set_projection(...).';
+    END IF;
+    -- 1-2. Centering and contrastive projection of the query image.
+    vbar := mmr.vec_normalize(p_ref) OPERATOR(@extschema:vector@.-) proj.mu_image;
+    pv := mmr.vec_project(proj.basis, vbar);
+    -- 3. Query expansion: top qe_k rows by (P v̄_r)·x̄ plus the query (sim 1), weights
+    --    softmax(qe_scale·s); q_v = P·Σ w_i x̄_i.
+    IF mmr._bool(prm, 'query_expansion', true) THEN
+        EXECUTE format('SELECT array_agg(e.embedding::@extschema:vector@.vector ORDER BY l.dist), '
+                       'array_agg(%s - $7[1] ORDER BY l.dist) FROM (%s) l JOIN %s e ON %s',
+                       mmr._ip(s, 'e', '$1[1]'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
+                       s.embedding_table, mmr._key_join(c, 'l', 'e'))
+           INTO qe_vecs, qe_sims
+          USING ARRAY[pv], mmr._check_limit('qe_k', mmr._num(prm, 'qe_k', 25), 'params.qe_k'), p_filter, NULL::int, NULL::jsonb,
+                NULL::float8[], ARRAY[mmr.vec_dot(pv, proj.mu_image)];
+        qe_vecs := ARRAY(SELECT x OPERATOR(@extschema:vector@.-) proj.mu_image
+                           FROM unnest(coalesce(qe_vecs, '{}')) WITH ORDINALITY u(x, i) ORDER BY i);
+        w := mmr.softmax(ARRAY(SELECT mmr._num(prm, 'qe_scale', 0.1) * x
+                                 FROM unnest(1::float8 || coalesce(qe_sims, '{}')) WITH ORDINALITY u(x, i)
+                                ORDER BY i));
+        pv := mmr.vec_project(proj.basis, mmr.vec_weighted_sum(vbar || qe_vecs, w));
+    END IF;
+    tbar := mmr.vec_normalize(p_mod) OPERATOR(@extschema:vector@.-) proj.mu_text;
+    PERFORM mmr._check_vector(pv, s.dimensions, s.distance, 'the projected BASIC query');
+    PERFORM mmr._check_vector(tbar, s.dimensions, s.distance, 'the centred BASIC text query');
+    p.vecs := ARRAY[pv, tbar, mmr.vec_scale(pv, -1), mmr.vec_scale(tbar, -1)];
+    mode_ := coalesce(prm ->> 'min_norm', 'paper');
+    IF mode_ NOT IN ('paper', 'code', 'none') THEN
+        RAISE EXCEPTION 'min_norm must be paper, code or none, not %', quote_literal(mode_)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    minsrc := coalesce(prm ->> 'min_norm_source',
+                       CASE WHEN proj.s_v_min IS NOT NULL AND proj.s_t_min IS NOT NULL
+                            THEN 'stored' ELSE 'query' END);
+    IF minsrc NOT IN ('stored', 'query') THEN
+        RAISE EXCEPTION 'min_norm_source must be stored or query, not %', quote_literal(minsrc)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF minsrc = 'stored' AND (proj.s_v_min IS NULL OR proj.s_t_min IS NULL) THEN
+        RAISE EXCEPTION 'projection % stores no minimum similarities', quote_literal(proj.name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use min_norm_source "query", or store s_v_min and s_t_min.';
+    END IF;
+    -- $7: [q_v·μ_v, t̄·μ_v, λ, stored s_v_min, stored s_t_min]
+    p.nums := ARRAY[mmr.vec_dot(pv, proj.mu_image), mmr.vec_dot(tbar, proj.mu_image),
+                    mmr._num(prm, 'lambda', 0.1), proj.s_v_min, proj.s_t_min];
+    -- The per-query minimum of q·x̄ is the farthest row: the nearest to −q (one more
+    -- index probe per modality), so s_min needs no scan of the whole space.
+    p.sql := format(
+        'WITH u AS (SELECT DISTINCT %s FROM ((%s) UNION ALL (%s)) l), '
+        'mn AS (SELECT %s AS v_min, %s AS t_min), '
+        'r AS (SELECT %s AS key, %s - $7[1] AS s_v, %s - $7[2] AS s_t FROM u JOIN %s e ON %s), '
+        'nr AS (SELECT r.key, %s AS sv, %s AS st FROM r, mn) '
+        'SELECT nr.key, mmr.harris(nr.st, nr.sv, $7[3]) AS score FROM nr '
+        'WHERE $5 IS NULL OR nr.key <> $5 ORDER BY score DESC, nr.key LIMIT $4',
+        mmr._key_list(c, 'l'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
+        mmr._leg_sql(c, s, '$1[2]', '$2', p_filter),
+        CASE minsrc WHEN 'stored' THEN '$7[4]' ELSE format(
+            '(SELECT min(%s) - $7[1] FROM (%s) l JOIN %s e ON %s)', mmr._ip(s, 'e', '$1[1]'),
+            mmr._leg_sql(c, s, '$1[3]', '10', p_filter), s.embedding_table,
+            mmr._key_join(c, 'l', 'e')) END,
+        CASE minsrc WHEN 'stored' THEN '$7[5]' ELSE format(
+            '(SELECT min(%s) - $7[2] FROM (%s) l JOIN %s e ON %s)', mmr._ip(s, 'e', '$1[2]'),
+            mmr._leg_sql(c, s, '$1[4]', '10', p_filter), s.embedding_table,
+            mmr._key_join(c, 'l', 'e')) END,
+        mmr._key_json(c, 'e'), mmr._ip(s, 'e', '$1[1]'), mmr._ip(s, 'e', '$1[2]'),
+        s.embedding_table, mmr._key_join(c, 'u', 'e'),
+        CASE mode_ WHEN 'none' THEN 'r.s_v' ELSE 'mmr.min_norm(r.s_v, mn.v_min)' END,
+        CASE mode_ WHEN 'none' THEN 'r.s_t' WHEN 'code' THEN 'mmr.min_norm(r.s_t, mn.t_min, mn.v_min)'
+                   ELSE 'mmr.min_norm(r.s_t, mn.t_min)' END);
+    RETURN p;
+END
+$$;
+
+-- Method gqr.
+CREATE OR REPLACE FUNCTION mmr._plan_gqr(
+    c mmr._collection, s mmr._space, p mmr._search_plan, m text, prm jsonb,
+    p_ref @extschema:vector@.vector, p_mod @extschema:vector@.vector, p_k int, n int,
+    p_filter jsonb, p_exclude jsonb, p_ref_key jsonb, p_ef_search int, p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d_u @extschema:vector@.vector[];
+    s2_u float8[];
+    keys_u jsonb[];
+    z @extschema:vector@.vector;
+    comp mmr._space;
+    compq @extschema:vector@.vector;
+BEGIN
+    PERFORM mmr._check_gqr_params(prm);
+    -- Primary retriever: the weighted query on this space; complementary: the modifier
+    -- (or params.caption_query) on params.caption_space, else on this space.
+    z := mmr.vec_lerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5));
+    comp := CASE WHEN prm ? 'caption_space' THEN mmr._space_row(c.id, c.name, prm ->> 'caption_space')
+                 ELSE s END;
+    compq := coalesce(mmr._jvec_or_embed(c.name, comp.name, prm -> 'caption_query'), p_mod);
+    PERFORM mmr._check_vector(compq, comp.dimensions, comp.distance, 'the complementary query');
+    PERFORM mmr._prepare_search(s, z, n, p_ef_search, p_max_scan_tuples, c, p_filter);
+    EXECUTE mmr._gqr_union_sql(c, s, comp, p_filter)
+       INTO keys_u, d_u, s2_u
+      USING ARRAY[z, compq], n, p_filter, NULL::int, p_exclude;
+    z := mmr.gqr_refine(z, coalesce(d_u, '{}'), coalesce(s2_u, '{}'), mmr._num(prm, 'a', 0.5),
+                        mmr._num(prm, 'temperature', 1), mmr._num(prm, 'lr', 5e-3),
+                        mmr._num(prm, 'steps', 15)::int);
+    -- Final ranking: re-score only U with the refined query.
+    p.vecs := z || coalesce(d_u, '{}');
+    p.aux := to_jsonb(coalesce(keys_u, '{}'));
+    p.sql := 'SELECT ($8 -> (u.i::int - 2)) AS key, mmr.vec_dot($1[1], u.v) AS score '
+             'FROM unnest($1) WITH ORDINALITY u(v, i) WHERE u.i > 1 '
+             'ORDER BY score DESC, key LIMIT $4';
+    RETURN p;
+END
+$$;
+
+-- The composed-search methods, in one place: name, the parameters it takes, its plan builder
+-- (mmr._plan_*, above), its default candidates per leg (NULL: max(4k, 40)), and whether the
+-- fast path (the cached statements, mmr._fast_plan) may serve it.  Adding a method: a builder
+-- and a row here (and, for the fast path, a branch of mmr._fast_plan).
+CREATE OR REPLACE FUNCTION mmr._composed_methods()
+RETURNS TABLE (ord int, name text, params text[], builder text, candidates int, fast boolean)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT v.ord, v.name, v.params::text[], v.builder, v.candidates, v.fast FROM (VALUES
+        (1, 'image_only', '{}', '_plan_image_only', NULL, true),
+        (2, 'text_only', '{}', '_plan_text_only', NULL, true),
+        (3, 'weighted', '{alpha}', '_plan_weighted', NULL, true),
+        (4, 'slerp', '{alpha}', '_plan_slerp', NULL, true),
+        (5, 'score_sum', '{candidates}', '_plan_pair', NULL, true),
+        (6, 'product', '{candidates}', '_plan_pair', NULL, true),
+        (7, 'weimocir', '{alpha,beta,candidates,caption_space,caption_spaces,reference_captions}',
+         '_plan_weimocir', NULL, true),
+        (8, 'pdv', '{alpha_i,alpha_t,beta,reference_caption,caption_space}',
+         '_plan_pdv', NULL, false),
+        (9, 'basic', '{projection,query_expansion,qe_k,qe_scale,lambda,min_norm,min_norm_source,candidates}',
+         '_plan_basic', NULL, false),
+        (10, 'gqr', '{alpha,a,temperature,lr,steps,candidates,caption_space,caption_query}',
+         '_plan_gqr', 10, false)
+    ) AS v(ord, name, params, builder, candidates, fast);
+END;
+
+-- The methods the fast paths may serve (a constant for the planner).
+CREATE OR REPLACE FUNCTION mmr._composed_fast_methods()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT array_agg(x.name ORDER BY x.ord) FROM mmr._composed_methods() x WHERE x.fast;
+END;
+
+-- Build the plan of a composed-query search: the checks every method shares, the method's
+-- builder (mmr._composed_methods), then its statement's index settings.  p_ref_key: the
+-- reference's key when the reference is a stored row (its caption embeddings can then be read
+-- from caption spaces).
 CREATE OR REPLACE FUNCTION mmr._composed_plan(
     c mmr._collection, s mmr._space, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
@@ -323,34 +507,9 @@ DECLARE
     p mmr._search_plan;
     m text := lower(coalesce(p_method, 'weighted'));
     prm jsonb := coalesce(p_params, '{}');
-    alpha float8;
-    beta float8;
+    meth record;
     n int;
-    caps mmr._space[];
-    cs mmr._space;
-    refcaps @extschema:vector@.vector[];
-    rc @extschema:vector@.vector;
-    legs text[] := '{}';
-    joins text := '';
-    capsum text[] := '{}';
-    j int;
-    proj mmr._projection;
-    vbar @extschema:vector@.vector;
-    pv @extschema:vector@.vector;
-    tbar @extschema:vector@.vector;
-    qe_vecs @extschema:vector@.vector[];
-    qe_sims float8[];
-    w float8[];
-    mode_ text;
-    minsrc text;
-    cand record;
-    d_u @extschema:vector@.vector[];
-    s2_u float8[];
-    keys_u jsonb[];
-    z @extschema:vector@.vector;
-    comp mmr._space;
-    compq @extschema:vector@.vector;
-    single boolean := false;
+    single boolean;
 BEGIN
     PERFORM mmr._check_limit('k', p_k);
     PERFORM mmr._check_vector(p_ref, s.dimensions, s.distance, 'the reference vector');
@@ -360,227 +519,23 @@ BEGIN
     IF jsonb_typeof(prm) <> 'object' THEN
         PERFORM mmr._check_params(prm, '{}', 'method ' || m);
     END IF;
-    n := mmr._candidates(prm, p_k + 1, CASE WHEN m = 'gqr' THEN 10 ELSE greatest(4 * p_k, 40) END);
+    SELECT x.* INTO meth FROM mmr._composed_methods() x WHERE x.name = m;
+    n := mmr._candidates(prm, p_k + 1, coalesce(meth.candidates, greatest(4 * p_k, 40)));
     p.n := n; p.k := p_k; p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
 
-    CASE m
-    WHEN 'image_only' THEN
-        PERFORM mmr._check_params(prm, '{}', 'method image_only');
-        p.vecs := ARRAY[p_ref]; single := true;
-    WHEN 'text_only' THEN
-        PERFORM mmr._check_params(prm, '{}', 'method text_only');
-        p.vecs := ARRAY[p_mod]; single := true;
-    WHEN 'weighted' THEN
-        PERFORM mmr._check_params(prm, '{alpha}', 'method weighted');
-        p.vecs := ARRAY[mmr.vec_lerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5))]; single := true;
-    WHEN 'slerp' THEN
-        PERFORM mmr._check_params(prm, '{alpha}', 'method slerp');
-        p.vecs := ARRAY[mmr.vec_slerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5))]; single := true;
-    WHEN 'pdv' THEN
-        PERFORM mmr._check_params(prm, '{alpha_i,alpha_t,beta,reference_caption,caption_space}',
-                                  'method pdv');
-        -- a vector, or a text encoded in the caption space (else this space): mmr.embed
-        rc := mmr._jvec_or_embed(c.name, coalesce(prm ->> 'caption_space', s.name),
-                                 prm -> 'reference_caption');
-        IF rc IS NULL AND prm ? 'caption_space' AND p_ref_key IS NOT NULL THEN
-            rc := mmr._embedding_of(c, mmr._space_row(c.id, c.name, prm ->> 'caption_space'), p_ref_key);
-        END IF;
-        IF rc IS NULL THEN
-            RAISE EXCEPTION 'method pdv needs the reference''s caption embedding'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Pass params {"reference_caption": [...]} (the text embedding of a '
-                             'description of the reference), or a caption_space holding it when '
-                             'the reference is a stored row; the modifier is the composed text.';
-        END IF;
-        PERFORM mmr._check_vector(rc, s.dimensions, s.distance, 'reference_caption');
-        p.vecs := ARRAY[mmr.pdv_query(p_ref, rc, p_mod, mmr._num(prm, 'alpha_i', 1.4),
-                                      mmr._num(prm, 'alpha_t', 1.2), mmr._num(prm, 'beta', 0.75))];
-        single := true;
-    WHEN 'score_sum', 'product' THEN
-        PERFORM mmr._check_params(prm, '{candidates}', 'method ' || m);
-        p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
-        p.sql := mmr._pair_sql(c, s, p_filter, m);
-    WHEN 'weimocir' THEN
-        PERFORM mmr._check_params(prm, '{alpha,beta,candidates,caption_space,caption_spaces,reference_captions}',
-                                  'method weimocir');
-        alpha := mmr._num(prm, 'alpha', 0.8);
-        beta := mmr._num(prm, 'beta', 0.1);
-        -- Query fusion on the (unit) stored embeddings: q = n((1−α)·v_r + α·t_m).
-        p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod, alpha))];
-        caps := mmr._caption_spaces(c, s, prm);
-        PERFORM mmr._check_limit('legs', cardinality(caps), 'the number of caption spaces');
-        IF cardinality(caps) = 0 OR beta = 0 THEN
-            single := true;
-        ELSE
-            -- vectors, or texts each encoded in its caption space (mmr.embed)
-            refcaps := mmr._jvecs_or_embed(c.name, ARRAY(SELECT x.name FROM unnest(caps) x),
-                                           prm -> 'reference_captions');
-            IF refcaps IS NULL AND p_ref_key IS NOT NULL THEN
-                refcaps := ARRAY(SELECT mmr._embedding_of(c, x, p_ref_key) FROM unnest(caps) x);
-            END IF;
-            IF refcaps IS NULL OR cardinality(refcaps) <> cardinality(caps) THEN
-                RAISE EXCEPTION 'method weimocir with % caption space(s) needs as many reference '
-                                'caption embeddings, got %', cardinality(caps),
-                                coalesce(cardinality(refcaps), 0)
-                    USING ERRCODE = 'invalid_parameter_value',
-                          HINT = 'Pass params {"reference_captions": [[...], ...]} or search by a '
-                                 'stored reference key.';
-            END IF;
-            -- Every leg carries its embeddings; a candidate another leg found is looked up in
-            -- a space only when that space's leg did not return it (a scalar sub-select that
-            -- coalesce evaluates only then).
-            legs := ARRAY[format('l0 AS (%s)', mmr._leg_sql(c, s, '$1[1]', '$2', p_filter, true))];
-            FOR j IN 1 .. cardinality(caps) LOOP
-                cs := caps[j];
-                PERFORM mmr._check_vector(refcaps[j], s.dimensions, s.distance,
-                                          format('reference caption %s', j));
-                -- The caption branch fuses the reference's j-th caption, not its image.
-                p.vecs := p.vecs || mmr.vec_normalize(mmr.vec_mix(refcaps[j], p_mod, alpha));
-                legs := legs || format('l%s AS (%s)', j, mmr._leg_sql(c, cs, format('$1[%s]', j + 1),
-                                                                      '$2', p_filter, true));
-                joins := joins || format(' LEFT JOIN l%s ON %s', j, mmr._key_join(c, 'u', 'l' || j));
-                capsum := capsum || format(
-                    'coalesce(%s, 0)',
-                    mmr._sim_of(cs, format('coalesce(l%s.embedding, (SELECT x.embedding FROM %s x WHERE %s))',
-                                           j, cs.embedding_table, mmr._key_join(c, 'x', 'u')),
-                                format('$1[%s]', j + 1)));
-            END LOOP;
-            p.nums := ARRAY[beta];
-            p.sql := format(
-                'WITH %s, u AS (SELECT DISTINCT %s FROM (%s) l), '
-                'r AS (SELECT %s AS key, %s AS s_img, (%s) / %s AS s_cap '
-                'FROM u LEFT JOIN l0 ON %s%s) '
-                'SELECT r.key, ($7[1] * r.s_cap + (1 - $7[1]) * r.s_img)::float8 AS score FROM r '
-                'WHERE r.s_img IS NOT NULL AND ($5 IS NULL OR r.key <> $5) '
-                'ORDER BY score DESC, r.key LIMIT $4',
-                array_to_string(legs, ', '), mmr._key_list(c, 'l'),
-                (SELECT string_agg(format('(SELECT %s FROM l%s)', mmr._key_list(c, 'l' || (i - 1)),
-                                          i - 1), ' UNION ALL ' ORDER BY i)
-                   FROM generate_series(1, cardinality(legs)) i),
-                mmr._key_json(c, 'u'),
-                mmr._sim_of(s, format('coalesce(l0.embedding, (SELECT x.embedding FROM %s x WHERE %s))',
-                                      s.embedding_table, mmr._key_join(c, 'x', 'u')), '$1[1]'),
-                array_to_string(capsum, ' + '), cardinality(caps),
-                mmr._key_join(c, 'u', 'l0'), joins);
-        END IF;
-    WHEN 'basic' THEN
-        PERFORM mmr._check_params(prm, '{projection,query_expansion,qe_k,qe_scale,lambda,min_norm,'
-                                       'min_norm_source,candidates}', 'method basic');
-        IF s.distance <> 'cosine' THEN
-            RAISE EXCEPTION 'method basic needs a cosine space (unit-norm embeddings), not %',
-                            s.distance USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        -- The projection aggregates the whole space: only for roles that may read all of it
-        -- (086-column-privileges.sql; its row-level security hides it from the others).
-        PERFORM mmr._require_aggregate_read(c, s);
-        SELECT * INTO proj FROM mmr._projection x
-         WHERE x.space_id = s.id AND x.name = coalesce(prm ->> 'projection', 'basic');
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'space % has no BASIC projection %', quote_literal(s.name),
-                            quote_literal(coalesce(prm ->> 'projection', 'basic'))
-                USING ERRCODE = 'undefined_object',
-                      HINT = 'Compute and store one from positive/negative text embeddings with '
-                             'pg_mmretrieval.retrieval.store_basic_projection(...) or '
-                             'mmr.set_projection(...).';
-        END IF;
-        -- 1-2. Centering and contrastive projection of the query image.
-        vbar := mmr.vec_normalize(p_ref) OPERATOR(@extschema:vector@.-) proj.mu_image;
-        pv := mmr.vec_project(proj.basis, vbar);
-        -- 3. Query expansion: top qe_k rows by (P v̄_r)·x̄ plus the query (sim 1), weights
-        --    softmax(qe_scale·s); q_v = P·Σ w_i x̄_i.
-        IF mmr._bool(prm, 'query_expansion', true) THEN
-            EXECUTE format('SELECT array_agg(e.embedding::@extschema:vector@.vector ORDER BY l.dist), '
-                           'array_agg(%s - $7[1] ORDER BY l.dist) FROM (%s) l JOIN %s e ON %s',
-                           mmr._ip(s, 'e', '$1[1]'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
-                           s.embedding_table, mmr._key_join(c, 'l', 'e'))
-               INTO qe_vecs, qe_sims
-              USING ARRAY[pv], mmr._check_limit('qe_k', mmr._num(prm, 'qe_k', 25), 'params.qe_k'), p_filter, NULL::int, NULL::jsonb,
-                    NULL::float8[], ARRAY[mmr.vec_dot(pv, proj.mu_image)];
-            qe_vecs := ARRAY(SELECT x OPERATOR(@extschema:vector@.-) proj.mu_image
-                               FROM unnest(coalesce(qe_vecs, '{}')) WITH ORDINALITY u(x, i) ORDER BY i);
-            w := mmr.softmax(ARRAY(SELECT mmr._num(prm, 'qe_scale', 0.1) * x
-                                     FROM unnest(1::float8 || coalesce(qe_sims, '{}')) WITH ORDINALITY u(x, i)
-                                    ORDER BY i));
-            pv := mmr.vec_project(proj.basis, mmr.vec_weighted_sum(vbar || qe_vecs, w));
-        END IF;
-        tbar := mmr.vec_normalize(p_mod) OPERATOR(@extschema:vector@.-) proj.mu_text;
-        PERFORM mmr._check_vector(pv, s.dimensions, s.distance, 'the projected BASIC query');
-        PERFORM mmr._check_vector(tbar, s.dimensions, s.distance, 'the centred BASIC text query');
-        p.vecs := ARRAY[pv, tbar, mmr.vec_scale(pv, -1), mmr.vec_scale(tbar, -1)];
-        mode_ := coalesce(prm ->> 'min_norm', 'paper');
-        IF mode_ NOT IN ('paper', 'code', 'none') THEN
-            RAISE EXCEPTION 'min_norm must be paper, code or none, not %', quote_literal(mode_)
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        minsrc := coalesce(prm ->> 'min_norm_source',
-                           CASE WHEN proj.s_v_min IS NOT NULL AND proj.s_t_min IS NOT NULL
-                                THEN 'stored' ELSE 'query' END);
-        IF minsrc NOT IN ('stored', 'query') THEN
-            RAISE EXCEPTION 'min_norm_source must be stored or query, not %', quote_literal(minsrc)
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF minsrc = 'stored' AND (proj.s_v_min IS NULL OR proj.s_t_min IS NULL) THEN
-            RAISE EXCEPTION 'projection % stores no minimum similarities', quote_literal(proj.name)
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Use min_norm_source "query", or store s_v_min and s_t_min.';
-        END IF;
-        -- $7: [q_v·μ_v, t̄·μ_v, λ, stored s_v_min, stored s_t_min]
-        p.nums := ARRAY[mmr.vec_dot(pv, proj.mu_image), mmr.vec_dot(tbar, proj.mu_image),
-                        mmr._num(prm, 'lambda', 0.1), proj.s_v_min, proj.s_t_min];
-        -- The per-query minimum of q·x̄ is the farthest row: the nearest to −q (one more
-        -- index probe per modality), so s_min needs no scan of the whole space.
-        p.sql := format(
-            'WITH u AS (SELECT DISTINCT %s FROM ((%s) UNION ALL (%s)) l), '
-            'mn AS (SELECT %s AS v_min, %s AS t_min), '
-            'r AS (SELECT %s AS key, %s - $7[1] AS s_v, %s - $7[2] AS s_t FROM u JOIN %s e ON %s), '
-            'nr AS (SELECT r.key, %s AS sv, %s AS st FROM r, mn) '
-            'SELECT nr.key, mmr.harris(nr.st, nr.sv, $7[3]) AS score FROM nr '
-            'WHERE $5 IS NULL OR nr.key <> $5 ORDER BY score DESC, nr.key LIMIT $4',
-            mmr._key_list(c, 'l'), mmr._leg_sql(c, s, '$1[1]', '$2', p_filter),
-            mmr._leg_sql(c, s, '$1[2]', '$2', p_filter),
-            CASE minsrc WHEN 'stored' THEN '$7[4]' ELSE format(
-                '(SELECT min(%s) - $7[1] FROM (%s) l JOIN %s e ON %s)', mmr._ip(s, 'e', '$1[1]'),
-                mmr._leg_sql(c, s, '$1[3]', '10', p_filter), s.embedding_table,
-                mmr._key_join(c, 'l', 'e')) END,
-            CASE minsrc WHEN 'stored' THEN '$7[5]' ELSE format(
-                '(SELECT min(%s) - $7[2] FROM (%s) l JOIN %s e ON %s)', mmr._ip(s, 'e', '$1[2]'),
-                mmr._leg_sql(c, s, '$1[4]', '10', p_filter), s.embedding_table,
-                mmr._key_join(c, 'l', 'e')) END,
-            mmr._key_json(c, 'e'), mmr._ip(s, 'e', '$1[1]'), mmr._ip(s, 'e', '$1[2]'),
-            s.embedding_table, mmr._key_join(c, 'u', 'e'),
-            CASE mode_ WHEN 'none' THEN 'r.s_v' ELSE 'mmr.min_norm(r.s_v, mn.v_min)' END,
-            CASE mode_ WHEN 'none' THEN 'r.s_t' WHEN 'code' THEN 'mmr.min_norm(r.s_t, mn.t_min, mn.v_min)'
-                       ELSE 'mmr.min_norm(r.s_t, mn.t_min)' END);
-    WHEN 'gqr' THEN
-        PERFORM mmr._check_params(prm, '{alpha,a,temperature,lr,steps,candidates,caption_space,caption_query}',
-                                  'method gqr');
-        PERFORM mmr._check_gqr_params(prm);
-        -- Primary retriever: the weighted query on this space; complementary: the modifier
-        -- (or params.caption_query) on params.caption_space, else on this space.
-        z := mmr.vec_lerp(p_ref, p_mod, mmr._num(prm, 'alpha', 0.5));
-        comp := CASE WHEN prm ? 'caption_space' THEN mmr._space_row(c.id, c.name, prm ->> 'caption_space')
-                     ELSE s END;
-        compq := coalesce(mmr._jvec_or_embed(c.name, comp.name, prm -> 'caption_query'), p_mod);
-        PERFORM mmr._check_vector(compq, comp.dimensions, comp.distance, 'the complementary query');
-        PERFORM mmr._prepare_search(s, z, n, p_ef_search, p_max_scan_tuples, c, p_filter);
-        EXECUTE mmr._gqr_union_sql(c, s, comp, p_filter)
-           INTO keys_u, d_u, s2_u
-          USING ARRAY[z, compq], n, p_filter, NULL::int, p_exclude;
-        z := mmr.gqr_refine(z, coalesce(d_u, '{}'), coalesce(s2_u, '{}'), mmr._num(prm, 'a', 0.5),
-                            mmr._num(prm, 'temperature', 1), mmr._num(prm, 'lr', 5e-3),
-                            mmr._num(prm, 'steps', 15)::int);
-        -- Final ranking: re-score only U with the refined query.
-        p.vecs := z || coalesce(d_u, '{}');
-        p.aux := to_jsonb(coalesce(keys_u, '{}'));
-        p.sql := 'SELECT ($8 -> (u.i::int - 2)) AS key, mmr.vec_dot($1[1], u.v) AS score '
-                 'FROM unnest($1) WITH ORDINALITY u(v, i) WHERE u.i > 1 '
-                 'ORDER BY score DESC, key LIMIT $4';
-    ELSE
+    IF meth.name IS NULL THEN
         RAISE EXCEPTION 'unknown composed-search method %', quote_literal(p_method)
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Methods: image_only, text_only, weighted, slerp, score_sum, product, '
-                         'weimocir, pdv, basic, gqr.';
-    END CASE;
+                  HINT = 'Methods: ' || (SELECT string_agg(x.name, ', ' ORDER BY x.ord)
+                                           FROM mmr._composed_methods() x) || '.';
+    END IF;
+    PERFORM mmr._check_params(prm, meth.params, 'method ' || m);
+    EXECUTE format('SELECT * FROM mmr.%I($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, '
+                   '$13, $14)', meth.builder)
+       INTO p
+      USING c, s, p, m, prm, p_ref, p_mod, p_k, n, p_filter, p_exclude, p_ref_key, p_ef_search,
+            p_max_scan_tuples;
+    single := p.sql IS NULL;
     IF single THEN
         PERFORM mmr._check_vector(p.vecs[1], s.dimensions, s.distance, 'the fused query vector');
         p.sql := mmr._single_sql(c, s, p_filter, p_exclude IS NOT NULL);
@@ -593,64 +548,147 @@ BEGIN
 END
 $$;
 
--- Run a plan; with a reranker, its first rerank_depth rows go through it and the best k return.
-CREATE OR REPLACE FUNCTION mmr._execute(p mmr._search_plan, p_collection text, p_k int,
-                                        p_rerank text, p_rerank_params jsonb)
-RETURNS TABLE (key jsonb, score float8)
-LANGUAGE plpgsql
+-- The plan of a composed search on the fast path: single-vector methods (image_only,
+-- text_only, weighted, slerp) and the two-leg score_sum/product, with every argument valid;
+-- else NULL, and the general path (mmr._composed_plan) runs and raises the explanatory error.
+-- Same formulas and defaults as there.  p.n: rows per leg (ef_search is raised to it).
+CREATE OR REPLACE FUNCTION mmr._fast_plan(s mmr._space, p_ref @extschema:vector@.vector,
+                                          p_mod @extschema:vector@.vector, p_method text,
+                                          p_params jsonb, p_k int, p_exclude jsonb)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    fn regprocedure;
-    ks jsonb[];
-    ss float8[];
+    m text := lower(coalesce(p_method, 'weighted'));
+    prm jsonb := coalesce(p_params, '{}');
+    p mmr._search_plan;
 BEGIN
-    IF p_rerank IS NULL THEN
-        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
-                                         p.aux, p.qtext;
-        RETURN;
+    IF p_ref IS NULL OR @extschema:vector@.vector_dims(p_ref) <> s.dimensions
+       OR NOT mmr._norm_ok(p_ref, s.distance) THEN
+        RETURN NULL;
     END IF;
-    IF p_rerank_params IS NOT NULL AND jsonb_typeof(p_rerank_params) <> 'object' THEN
-        RAISE EXCEPTION 'rerank_params must be a JSON object, not %', jsonb_typeof(p_rerank_params)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Example: rerank_params => ''{"lambda": 0.7}''.';
+    p.k := p_k; p.n := p_k + 1; p.exclude := p_exclude; p.space := s.name;
+    IF m = 'image_only' AND prm = '{}' THEN
+        p.vecs := ARRAY[p_ref];
+    ELSIF p_mod IS NULL OR @extschema:vector@.vector_dims(p_mod) <> s.dimensions
+          OR NOT mmr._norm_ok(p_mod, s.distance) THEN
+        RETURN NULL;
+    ELSIF m = 'text_only' AND prm = '{}' THEN
+        p.vecs := ARRAY[p_mod];
+    ELSIF m IN ('weighted', 'slerp') AND prm - 'alpha' = '{}'
+          AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number') THEN
+        p.vecs := ARRAY[CASE m WHEN 'weighted'
+                             THEN mmr.vec_lerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
+                             ELSE mmr.vec_slerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
+                        END];
+    ELSIF m = 'weimocir' AND prm - 'alpha' - 'beta' - 'candidates' = '{}'
+          AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
+          AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
+          AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
+        -- WeiMoCIR without caption spaces is its query fusion alone: one vector (candidates
+        -- unused, but checked against its bound as on the general path).
+        PERFORM mmr._candidates(prm, p_k + 1, p_k + 1);
+        p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
+                                                      coalesce((prm ->> 'alpha')::float8, 0.8)))];
+    ELSIF m IN ('score_sum', 'product') AND prm - 'candidates' = '{}'
+          AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
+        p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
+        p.n := mmr._candidates(prm, p_k + 1, greatest(4 * p_k, 40));
+        -- the checked statement (no rows unless both legs are complete), the plain one to rerun
+        p.sql := s.statements ->> (m || '_checked');
+        p.aux := jsonb_build_object('sql', s.statements ->> m);
+        RETURN p;
+    ELSE
+        RETURN NULL;
     END IF;
-    SELECT r.function INTO fn FROM mmr._reranker r WHERE r.name = p_rerank;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'reranker % is not registered', quote_literal(p_rerank)
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'SELECT name FROM mmr.rerankers lists them; add one with '
-                         'mmr.register_reranker(name, function).';
-    END IF;
-    EXECUTE 'SELECT array_agg(q.key ORDER BY q.ord), array_agg(q.score ORDER BY q.ord) FROM ('
-            || 'SELECT x.key, x.score, row_number() OVER () AS ord FROM (' || p.sql || ') x) q'
-       INTO ks, ss
-      USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums, p.aux, p.qtext;
-    -- A reranker returns the candidates in their new order (best first).
-    RETURN QUERY EXECUTE format('SELECT r.key, r.score::float8 FROM %s($1, $2, $3, $4, $5, $6) '
-                                'WITH ORDINALITY r(key, score, ord) ORDER BY r.ord LIMIT $7',
-                                fn::oid::regproc)
-      USING p_collection, p.space, p.qvec, coalesce(ks, '{}'), coalesce(ss, '{}'),
-            coalesce(p_rerank_params, '{}'::jsonb) || jsonb_build_object('query_text', p.qtext),
-            p_k;
+    p.sql := s.statements ->> CASE WHEN p_exclude IS NULL THEN 'single' ELSE 'single_excl' END;
+    RETURN p;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION mmr._rerank_depth(p_k int, p_rerank text, p_depth int)
-RETURNS int
-LANGUAGE plpgsql IMMUTABLE
+-- After a fast-path statement returned p_got rows: NULL when that was complete, else the
+-- statement to run next with iterative scans switched on (mmr._top_up_scan): a single-vector
+-- statement continues past the rows already returned; a checked score_sum / product statement
+-- returned nothing, and its plain form runs again.
+CREATE OR REPLACE FUNCTION mmr._fast_rerun(p mmr._search_plan, p_got bigint)
+RETURNS text
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM mmr._check_limit('k', p_k);
-    IF p_rerank IS NULL THEN
-        RETURN p_k;
+    IF p_got >= p.k OR (cardinality(p.vecs) > 1 AND p_got > 0) THEN
+        RETURN NULL;
     END IF;
-    IF p_depth IS NOT NULL AND (p_depth < p_k OR p_depth > mmr._check_limit('rerank_depth', p_depth)) THEN
-        RAISE EXCEPTION 'rerank_depth must be between k (%) and 1000, not %', p_k, p_depth
-            USING ERRCODE = 'invalid_parameter_value';
+    PERFORM mmr._top_up_scan();
+    RETURN CASE WHEN cardinality(p.vecs) = 1 THEN mmr._offset_sql(p.sql, p_got)
+                ELSE p.aux ->> 'sql' END;
+END
+$$;
+
+-- The keys of a not in b (multiset difference, by hashing: x <> ALL (array) compares every pair
+-- of jsonb keys).
+CREATE OR REPLACE FUNCTION mmr._keys_except(a jsonb[], b jsonb[])
+RETURNS jsonb[]
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT ARRAY(SELECT x FROM unnest(a) x EXCEPT ALL SELECT y FROM unnest(b) y);
+END;
+
+-- WeiMoCIR's fusion of its two legs (image space: keys ki, scores si; caption space: kc, sc;
+-- each leg's candidates completed with the other leg's, scored by key): beta·caption +
+-- (1 − beta)·image over the image-space candidates, best k, p_exclude left out.
+CREATE OR REPLACE FUNCTION mmr._weimocir_fuse(ki jsonb[], si float8[], kc jsonb[], sc float8[],
+                                              p_beta float8, p_k int, p_exclude jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT i.k, (p_beta * ((coalesce(c.s, 0)) / 1) + (1 - p_beta) * i.s)::float8
+      FROM unnest(ki, si) i(k, s)
+      LEFT JOIN unnest(kc, sc) c(k, s) ON c.k = i.k
+     WHERE i.s IS NOT NULL AND (p_exclude IS NULL OR i.k <> p_exclude)
+     ORDER BY 2 DESC, 1 LIMIT p_k;
+END;
+
+-- WeiMoCIR with one caption space on the fast path (mmr.composed_search by stored key, no
+-- filter or reranker, both spaces stored as `vector`): the same candidates, formula and order as
+-- the general statement of mmr._composed_plan, but each leg is one small cached statement
+-- returning keys and scores, a space scores by key only the candidates its own leg did not
+-- return, and the fusion is a static statement (its plan is kept).  Vectors never leave the
+-- index scans: carrying 40 embeddings per leg through arrays cost more than the look-ups.
+CREATE OR REPLACE FUNCTION mmr._weimocir_fast(s mmr._space, cs mmr._space,
+                                              p_ref @extschema:vector@.vector,
+                                              p_refcap @extschema:vector@.vector,
+                                              p_mod @extschema:vector@.vector, p_alpha float8,
+                                              p_beta float8, p_n int, p_k int, p_exclude jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qi @extschema:vector@.vector := mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod, p_alpha));
+    qc @extschema:vector@.vector := mmr.vec_normalize(mmr.vec_mix(p_refcap, p_mod, p_alpha));
+    ki jsonb[];
+    si float8[];
+    kc jsonb[];
+    sc float8[];
+    mi jsonb[];
+    mc jsonb[];
+    wi float8[] := '{}';
+    wc float8[] := '{}';
+BEGIN
+    SELECT l.keys, l.scores INTO ki, si FROM mmr._leg_agg(s.statements ->> 'leg_agg', qi, p_n) l;
+    SELECT l.keys, l.scores INTO kc, sc FROM mmr._leg_agg(cs.statements ->> 'leg_agg', qc, p_n) l;
+    mi := mmr._keys_except(kc, ki);
+    mc := mmr._keys_except(ki, kc);
+    IF cardinality(mi) > 0 THEN
+        EXECUTE s.statements ->> 'sims_of' INTO wi USING mi, qi;
     END IF;
-    RETURN coalesce(p_depth, least(1000, greatest(p_k, 100)));
+    IF cardinality(mc) > 0 THEN
+        EXECUTE cs.statements ->> 'sims_of' INTO wc USING mc, qc;
+    END IF;
+    RETURN QUERY SELECT * FROM mmr._weimocir_fuse(ki || mi, si || wi, kc || mc, sc || wc, p_beta,
+                                                  p_k, p_exclude);
 END
 $$;
 
@@ -688,10 +726,9 @@ BEGIN
     -- Fast path: a single-vector method or score_sum/product without filter or reranker runs the space's cached
     -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
     -- general path below, which raises the explanatory errors.
-    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
+    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 999
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
-       AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
-                                                   'score_sum', 'product', 'weimocir') THEN
+       AND lower(coalesce(method, 'weighted')) = ANY (mmr._composed_fast_methods()) THEN
         s := mmr._active_space(collection, space);
         IF s.id IS NOT NULL THEN
             p := mmr._fast_plan(s, reference, modifier, method, params, k, NULL);
@@ -759,10 +796,9 @@ DECLARE
 BEGIN
     -- Fast path as in the overload above; the reference's embedding comes from the cached
     -- look-up statement, and it is excluded from the results unless exclude_reference is false.
-    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 999
+    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 999
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) AND reference_key IS NOT NULL
-       AND lower(coalesce(method, 'weighted')) IN ('image_only', 'text_only', 'weighted', 'slerp',
-                                                   'score_sum', 'product', 'weimocir')
+       AND lower(coalesce(method, 'weighted')) = ANY (mmr._composed_fast_methods())
        AND (NOT prm ? 'exclude_reference' OR jsonb_typeof(prm -> 'exclude_reference') = 'boolean') THEN
         s := mmr._active_space(collection, space);
         IF s.id IS NOT NULL THEN

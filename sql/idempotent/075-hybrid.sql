@@ -227,7 +227,7 @@ BEGIN
     -- small statement (the vector legs cached per space) collected into arrays, and the fusion
     -- is a static statement whose plan PL/pgSQL keeps; the general path below plans one large
     -- statement per call.  Same formulas, candidates, ranks and tie-breaks as there.
-    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL AND k BETWEEN 1 AND 1000
+    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 1000
        AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
        AND f IN ('rrf', 'combsum', 'combmnz') AND nlegs = coalesce(cardinality(vectors), 0)
        AND (weights IS NULL OR cardinality(weights) = nlegs + has_text::int) AND nlegs <= 16

@@ -35,32 +35,111 @@ EXCEPTION WHEN undefined_file OR undefined_function OR insufficient_privilege TH
 END
 $mmr$;
 
--- One public function from its PL/pgSQL reference function: the same definition (signature,
--- volatility, SET clauses) with the C symbol p_symbol of the native library as its body, or, when
--- p_symbol is NULL, a copy of the reference under the public name.  CREATE OR REPLACE keeps the
--- public function's OID, so grants, comments and dependent objects stay.
-CREATE OR REPLACE FUNCTION mmr._bind_function(p_reference regprocedure, p_name text,
-                                              p_symbol text)
-RETURNS void
-LANGUAGE plpgsql
+-- The text-rewriting binder of earlier releases (it edited pg_get_functiondef() output).
+DROP FUNCTION IF EXISTS mmr._bind_function(regprocedure, text, text);
+
+-- mmr.search's first signature (7 arguments) is replaced by the one declared below (reranking
+-- added); existing calls keep working because the new arguments have defaults.
+DROP FUNCTION IF EXISTS mmr.search(text, text, @extschema:vector@.vector, int, jsonb, int, int);
+
+-- The public functions' declarations: signature, result, volatility and SET clauses, written
+-- out once here, each the same as its PL/pgSQL reference function's (mmr._bind_search checks
+-- that they agree), with the C symbol of the native library that implements it.
+CREATE OR REPLACE FUNCTION mmr._native_functions()
+RETURNS TABLE (reference regprocedure, name text, symbol text, declaration text)
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $mmr$
-DECLARE
-    def text := pg_get_functiondef(p_reference);
-    ref_name text := (SELECT proname FROM pg_proc WHERE oid = p_reference);
-BEGIN
-    def := replace(def, format('FUNCTION mmr.%s(', ref_name), format('FUNCTION mmr.%s(', p_name));
-    IF p_symbol IS NOT NULL THEN
-        def := replace(def, E'\n LANGUAGE plpgsql\n', E'\n LANGUAGE c\n');
-        def := left(def, strpos(def, E'\nAS $function$')) ||
-               format('AS %L, %L', '$libdir/pg_mmretrieval', p_symbol);
-    END IF;
-    EXECUTE def;
-END
+    SELECT v.reference::regprocedure, v.name, v.symbol, v.declaration FROM (VALUES
+    ('mmr._search_plpgsql(text,text,@extschema:vector@.vector,int,jsonb,int,int,text,int,jsonb)',
+     'search', 'mmr_search', $d$
+CREATE OR REPLACE FUNCTION mmr.search(
+    collection text,
+    space text,
+    query @extschema:vector@.vector,
+    k int DEFAULT 10,
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+$d$),
+    ('mmr._composed_search_plpgsql(text,text,@extschema:vector@.vector,@extschema:vector@.vector,'
+     'text,int,jsonb,jsonb,int,int,text,int,jsonb)',
+     'composed_search', 'mmr_composed_search', $d$
+CREATE OR REPLACE FUNCTION mmr.composed_search(
+    collection text,
+    space text,
+    reference @extschema:vector@.vector,
+    modifier @extschema:vector@.vector,
+    method text DEFAULT 'weighted',
+    k int DEFAULT 10,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+$d$),
+    ('mmr._composed_search_key_plpgsql(text,text,jsonb,@extschema:vector@.vector,text,int,jsonb,'
+     'jsonb,int,int,text,int,jsonb)',
+     'composed_search', 'mmr_composed_search_key', $d$
+CREATE OR REPLACE FUNCTION mmr.composed_search(
+    collection text,
+    space text,
+    reference_key jsonb,
+    modifier @extschema:vector@.vector,
+    method text DEFAULT 'weighted',
+    k int DEFAULT 10,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+$d$),
+    ('mmr._gqr_refine_plpgsql(@extschema:vector@.vector,@extschema:vector@.vector[],float8[],'
+     'float8,float8,float8,int)',
+     'gqr_refine', 'mmr_gqr_refine', $d$
+CREATE OR REPLACE FUNCTION mmr.gqr_refine(
+    z @extschema:vector@.vector,
+    d @extschema:vector@.vector[],
+    s2 float8[],
+    a float8 DEFAULT 0.5,
+    t float8 DEFAULT 1,
+    lr float8 DEFAULT 5e-3,
+    steps int DEFAULT 15)
+RETURNS @extschema:vector@.vector
+IMMUTABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+$d$)) AS v(reference, name, symbol, declaration)
 $mmr$;
 
--- Bind the public functions natively (p_native) or to copies of their PL/pgSQL reference
--- functions.  Tests switch a database both ways.
+-- Bind the public functions natively (p_native: LANGUAGE c, the library's symbol) or to their
+-- PL/pgSQL reference functions (LANGUAGE plpgsql with the reference's body, prosrc, verbatim).
+-- Both are the declarations above; CREATE OR REPLACE keeps each public function's OID, so
+-- grants, comments and dependent objects stay.  Tests switch a database both ways.
 CREATE OR REPLACE FUNCTION mmr._bind_search(p_native boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -68,19 +147,33 @@ SET search_path = pg_catalog, pg_temp
 AS $mmr$
 DECLARE
     f record;
+    public_fn regprocedure;
 BEGIN
-    -- each reference function by name (one overload each), its public name and C symbol
-    FOR f IN SELECT p.oid::regprocedure AS reference, v.name, v.symbol
-               FROM (VALUES ('_search_plpgsql', 'search', 'mmr_search'),
-                            ('_composed_search_plpgsql', 'composed_search', 'mmr_composed_search'),
-                            ('_composed_search_key_plpgsql', 'composed_search',
-                             'mmr_composed_search_key'),
-                            ('_gqr_refine_plpgsql', 'gqr_refine', 'mmr_gqr_refine'))
-                    AS v(ref, name, symbol)
-               JOIN pg_proc p ON p.proname = v.ref AND p.pronamespace = 'mmr'::regnamespace
-    LOOP
-        PERFORM mmr._bind_function(f.reference, f.name,
-                                   CASE WHEN p_native THEN f.symbol END);
+    FOR f IN SELECT * FROM mmr._native_functions() LOOP
+        IF p_native THEN
+            EXECUTE f.declaration || format('LANGUAGE c AS %L, %L', '$libdir/pg_mmretrieval',
+                                            f.symbol);
+        ELSE
+            EXECUTE f.declaration || format('LANGUAGE plpgsql AS %L',
+                                            (SELECT p.prosrc FROM pg_proc p
+                                              WHERE p.oid = f.reference));
+        END IF;
+        -- the declaration and its reference must agree (same contract, both bindings)
+        SELECT p.oid INTO public_fn FROM pg_proc p, pg_proc r
+         WHERE r.oid = f.reference AND p.pronamespace = r.pronamespace
+           AND p.proname = f.name AND p.proargtypes = r.proargtypes AND p.oid <> r.oid;
+        IF public_fn IS NULL OR EXISTS (
+               SELECT FROM pg_proc p, pg_proc r
+                WHERE p.oid = public_fn AND r.oid = f.reference
+                  AND (p.prorettype, p.proretset, p.provolatile, p.proparallel, p.proconfig,
+                       pg_get_function_arguments(p.oid))
+                      IS DISTINCT FROM
+                      (r.prorettype, r.proretset, r.provolatile, r.proparallel, r.proconfig,
+                       pg_get_function_arguments(r.oid))) THEN
+            RAISE EXCEPTION 'the declaration of % does not match its reference %',
+                            coalesce(public_fn::text, f.symbol), f.reference
+                USING ERRCODE = 'internal_error';
+        END IF;
     END LOOP;
 END
 $mmr$;

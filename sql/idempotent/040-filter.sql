@@ -19,6 +19,104 @@
 -- threshold is the setting mmr.exact_filter_rows (default below; SET LOCAL it for one
 -- transaction, 0 to always use the index).
 
+-- The elements of a jsonb array as text (NULL elements as NULL), for a filter's in / not_in.
+CREATE OR REPLACE FUNCTION mmr._jsonb_texts(p jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(SELECT pg_catalog.jsonb_array_elements_text(p))
+$$;
+
+-- Translate a jsonb filter into a WHERE clause over alias s (the source table).
+--   {"col": value}                       col = value      (null: col IS NULL)
+--   {"col": {"<": 5, ">=": 1}}            comparisons: = != <> < <= > >=
+--   {"col": {"in": [..]}}, {"not_in": [..]}, {"is_null": true|false}
+-- Values stay in the jsonb parameter ($3) and are cast to the column's type: no SQL is ever
+-- built from them.
+CREATE OR REPLACE FUNCTION mmr._filter_sql(c mmr._collection, p_filter jsonb, p_param text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col text;
+    val jsonb;
+    op text;
+    arg jsonb;
+    typ text;
+    parts text[] := '{}';
+BEGIN
+    IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_filter) <> 'object' THEN
+        RAISE EXCEPTION 'filter must be a JSON object of column conditions, not %', jsonb_typeof(p_filter)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: {"price": {"<": 50}, "category": "shoes"}.';
+    END IF;
+    FOR col, val IN SELECT * FROM jsonb_each(p_filter) LOOP
+        -- Values are cast to the column's base type, never to a domain: a domain's CHECK is
+        -- the table owner's code and must not run as whoever searches (issue 12, item 1).
+        SELECT CASE WHEN t.typtype = 'd'
+                    THEN format_type(mmr._base_type(a.atttypid), t.typtypmod)
+                    ELSE format_type(a.atttypid, a.atttypmod) END
+          INTO typ FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         WHERE a.attrelid = c.source AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+        IF typ IS NULL THEN
+            RAISE EXCEPTION 'filter names column %, which table % does not have', quote_ident(col),
+                            c.source
+                USING ERRCODE = 'undefined_column';
+        END IF;
+        IF jsonb_typeof(val) = 'null' THEN
+            parts := parts || format('s.%I IS NULL', col);
+        ELSIF jsonb_typeof(val) = 'array' THEN
+            RAISE EXCEPTION 'filter %: a list where a single value is expected', col
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('To match any of several values write {%s: {"in": %s}}; '
+                                    'for one value, {%s: value}.', to_jsonb(col), val,
+                                    to_jsonb(col));
+        ELSIF jsonb_typeof(val) <> 'object' THEN
+            parts := parts || format('s.%I = (%s -> %L ->> 0)::%s', col, p_param, col, typ);
+        ELSE
+            FOR op, arg IN SELECT * FROM jsonb_each(val) LOOP
+                IF op IN ('=', '!=', '<>', '<', '<=', '>', '>=') THEN
+                    IF jsonb_typeof(arg) NOT IN ('string', 'number', 'boolean') THEN
+                        RAISE EXCEPTION 'filter %: operator % needs a scalar value', col, op
+                            USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                    parts := parts || format('s.%I %s (%s -> %L ->> %L)::%s', col, op, p_param,
+                                             col, op, typ);
+                ELSIF op IN ('in', 'not_in') THEN
+                    IF jsonb_typeof(arg) <> 'array' THEN
+                        RAISE EXCEPTION 'filter %: operator % needs an array', col, op
+                            USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                    -- mmr._jsonb_texts is IMMUTABLE: with the filter known, the planner folds
+                    -- the list into a constant and estimates its rows (mmr._filter_plan)
+                    parts := parts || format(
+                        CASE op WHEN 'in' THEN 's.%I = ANY (mmr._jsonb_texts(%s -> %L -> %L)::%s[])'
+                                ELSE 's.%I <> ALL (mmr._jsonb_texts(%s -> %L -> %L)::%s[])' END,
+                        col, p_param, col, op, typ);
+                ELSIF op = 'is_null' THEN
+                    IF jsonb_typeof(arg) <> 'boolean' THEN
+                        RAISE EXCEPTION 'filter %: is_null needs true or false', col
+                            USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                    parts := parts || format(CASE WHEN arg::text = 'true' THEN 's.%I IS NULL'
+                                                  ELSE 's.%I IS NOT NULL' END, col);
+                ELSE
+                    RAISE EXCEPTION 'filter %: unknown operator %', col, quote_literal(op)
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Operators: = != < <= > >= in not_in is_null.';
+                END IF;
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN array_to_string(parts, ' AND ');
+END
+$$;
+
 -- The default threshold for a source table of p_total rows, measured (docs/retrieval.md,
 -- "Filtered search"; bench/filtered.py).  Scoring the passing rows exactly costs about
 -- rows x (one heap fetch + one distance); an iterative HNSW scan costs about 1 / selectivity

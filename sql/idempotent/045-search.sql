@@ -1,100 +1,289 @@
--- Plain vector search, external embeddings, and the catalog views.
+-- Search: the statement builders every search shares, the executor of a plan (mmr._execute),
+-- plain vector search (mmr.search, explain_search, search_batch), external embeddings, and the
+-- catalog views.  Filters are translated and planned in 040-filter.sql.
+--
+-- Every search function builds a "plan" (mmr._search_plan: one SQL statement and its
+-- parameters) and runs it with mmr._execute, which also applies a registered reranker.  The
+-- statement's parameters are always, in this order:
+--   $1 vector[] query vectors   $2 int candidates per leg   $3 jsonb filter   $4 int k
+--   $5 jsonb key to exclude     $6 float8[] leg weights     $7 float8[] numeric options
+--   $8 jsonb auxiliary data     $9 text query text
+-- Single-vector methods are one `ORDER BY embedding <op> $1[1] LIMIT` statement (the HNSW
+-- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
+-- same statement (no per-row round trips).
 
--- The elements of a jsonb array as text (NULL elements as NULL), for a filter's in / not_in.
-CREATE OR REPLACE FUNCTION mmr._jsonb_texts(p jsonb)
-RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+-- The plan type mmr._search_plan is created in 010-internal.sql.
+
+-- A number from params, or the default; a clear error for a non-number.
+CREATE OR REPLACE FUNCTION mmr._num(p jsonb, p_name text, p_default float8)
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ARRAY(SELECT pg_catalog.jsonb_array_elements_text(p))
+BEGIN
+    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
+        RETURN p_default;
+    END IF;
+    IF jsonb_typeof(p -> p_name) <> 'number' THEN
+        RAISE EXCEPTION 'parameter % must be a number, not %', p_name, p -> p_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (p ->> p_name)::float8;
+END
 $$;
 
--- Translate a jsonb filter into a WHERE clause over alias s (the source table).
---   {"col": value}                       col = value      (null: col IS NULL)
---   {"col": {"<": 5, ">=": 1}}            comparisons: = != <> < <= > >=
---   {"col": {"in": [..]}}, {"not_in": [..]}, {"is_null": true|false}
--- Values stay in the jsonb parameter ($3) and are cast to the column's type: no SQL is ever
--- built from them.
-CREATE OR REPLACE FUNCTION mmr._filter_sql(c mmr._collection, p_filter jsonb, p_param text)
+CREATE OR REPLACE FUNCTION mmr._bool(p jsonb, p_name text, p_default boolean)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
+        RETURN p_default;
+    END IF;
+    IF jsonb_typeof(p -> p_name) <> 'boolean' THEN
+        RAISE EXCEPTION 'parameter % must be true or false, not %', p_name, p -> p_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (p ->> p_name)::boolean;
+END
+$$;
+
+-- Reject unknown parameter names (typos would otherwise silently use defaults).
+CREATE OR REPLACE FUNCTION mmr._check_params(p jsonb, p_known text[], p_what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad text;
+BEGIN
+    IF p IS NULL THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(p) <> 'object' THEN
+        RAISE EXCEPTION 'params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(quote_literal(k), ', ') INTO bad FROM jsonb_object_keys(p) k
+     WHERE k <> ALL (p_known);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION '% does not take parameter(s) %', p_what, bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known parameters: ' || array_to_string(p_known, ', ') || '.';
+    END IF;
+END
+$$;
+
+-- The query vector as the SQL expression to compare with a space's embedding column.
+CREATE OR REPLACE FUNCTION mmr._qexpr(s mmr._space, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE s.storage WHEN 'halfvec'
+                THEN format('(%s)::@extschema:vector@.halfvec(%s)', p_expr, s.dimensions)
+                ELSE p_expr END
+$$;
+
+-- Distance and similarity (score, higher is better) of alias.embedding to a query expression.
+CREATE OR REPLACE FUNCTION mmr._dist(s mmr._space, p_alias text, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%I.embedding OPERATOR(@extschema:vector@.%s) %s', p_alias,
+                  mmr._distance_op(s.distance), mmr._qexpr(s, p_expr))
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._sim(s mmr._space, p_alias text, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT mmr._score_expr(s.distance, mmr._dist(s, p_alias, p_expr))
+$$;
+
+-- Similarity (score) of an embedding expression to a query expression.
+CREATE OR REPLACE FUNCTION mmr._sim_of(s mmr._space, p_embedding text, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT mmr._score_expr(s.distance, format('(%s) OPERATOR(@extschema:vector@.%s) %s', p_embedding,
+                                              mmr._distance_op(s.distance), mmr._qexpr(s, p_expr)))
+$$;
+
+-- Inner product of alias.embedding with a query expression (float8).
+CREATE OR REPLACE FUNCTION mmr._ip(s mmr._space, p_alias text, p_expr text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('(-(%I.embedding OPERATOR(@extschema:vector@.<#>) %s))::float8', p_alias,
+                  mmr._qexpr(s, p_expr))
+$$;
+
+-- One index leg: the key columns and distance of the p_limit rows nearest to p_expr, in the
+-- HNSW shape (with p_embedding, also the row's embedding, read by the index scan anyway, so the
+-- fusion needs no second look-up).  The filter (a jsonb in $3) joins the source table; a
+-- selective one is scored exactly (mmr._filtered_from, 040-filter.sql).
+DROP FUNCTION IF EXISTS mmr._leg_sql(mmr._collection, mmr._space, text, text, jsonb);
+
+CREATE OR REPLACE FUNCTION mmr._leg_sql(c mmr._collection, s mmr._space, p_expr text,
+                                        p_limit text, p_filter jsonb,
+                                        p_embedding boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    col text;
-    val jsonb;
-    op text;
-    arg jsonb;
-    typ text;
-    parts text[] := '{}';
+    dist text := mmr._dist(s, 'e', p_expr);
+    cols text := mmr._key_list(c, 'e') || CASE WHEN p_embedding THEN ', e.embedding' ELSE '' END;
 BEGIN
-    IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
-        RETURN NULL;
+    IF p_filter IS NULL THEN
+        RETURN format('SELECT %s, %s AS dist FROM %s e ORDER BY %s LIMIT %s',
+                      cols, dist, s.embedding_table, dist, p_limit);
     END IF;
-    IF jsonb_typeof(p_filter) <> 'object' THEN
-        RAISE EXCEPTION 'filter must be a JSON object of column conditions, not %', jsonb_typeof(p_filter)
+    RETURN format('SELECT %s, %s AS dist FROM %s ORDER BY %s LIMIT %s',
+                  cols, dist, mmr._filtered_from(c, s, p_filter), dist, p_limit);
+END
+$$;
+
+-- Single-vector statement: the k nearest rows to $1[1] in the HNSW shape; when a key may be
+-- excluded ($5), k + 1 rows are fetched and the excluded one dropped.
+DROP FUNCTION IF EXISTS mmr._single_sql(mmr._collection, mmr._space, jsonb);
+
+CREATE OR REPLACE FUNCTION mmr._single_sql(c mmr._collection, s mmr._space, p_filter jsonb,
+                                           p_exclude boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dist text := mmr._dist(s, 'e', '$1[1]');
+    inner_sql text;
+BEGIN
+    inner_sql := format('SELECT %s AS key, %s AS score FROM %s ORDER BY %s LIMIT %s',
+                        mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist),
+                        mmr._filtered_from(c, s, p_filter), dist,
+                        CASE WHEN p_exclude THEN '$4 + 1' ELSE '$4' END);
+    IF NOT p_exclude AND p_filter IS NULL THEN
+        RETURN inner_sql;
+    END IF;
+    IF NOT p_exclude THEN
+        -- re-sorted: a filter's index plan scans in pgvector's relaxed order (_prepare_search)
+        RETURN format('SELECT x.key, x.score FROM (%s) x ORDER BY x.score DESC', inner_sql);
+    END IF;
+    RETURN format('SELECT x.key, x.score FROM (%s) x WHERE x.key <> $5 '
+                  'ORDER BY x.score DESC LIMIT $4', inner_sql);
+END
+$$;
+
+-- The stored embedding of a row (by its jsonb key) in a space, as a full-precision vector.
+CREATE OR REPLACE FUNCTION mmr._embedding_of(c mmr._collection, s mmr._space, p_key jsonb,
+                                             p_required boolean DEFAULT true)
+RETURNS @extschema:vector@.vector
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v @extschema:vector@.vector;
+BEGIN
+    IF p_key IS NULL THEN
+        RAISE EXCEPTION 'reference key must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    EXECUTE format('SELECT e.embedding::@extschema:vector@.vector FROM %s e, LATERAL (SELECT %s) t WHERE %s',
+                   s.embedding_table, mmr._key_from_json(c, '$1'), mmr._key_join(c, 'e', 't'))
+       INTO v USING p_key;
+    IF v IS NULL AND p_required THEN
+        RAISE EXCEPTION 'row % of collection % has no embedding in space %', p_key,
+                        quote_literal(c.name), quote_literal(s.name)
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Check the key, and that the worker has embedded the row (mmr status).';
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- Run a plan; with a reranker, its first rerank_depth rows go through it and the best k return.
+CREATE OR REPLACE FUNCTION mmr._execute(p mmr._search_plan, p_collection text, p_k int,
+                                        p_rerank text, p_rerank_params jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn regprocedure;
+    ks jsonb[];
+    ss float8[];
+BEGIN
+    IF p_rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+        RETURN;
+    END IF;
+    IF p_rerank_params IS NOT NULL AND jsonb_typeof(p_rerank_params) <> 'object' THEN
+        RAISE EXCEPTION 'rerank_params must be a JSON object, not %', jsonb_typeof(p_rerank_params)
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Example: {"price": {"<": 50}, "category": "shoes"}.';
+                  HINT = 'Example: rerank_params => ''{"lambda": 0.7}''.';
     END IF;
-    FOR col, val IN SELECT * FROM jsonb_each(p_filter) LOOP
-        -- Values are cast to the column's base type, never to a domain: a domain's CHECK is
-        -- the table owner's code and must not run as whoever searches (issue 12, item 1).
-        SELECT CASE WHEN t.typtype = 'd'
-                    THEN format_type(mmr._base_type(a.atttypid), t.typtypmod)
-                    ELSE format_type(a.atttypid, a.atttypmod) END
-          INTO typ FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-         WHERE a.attrelid = c.source AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
-        IF typ IS NULL THEN
-            RAISE EXCEPTION 'filter names column %, which table % does not have', quote_ident(col),
-                            c.source
-                USING ERRCODE = 'undefined_column';
-        END IF;
-        IF jsonb_typeof(val) = 'null' THEN
-            parts := parts || format('s.%I IS NULL', col);
-        ELSIF jsonb_typeof(val) = 'array' THEN
-            RAISE EXCEPTION 'filter %: a list where a single value is expected', col
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('To match any of several values write {%s: {"in": %s}}; '
-                                    'for one value, {%s: value}.', to_jsonb(col), val,
-                                    to_jsonb(col));
-        ELSIF jsonb_typeof(val) <> 'object' THEN
-            parts := parts || format('s.%I = (%s -> %L ->> 0)::%s', col, p_param, col, typ);
-        ELSE
-            FOR op, arg IN SELECT * FROM jsonb_each(val) LOOP
-                IF op IN ('=', '!=', '<>', '<', '<=', '>', '>=') THEN
-                    IF jsonb_typeof(arg) NOT IN ('string', 'number', 'boolean') THEN
-                        RAISE EXCEPTION 'filter %: operator % needs a scalar value', col, op
-                            USING ERRCODE = 'invalid_parameter_value';
-                    END IF;
-                    parts := parts || format('s.%I %s (%s -> %L ->> %L)::%s', col, op, p_param,
-                                             col, op, typ);
-                ELSIF op IN ('in', 'not_in') THEN
-                    IF jsonb_typeof(arg) <> 'array' THEN
-                        RAISE EXCEPTION 'filter %: operator % needs an array', col, op
-                            USING ERRCODE = 'invalid_parameter_value';
-                    END IF;
-                    -- mmr._jsonb_texts is IMMUTABLE: with the filter known, the planner folds
-                    -- the list into a constant and estimates its rows (mmr._filter_plan)
-                    parts := parts || format(
-                        CASE op WHEN 'in' THEN 's.%I = ANY (mmr._jsonb_texts(%s -> %L -> %L)::%s[])'
-                                ELSE 's.%I <> ALL (mmr._jsonb_texts(%s -> %L -> %L)::%s[])' END,
-                        col, p_param, col, op, typ);
-                ELSIF op = 'is_null' THEN
-                    IF jsonb_typeof(arg) <> 'boolean' THEN
-                        RAISE EXCEPTION 'filter %: is_null needs true or false', col
-                            USING ERRCODE = 'invalid_parameter_value';
-                    END IF;
-                    parts := parts || format(CASE WHEN arg::text = 'true' THEN 's.%I IS NULL'
-                                                  ELSE 's.%I IS NOT NULL' END, col);
-                ELSE
-                    RAISE EXCEPTION 'filter %: unknown operator %', col, quote_literal(op)
-                        USING ERRCODE = 'invalid_parameter_value',
-                              HINT = 'Operators: = != < <= > >= in not_in is_null.';
-                END IF;
-            END LOOP;
-        END IF;
-    END LOOP;
-    RETURN array_to_string(parts, ' AND ');
+    SELECT r.function INTO fn FROM mmr._reranker r WHERE r.name = p_rerank;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reranker % is not registered', quote_literal(p_rerank)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name FROM mmr.rerankers lists them; add one with '
+                         'mmr.register_reranker(name, function).';
+    END IF;
+    EXECUTE 'SELECT array_agg(q.key ORDER BY q.ord), array_agg(q.score ORDER BY q.ord) FROM ('
+            || 'SELECT x.key, x.score, row_number() OVER () AS ord FROM (' || p.sql || ') x) q'
+       INTO ks, ss
+      USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums, p.aux, p.qtext;
+    -- A reranker returns the candidates in their new order (best first).
+    RETURN QUERY EXECUTE format('SELECT r.key, r.score::float8 FROM %s($1, $2, $3, $4, $5, $6) '
+                                'WITH ORDINALITY r(key, score, ord) ORDER BY r.ord LIMIT $7',
+                                fn::oid::regproc)
+      USING p_collection, p.space, p.qvec, coalesce(ks, '{}'), coalesce(ss, '{}'),
+            coalesce(p_rerank_params, '{}'::jsonb) || jsonb_build_object('query_text', p.qtext),
+            p_k;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._rerank_depth(p_k int, p_rerank text, p_depth int)
+RETURNS int
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM mmr._check_limit('k', p_k);
+    IF p_rerank IS NULL THEN
+        RETURN p_k;
+    END IF;
+    IF p_depth IS NOT NULL AND (p_depth < p_k OR p_depth > mmr._check_limit('rerank_depth', p_depth)) THEN
+        RAISE EXCEPTION 'rerank_depth must be between k (%) and 1000, not %', p_k, p_depth
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN coalesce(p_depth, least(1000, greatest(p_k, 100)));
+END
+$$;
+
+-- A single-vector plan (the HNSW shape) for a query vector.
+CREATE OR REPLACE FUNCTION mmr._single_plan(c mmr._collection, s mmr._space,
+                                            p_query @extschema:vector@.vector, p_k int,
+                                            p_filter jsonb, p_exclude jsonb, p_ef_search int,
+                                            p_max_scan_tuples int)
+RETURNS mmr._search_plan
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p mmr._search_plan;
+BEGIN
+    PERFORM mmr._prepare_search(s, p_query, least(p_k + 1, 1000), p_ef_search, p_max_scan_tuples,
+                                c, p_filter);
+    p.sql := mmr._single_sql(c, s, p_filter, p_exclude IS NOT NULL);
+    p.vecs := ARRAY[p_query]; p.qvec := p_query; p.k := p_k; p.n := p_k;
+    p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
+    RETURN p;
 END
 $$;
 
@@ -102,7 +291,7 @@ $$;
 -- expression p_q (a parameter, or a column of a lateral join: mmr.search_batch); $2 k, $3 filter.
 -- Unfiltered, and under a broad filter, it keeps the only shape pgvector's HNSW index serves:
 -- ORDER BY embedding <op> q LIMIT $2.  Under a selective filter (mmr._filter_plan) the rows
--- that pass are scored exactly (mmr._filtered_from, 045-filter-plan.sql), best score first.
+-- that pass are scored exactly (mmr._filtered_from, 040-filter.sql), best score first.
 -- An unfiltered 'bit' space (issue 17, item 2) takes mmr._scan_rows(s, $2) candidates from its
 -- Hamming index over binary_quantize(embedding)::bit(d) and reranks them exactly on the full
 -- vectors (pgvector's documented binary quantisation with re-ranking); a filtered one is scored
@@ -196,9 +385,20 @@ BEGIN
 END
 $$;
 
--- Plain search.  Its first signature (7 arguments) is replaced by this one (reranking added);
--- existing calls keep working because the new arguments have defaults.
-DROP FUNCTION IF EXISTS mmr.search(text, text, @extschema:vector@.vector, int, jsonb, int, int);
+-- The one condition on max_scan_tuples and the session under which a search may take its fast
+-- path (the cached statement; without filter or reranker, which each search checks itself):
+-- max_scan_tuples unset or equal to its default (20000, the functions' SET clause), so that
+-- passing a default value never changes the path; and the fast paths not switched off for the
+-- session with `SET mmr.fast_path = off` (tests compare both paths on the same data this way).
+-- The native module (native/pg_mmretrieval.c) applies the same condition.
+CREATE OR REPLACE FUNCTION mmr._fast_path_allowed(p_max_scan_tuples int)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(p_max_scan_tuples, 20000) = 20000
+           AND coalesce(pg_catalog.current_setting('mmr.fast_path', true), '')
+               NOT IN ('off', 'false', '0');
+END;
 
 -- mmr.search's reference implementation and general path.  mmr.search itself is created from
 -- it by 089-native.sql: the native fast path (native/pg_mmretrieval.c), which hands every call
@@ -234,7 +434,7 @@ DECLARE
 BEGIN
     -- Fast path (no filter, no reranker, valid arguments): the cached statement of the space
     -- (mmr._space.statements), one catalog look-up, nothing else to build or check.
-    IF filter IS NULL AND rerank IS NULL AND max_scan_tuples IS NULL
+    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples)
        AND k BETWEEN 1 AND 1000 AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) THEN
         s := mmr._active_space(collection, space);
         -- ('bit' spaces take the general path: their candidate scan needs iterative scans)
@@ -299,7 +499,7 @@ BEGIN
     PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples, c, filter);
     EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s', CASE WHEN run_analyze THEN 'true' ELSE 'false' END, mmr._search_sql(c, s, filter))
        INTO plan USING query, k, filter;
-    -- Which plan a filter got and why (045-filter-plan.sql), next to PostgreSQL's plan.
+    -- Which plan a filter got and why (040-filter.sql), next to PostgreSQL's plan.
     SELECT * INTO fp FROM mmr._filter_plan(c, filter);
     RETURN jsonb_set(plan, '{0,mmr}', jsonb_strip_nulls(jsonb_build_object(
         'filter_plan', CASE WHEN mmr._filter_sql(c, filter, '$3') IS NULL THEN 'none'

@@ -114,9 +114,10 @@ BEGIN
 END
 $$;
 
--- MMR diversification of the candidates (relevance = their scores, similarity = cosine of their
--- embeddings in the space); params lambda (0.5).
-CREATE OR REPLACE FUNCTION mmr.rerank_mmr(collection text, space text,
+-- Diversification by Maximal Marginal Relevance (Carbonell and Goldstein 1998) of the candidates
+-- (relevance = their scores, similarity = cosine of their embeddings in the space); params
+-- lambda (0.5).  Registered as 'diversify' and, deprecated, as 'mmr'.
+CREATE OR REPLACE FUNCTION mmr.rerank_diversify(collection text, space text,
                                           query @extschema:vector@.vector, keys jsonb[],
                                           scores float8[], params jsonb)
 RETURNS TABLE (key jsonb, score float8)
@@ -153,35 +154,28 @@ BEGIN
 END
 $$;
 
+-- Deprecated alias of mmr.rerank_diversify (its old name; removed in the next release).
+CREATE OR REPLACE FUNCTION mmr.rerank_mmr(collection text, space text,
+                                          query @extschema:vector@.vector, keys jsonb[],
+                                          scores float8[], params jsonb)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM mmr.rerank_diversify(collection, space, query, keys, scores, params) $$;
+
+COMMENT ON FUNCTION mmr.rerank_mmr(text, text, @extschema:vector@.vector, jsonb[], float8[], jsonb)
+    IS 'deprecated: use mmr.rerank_diversify';
+
 INSERT INTO mmr._reranker (name, function, description) VALUES
     ('exact', 'mmr.rerank_exact(text,text,@extschema:vector@.vector,jsonb[],float8[],jsonb)'::regprocedure,
      'exact full-precision rescoring (params: exact_space)'),
     ('caption', 'mmr.rerank_caption(text,text,@extschema:vector@.vector,jsonb[],float8[],jsonb)'::regprocedure,
      'blend with caption-space similarity (params: caption_space, caption_query, weight)'),
-    ('mmr', 'mmr.rerank_mmr(text,text,@extschema:vector@.vector,jsonb[],float8[],jsonb)'::regprocedure,
-     'maximal marginal relevance diversification (params: lambda)')
+    ('diversify', 'mmr.rerank_diversify(text,text,@extschema:vector@.vector,jsonb[],float8[],jsonb)'::regprocedure,
+     'maximal marginal relevance diversification (params: lambda)'),
+    ('mmr', 'mmr.rerank_diversify(text,text,@extschema:vector@.vector,jsonb[],float8[],jsonb)'::regprocedure,
+     'deprecated name of ''diversify'' (maximal marginal relevance diversification; params: lambda)')
 ON CONFLICT (name) DO UPDATE SET function = EXCLUDED.function, description = EXCLUDED.description;
-
--- A single-vector plan (the HNSW shape) for a query vector.
-CREATE OR REPLACE FUNCTION mmr._single_plan(c mmr._collection, s mmr._space,
-                                            p_query @extschema:vector@.vector, p_k int,
-                                            p_filter jsonb, p_exclude jsonb, p_ef_search int,
-                                            p_max_scan_tuples int)
-RETURNS mmr._search_plan
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    p mmr._search_plan;
-BEGIN
-    PERFORM mmr._prepare_search(s, p_query, least(p_k + 1, 1000), p_ef_search, p_max_scan_tuples,
-                                c, p_filter);
-    p.sql := mmr._single_sql(c, s, p_filter, p_exclude IS NOT NULL);
-    p.vecs := ARRAY[p_query]; p.qvec := p_query; p.k := p_k; p.n := p_k;
-    p.filter := p_filter; p.exclude := p_exclude; p.space := s.name;
-    RETURN p;
-END
-$$;
 
 -- Embeddings of rows given by a JSON array of keys (rows without one are skipped).
 CREATE OR REPLACE FUNCTION mmr._embeddings_of(c mmr._collection, s mmr._space, p_keys jsonb)
@@ -263,8 +257,9 @@ BEGIN
 END
 $$;
 
--- MMR-diversified search: the first `candidates` rows, reordered greedily by MMR (λ).
-CREATE OR REPLACE FUNCTION mmr.mmr_search(
+-- Diversified search: the first `candidates` rows, reordered greedily by Maximal Marginal
+-- Relevance (λ weighs relevance against diversity).
+CREATE OR REPLACE FUNCTION mmr.diversify_search(
     collection text,
     space text,
     query @extschema:vector@.vector,
@@ -279,13 +274,37 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM mmr._search_plpgsql(collection, space, query, k, filter, ef_search,
-                                      max_scan_tuples, 'mmr',
+                                      max_scan_tuples, 'diversify',
                                       greatest(mmr._check_limit('candidates', candidates), k),
                                       jsonb_build_object('lambda', mmr._check_real(
                                           'MMR lambda', lambda, 0, 1, false,
                                           'lambda weighs relevance against diversity: '
                                           '0 <= lambda <= 1 (default 0.5).')))
 $$;
+
+-- Deprecated alias of mmr.diversify_search (its old name, which was also the schema's; removed
+-- in the next release).
+CREATE OR REPLACE FUNCTION mmr.mmr_search(
+    collection text,
+    space text,
+    query @extschema:vector@.vector,
+    k int DEFAULT 10,
+    lambda float8 DEFAULT 0.5,
+    candidates int DEFAULT 50,
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM mmr.diversify_search(collection, space, query, k, lambda, candidates, filter,
+                                       ef_search, max_scan_tuples)
+$$;
+
+COMMENT ON FUNCTION mmr.mmr_search(text, text, @extschema:vector@.vector, int, float8, int, jsonb,
+                                   int, int)
+    IS 'deprecated: use mmr.diversify_search';
 
 -- Dialog (multi-turn) query from the embeddings of the turns (caption, then answers...):
 -- q = n(Σ w_i·n(v_i)) with params weighting = mean (default) | last | decay (w_i = decay^(T−i),
