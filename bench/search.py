@@ -140,6 +140,13 @@ def main() -> None:
         help="time the queries as this existing role (SET ROLE after the setup; it is granted "
         "SELECT on the table), so the embedding tables' row-level security applies",
     )
+    ap.add_argument(
+        "--binding",
+        choices=("installed", "plpgsql"),
+        default="installed",
+        help="time mmr.search/composed_search as installed (the native module when the server "
+        "has it) or bound to their PL/pgSQL reference functions (what the C module saves)",
+    )
     args = ap.parse_args()
     img, cap, centers = data(args.n, args.dim)
     rng = np.random.default_rng(2)
@@ -166,6 +173,8 @@ def main() -> None:
         if args.reuse is None:
             setup(url, img, cap)
         conn = db.connect(url, autocommit=True)
+        if args.binding == "plpgsql":
+            conn.execute("SELECT mmr._bind_search(false)")
         rows, dims = conn.execute(
             "SELECT count(*), max(vector_dims(embedding)) FROM mmr._emb_1"
         ).fetchone() or (0, 0)
