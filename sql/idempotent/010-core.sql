@@ -257,3 +257,39 @@ CREATE OR REPLACE FUNCTION mmr.content_hash(content bytea)
 RETURNS bytea
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN pg_catalog.sha256(content);
+
+-- Search parameters (a jsonb object of named values): read one, with its default.
+-- A number from params, or the default; a clear error for a non-number.
+CREATE OR REPLACE FUNCTION mmr._num(p jsonb, p_name text, p_default float8)
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
+        RETURN p_default;
+    END IF;
+    IF jsonb_typeof(p -> p_name) <> 'number' THEN
+        RAISE EXCEPTION 'parameter % must be a number, not %', p_name, p -> p_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (p ->> p_name)::float8;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._bool(p jsonb, p_name text, p_default boolean)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p IS NULL OR NOT p ? p_name OR jsonb_typeof(p -> p_name) = 'null' THEN
+        RETURN p_default;
+    END IF;
+    IF jsonb_typeof(p -> p_name) <> 'boolean' THEN
+        RAISE EXCEPTION 'parameter % must be true or false, not %', p_name, p -> p_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (p ->> p_name)::boolean;
+END
+$$;
