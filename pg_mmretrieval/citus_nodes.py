@@ -58,6 +58,7 @@ def citus_databases(st: citus.ClusterStatus) -> list[str]:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL binds
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

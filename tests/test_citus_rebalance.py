@@ -276,6 +276,13 @@ def test_add_node_and_rebalance_while_searching(small_cluster: tuple[Path, str])
             (new_port,),
         )
         assert moved >= 1
+    # stopped and started again, the cluster keeps its added node (no --workers needed)
+    assert _mmr(env, "cluster", "stop").returncode == 0
+    started = _mmr(env, "cluster", "start")
+    assert started.returncode == 0, started.stderr
+    nodes = json.loads(_mmr(env, "cluster", "status", "--json").stdout)["nodes"]
+    assert len(nodes) == 3 and all(n["running"] for n in nodes), nodes
+    assert new_port in {n["port"] for n in nodes}
     # `mmr status` on the Citus database: the collection, its rows embedded, nothing queued
     st = _mmr(env, "status", "--json")
     assert st.returncode == 0, st.stderr
