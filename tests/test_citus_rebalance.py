@@ -236,6 +236,8 @@ def test_add_node_and_rebalance_while_searching(small_cluster: tuple[Path, str])
         for lo, members in groups.items():
             assert {t for t, _ in members} == set(tables), (lo, members)
             assert len({p for _, p in members}) == 1, (lo, members)
+        on_new = [lo for lo, members in groups.items() if {p for _, p in members} == {new_port}]
+        assert len(on_new) == len(groups) // 2 == 2, groups  # a fair share: 2 of 4 groups
         # nothing lost: the same embeddings, every row found by an exact (filtered) search
         after = {i: _np(v) for i, v in conn.execute(f"SELECT id, embedding FROM {emb}")}
         assert after.keys() == before.keys()
