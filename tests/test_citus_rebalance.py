@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -51,16 +52,21 @@ def _mmr(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def small_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+def small_cluster() -> Iterator[tuple[Path, str]]:
     """A coordinator and one worker in a data directory of their own, a database with the
-    mmr schema; stopped (every node, the added one too) at the end of the module."""
+    mmr schema; stopped (every node, the added one too) and removed at the end of the module.
+
+    (Under the tests' data directory, which the server's system user may enter: not under
+    pytest's tmp directory, whose parent pytest makes private again at each session start.)"""
     reason = citus.availability()
     if reason is not None:
         pytest.skip(reason)
-    data_dir = tmp_path_factory.mktemp("citus-grow")
     before = os.environ.get(config.ENV_DATA_DIR)
+    data_dir = config.data_dir() / "citus-grow"
     os.environ[config.ENV_DATA_DIR] = str(data_dir)
     try:
+        citus.stop_cluster()  # one a failed run left behind
+        shutil.rmtree(data_dir, ignore_errors=True)
         st = citus.start_cluster(workers=1, port=free_base_port(start=6401, span=6))
         try:
             name = f"tg_{uuid.uuid4().hex[:10]}"
@@ -69,6 +75,7 @@ def small_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
             yield data_dir, coord
         finally:
             citus.stop_cluster()
+            shutil.rmtree(data_dir, ignore_errors=True)
     finally:
         if before is None:
             os.environ.pop(config.ENV_DATA_DIR, None)
@@ -153,6 +160,29 @@ class _Searcher(threading.Thread):
         conn.close()
 
 
+class _Writer(threading.Thread):
+    """Inserts one row at a time (ids from 100001, category -1: out of the searches' way)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.ids: list[int] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            i = 100001
+            while not self.stop.is_set():
+                try:
+                    conn.execute("INSERT INTO grow VALUES (%s, -1, %s)", (i, f"written {i}"))
+                    self.ids.append(i)
+                except psycopg.Error as e:  # recorded and asserted on by the test
+                    self.errors.append(f"{type(e).__name__}: {e}")
+                i += 1
+                time.sleep(0.05)
+
+
 def test_add_node_and_rebalance_while_searching(small_cluster: tuple[Path, str]) -> None:
     import numpy as np
     from pgvector.psycopg import register_vector
@@ -189,6 +219,8 @@ def test_add_node_and_rebalance_while_searching(small_cluster: tuple[Path, str])
 
     searcher = _Searcher(url, vecs)
     searcher.start()
+    writer = _Writer(url)  # inserts rows meanwhile: change capture goes on during the moves
+    writer.start()
     time.sleep(1)
     t0 = time.monotonic()
     added = _mmr(env, "cluster", "add-node")
@@ -200,7 +232,9 @@ def test_add_node_and_rebalance_while_searching(small_cluster: tuple[Path, str])
     assert reb.returncode == 0, reb.stderr
     time.sleep(1)
     searcher.stop.set()
+    writer.stop.set()
     searcher.join(timeout=60)
+    writer.join(timeout=60)
 
     during = [d for d in searcher.done if t_added <= d[0] <= t1]  # while shards move
     lat0 = [d[2] for d in s0.done]
@@ -214,6 +248,8 @@ def test_add_node_and_rebalance_while_searching(small_cluster: tuple[Path, str])
         "by_kind_during": {k: sum(1 for d in during if d[1] == k) for k in kinds},
         "searches_during_add_node": sum(1 for d in searcher.done if t0 <= d[0] < t_added),
         "errors": len(searcher.errors),
+        "rows_inserted_meanwhile": len(writer.ids),
+        "insert_errors": len(writer.errors),
         "p50_ms_before": round(_pct(lat0, 0.5), 2),
         "p99_ms_before": round(_pct(lat0, 0.99), 2),
         "p50_ms_during": round(_pct(lat1, 0.5), 2),
@@ -222,6 +258,8 @@ def test_add_node_and_rebalance_while_searching(small_cluster: tuple[Path, str])
     }  # fmt: skip
     print("REBALANCE " + json.dumps(report))
     assert not searcher.errors, searcher.errors[:5]
+    assert not writer.errors and writer.ids, writer.errors[:5]
+    extra = len(writer.ids)
     assert all(any(d[1] == k for d in during) for k in kinds), report
     assert "moves" in reb.stdout and "finished" in reb.stdout, reb.stdout
 
@@ -252,18 +290,21 @@ def test_add_node_and_rebalance_while_searching(small_cluster: tuple[Path, str])
             ).fetchall()
             found |= {r[0] for r in rows}
         assert found == set(before), set(before) - found
-        assert conn.execute(CHECK).fetchone() == (ROWS, ROWS, 0, 0, 0, 0, 0)
+        # (the rows inserted during the moves are all queued, none lost, none twice)
+        got = conn.execute(CHECK).fetchone()
+        assert got == (ROWS + extra, ROWS, extra, 0, 0, 0, extra), got
+        assert one(conn, "SELECT count(*) FROM grow WHERE id = ANY (%s)", (writer.ids,)) == extra
         # changes after the move are captured on the moved shards, and a worker embeds them
         conn.execute(
             f"INSERT INTO grow SELECT g, g % {CATS}, 'new ' || g "
             f"FROM generate_series({ROWS + 1}, {ROWS + 80}) g"
         )
         conn.execute("UPDATE grow SET body = 'changed ' || id::text WHERE id <= 20")
-        assert one(conn, "SELECT queued FROM mmr.check('grow')") == 100
+        assert one(conn, "SELECT queued FROM mmr.check('grow')") == 100 + extra
     r = _mmr(env, "worker", "--collection", "grow", "--once")
     assert r.returncode == 0, r.stderr
     with psycopg.connect(url) as conn:
-        total = ROWS + 80
+        total = ROWS + extra + 80
         assert conn.execute(CHECK).fetchone() == (total, total, 0, 0, 0, 0, 0)
         wrong = one(
             conn,
