@@ -325,14 +325,21 @@ def _connect(port: int, dbname: str = "postgres") -> psycopg.Connection[Any]:
             time.sleep(0.3)
 
 
-def start_cluster(workers: int = 2, port: int = 6001) -> ClusterStatus:
+def start_cluster(workers: int | None = None, port: int | None = None) -> ClusterStatus:
     """Start (creating on first use) a coordinator and ``workers`` workers on ports
-    ``port``, ``port+1``, ...; idempotent.  Raises CitusUnavailable without Citus."""
+    ``port``, ``port+1``, ...; idempotent.  Raises CitusUnavailable without Citus.  Unset,
+    ``workers`` and ``port`` are the existing cluster's (nodes added by ``mmr cluster
+    add-node`` included), else 2 and 6001."""
+    laid_out = _layout()
+    if workers is None:
+        workers = len(laid_out["ports"]) - 1 if laid_out else 2
+    if port is None:
+        port = int(laid_out["ports"][0]) if laid_out else 6001
     if workers < 1 or workers > 16:
         raise ConfigError(f"--workers must be between 1 and 16, not {workers}")
     if not 1024 <= port <= 65535 - workers:
         raise ConfigError(f"--port must be between 1024 and {65535 - workers}, not {port}")
-    layout = _layout()
+    layout = laid_out
     if layout is not None and (len(layout["ports"]) != workers + 1 or layout["ports"][0] != port):
         current = cluster_status()
         if any(n.running for n in current.nodes):
@@ -341,8 +348,10 @@ def start_cluster(workers: int = 2, port: int = 6001) -> ClusterStatus:
                 f"{layout['ports'][0]} runs already: `mmr cluster stop` first"
             )
         shutil.rmtree(_cluster_dir())  # a different shape: start afresh (test data only)
+        layout = None
     ensure_installed()
-    ports = [port + i for i in range(workers + 1)]
+    # (an added node may have skipped a port in use: keep the ports the layout has)
+    ports = [int(p) for p in layout["ports"]] if layout else [port + i for i in range(workers + 1)]
     _cluster_dir().mkdir(parents=True, exist_ok=True)
     (_cluster_dir() / "cluster.json").write_text(json.dumps({"ports": ports}))
     for i, p in enumerate(ports):

@@ -20,7 +20,7 @@ from pg_mmretrieval import citus, install
 WORKERS = 2
 
 
-def _free_base_port(start: int = 6101, span: int = WORKERS + 1) -> int:
+def free_base_port(start: int = 6101, span: int = WORKERS + 1) -> int:
     for base in range(start, start + 400, 10):
         try:
             for p in range(base, base + span):
@@ -40,7 +40,7 @@ def citus_cluster() -> Iterator[citus.ClusterStatus]:
         pytest.skip(reason)
     current = citus.cluster_status()
     was_running = current.running and len(current.nodes) == WORKERS + 1
-    port = current.nodes[0].port if was_running else _free_base_port()
+    port = current.nodes[0].port if was_running else free_base_port()
     st = citus.start_cluster(workers=WORKERS, port=port)
     try:
         yield st

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .. import citus
+from .. import citus, citus_nodes
 
 
 def register(cli: click.Group) -> None:
@@ -26,13 +26,24 @@ def cluster_group() -> None:
     Example:
       CITUS_SRC=/path/to/citus-14.0.1.tar.gz mmr cluster start --workers 2
       MMR_DATABASE_URL=$(mmr cluster status --url) mmr db upgrade
+      mmr cluster add-node && mmr cluster rebalance   # grow it, searches keep answering
     """
 
 
 @cluster_group.command("start")
-@click.option("--workers", default=2, show_default=True, help="Number of worker nodes.")
-@click.option("--port", default=6001, show_default=True, help="Coordinator port (workers follow).")
-def start(workers: int, port: int) -> None:
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Number of worker nodes [default: the existing cluster's (added nodes too), else 2].",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="Coordinator port, workers follow [default: the existing cluster's, else 6001].",
+)
+def start(workers: int | None, port: int | None) -> None:
     """Start the cluster (creating it on first use) and print the coordinator's URL.
 
     \b
@@ -89,3 +100,50 @@ def status(as_json: bool, url_only: bool) -> None:
     for n in st.nodes:
         state = "running" if n.running else "stopped"
         click.echo(f"{n.role:<12} {n.url}  {state}  {n.data_dir}")
+
+
+@cluster_group.command("add-node")
+def add_node() -> None:
+    """Start one more worker node and add it to every Citus database of the cluster.
+
+    Runs citus_add_node in each database; the new node holds no shards until
+    `mmr cluster rebalance` moves some onto it.  Prints the new node's URL.
+
+    \b
+    Example:
+      mmr cluster add-node
+    """
+    node = citus_nodes.add_node()
+    click.echo(node.url)
+
+
+@cluster_group.command("rebalance")
+@click.option(
+    "--database",
+    default=None,
+    help="Rebalance only this database [default: every database with Citus].",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(citus_nodes.TRANSFER_MODES),
+    default="auto",
+    show_default=True,
+    help="Citus shard transfer mode: logical replication (auto, force_logical) lets writes "
+    "continue during a move; block_writes blocks them.",
+)
+def rebalance(database: str | None, mode: str) -> None:
+    """Move shards so that every worker node holds a fair share, and wait for it.
+
+    Citus's background rebalancer (citus_rebalance_start, citus_rebalance_wait)
+    moves each shard group (a table's shard with the co-located shards of its
+    collection's queue and embedding tables) by logical replication: searches
+    keep answering and writes continue while it runs.  Prints one line per
+    database: the moves, the job id, how long it took.
+
+    \b
+    Example:
+      mmr cluster rebalance --database mmr
+    """
+    for r in citus_nodes.rebalance(database=database, mode=mode):
+        job = "-" if r.job_id is None else str(r.job_id)
+        click.echo(f"{r.database}: {r.moves} moves, job {job}, {r.state}, {r.seconds:.1f} s")
