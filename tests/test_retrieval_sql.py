@@ -438,7 +438,10 @@ def test_diversify_and_its_deprecated_mmr_names(
     ]
     for sql in same:
         assert conn.execute(sql, a).fetchall() == div, sql
-    assert retrieval.mmr_search(conn, "items", "img", vecs["img"][30], 10, lambda_=0.3)[0].key == 30
+    assert (
+        retrieval.diversify_search(conn, "items", "img", vecs["img"][30], 10, lambda_=0.3)[0].key
+        == 30
+    )
     fns = dict(
         conn.execute(
             "SELECT name, function::text FROM mmr.rerankers WHERE name IN ('diversify', 'mmr')"

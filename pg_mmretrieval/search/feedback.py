@@ -57,11 +57,9 @@ def diversify_search(
     """Search diversified by Maximal Marginal Relevance (Carbonell and Goldstein 1998): of
     ``candidates`` nearest rows, ``k`` picked greedily by ``lambda_`` x similarity to the query
     minus (1 - ``lambda_``) x the highest similarity to a row already picked."""
-    # The SQL function is being renamed mmr.diversify_search, with mmr.mmr_search kept as its
-    # alias: call mmr.mmr_search, which exists before and after the rename.
     with sql_errors():
         rows = conn.execute(
-            "SELECT key, score FROM mmr.mmr_search(%s, %s, %s::vector, %s, %s, %s, %s)",
+            "SELECT key, score FROM mmr.diversify_search(%s, %s, %s::vector, %s, %s, %s, %s)",
             (
                 collection,
                 space,
