@@ -9,6 +9,9 @@ Plugins (first-party ones in ``pg_mmretrieval_plugins`` included) are modules or
 named in the ``pg_mmretrieval`` entry-point group.  ``MMR_LOAD_PLUGINS`` restricts loading to a
 comma-separated list of entry-point names (an empty value loads none).  A plugin whose
 functions look like hooks but match no hook specification (a misspelling) is refused.
+
+Slightly over ~400 lines: the three registries share one loading and origin-tracking path,
+which is the point of having one module own them.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ deterministic data stream.  Usage::
 ``train`` writes the PyTorch checkpoint (``save_pretrained``) and a JSON log to ``--out`` and then
 exports to ``--dest`` in the format of docs/model-format.md.
 
+One file over ~400 lines on purpose: a training script that a reader follows top to bottom
+(data, model, loop, export); it is not imported by the package.
+
 Why shape is the hard attribute and what this script does about it:
 
 * Random batches hardly ever contain two scenes that differ *only* in shape, so colour and
