@@ -30,6 +30,7 @@
 
 #include <math.h>
 
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/spi_priv.h"
@@ -49,6 +50,7 @@
 #include "utils/plancache.h"
 #include "utils/resowner.h"
 #include "utils/tuplestore.h"
+#include "utils/typcache.h"
 
 PG_MODULE_MAGIC;
 
@@ -235,27 +237,6 @@ raise_ef_search(int32 rows, FunctionCallInfo fcinfo, int ef_arg)
 	}
 }
 
-/* A general path: the PL/pgSQL reference function `sql` with the caller's arguments,
- * unchanged (errors and all). */
-static void
-run_general(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const char *sql, int nargs,
-			const Oid *types)
-{
-	Datum		values[MAX_ARGS];
-	char		nulls[MAX_ARGS];
-	int			i;
-
-	for (i = 0; i < nargs; i++)
-	{
-		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-	}
-	if (SPI_execute_plan(statement_plan(sql, nargs, types), values, nulls, true, 0)
-		!= SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: the general path failed");
-	append_rows(rsinfo);
-}
-
 /* A space on the fast path (mmr._active_space, as a join: the SQL function is not inlined
  * and costs ~60 us per call as a function scan). */
 typedef struct FastSpace
@@ -431,26 +412,149 @@ fast_bounds(FunctionCallInfo fcinfo, int k_arg, int32 max_k, int ef_arg)
 		|| (PG_GETARG_INT32(ef_arg) >= 1 && PG_GETARG_INT32(ef_arg) <= MAX_K);
 }
 
-/* mmr.search's fast path; false when the call belongs to the general path. */
-static bool
-run_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+/* A plan (mmr._exec_plan, sql/incremental/006-20-search.sql) as a tuple with its descriptor. */
+typedef struct ExecPlan
 {
-	FastSpace	space;
-	PgVector   *query;
+	HeapTupleData tuple;
+	TupleDesc	desc;
+	Oid			type;
+} ExecPlan;
+
+/* A field of a plan by name (its type in *type when asked). */
+static Datum
+plan_field(const ExecPlan *plan, const char *name, bool *isnull, Oid *type)
+{
+	for (int i = 0; i < plan->desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(plan->desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+		{
+			if (type != NULL)
+				*type = att->atttypid;
+			return heap_getattr((HeapTuple) &plan->tuple, i + 1, plan->desc, isnull);
+		}
+	}
+	elog(ERROR, "pg_mmretrieval native: a plan has no field \"%s\"", name);
+	return (Datum) 0;			/* not reached */
+}
+
+/*
+ * Run a plan: hnsw.ef_search set to its ef_search (when given, for the rest of the call: the
+ * function's SET clause restores it), its statement with the plan fields its `args` name as
+ * $1, $2, ... (a kept plan per statement text and argument types), then, when the statement
+ * returned fewer than k rows and the plan has a rest, mmr._exec_rest (a rare path).
+ */
+static void
+run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
+{
+	HeapTupleHeader td = DatumGetHeapTupleHeader(plan_datum);
+	ExecPlan	plan;
+	Datum		value;
+	bool		isnull;
+	char	   *sql;
+	Datum	   *names;
+	bool	   *name_nulls;
+	int			nargs;
+	Oid			types[MAX_ARGS];
+	Datum		args[MAX_ARGS];
+	char		nulls[MAX_ARGS];
+	uint64		got;
 	int32		k;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+	plan.tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&plan.tuple.t_self);
+	plan.tuple.t_tableOid = InvalidOid;
+	plan.tuple.t_data = td;
+	plan.type = HeapTupleHeaderGetTypeId(td);
+	plan.desc = lookup_rowtype_tupdesc(plan.type, HeapTupleHeaderGetTypMod(td));
+
+	sql = TextDatumGetCString(plan_field(&plan, "sql", &isnull, NULL));
+	value = plan_field(&plan, "ef_search", &isnull, NULL);
+	if (!isnull)
+	{
+		char		buf[16];
+
+		snprintf(buf, sizeof(buf), "%d", DatumGetInt32(value));
+		set_local("hnsw.ef_search", buf);
+	}
+	value = plan_field(&plan, "args", &isnull, NULL);
+	if (isnull)
+		elog(ERROR, "pg_mmretrieval native: a plan without args");
+	deconstruct_array(DatumGetArrayTypeP(value), TEXTOID, -1, false, TYPALIGN_INT, &names,
+					  &name_nulls, &nargs);
+	if (nargs > MAX_ARGS)
+		elog(ERROR, "pg_mmretrieval native: a plan with %d arguments", nargs);
+	for (int i = 0; i < nargs; i++)
+	{
+		args[i] = plan_field(&plan, TextDatumGetCString(names[i]), &isnull, &types[i]);
+		nulls[i] = isnull ? 'n' : ' ';
+	}
+	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, nulls, true, 0)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: a plan's statement failed");
+	got = SPI_processed;
+	append_rows(rsinfo);
+	k = DatumGetInt32(plan_field(&plan, "k", &isnull, NULL));
+	(void) plan_field(&plan, "rest", &isnull, NULL);
+	if (got < (uint64) k && !isnull)
+	{
+		Oid			rest_types[2] = {plan.type, INT8OID};
+		Datum		rest_args[2] = {plan_datum, Int64GetDatum((int64) got)};
+
+		if (SPI_execute_plan(statement_plan("SELECT key, score FROM mmr._exec_rest($1, $2)", 2,
+											rest_types), rest_args, NULL, true, 0)
+			!= SPI_OK_SELECT)
+			elog(ERROR, "pg_mmretrieval native: mmr._exec_rest failed");
+		append_rows(rsinfo);
+	}
+	ReleaseTupleDesc(plan.desc);
+}
+
+/* "SELECT p FROM fn($1, ..., $n) p" (or "SELECT key, score FROM ...") with the call's argument
+ * types, and the call's arguments as values and nulls. */
+static char *
+call_sql(FunctionCallInfo fcinfo, const char *columns, const char *fn, const char *alias,
+		 Oid *types, Datum *values, char *nulls)
+{
+	StringInfoData sql;
+
+	Assert(PG_NARGS() <= MAX_ARGS);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT %s FROM %s(", columns, fn);
+	for (int i = 0; i < PG_NARGS(); i++)
+	{
+		types[i] = get_fn_expr_argtype(fcinfo->flinfo, i);
+		if (!OidIsValid(types[i]))
+			elog(ERROR, "pg_mmretrieval native: argument types unknown");
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		appendStringInfo(&sql, "%s$%d", i == 0 ? "" : ", ", i + 1);
+	}
+	appendStringInfo(&sql, ") %s", alias);
+	return sql.data;
+}
+
+/* The plan the SQL planner `planner` (called with the call's arguments) returns for the call,
+ * copied out of SPI's result; false when it returns none (the call takes the general path). */
+static bool
+plan_of(FunctionCallInfo fcinfo, const char *planner, Datum *plan)
+{
+	Oid			types[MAX_ARGS];
+	Datum		values[MAX_ARGS];
+	char		nulls[MAX_ARGS];
+	char	   *sql = call_sql(fcinfo, "p", planner, "p", types, values, nulls);
+	bool		isnull;
+
+	if (SPI_execute_plan(statement_plan(sql, PG_NARGS(), types), values, nulls, true, 2)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: the planner %s failed", planner);
+	if (SPI_processed != 1)
 		return false;
-	if (!PG_ARGISNULL(4) || !fast_path_allowed(fcinfo, 6) || !PG_ARGISNULL(7))
+	*plan = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
 		return false;
-	if (!fast_bounds(fcinfo, 3, MAX_K, 5))
-		return false;
-	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
-		return false;
-	if ((query = fast_vector(fcinfo, 2, &space)) == NULL)
-		return false;
-	k = PG_GETARG_INT32(3);
-	run_single(fcinfo, rsinfo, &space, query, k, k, 5);
+	*plan = PointerGetDatum(PG_DETOAST_DATUM_COPY(*plan));
 	return true;
 }
 
@@ -458,34 +562,33 @@ run_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 typedef bool (*FastPath) (FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo);
 
 /*
- * A search entry point: its fast path, else the PL/pgSQL reference function `reference` with the
- * call's arguments unchanged (same argument types), which is the general path.
+ * A search entry point: the plan its SQL planner `planner` returns for the call, run; else (no
+ * planner, or no plan) its fast path `fast` when it has one; else the PL/pgSQL reference
+ * function `reference` with the call's arguments unchanged (same argument types), which is the
+ * general path.
  */
 static Datum
-search_entry(FunctionCallInfo fcinfo, FastPath fast, const char *reference)
+search_entry(FunctionCallInfo fcinfo, const char *planner, FastPath fast, const char *reference)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		plan;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
-	if (!fast(fcinfo, rsinfo))
+	if (planner != NULL && plan_of(fcinfo, planner, &plan))
+		run_plan(rsinfo, plan);
+	else if (fast == NULL || !fast(fcinfo, rsinfo))
 	{
 		Oid			types[MAX_ARGS];
-		StringInfoData sql;
+		Datum		values[MAX_ARGS];
+		char		nulls[MAX_ARGS];
+		char	   *sql = call_sql(fcinfo, "key, score", reference, "", types, values, nulls);
 
-		Assert(PG_NARGS() <= MAX_ARGS);
-		initStringInfo(&sql);
-		appendStringInfo(&sql, "SELECT key, score FROM %s(", reference);
-		for (int i = 0; i < PG_NARGS(); i++)
-		{
-			types[i] = get_fn_expr_argtype(fcinfo->flinfo, i);
-			if (!OidIsValid(types[i]))
-				elog(ERROR, "pg_mmretrieval native: argument types unknown");
-			appendStringInfo(&sql, "%s$%d", i == 0 ? "" : ", ", i + 1);
-		}
-		appendStringInfoChar(&sql, ')');
-		run_general(fcinfo, rsinfo, sql.data, PG_NARGS(), types);
+		if (SPI_execute_plan(statement_plan(sql, PG_NARGS(), types), values, nulls, true, 0)
+			!= SPI_OK_SELECT)
+			elog(ERROR, "pg_mmretrieval native: the general path failed");
+		append_rows(rsinfo);
 	}
 	SPI_finish();
 	return (Datum) 0;
@@ -494,7 +597,7 @@ search_entry(FunctionCallInfo fcinfo, FastPath fast, const char *reference)
 Datum
 mmr_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, run_fast, "mmr._search_plpgsql");
+	return search_entry(fcinfo, "mmr._search_exec_plan", NULL, "mmr._search_plpgsql");
 }
 
 /*
@@ -879,7 +982,7 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 Datum
 mmr_composed_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, run_composed_fast, "mmr._composed_search_plpgsql");
+	return search_entry(fcinfo, NULL, run_composed_fast, "mmr._composed_search_plpgsql");
 }
 
 /* softmax(x / t) into out (max-shifted, as mmr.softmax). */
@@ -1317,5 +1420,5 @@ run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 Datum
 mmr_composed_search_key(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, run_key_fast, "mmr._composed_search_key_plpgsql");
+	return search_entry(fcinfo, NULL, run_key_fast, "mmr._composed_search_key_plpgsql");
 }

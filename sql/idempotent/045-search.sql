@@ -12,7 +12,7 @@
 -- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
 -- same statement (no per-row round trips).
 
--- The plan type mmr._search_plan is created in 010-internal.sql.
+-- The plan types (mmr._search_plan, mmr._exec_plan) are created in sql/incremental/006-20-search.sql.
 
 -- A number from params, or the default; a clear error for a non-number.
 CREATE OR REPLACE FUNCTION mmr._num(p jsonb, p_name text, p_default float8)
@@ -400,6 +400,84 @@ BEGIN ATOMIC
                NOT IN ('off', 'false', '0');
 END;
 
+-- The planner of mmr.search's fast path (one rule for both bindings): a plan (mmr._exec_plan)
+-- when the call takes the fast path (no filter, no reranker, mmr._fast_path_allowed, k and
+-- ef_search in range, an active space with cached statements that is not 'bit' (their candidate
+-- scan needs iterative scans), a query of its dimension and a valid norm); no row otherwise,
+-- and the general path runs.  The space's cached `search` statement ($1 query, $2 k), ef_search
+-- raised to k (or to the caller's ef_search, as mmr._raise_ef_search), and a short scan
+-- continued past its rows (mmr._exec_rest).  Same arguments as mmr.search.  A plain SQL
+-- function the planner inlines: the native executor keeps its plan and runs it on every call
+-- without a PL/pgSQL call.
+CREATE OR REPLACE FUNCTION mmr._search_exec_plan(
+    p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int,
+    p_filter jsonb, p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb,
+           CASE WHEN p_k > 40 OR p_ef_search IS NOT NULL
+                THEN greatest(p_k, coalesce(p_ef_search, 40)) END,
+           s.id, 'offset', NULL::text
+      FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id
+     WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
+       AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
+       AND c.name = p_collection AND s.name = p_space AND s.active
+       AND (s.statements ->> 'search') IS NOT NULL AND s.storage <> 'bit'
+       AND @extschema:vector@.vector_dims(p_query) = s.dimensions
+       AND mmr._norm_ok(p_query, s.distance);
+END;
+
+-- The statement of a plan run with its named arguments (p.args): the argument lists the
+-- planners use.
+CREATE OR REPLACE FUNCTION mmr._exec_statement(p mmr._exec_plan, p_sql text)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p.args = '{query,k}' THEN
+        RETURN QUERY EXECUTE p_sql USING p.query, p.k;
+    ELSIF p.args = '{vecs,n,k,exclude}' THEN
+        RETURN QUERY EXECUTE p_sql USING p.vecs, p.n, p.k, p.exclude;
+    ELSE
+        RAISE EXCEPTION 'a plan with arguments % cannot run here', p.args
+            USING ERRCODE = 'internal_error';
+    END IF;
+END
+$$;
+
+-- The rest of a fast-path plan whose statement returned p_got rows (fewer than p.k): with
+-- iterative scans on (mmr._top_up_scan), the statement past its rows (p.rest 'offset'; then, if
+-- still short, mmr._notice_unsearchable says why when rows are queued), or p.rest_sql when the
+-- statement returned nothing ('rerun': a checked two-leg statement whose leg came back short).
+-- A rare path: both executors call it.
+CREATE OR REPLACE FUNCTION mmr._exec_rest(p mmr._exec_plan, p_got bigint)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    more bigint;
+BEGIN
+    IF p.rest IS NULL OR p_got >= p.k OR (p.rest = 'rerun' AND p_got > 0) THEN
+        RETURN;
+    END IF;
+    PERFORM mmr._top_up_scan();
+    IF p.rest = 'offset' THEN
+        RETURN QUERY SELECT * FROM mmr._exec_statement(p, mmr._offset_sql(p.sql, p_got));
+        GET DIAGNOSTICS more = ROW_COUNT;
+        IF p_got + more < p.k THEN
+            PERFORM mmr._notice_unsearchable(p.space_id);  -- queued rows, no worker: say so
+        END IF;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._exec_statement(p, p.rest_sql);
+    END IF;
+END
+$$;
+
 -- mmr.search's reference implementation and general path.  mmr.search itself is created from
 -- it by 089-native.sql: the native fast path (native/pg_mmretrieval.c), which hands every call
 -- that is not the plain fast path to this function, or, without the native library, a copy of
@@ -429,32 +507,24 @@ DECLARE
     c mmr._collection;
     s mmr._space;
     p mmr._search_plan;
+    x mmr._exec_plan;
     got bigint;
-    more bigint;
 BEGIN
-    -- Fast path (no filter, no reranker, valid arguments): the cached statement of the space
-    -- (mmr._space.statements), one catalog look-up, nothing else to build or check.
-    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples)
-       AND k BETWEEN 1 AND 1000 AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) THEN
-        s := mmr._active_space(collection, space);
-        -- ('bit' spaces take the general path: their candidate scan needs iterative scans)
-        IF s.id IS NOT NULL AND s.storage <> 'bit'
-           AND @extschema:vector@.vector_dims(query) = s.dimensions
-           AND mmr._norm_ok(query, s.distance) THEN
-            PERFORM mmr._raise_ef_search(k, ef_search);
-            RETURN QUERY EXECUTE s.statements ->> 'search' USING query, k;
-            GET DIAGNOSTICS got = ROW_COUNT;
-            IF got < k THEN
-                PERFORM mmr._top_up_scan();
-                RETURN QUERY EXECUTE mmr._offset_sql(s.statements ->> 'search', got)
-                    USING query, k;
-                GET DIAGNOSTICS more = ROW_COUNT;
-                IF got + more < k THEN
-                    PERFORM mmr._notice_unsearchable(s.id);  -- queued rows, no worker: say so
-                END IF;
-            END IF;
-            RETURN;
+    -- Fast path (mmr._search_exec_plan decides): the cached statement of the space, one
+    -- catalog look-up, nothing else to build or check.
+    SELECT * INTO x FROM mmr._search_exec_plan(collection, space, query, k, filter, ef_search,
+                                               max_scan_tuples, rerank, rerank_depth,
+                                               rerank_params);
+    IF x.sql IS NOT NULL THEN
+        IF x.ef_search IS NOT NULL THEN
+            PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
         END IF;
+        RETURN QUERY EXECUTE x.sql USING x.query, x.k;  -- its args: {query,k}
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < x.k THEN
+            RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
+        END IF;
+        RETURN;
     END IF;
     c := mmr._collection_row(collection);
     s := mmr._space_row(c.id, collection, space);
