@@ -342,50 +342,11 @@ run_rest(ReturnSetInfo *rsinfo, const char *rest, int nargs, Oid *types, Datum *
 	append_rows(rsinfo);
 }
 
-/* Still fewer rows than asked after the top-up: mmr._notice_unsearchable says why when rows of
- * the space are queued and no worker can embed them (a rare path, like the top-up). */
-static void
-notice_unsearchable(const FastSpace *space)
-{
-	Oid			types[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(space->id)};
-
-	if (SPI_execute_with_args("SELECT mmr._notice_unsearchable($1)", 1, types, args, NULL, true, 0)
-		!= SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: mmr._notice_unsearchable failed");
-}
-
 /* A single-vector statement continued past the `got` rows it returned (mmr._offset_sql). */
 static char *
 offset_sql(const char *sql, uint64 got)
 {
 	return psprintf("SELECT * FROM (%s) x OFFSET " UINT64_FORMAT, sql, got);
-}
-
-/* One vector through the space's search statement: the k nearest rows, with hnsw.ef_search
- * raised to ef_rows (or to the ef_search argument), and a short scan topped up. */
-static void
-run_single(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *space,
-		   PgVector *query, int32 k, int32 ef_rows, int ef_arg)
-{
-	Oid			types[2] = {get_fn_expr_argtype(fcinfo->flinfo, 2), INT4OID};
-	Datum		args[2];
-	uint64		got;
-
-	raise_ef_search(ef_rows, fcinfo, ef_arg);
-	args[0] = PointerGetDatum(query);
-	args[1] = Int32GetDatum(k);
-	if (SPI_execute_plan(statement_plan(space->search_sql, 2, types), args, NULL, true, 0)
-		!= SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: search statement failed");
-	got = SPI_processed;
-	append_rows(rsinfo);
-	if (got < (uint64) k)
-	{
-		run_rest(rsinfo, offset_sql(space->search_sql, got), 2, types, args, NULL);
-		if (got + SPI_processed < (uint64) k)
-			notice_unsearchable(space);
-	}
 }
 
 /* mmr._fast_path_allowed (045-search.sql): max_scan_tuples (argument mst_arg) unset or equal
@@ -910,12 +871,12 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 	return true;
 }
 
+/* mmr.composed_search when its planner (mmr._composed_exec_plan) has no plan: GQR's fast path
+ * (run_gqr_fast). */
 static bool
 run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 {
-	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
 	FastSpace	space;
-	bool		isnull;
 	int32		k;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -924,65 +885,19 @@ run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 		return false;
 	if (!fast_bounds(fcinfo, 5, MAX_K - 1, 8))
 		return false;
+	if (!is_method(fcinfo, "gqr"))
+		return false;
 	k = PG_GETARG_INT32(5);
 	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
 		return false;
-
-	/* image_only / text_only: the reference (or the modifier) through the search statement,
-	 * as mmr._fast_plan's `single` statement with k + 1 rows per scan (its ef_search). */
-	if (numeric_params(fcinfo, NULL, 0)
-		&& (is_method(fcinfo, "image_only") || is_method(fcinfo, "text_only")))
-	{
-		PgVector   *ref = fast_vector(fcinfo, 2, &space);
-		PgVector   *query = ref;
-
-		if (ref != NULL && is_method(fcinfo, "text_only"))
-			query = fast_vector(fcinfo, 3, &space);
-		if (query == NULL)
-			return false;
-		run_single(fcinfo, rsinfo, &space, query, k, k + 1, 8);
-		return true;
-	}
-
-	/* weighted / slerp: the fused vector (mmr.vec_lerp / mmr.vec_slerp, as mmr._fast_plan
-	 * computes it) through the search statement. */
-	if (is_method(fcinfo, "weighted") || is_method(fcinfo, "slerp"))
-	{
-		PgVector   *ref = fast_vector(fcinfo, 2, &space);
-		PgVector   *mod = ref == NULL ? NULL : fast_vector(fcinfo, 3, &space);
-		static const char *const alpha[] = {"alpha"};
-
-		if (mod != NULL && numeric_params(fcinfo, alpha, 1))
-		{
-			Oid			fuse_types[3] = {vector_type, vector_type, FLOAT8OID};
-			Datum		fuse_args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
-			Float8GetDatum(num_param(fcinfo, "alpha", 0.5))};
-			PgVector   *fused;
-			Datum		fused_value;
-
-			fused_value = value_of(is_method(fcinfo, "weighted")
-								   ? "SELECT mmr.vec_lerp($1, $2, $3)"
-								   : "SELECT mmr.vec_slerp($1, $2, $3)",
-								   3, fuse_types, fuse_args, NULL, &isnull);
-			if (isnull)
-				return false;
-			fused = (PgVector *) PG_DETOAST_DATUM(fused_value);
-			run_single(fcinfo, rsinfo, &space, fused, k, k + 1, 8);
-			return true;
-		}
-	}
-
-	if (is_method(fcinfo, "gqr"))
-		return run_gqr_fast(fcinfo, rsinfo, &space, k);
-
-	/* Every other method: mmr._fast_plan decides and builds the query vectors. */
-	return run_fast_plan(fcinfo, rsinfo, space.id, PG_GETARG_DATUM(2), (Datum) 0, false);
+	return run_gqr_fast(fcinfo, rsinfo, &space, k);
 }
 
 Datum
 mmr_composed_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, NULL, run_composed_fast, "mmr._composed_search_plpgsql");
+	return search_entry(fcinfo, "mmr._composed_exec_plan", run_composed_fast,
+						"mmr._composed_search_plpgsql");
 }
 
 /* softmax(x / t) into out (max-shifted, as mmr.softmax). */

@@ -473,8 +473,9 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
         )
         fast = _calls(conn, composed, a)
         assert "_composed_plan" not in fast
-        # The native path fuses weighted / slerp itself (mmr.vec_lerp / vec_slerp).
-        uses_fast_plan = binding == "plpgsql" or method == "score_sum"
+        # Both bindings run one planner (mmr._composed_exec_plan), which fuses weighted /
+        # slerp itself (mmr.vec_lerp / vec_slerp) and leaves the two-leg methods to _fast_plan.
+        uses_fast_plan = method == "score_sum"
         assert ("_fast_plan" in fast) == uses_fast_plan
         if method == "weighted":
             assert "vec_normalize" in fast

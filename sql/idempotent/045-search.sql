@@ -400,6 +400,21 @@ BEGIN ATOMIC
                NOT IN ('off', 'false', '0');
 END;
 
+-- hnsw.ef_search for a call whose index scans return p_rows rows (mmr._raise_ef_search's rule,
+-- as a value for a plan: NULL when the functions' own 40 serves).
+CREATE OR REPLACE FUNCTION mmr._ef_for(p_rows int, p_ef_search int)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_rows > 40 OR p_ef_search IS NOT NULL
+            THEN greatest(p_rows, coalesce(p_ef_search, 40)) END;
+
+-- A query vector a fast path accepts for space s: its dimension and a valid norm (else the
+-- general path checks it and raises the explanatory error).
+CREATE OR REPLACE FUNCTION mmr._query_ok(s mmr._space, v @extschema:vector@.vector)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN @extschema:vector@.vector_dims(v) = s.dimensions AND mmr._norm_ok(v, s.distance);
+
 -- The planner of mmr.search's fast path (one rule for both bindings): a plan (mmr._exec_plan)
 -- when the call takes the fast path (no filter, no reranker, mmr._fast_path_allowed, k and
 -- ef_search in range, an active space with cached statements that is not 'bit' (their candidate
@@ -417,17 +432,14 @@ RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
-           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb,
-           CASE WHEN p_k > 40 OR p_ef_search IS NOT NULL
-                THEN greatest(p_k, coalesce(p_ef_search, 40)) END,
-           s.id, 'offset', NULL::text
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k, p_ef_search), s.id, 'offset', NULL::text
       FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id
      WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
        AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
        AND c.name = p_collection AND s.name = p_space AND s.active
        AND (s.statements ->> 'search') IS NOT NULL AND s.storage <> 'bit'
-       AND @extschema:vector@.vector_dims(p_query) = s.dimensions
-       AND mmr._norm_ok(p_query, s.distance);
+       AND mmr._query_ok(s, p_query);
 END;
 
 -- The statement of a plan run with its named arguments (p.args): the argument lists the
@@ -440,8 +452,8 @@ AS $$
 BEGIN
     IF p.args = '{query,k}' THEN
         RETURN QUERY EXECUTE p_sql USING p.query, p.k;
-    ELSIF p.args = '{vecs,n,k,exclude}' THEN
-        RETURN QUERY EXECUTE p_sql USING p.vecs, p.n, p.k, p.exclude;
+    ELSIF p.args = '{vecs,n,filter,k,exclude}' THEN
+        RETURN QUERY EXECUTE p_sql USING p.vecs, p.n, p.filter, p.k, p.exclude;
     ELSE
         RAISE EXCEPTION 'a plan with arguments % cannot run here', p.args
             USING ERRCODE = 'internal_error';
@@ -469,7 +481,7 @@ BEGIN
     IF p.rest = 'offset' THEN
         RETURN QUERY SELECT * FROM mmr._exec_statement(p, mmr._offset_sql(p.sql, p_got));
         GET DIAGNOSTICS more = ROW_COUNT;
-        IF p_got + more < p.k THEN
+        IF p_got + more < p.k AND p.space_id IS NOT NULL THEN
             PERFORM mmr._notice_unsearchable(p.space_id);  -- queued rows, no worker: say so
         END IF;
     ELSE

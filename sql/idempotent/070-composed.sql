@@ -626,6 +626,82 @@ BEGIN
 END
 $$;
 
+-- Two vectors a fusion (mmr.vec_lerp, mmr.vec_slerp) accepts: one dimension, non-zero norms
+-- of at most mmr._max_norm().
+CREATE OR REPLACE FUNCTION mmr._fusable(a @extschema:vector@.vector, b @extschema:vector@.vector)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN @extschema:vector@.vector_dims(a) = @extschema:vector@.vector_dims(b)
+       AND @extschema:vector@.vector_norm(a) > 0 AND @extschema:vector@.vector_norm(b) > 0
+       AND @extschema:vector@.vector_norm(a) <= mmr._max_norm()
+       AND @extschema:vector@.vector_norm(b) <= mmr._max_norm();
+
+-- The fast-path plan (mmr._exec_plan) of a composed search on space s, once the caller (a
+-- planner below) has checked what every fast path needs: method m (lower case), params prm
+-- (an object or not), the reference p_ref, the modifier p_mod, k, the caller's ef_search, and
+-- the key to leave out (NULL: none).  The single-vector methods (image_only, text_only,
+-- weighted, slerp) without a key to leave out run the space's search statement (k rows,
+-- ef_search for k + 1) with their query vector; the others that the fast path serves
+-- (mmr._composed_methods) are planned by mmr._fast_plan.  No row: the general path.
+CREATE OR REPLACE FUNCTION mmr._composed_space_plan(
+    s mmr._space, m text, prm jsonb, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_k int, p_ef_search int, p_exclude jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[], q.v,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text
+      FROM (SELECT CASE WHEN m = 'image_only' THEN p_ref
+                        WHEN m = 'text_only' THEN p_mod
+                        -- guarded by conditions on the arguments alone, so that a plan with
+                        -- constant arguments never folds a fusion of invalid ones (its error)
+                        WHEN m IN ('weighted', 'slerp') AND mmr._fusable(p_ref, p_mod)
+                             AND jsonb_typeof(coalesce(prm -> 'alpha', '0')) = 'number'
+                        THEN CASE m WHEN 'weighted'
+                             THEN mmr.vec_lerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
+                             ELSE mmr.vec_slerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
+                             END
+                   END AS v) q
+     WHERE p_exclude IS NULL AND m IN ('image_only', 'text_only', 'weighted', 'slerp')
+       AND jsonb_typeof(prm) = 'object'
+       AND CASE WHEN m IN ('image_only', 'text_only') THEN prm = '{}'
+                ELSE prm - 'alpha' = '{}'
+                     AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number') END
+       AND mmr._query_ok(s, p_ref) AND (m = 'image_only' OR mmr._query_ok(s, p_mod))
+       AND (s.statements ->> 'search') IS NOT NULL AND q.v IS NOT NULL
+    UNION ALL
+    SELECT f.sql, '{vecs,n,filter,k,exclude}'::text[], NULL::@extschema:vector@.vector, f.vecs,
+           f.n, f.k, NULL::jsonb, f.exclude, mmr._ef_for(f.n, p_ef_search), NULL::int,
+           CASE WHEN cardinality(f.vecs) = 1 THEN 'offset' ELSE 'rerun' END, f.aux ->> 'sql'
+      FROM mmr._fast_plan(s, p_ref, p_mod, m, prm, p_k, p_exclude) f
+     WHERE (p_exclude IS NOT NULL OR m NOT IN ('image_only', 'text_only', 'weighted', 'slerp'))
+       AND m = ANY (mmr._composed_fast_methods()) AND f.sql IS NOT NULL;
+END;
+
+-- The planner of mmr.composed_search's fast path (reference as a vector; same arguments): no
+-- filter or reranker, mmr._fast_path_allowed, k and ef_search in range, an active space with
+-- cached statements that is not 'bit'; then mmr._composed_space_plan.  A plain SQL function
+-- the planner inlines (the native executor keeps its plan).  No row: the general path.
+CREATE OR REPLACE FUNCTION mmr._composed_exec_plan(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT x.*
+      FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id,
+           LATERAL mmr._composed_space_plan(s, lower(coalesce(p_method, 'weighted')),
+                                            coalesce(p_params, '{}'), p_ref, p_mod, p_k,
+                                            p_ef_search, NULL::jsonb) x
+     WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
+       AND p_k BETWEEN 1 AND 999 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
+       AND c.name = p_collection AND s.name = p_space AND s.active
+       AND s.statements IS NOT NULL AND s.storage <> 'bit';
+END;
+
 -- The keys of a not in b (multiset difference, by hashing: x <> ALL (array) compares every pair
 -- of jsonb keys).
 CREATE OR REPLACE FUNCTION mmr._keys_except(a jsonb[], b jsonb[])
@@ -720,29 +796,25 @@ DECLARE
     c mmr._collection;
     s mmr._space;
     p mmr._search_plan;
+    x mmr._exec_plan;
     got bigint;
-    rerun text;
 BEGIN
-    -- Fast path: a single-vector method or score_sum/product without filter or reranker runs the space's cached
-    -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
-    -- general path below, which raises the explanatory errors.
-    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 999
-       AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
-       AND lower(coalesce(method, 'weighted')) = ANY (mmr._composed_fast_methods()) THEN
-        s := mmr._active_space(collection, space);
-        IF s.id IS NOT NULL THEN
-            p := mmr._fast_plan(s, reference, modifier, method, params, k, NULL);
-            IF p.sql IS NOT NULL THEN
-                PERFORM mmr._raise_ef_search(p.n, ef_search);
-                RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
-                GET DIAGNOSTICS got = ROW_COUNT;
-                rerun := mmr._fast_rerun(p, got);
-                IF rerun IS NOT NULL THEN
-                    RETURN QUERY EXECUTE rerun USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
-                END IF;
-                RETURN;
-            END IF;
+    -- Fast path (mmr._composed_exec_plan decides): the space's cached statements; anything
+    -- else, or any invalid argument, takes the general path below, which raises the
+    -- explanatory errors.
+    SELECT * INTO x FROM mmr._composed_exec_plan(collection, space, reference, modifier, method,
+                                                 k, params, filter, ef_search, max_scan_tuples,
+                                                 rerank, rerank_depth, rerank_params);
+    IF x.sql IS NOT NULL THEN
+        IF x.ef_search IS NOT NULL THEN
+            PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
         END IF;
+        RETURN QUERY SELECT * FROM mmr._exec_statement(x, x.sql);
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < x.k AND x.rest IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
+        END IF;
+        RETURN;
     END IF;
     c := mmr._collection_row(collection);
     s := mmr._space_row(c.id, collection, space);

@@ -23,13 +23,15 @@ $$;
 --   sql        the statement (key jsonb, score float8), its parameters the fields named in args
 --   args       the names of the fields bound to $1, $2, ... (in that order)
 --   query      a query vector;  vecs: query vectors (several legs)
---   n          rows per index scan;  k: rows asked for;  exclude: a key left out
+--   n          rows per index scan;  k: rows asked for;  filter: a filter (NULL on the fast
+--              paths);  exclude: a key left out
 --   ef_search  hnsw.ef_search for the call (NULL: the function's own setting)
---   space_id   the space searched (mmr._exec_rest: why rows are missing)
+--   space_id   the space whose missing rows mmr._exec_rest explains (NULL: it says nothing)
 --   rest       how a short result continues (mmr._exec_rest): 'offset' (the statement past the
 --              rows it returned), 'rerun' (rest_sql when the statement returned nothing), or
 --              NULL (never)
 --   rest_sql   the statement 'rerun' runs
 CREATE TYPE mmr._exec_plan AS (
     sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[],
-    n int, k int, exclude jsonb, ef_search int, space_id int, rest text, rest_sql text);
+    n int, k int, filter jsonb, exclude jsonb, ef_search int, space_id int, rest text,
+    rest_sql text);
