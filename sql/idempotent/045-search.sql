@@ -408,12 +408,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN p_rows > 40 OR p_ef_search IS NOT NULL
             THEN greatest(p_rows, coalesce(p_ef_search, 40)) END;
 
--- A query vector a fast path accepts for space s: its dimension and a valid norm (else the
--- general path checks it and raises the explanatory error).
-CREATE OR REPLACE FUNCTION mmr._query_ok(s mmr._space, v @extschema:vector@.vector)
+-- A query vector a fast path accepts for a space of p_dimensions and p_distance: that dimension
+-- and a valid norm (else the general path checks it and raises the explanatory error).  Columns,
+-- not the space's row: a whole-row argument makes the plans that inline this build the row.
+CREATE OR REPLACE FUNCTION mmr._query_ok(p_dimensions int, p_distance text,
+                                         v @extschema:vector@.vector)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN @extschema:vector@.vector_dims(v) = s.dimensions AND mmr._norm_ok(v, s.distance);
+RETURN @extschema:vector@.vector_dims(v) = p_dimensions AND mmr._norm_ok(v, p_distance);
 
 -- The planner of mmr.search's fast path (one rule for both bindings): a plan (mmr._exec_plan)
 -- when the call takes the fast path (no filter, no reranker, mmr._fast_path_allowed, k and
@@ -439,7 +441,7 @@ BEGIN ATOMIC
        AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
        AND c.name = p_collection AND s.name = p_space AND s.active
        AND (s.statements ->> 'search') IS NOT NULL AND s.storage <> 'bit'
-       AND mmr._query_ok(s, p_query);
+       AND mmr._query_ok(s.dimensions, s.distance, p_query);
 END;
 
 -- The statement of a plan run with its named arguments (p.args): the argument lists the

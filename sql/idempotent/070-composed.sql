@@ -636,53 +636,15 @@ RETURN @extschema:vector@.vector_dims(a) = @extschema:vector@.vector_dims(b)
        AND @extschema:vector@.vector_norm(a) <= mmr._max_norm()
        AND @extschema:vector@.vector_norm(b) <= mmr._max_norm();
 
--- The fast-path plan (mmr._exec_plan) of a composed search on space s, once the caller (a
--- planner below) has checked what every fast path needs: method m (lower case), params prm
--- (an object or not), the reference p_ref, the modifier p_mod, k, the caller's ef_search, and
--- the key to leave out (NULL: none).  The single-vector methods (image_only, text_only,
--- weighted, slerp) without a key to leave out run the space's search statement (k rows,
--- ef_search for k + 1) with their query vector; the others that the fast path serves
--- (mmr._composed_methods) are planned by mmr._fast_plan.  No row: the general path.
-CREATE OR REPLACE FUNCTION mmr._composed_space_plan(
-    s mmr._space, m text, prm jsonb, p_ref @extschema:vector@.vector,
-    p_mod @extschema:vector@.vector, p_k int, p_ef_search int, p_exclude jsonb)
-RETURNS SETOF mmr._exec_plan
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT s.statements ->> 'search', '{query,k}'::text[], q.v,
-           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text
-      FROM (SELECT CASE WHEN m = 'image_only' THEN p_ref
-                        WHEN m = 'text_only' THEN p_mod
-                        -- guarded by conditions on the arguments alone, so that a plan with
-                        -- constant arguments never folds a fusion of invalid ones (its error)
-                        WHEN m IN ('weighted', 'slerp') AND mmr._fusable(p_ref, p_mod)
-                             AND jsonb_typeof(coalesce(prm -> 'alpha', '0')) = 'number'
-                        THEN CASE m WHEN 'weighted'
-                             THEN mmr.vec_lerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
-                             ELSE mmr.vec_slerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
-                             END
-                   END AS v) q
-     WHERE p_exclude IS NULL AND m IN ('image_only', 'text_only', 'weighted', 'slerp')
-       AND jsonb_typeof(prm) = 'object'
-       AND CASE WHEN m IN ('image_only', 'text_only') THEN prm = '{}'
-                ELSE prm - 'alpha' = '{}'
-                     AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number') END
-       AND mmr._query_ok(s, p_ref) AND (m = 'image_only' OR mmr._query_ok(s, p_mod))
-       AND (s.statements ->> 'search') IS NOT NULL AND q.v IS NOT NULL
-    UNION ALL
-    SELECT f.sql, '{vecs,n,filter,k,exclude}'::text[], NULL::@extschema:vector@.vector, f.vecs,
-           f.n, f.k, NULL::jsonb, f.exclude, mmr._ef_for(f.n, p_ef_search), NULL::int,
-           CASE WHEN cardinality(f.vecs) = 1 THEN 'offset' ELSE 'rerun' END, f.aux ->> 'sql'
-      FROM mmr._fast_plan(s, p_ref, p_mod, m, prm, p_k, p_exclude) f
-     WHERE (p_exclude IS NOT NULL OR m NOT IN ('image_only', 'text_only', 'weighted', 'slerp'))
-       AND m = ANY (mmr._composed_fast_methods()) AND f.sql IS NOT NULL;
-END;
-
 -- The planner of mmr.composed_search's fast path (reference as a vector; same arguments): no
 -- filter or reranker, mmr._fast_path_allowed, k and ef_search in range, an active space with
--- cached statements that is not 'bit'; then mmr._composed_space_plan.  A plain SQL function
--- the planner inlines (the native executor keeps its plan).  No row: the general path.
+-- cached statements that is not 'bit', then the method (lower case) and its params: the
+-- single-vector methods (image_only, text_only, weighted, slerp) run the space's search
+-- statement (k rows, ef_search for k + 1) with their query vector; the other methods the fast
+-- path serves (mmr._composed_fast_methods) are planned by mmr._fast_plan.  No row: the general
+-- path, which raises the explanatory errors.  A plain SQL function the planner inlines (the
+-- native executor keeps its plan and runs it without a PL/pgSQL call for the single-vector
+-- methods).
 CREATE OR REPLACE FUNCTION mmr._composed_exec_plan(
     p_collection text, p_space text, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
@@ -693,9 +655,41 @@ LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT x.*
       FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id,
-           LATERAL mmr._composed_space_plan(s, lower(coalesce(p_method, 'weighted')),
-                                            coalesce(p_params, '{}'), p_ref, p_mod, p_k,
-                                            p_ef_search, NULL::jsonb) x
+           LATERAL (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                           coalesce(p_params, '{}') AS prm) a,
+           LATERAL (
+        SELECT s.statements ->> 'search' AS sql, '{query,k}'::text[] AS args,
+               -- guarded by conditions on the arguments alone, so that a plan with constant
+               -- arguments never folds a fusion of invalid ones (and raises its error)
+               CASE WHEN a.m = 'image_only' THEN p_ref
+                    WHEN a.m = 'text_only' THEN p_mod
+                    WHEN mmr._fusable(p_ref, p_mod)
+                         AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+                    THEN CASE a.m WHEN 'weighted'
+                         THEN mmr.vec_lerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5))
+                         ELSE mmr.vec_slerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5))
+                         END
+               END AS query,
+               NULL::@extschema:vector@.vector[] AS vecs, p_k AS n, p_k AS k,
+               NULL::jsonb AS filter, NULL::jsonb AS exclude,
+               mmr._ef_for(p_k + 1, p_ef_search) AS ef_search, s.id AS space_id,
+               'offset' AS rest, NULL::text AS rest_sql
+         WHERE a.m IN ('image_only', 'text_only', 'weighted', 'slerp')
+           AND jsonb_typeof(a.prm) = 'object'
+           AND CASE WHEN a.m IN ('image_only', 'text_only') THEN a.prm = '{}'
+                    ELSE a.prm - 'alpha' = '{}'
+                         AND (NOT a.prm ? 'alpha' OR jsonb_typeof(a.prm -> 'alpha') = 'number')
+               END
+           AND mmr._query_ok(s.dimensions, s.distance, p_ref) AND (a.m = 'image_only' OR mmr._query_ok(s.dimensions, s.distance, p_mod))
+           AND (a.m IN ('image_only', 'text_only') OR mmr._fusable(p_ref, p_mod))
+           AND (s.statements ->> 'search') IS NOT NULL
+        UNION ALL
+        SELECT f.sql, '{vecs,n,filter,k,exclude}'::text[], NULL::@extschema:vector@.vector,
+               f.vecs, f.n, f.k, NULL::jsonb, f.exclude, mmr._ef_for(f.n, p_ef_search), NULL::int,
+               CASE WHEN cardinality(f.vecs) = 1 THEN 'offset' ELSE 'rerun' END, f.aux ->> 'sql'
+          FROM mmr._space y, LATERAL mmr._fast_plan(y, p_ref, p_mod, a.m, a.prm, p_k, NULL) f
+         WHERE y.id = s.id AND a.m NOT IN ('image_only', 'text_only', 'weighted', 'slerp')
+           AND a.m = ANY (mmr._composed_fast_methods()) AND f.sql IS NOT NULL) x
      WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
        AND p_k BETWEEN 1 AND 999 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
        AND c.name = p_collection AND s.name = p_space AND s.active
