@@ -322,14 +322,6 @@ check_vector(PgVector *v, const FastSpace *space)
 	return v;
 }
 
-static PgVector *
-fast_vector(FunctionCallInfo fcinfo, int arg, const FastSpace *space)
-{
-	if (PG_ARGISNULL(arg))
-		return NULL;
-	return check_vector((PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(arg)), space);
-}
-
 /* A short scan's rest (invisible index entries or a tiny table): iterative scans on for the
  * rest of the call (mmr._top_up_scan), then `rest`, its rows appended. */
 static void
@@ -611,13 +603,6 @@ params_within(Jsonb *params, const char *const *names, int n_names, bool numbers
 	return true;
 }
 
-/* params (argument 6) is NULL or an object of numbers under the given names only. */
-static bool
-numeric_params(FunctionCallInfo fcinfo, const char *const *names, int n_names)
-{
-	return PG_ARGISNULL(6) || params_within(PG_GETARG_JSONB_P(6), names, n_names, true);
-}
-
 /* mmr._num(params, name, default): a number of params (checked by numeric_params). */
 static double
 num_param(FunctionCallInfo fcinfo, const char *name, double dflt)
@@ -632,26 +617,8 @@ num_param(FunctionCallInfo fcinfo, const char *name, double dflt)
 											  NumericGetDatum(value.val.numeric)));
 }
 
-static int32
-float8_int4(double x)
-{
-	return DatumGetInt32(DirectFunctionCall1(dtoi4, Float8GetDatum(x)));
-}
-
 static Datum value_of(const char *sql, int nargs, const Oid *types, Datum *args,
 					  const char *nulls, bool *isnull);
-
-/* Run a checking statement on params (argument 6, jsonb, NULL allowed): it raises the
- * general path's error for an invalid value. */
-static void
-check_params_sql(FunctionCallInfo fcinfo, const char *sql)
-{
-	Oid			types[1] = {JSONBOID};
-	Datum		args[1] = {PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6)};
-	char		nulls[1] = {PG_ARGISNULL(6) ? 'n' : ' '};
-
-	(void) one_row(sql, 1, types, args, nulls);
-}
 
 /* The candidates per leg (mmr._candidates: params.candidates checked against its bound, at
  * least `floor`, `dflt` when absent), so that the bound is enforced in one place. */
@@ -691,107 +658,6 @@ value_of(const char *sql, int nargs, const Oid *types, Datum *args, const char *
 		return (Datum) 0;
 	}
 	return copy_value(1, isnull);
-}
-
-/*
- * GQR on one space (no caption space or caption query; FUSION.md §2.3), as the general path
- * of mmr._composed_plan computes it: the weighted query z, the candidate pool U of z and of the
- * modifier from the space's cached checked statement (plain scans; a short leg hands the call
- * to the general path), z refined by mmr.gqr_refine, U re-scored by the refined query.
- */
-static bool
-run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *space, int32 k)
-{
-	static const char *const names[] = {"alpha", "a", "temperature", "lr", "steps", "candidates"};
-	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
-	Oid			array_type = get_array_type(vector_type);
-	PgVector   *ref;
-	PgVector   *mod;
-	bool		isnull;
-	Datum		z;
-	Datum		keys;
-	Datum		embeddings;
-	Datum		comp_scores;
-	Datum		refined;
-	int32		n;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	if (!numeric_params(fcinfo, names, lengthof(names)))
-		return false;
-	if ((ref = fast_vector(fcinfo, 2, space)) == NULL || (mod = fast_vector(fcinfo, 3, space)) == NULL)
-		return false;
-	/* The bounds and ranges of GQR's parameters: mmr._check_gqr_params, the general path's own
-	 * check (same errors); then the candidates per leg as the general path computes them. */
-	check_params_sql(fcinfo, "SELECT mmr._check_gqr_params($1)");
-	n = candidates(fcinfo, k + 1, 10);
-
-	{
-		Oid			types[3] = {vector_type, vector_type, FLOAT8OID};
-		Datum		args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
-		Float8GetDatum(num_param(fcinfo, "alpha", 0.5))};
-
-		z = value_of("SELECT mmr.vec_lerp($1, $2, $3)", 3, types, args, NULL, &isnull);
-		if (isnull)
-			return false;
-	}
-	{
-		Oid			union_types[5] = {array_type, INT4OID, JSONBOID, INT4OID, JSONBOID};
-		Datum		union_args[5];
-		char		union_nulls[5] = {' ', ' ', 'n', 'n', 'n'};
-		Datum		elems[2] = {z, PointerGetDatum(mod)};
-		char	   *pool_sql = space_sql(space, "gqr_union_checked");
-
-		if (pool_sql == NULL)
-			return false;
-		get_typlenbyvalalign(vector_type, &typlen, &typbyval, &typalign);
-		union_args[0] = PointerGetDatum(construct_array(elems, 2, vector_type, typlen, typbyval,
-														typalign));
-		union_args[1] = Int32GetDatum(n);
-		union_args[2] = union_args[3] = union_args[4] = (Datum) 0;
-		raise_ef_search(n, fcinfo, 8);
-		if (!one_row(pool_sql, 5, union_types, union_args, union_nulls))
-			elog(ERROR, "pg_mmretrieval native: GQR candidate pool returned no row");
-		/* NULL arrays: a leg came back short, and the general path scans iteratively */
-		keys = copy_value(1, &isnull);
-		if (isnull)
-			return false;
-		embeddings = copy_value(2, &isnull);
-		if (isnull)
-			return false;
-		comp_scores = copy_value(3, &isnull);
-		if (isnull)
-			return false;
-	}
-	{
-		Oid			types[7] = {vector_type, array_type, FLOAT8ARRAYOID, FLOAT8OID, FLOAT8OID,
-		FLOAT8OID, INT4OID};
-		Datum		args[7] = {z, embeddings, comp_scores,
-			Float8GetDatum(num_param(fcinfo, "a", 0.5)),
-			Float8GetDatum(num_param(fcinfo, "temperature", 1)),
-			Float8GetDatum(num_param(fcinfo, "lr", 5e-3)),
-		Int32GetDatum(float8_int4(num_param(fcinfo, "steps", 15)))};
-
-		refined = value_of("SELECT mmr.gqr_refine($1, $2, $3, $4, $5, $6, $7)", 7, types,
-						   args, NULL, &isnull);
-		if (isnull)
-			return false;
-	}
-	{
-		/* The general path's final statement (mmr._composed_plan, method gqr). */
-		Oid			types[4] = {vector_type, JSONBARRAYOID, array_type, INT4OID};
-		Datum		args[4] = {refined, keys, embeddings, Int32GetDatum(k)};
-
-		if (SPI_execute_plan(statement_plan(
-			"SELECT (pg_catalog.to_jsonb($2) -> (u.i::int - 1)) AS key, "
-			"mmr.vec_dot($1, u.v) AS score FROM unnest($3) WITH ORDINALITY u(v, i) "
-			"ORDER BY score DESC, key LIMIT $4", 4, types), args, NULL, true, 0)
-			!= SPI_OK_SELECT)
-			elog(ERROR, "pg_mmretrieval native: GQR re-scoring failed");
-		append_rows(rsinfo);
-	}
-	return true;
 }
 
 /*
@@ -871,33 +737,10 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 	return true;
 }
 
-/* mmr.composed_search when its planner (mmr._composed_exec_plan) has no plan: GQR's fast path
- * (run_gqr_fast). */
-static bool
-run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
-{
-	FastSpace	space;
-	int32		k;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		return false;
-	if (!PG_ARGISNULL(7) || !fast_path_allowed(fcinfo, 9) || !PG_ARGISNULL(10))
-		return false;
-	if (!fast_bounds(fcinfo, 5, MAX_K - 1, 8))
-		return false;
-	if (!is_method(fcinfo, "gqr"))
-		return false;
-	k = PG_GETARG_INT32(5);
-	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
-		return false;
-	return run_gqr_fast(fcinfo, rsinfo, &space, k);
-}
-
 Datum
 mmr_composed_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, "mmr._composed_exec_plan", run_composed_fast,
-						"mmr._composed_search_plpgsql");
+	return search_entry(fcinfo, "mmr._composed_exec_plan", NULL, "mmr._composed_search_plpgsql");
 }
 
 /* softmax(x / t) into out (max-shifted, as mmr.softmax). */

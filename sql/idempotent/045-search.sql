@@ -435,7 +435,7 @@ LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
            NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k, p_ef_search), s.id, 'offset', NULL::text
+           mmr._ef_for(p_k, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
       FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id
      WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
        AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
@@ -456,6 +456,8 @@ BEGIN
         RETURN QUERY EXECUTE p_sql USING p.query, p.k;
     ELSIF p.args = '{vecs,n,filter,k,exclude}' THEN
         RETURN QUERY EXECUTE p_sql USING p.vecs, p.n, p.filter, p.k, p.exclude;
+    ELSIF p.args = '{vecs,n,filter,k,exclude,options}' THEN
+        RETURN QUERY EXECUTE p_sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.options;
     ELSE
         RAISE EXCEPTION 'a plan with arguments % cannot run here', p.args
             USING ERRCODE = 'internal_error';

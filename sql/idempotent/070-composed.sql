@@ -73,6 +73,54 @@ BEGIN
 END
 $$;
 
+-- GQR's options on the fast path (mmr._composed_exec_plan): NULL unless params holds numbers
+-- under GQR's own names only (alpha, a, temperature, lr, steps, candidates); else checked
+-- (mmr._check_gqr_params and mmr._candidates: the general path's errors) and with the defaults
+-- of FUSION.md §2.3 filled in; n: the candidates per leg.  STABLE, not IMMUTABLE: a plan with
+-- constant arguments must not evaluate it (and raise its errors) for another method.
+CREATE OR REPLACE FUNCTION mmr._gqr_fast_options(prm jsonb, p_k int)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(prm) <> 'object' OR EXISTS (
+           SELECT FROM jsonb_each(prm) e
+            WHERE e.key <> ALL ('{alpha,a,temperature,lr,steps,candidates}')
+               OR jsonb_typeof(e.value) <> 'number') THEN
+        RETURN NULL;
+    END IF;
+    PERFORM mmr._check_gqr_params(prm);
+    RETURN jsonb_build_object('n', mmr._candidates(prm, p_k + 1, 10),
+                              'alpha', mmr._num(prm, 'alpha', 0.5), 'a', mmr._num(prm, 'a', 0.5),
+                              'temperature', mmr._num(prm, 'temperature', 1),
+                              'lr', mmr._num(prm, 'lr', 5e-3),
+                              'steps', mmr._num(prm, 'steps', 15)::int);
+END
+$$;
+
+-- GQR's statement on one space (no caption space or query), as the general path computes it
+-- (mmr._plan_gqr): the candidate pool U of $1[1] (the weighted query) and $1[2] (the modifier),
+-- $2 rows each (mmr._gqr_union_sql; checked: no rows unless both legs are complete), the
+-- weighted query refined by mmr.gqr_refine with the options $6, U re-scored by it, best $4.
+-- $3 (filter) and $5 (a key to exclude) as for the pool.
+CREATE OR REPLACE FUNCTION mmr._gqr_fast_sql(c mmr._collection, s mmr._space, p_checked boolean)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format(
+        'SELECT (pg_catalog.to_jsonb(u.keys) -> (e.i::int - 1)) AS key, '
+        'mmr.vec_dot(r.q, e.v) AS score FROM (%s) u(keys, embs, s2) '
+        'CROSS JOIN LATERAL (SELECT mmr.gqr_refine($1[1], u.embs, u.s2, '
+        '($6 ->> ''a'')::float8, ($6 ->> ''temperature'')::float8, ($6 ->> ''lr'')::float8, '
+        '($6 ->> ''steps'')::int) AS q) r '
+        'CROSS JOIN LATERAL unnest(u.embs) WITH ORDINALITY e(v, i) '
+        'WHERE u.keys IS NOT NULL '
+        'ORDER BY score DESC, key LIMIT $4',
+        mmr._gqr_union_sql(c, s, s, NULL, p_checked))
+$$;
+
 -- Names of the caption spaces given in params (caption_spaces: [..] or caption_space: "..").
 CREATE OR REPLACE FUNCTION mmr._caption_spaces(c mmr._collection, s mmr._space, p jsonb)
 RETURNS mmr._space[]
@@ -673,7 +721,7 @@ BEGIN ATOMIC
                NULL::@extschema:vector@.vector[] AS vecs, p_k AS n, p_k AS k,
                NULL::jsonb AS filter, NULL::jsonb AS exclude,
                mmr._ef_for(p_k + 1, p_ef_search) AS ef_search, s.id AS space_id,
-               'offset' AS rest, NULL::text AS rest_sql
+               'offset' AS rest, NULL::text AS rest_sql, NULL::jsonb AS options
          WHERE a.m IN ('image_only', 'text_only', 'weighted', 'slerp')
            AND jsonb_typeof(a.prm) = 'object'
            AND CASE WHEN a.m IN ('image_only', 'text_only') THEN a.prm = '{}'
@@ -686,10 +734,26 @@ BEGIN ATOMIC
         UNION ALL
         SELECT f.sql, '{vecs,n,filter,k,exclude}'::text[], NULL::@extschema:vector@.vector,
                f.vecs, f.n, f.k, NULL::jsonb, f.exclude, mmr._ef_for(f.n, p_ef_search), NULL::int,
-               CASE WHEN cardinality(f.vecs) = 1 THEN 'offset' ELSE 'rerun' END, f.aux ->> 'sql'
+               CASE WHEN cardinality(f.vecs) = 1 THEN 'offset' ELSE 'rerun' END, f.aux ->> 'sql',
+               NULL::jsonb
           FROM mmr._space y, LATERAL mmr._fast_plan(y, p_ref, p_mod, a.m, a.prm, p_k, NULL) f
          WHERE y.id = s.id AND a.m NOT IN ('image_only', 'text_only', 'weighted', 'slerp')
-           AND a.m = ANY (mmr._composed_fast_methods()) AND f.sql IS NOT NULL) x
+           AND a.m = ANY (mmr._composed_fast_methods()) AND f.sql IS NOT NULL
+        UNION ALL
+        -- GQR on this space alone (no caption space or query): the space's cached GQR statement
+        -- (candidate pool, refinement by mmr.gqr_refine, re-scoring); when a leg of the pool
+        -- came back short (no rows), its plain form with iterative scans.
+        SELECT s.statements ->> 'gqr_checked', '{vecs,n,filter,k,exclude,options}'::text[],
+               NULL::@extschema:vector@.vector,
+               ARRAY[CASE WHEN a.m = 'gqr' AND mmr._fusable(p_ref, p_mod)
+                          THEN mmr.vec_lerp(p_ref, p_mod, (g.o ->> 'alpha')::float8) END, p_mod],
+               (g.o ->> 'n')::int, p_k, NULL::jsonb, NULL::jsonb,
+               mmr._ef_for((g.o ->> 'n')::int, p_ef_search), NULL::int, 'rerun',
+               s.statements ->> 'gqr', g.o
+          FROM (SELECT mmr._gqr_fast_options(a.prm, p_k) AS o OFFSET 0) g
+         WHERE a.m = 'gqr' AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+           AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+           AND (s.statements ->> 'gqr_checked') IS NOT NULL AND g.o IS NOT NULL) x
      WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
        AND p_k BETWEEN 1 AND 999 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
        AND c.name = p_collection AND s.name = p_space AND s.active

@@ -31,7 +31,8 @@ $$;
 --              rows it returned), 'rerun' (rest_sql when the statement returned nothing), or
 --              NULL (never)
 --   rest_sql   the statement 'rerun' runs
+--   options    a method's numeric options (GQR: a, temperature, lr, steps)
 CREATE TYPE mmr._exec_plan AS (
     sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[],
     n int, k int, filter jsonb, exclude jsonb, ef_search int, space_id int, rest text,
-    rest_sql text);
+    rest_sql text, options jsonb);
