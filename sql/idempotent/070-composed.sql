@@ -103,7 +103,8 @@ $$;
 -- (mmr._plan_gqr): the candidate pool U of $1[1] (the weighted query) and $1[2] (the modifier),
 -- $2 rows each (mmr._gqr_union_sql; checked: no rows unless both legs are complete), the
 -- weighted query refined by mmr.gqr_refine with the options $6, U re-scored by it, best $4.
--- $3 (filter) and $5 (a key to exclude) as for the pool.
+-- $3 (filter) and $5 (a key to exclude) as for the pool.  (OFFSET 0 keeps the refinement one
+-- subquery, run once: flattened, it ran for every candidate it scores.)
 CREATE OR REPLACE FUNCTION mmr._gqr_fast_sql(c mmr._collection, s mmr._space, p_checked boolean)
 RETURNS text
 LANGUAGE sql STABLE
@@ -114,7 +115,7 @@ AS $$
         'mmr.vec_dot(r.q, e.v) AS score FROM (%s) u(keys, embs, s2) '
         'CROSS JOIN LATERAL (SELECT mmr.gqr_refine($1[1], u.embs, u.s2, '
         '($6 ->> ''a'')::float8, ($6 ->> ''temperature'')::float8, ($6 ->> ''lr'')::float8, '
-        '($6 ->> ''steps'')::int) AS q) r '
+        '($6 ->> ''steps'')::int) AS q OFFSET 0) r '
         'CROSS JOIN LATERAL unnest(u.embs) WITH ORDINALITY e(v, i) '
         'WHERE u.keys IS NOT NULL '
         'ORDER BY score DESC, key LIMIT $4',
