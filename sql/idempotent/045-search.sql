@@ -444,23 +444,25 @@ BEGIN ATOMIC
        AND mmr._query_ok(s.dimensions, s.distance, p_query);
 END;
 
--- The statement of a plan run with its named arguments (p.args): the argument lists the
--- planners use.
-CREATE OR REPLACE FUNCTION mmr._exec_statement(p mmr._exec_plan, p_sql text)
+-- A plan's statement (p.sql) run with its named arguments (p.args): the argument lists the
+-- planners use.  With the caller's rights, like any statement the caller could run.
+CREATE OR REPLACE FUNCTION mmr._exec_statement(p mmr._exec_plan)
 RETURNS TABLE (key jsonb, score float8)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p.args = '{query,k}' THEN
-        RETURN QUERY EXECUTE p_sql USING p.query, p.k;
+        RETURN QUERY EXECUTE p.sql USING p.query, p.k;
     ELSIF p.args = '{vecs,n,filter,k,exclude}' THEN
-        RETURN QUERY EXECUTE p_sql USING p.vecs, p.n, p.filter, p.k, p.exclude;
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude;
     ELSIF p.args = '{vecs,n,filter,k,exclude,options}' THEN
-        RETURN QUERY EXECUTE p_sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.options;
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.options;
     ELSE
-        RAISE EXCEPTION 'a plan with arguments % cannot run here', p.args
-            USING ERRCODE = 'internal_error';
+        RAISE EXCEPTION 'a plan with arguments % cannot run here', coalesce(p.args::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Plans come from the search planners (mmr._search_exec_plan, '
+                         'mmr._composed_exec_plan).';
     END IF;
 END
 $$;
@@ -477,19 +479,22 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     more bigint;
+    q mmr._exec_plan := p;
 BEGIN
     IF p.rest IS NULL OR p_got >= p.k OR (p.rest = 'rerun' AND p_got > 0) THEN
         RETURN;
     END IF;
     PERFORM mmr._top_up_scan();
     IF p.rest = 'offset' THEN
-        RETURN QUERY SELECT * FROM mmr._exec_statement(p, mmr._offset_sql(p.sql, p_got));
+        q.sql := mmr._offset_sql(p.sql, p_got);
+        RETURN QUERY SELECT * FROM mmr._exec_statement(q);
         GET DIAGNOSTICS more = ROW_COUNT;
         IF p_got + more < p.k AND p.space_id IS NOT NULL THEN
             PERFORM mmr._notice_unsearchable(p.space_id);  -- queued rows, no worker: say so
         END IF;
     ELSE
-        RETURN QUERY SELECT * FROM mmr._exec_statement(p, p.rest_sql);
+        q.sql := p.rest_sql;
+        RETURN QUERY SELECT * FROM mmr._exec_statement(q);
     END IF;
 END
 $$;

@@ -868,7 +868,7 @@ BEGIN
         IF x.ef_search IS NOT NULL THEN
             PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
         END IF;
-        RETURN QUERY SELECT * FROM mmr._exec_statement(x, x.sql);
+        RETURN QUERY SELECT * FROM mmr._exec_statement(x);
         GET DIAGNOSTICS got = ROW_COUNT;
         IF got < x.k AND x.rest IS NOT NULL THEN
             RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
