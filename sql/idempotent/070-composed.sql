@@ -737,8 +737,8 @@ BEGIN ATOMIC
                f.vecs, f.n, f.k, NULL::jsonb, f.exclude, mmr._ef_for(f.n, p_ef_search), NULL::int,
                CASE WHEN cardinality(f.vecs) = 1 THEN 'offset' ELSE 'rerun' END, f.aux ->> 'sql',
                NULL::jsonb
-          FROM mmr._space y, LATERAL mmr._fast_plan(y, p_ref, p_mod, a.m, a.prm, p_k, NULL) f
-         WHERE y.id = s.id AND a.m NOT IN ('image_only', 'text_only', 'weighted', 'slerp')
+          FROM mmr._fast_plan(s, p_ref, p_mod, a.m, a.prm, p_k, NULL) f
+         WHERE a.m NOT IN ('image_only', 'text_only', 'weighted', 'slerp')
            AND a.m = ANY (mmr._composed_fast_methods()) AND f.sql IS NOT NULL
         UNION ALL
         -- GQR on this space alone (no caption space or query): the space's cached GQR statement
