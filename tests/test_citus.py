@@ -177,14 +177,133 @@ def test_unsupported_sources_fail_clearly(citus_url: str) -> None:
         assert one(conn, "SELECT count(*) FROM mmr._collection WHERE name = 'rls'") == 0
 
 
-def test_reference_table_is_refused_and_local_tables_work(citus_url: str) -> None:
+def _reference_collection(url: str, name: str, reference: bool) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, body text)")
+        if reference:
+            conn.execute("SELECT create_reference_table(%s)", (name,))
+        conn.execute(f"INSERT INTO {name} SELECT g, 'x' || g FROM generate_series(1, 100) g")
+        conn.execute("SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, name))
+        conn.execute("SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'body', 32)", (name,))
+    r = _mmr(url, "worker", "--collection", name, "--once")
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {name} SELECT g, 'y' || g FROM generate_series(101, 120) g")
+        conn.execute(f"UPDATE {name} SET body = 'changed ' || id::text WHERE id <= 10")
+        conn.execute(f"DELETE FROM {name} WHERE id BETWEEN 11 AND 15")
+        conn.execute(f"UPDATE {name} SET body = NULL WHERE id = 16")
+
+
+def _check(conn: psycopg.Connection[Any], name: str) -> Any:
+    return conn.execute(
+        "SELECT rows, embedded, missing, stale, duplicate, orphan, queued FROM mmr.check(%s)",
+        (name,),
+    ).fetchone()
+
+
+def test_reference_table_collection(citus_url: str, db_url: str) -> None:
+    """A collection on a Citus reference table: the queue a Citus local table on the
+    coordinator (written by the coordinator's copy only), the embedding tables reference tables
+    with an HNSW index on every copy; searches equal to one node's on the same data."""
+    import numpy as np
+    from pgvector.psycopg import register_vector
+
+    name = "ref_src"
+    _reference_collection(citus_url, name, True)
     with psycopg.connect(citus_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE ref_src (id bigint PRIMARY KEY, body text)")
-        conn.execute("SELECT create_reference_table('ref_src')")
-        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
-            conn.execute("SELECT mmr.create_collection('ref', 'ref_src', text_columns => '{body}')")
-        assert "reference table" in str(e.value) and e.value.diag.message_hint
-        # a Citus local table and a plain table on the coordinator
+        queue, emb = conn.execute(
+            "SELECT c.queue_table::text, s.embedding_table::text FROM mmr._collection c "
+            "JOIN mmr._space s ON s.collection_id = c.id WHERE c.name = %s",
+            (name,),
+        ).fetchone() or (None, None)
+        kinds = dict(
+            conn.execute(
+                "SELECT logicalrelid::text, mmr._citus_kind(logicalrelid) FROM pg_dist_partition "
+                "WHERE logicalrelid::text = ANY (%s)",
+                ([queue, emb],),
+            ).fetchall()
+        )
+        assert kinds == {queue: "local", emb: "reference"}, kinds
+        nodes = one(conn, "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary'")
+        # an HNSW index on every copy of the embedding table (one per node)
+        hnsw = conn.execute(
+            "SELECT nodeport, result FROM run_command_on_placements(%s, "
+            "$$SELECT count(*) FROM pg_index i JOIN pg_class k ON k.oid = i.indexrelid "
+            "JOIN pg_am a ON a.oid = k.relam WHERE i.indrelid = '%%s'::regclass "
+            "AND a.amname = 'hnsw'$$)",
+            (emb,),
+        ).fetchall()
+        assert len(hnsw) == nodes == 3 and all(r[1] == "1" for r in hnsw), hnsw
+        # each change queued once, not once per node's copy: 20 inserts + 10 updates
+        assert one(conn, f"SELECT count(*) FROM {queue}") == 30
+        assert _check(conn, name) == (114, 94, 20, 10, 0, 0, 30)
+        # deletes and NULL content reach every copy of the embedding table
+        copies = conn.execute(
+            "SELECT result FROM run_command_on_placements(%s, 'SELECT count(*) FROM %%s')", (emb,)
+        ).fetchall()
+        assert [r[0] for r in copies] == ["94"] * 3, copies
+    r = _mmr(citus_url, "worker", "--collection", name, "--concurrency", "2", "--once")
+    assert r.returncode == 0, r.stderr
+    r = _mmr(citus_url, "check", name)
+    assert r.returncode == 0, r.stdout + r.stderr
+    _reference_collection(db_url, name, False)
+    r = _mmr(db_url, "worker", "--collection", name, "--once")
+    assert r.returncode == 0, r.stderr
+    got: dict[str, list[Any]] = {}
+    for label, url in (("citus", citus_url), ("one", db_url)):
+        with psycopg.connect(url) as conn:
+            register_vector(conn)
+            assert _check(conn, name) == (114, 114, 0, 0, 0, 0, 0), label
+            table = one(
+                conn, "SELECT embedding_table::text FROM mmr.spaces WHERE collection = %s", (name,)
+            )
+            vecs = {
+                i: np.array(v.to_list() if hasattr(v, "to_list") else v, dtype=float)
+                for i, v in conn.execute(f"SELECT id, embedding FROM {table}").fetchall()
+            }
+            ids = sorted(vecs)
+            matrix = np.array([vecs[i] for i in ids])
+            got[label] = []
+            for qid in (1, 20, 50, 101, 120):
+                rows = conn.execute(
+                    "SELECT (key #>> '{}')::bigint, round(score::numeric, 5) "
+                    "FROM mmr.search(%s, 'vec', %s::vector, 10)",
+                    (name, "[" + ",".join(str(x) for x in vecs[qid]) + "]"),
+                ).fetchall()
+                exact = np.argsort(-(matrix @ vecs[qid]), kind="stable")[:10]
+                assert {r[0] for r in rows} == {ids[i] for i in exact}, (label, qid)
+                got[label].append(sorted(rows, key=lambda r: (-r[1], r[0])))
+    assert got["citus"] == got["one"]
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        shard = one(
+            conn,
+            "SELECT shard_name(%s::regclass, shardid) FROM pg_dist_shard "
+            "WHERE logicalrelid = %s::regclass",
+            (emb, emb),
+        )
+        conn.execute(f"INSERT INTO {name} VALUES (500, 'queued, then truncated')")
+        conn.execute(f"TRUNCATE {name}")
+        assert one(conn, f"SELECT count(*) FROM {queue}") == 0
+        copies = conn.execute(
+            "SELECT result FROM run_command_on_placements(%s, 'SELECT count(*) FROM %%s')", (emb,)
+        ).fetchall()
+        assert [r[0] for r in copies] == ["0"] * 3, copies
+        conn.execute("SELECT mmr.drop_collection(%s)", (name,))
+        assert one(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass "
+                   "AND NOT tgisinternal", (name,)) == 0  # fmt: skip
+        assert one(conn, "SELECT to_regclass(%s)", (queue,)) is None
+        assert one(conn, "SELECT to_regclass(%s)", (emb,)) is None
+        # the copies on the workers are gone too
+        left = conn.execute(
+            "SELECT result FROM run_command_on_workers("
+            "format('SELECT to_regclass(%%L)', %s::text))",
+            (shard,),
+        ).fetchall()
+        assert [r[0] for r in left] == ["", ""], left
+
+
+def test_local_tables_on_the_coordinator(citus_url: str) -> None:
+    with psycopg.connect(citus_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE cl_src (id bigint PRIMARY KEY, body text)")
         conn.execute("SELECT citus_add_local_table_to_metadata('cl_src')")
         conn.execute("CREATE TABLE plain_src (id bigint PRIMARY KEY, body text)")

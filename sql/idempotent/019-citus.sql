@@ -49,6 +49,23 @@ BEGIN
 END
 $$;
 
+-- A reference table has a copy (placement) on the coordinator (group 0).
+CREATE OR REPLACE FUNCTION mmr._citus_coordinator_placement(p_table regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_found boolean;
+BEGIN
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_shard s '
+            'JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid '
+            'WHERE s.logicalrelid = $1 AND p.groupid = 0)'
+       INTO v_found USING p_table;
+    RETURN v_found;
+END
+$$;
+
 -- Refuse, before anything is created, a source table pg_mmretrieval cannot follow on Citus;
 -- and for a Citus table, run the rest of the transaction's multi-shard commands over one
 -- connection per node (Citus cannot otherwise create or replace the sync trigger function, a
@@ -69,14 +86,16 @@ BEGIN
                   HINT = 'Distribute the table by hash (create_distributed_table), or make it a '
                          'reference table.';
     END IF;
+    -- The queue of a reference table is written by the trigger on the coordinator's copy only
+    -- (docs/operations.md, "Citus"): without such a copy nothing would be queued.
     IF v_kind = 'reference' THEN
-        -- A reference table's triggers fire on every node holding a copy, each writing its own
-        -- copy of the queue with its own identity values: the copies would disagree.
-        RAISE EXCEPTION '% is a Citus reference table, which pg_mmretrieval does not support',
-                        p_source
+      IF NOT mmr._citus_coordinator_placement(p_source) THEN
+        RAISE EXCEPTION 'the Citus reference table % has no copy on the coordinator', p_source
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Distribute it (create_distributed_table) or keep it a local table on '
-                         'the coordinator (citus_add_local_table_to_metadata, or a plain table).';
+                  HINT = 'Add the coordinator to the cluster''s metadata (SELECT '
+                         'citus_set_coordinator_host(...)), which gives it a copy of every '
+                         'reference table, then create the collection again.';
+      END IF;
     END IF;
     IF v_kind = 'distributed' THEN
         v_col := mmr._citus_dist_column(p_source);
@@ -117,8 +136,9 @@ END
 $$;
 
 -- Make p_table (a queue or embedding table just created, still empty or not) a Citus table
--- like p_source: distributed and co-located on the same column, a reference table, or a Citus
--- local table.  A queue's primary key (mmr_id) gets the distribution column added, as Citus
+-- like p_source: distributed and co-located on the same column, a reference table (the queue of
+-- a reference table: a Citus local table, its one copy on the coordinator), or a Citus local
+-- table.  A queue's primary key (mmr_id) gets the distribution column added, as Citus
 -- requires of every unique constraint of a distributed table.
 CREATE OR REPLACE FUNCTION mmr._citus_follow(p_source regclass, p_table regclass)
 RETURNS void
@@ -148,6 +168,12 @@ BEGIN
         END IF;
         EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3)'
           USING p_table, v_col::text, p_source::text;
+    ELSIF v_kind = 'reference' AND EXISTS (SELECT 1 FROM pg_attribute a
+                                            WHERE a.attrelid = p_table
+                                              AND a.attname = 'mmr_claimed_until'
+                                              AND NOT a.attisdropped) THEN
+        -- the queue of a reference table: one copy, on the coordinator (a Citus local table)
+        EXECUTE 'SELECT pg_catalog.citus_add_local_table_to_metadata($1)' USING p_table;
     ELSIF v_kind = 'reference' THEN
         EXECUTE 'SELECT pg_catalog.create_reference_table($1)' USING p_table;
     ELSIF v_kind = 'local' THEN
@@ -222,8 +248,9 @@ DECLARE
     v_out text := '';
     v_i int;
     v_seq text;
+    v_kind text := mmr._citus_kind(c.source);
 BEGIN
-    IF mmr._citus_kind(c.source) IS NULL THEN
+    IF v_kind IS NULL THEN
         RETURN p_fn;
     END IF;
     v_seq := pg_get_serial_sequence(format('mmr.%I', mmr._queue_name(c.id)), 'mmr_id');
@@ -250,7 +277,14 @@ BEGIN
             v_stmt := regexp_replace(v_stmt, '^(\s*INSERT INTO %1\$s \()(mmr_space_id, [^)]*\) SELECT )',
                                      '\1mmr_id, \2pg_catalog.nextval(' || quote_literal(v_seq)
                                      || '::pg_catalog.regclass), ');
-            v_out := v_out || format(E'        EXECUTE format(%L, VARIADIC v_shards);\n', v_stmt);
+            IF v_kind = 'reference' AND strpos(v_stmt, '%1$s') > 0 THEN
+                -- a reference table: only the coordinator's copy writes the queue
+                v_out := v_out || format(E'        IF v_coordinator THEN\n'
+                                          '            EXECUTE format(%L, VARIADIC v_shards);\n'
+                                          '        END IF;\n', v_stmt);
+            ELSE
+                v_out := v_out || format(E'        EXECUTE format(%L, VARIADIC v_shards);\n', v_stmt);
+            END IF;
             v_stmt := NULL;
         END IF;
     END LOOP;
@@ -261,6 +295,34 @@ BEGIN
     v_out := replace(v_out, E'LANGUAGE plpgsql SECURITY DEFINER\n',
                      E'LANGUAGE plpgsql SECURITY DEFINER\n'
                      'SET citus.enable_manual_changes_to_shards = on\n');
+    IF v_kind = 'reference' THEN
+        -- A reference table's triggers fire on every node's copy of it, in one (two-phase)
+        -- transaction.  Each copy deletes from its own node's copy of the embedding tables (all
+        -- copies see the same rows, so they stay equal); only the coordinator's copy writes the
+        -- queue, a Citus local table on the coordinator, so each change is queued once.
+        v_out := replace(v_out, E'    queued bigint := 0;\nBEGIN\n', format(
+            E'    queued bigint := 0;\n'
+            '    v_shards text[];\n'
+            '    v_coordinator boolean;\n'
+            'BEGIN\n'
+            '    -- TRUNCATE: acted on once, where it fires on the coordinator''s table itself\n'
+            '    IF TG_OP = ''TRUNCATE'' AND TG_RELID <> %L::pg_catalog.regclass THEN\n'
+            '        RETURN NULL;\n'
+            '    END IF;\n'
+            '    -- Citus: this node''s copies of %s (the queue only on the coordinator)\n'
+            '    SELECT array_agg(pg_catalog.shard_name(t.rel, s.shardid) ORDER BY t.ord) INTO v_shards\n'
+            '      FROM unnest(%L::pg_catalog.regclass[]) WITH ORDINALITY AS t(rel, ord)\n'
+            '      JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid = t.rel;\n'
+            '    SELECT g.groupid = 0 INTO v_coordinator FROM pg_catalog.pg_dist_local_group g;\n'
+            '    IF TG_OP <> ''TRUNCATE'' AND coalesce(array_length(v_shards, 1), 0) <> %s THEN\n'
+            '        RAISE EXCEPTION ''pg_mmretrieval: the tables %% of reference table %% are not Citus tables'', %L, TG_TABLE_NAME\n'
+            '            USING ERRCODE = ''object_not_in_prerequisite_state'',\n'
+            '                  HINT = ''The queue must stay a Citus local table and the embedding tables reference tables.'';\n'
+            '    END IF;\n',
+            c.source::text, array_to_string(v_tables, ', '), v_tables, array_length(v_tables, 1),
+            array_to_string(v_tables, ', ')));
+        RETURN v_out;
+    END IF;
     v_out := replace(v_out, E'    queued bigint := 0;\nBEGIN\n', format(
         E'    queued bigint := 0;\n'
         '    v_shards text[];\n'
@@ -297,4 +359,28 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT 'Citus is installed in this database, and it cannot distribute the prepared statements '
            'of the native functions' FROM pg_catalog.pg_extension WHERE extname = 'citus'
+$$;
+
+-- One privilege statement on a function of the mmr schema (the hook in 090-privileges.sql).  On
+-- Citus, a function whose dependencies Citus cannot propagate (a table not in its metadata, such
+-- as mmr._space, e.g. through a plan type; SQLSTATE 0A000) gets it on the coordinator only, where
+-- it is called: the rest of the privileges still reach the worker nodes.
+CREATE OR REPLACE FUNCTION mmr._citus_function_privilege(p_stmt text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_previous text;
+BEGIN
+    EXECUTE p_stmt;
+EXCEPTION WHEN feature_not_supported THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE;
+    END IF;
+    v_previous := current_setting('citus.enable_ddl_propagation');
+    PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+    EXECUTE p_stmt;
+    PERFORM set_config('citus.enable_ddl_propagation', v_previous, true);
+END
 $$;
