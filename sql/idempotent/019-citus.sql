@@ -360,27 +360,3 @@ AS $$
     SELECT 'Citus is installed in this database, and it cannot distribute the prepared statements '
            'of the native functions' FROM pg_catalog.pg_extension WHERE extname = 'citus'
 $$;
-
--- One privilege statement on a function of the mmr schema (the hook in 090-privileges.sql).  On
--- Citus, a function whose dependencies Citus cannot propagate (a table not in its metadata, such
--- as mmr._space, e.g. through a plan type; SQLSTATE 0A000) gets it on the coordinator only, where
--- it is called: the rest of the privileges still reach the worker nodes.
-CREATE OR REPLACE FUNCTION mmr._citus_function_privilege(p_stmt text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_previous text;
-BEGIN
-    EXECUTE p_stmt;
-EXCEPTION WHEN feature_not_supported THEN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
-        RAISE;
-    END IF;
-    v_previous := current_setting('citus.enable_ddl_propagation');
-    PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
-    EXECUTE p_stmt;
-    PERFORM set_config('citus.enable_ddl_propagation', v_previous, true);
-END
-$$;

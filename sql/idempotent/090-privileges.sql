@@ -11,13 +11,7 @@ BEGIN
     -- Type names in the REVOKE and GRANTs below are schema-qualified (Citus replays each GRANT on its
     -- worker nodes, where the session's search_path does not apply): docs/operations.md, Citus.
     PERFORM set_config('search_path', 'pg_catalog', true);
-    BEGIN
-        REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mmr FROM PUBLIC;
-    EXCEPTION WHEN feature_not_supported THEN  -- Citus hook: one function at a time (019-citus.sql)
-        FOR f IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'mmr'::regnamespace LOOP
-            PERFORM mmr._citus_function_privilege(format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f));
-        END LOOP;
-    END;
+    REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mmr FROM PUBLIC;
     FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
               WHERE p.pronamespace = 'mmr'::regnamespace
                 AND NOT p.prosecdef
@@ -53,9 +47,9 @@ BEGIN
                                       -- Citus (issue 15): administrative (019-citus.sql)
                                       '_citus_check_source', '_citus_follow', '_citus_triggers',
                                       '_citus_sync_function', '_citus_secure_embeddings',
-                                      '_citus_sequential', '_citus_function_privilege')
+                                      '_citus_sequential')
     LOOP
-        PERFORM mmr._citus_function_privilege(format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f));
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
     PERFORM set_config('search_path', v_path, true);
 END
