@@ -551,3 +551,48 @@ def test_lifecycle_repair_truncate_drop(citus_url: str) -> None:
         assert one(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'life'::regclass "
                    "AND NOT tgisinternal") == 0  # fmt: skip
         assert one(conn, "SELECT to_regclass(%s)", (queue,)) is None
+
+
+@pytest.mark.parametrize("kind", ["distributed", "reference"])
+def test_sync_on_shards_with_format_characters_in_names(citus_url: str, kind: str) -> None:
+    """On Citus the sync function runs each statement with this node's shards filled in
+    (EXECUTE format(template, VARIADIC v_shards)): columns named like placeholders stay names,
+    and each space's statements reach its own embedding table's shards."""
+    name = f"pct_{kind[:3]}"
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute(
+            f'CREATE TABLE {name} ("k%1$s" bigint, "k%%" text, "c%2$s" text, '
+            'PRIMARY KEY ("k%1$s", "k%%"))'
+        )
+        if kind == "distributed":
+            conn.execute(f"SELECT create_distributed_table('{name}', 'k%1$s')")
+        else:
+            conn.execute(f"SELECT create_reference_table('{name}')")
+        conn.execute(f"INSERT INTO {name} SELECT g, 'a', 'x' || g FROM generate_series(1, 20) g")
+        conn.execute(
+            "SELECT mmr.create_collection(%s, %s, text_columns => '{c%%2$s}')", (name, name)
+        )
+        conn.execute("SELECT mmr.add_space(%s, 'ext', 'external', NULL, 4)", (name,))
+        conn.execute("SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'c%%2$s', 32)", (name,))
+        queue, ext = conn.execute(
+            "SELECT c.queue_table::text, s.embedding_table::text FROM mmr._collection c "
+            "JOIN mmr._space s ON s.collection_id = c.id WHERE c.name = %s AND s.name = 'ext'",
+            (name,),
+        ).fetchone() or (None, None)
+        conn.execute(f"DELETE FROM {queue}")
+        conn.execute(f"INSERT INTO {name} SELECT g, 'a', 'y' || g FROM generate_series(21, 30) g")
+        conn.execute(f"""UPDATE {name} SET "c%2$s" = 'z' WHERE "k%1$s" <= 5""")
+        assert one(conn, f"SELECT count(*) FROM {queue}") == 15  # each change queued once
+        conn.execute(
+            f"""INSERT INTO {ext} ("k%1$s", "k%%", embedding, model_id) """
+            f"""SELECT "k%1$s", "k%%", '[1,0,0,0]', 'external' FROM {name}"""
+        )
+        conn.execute(f"""UPDATE {name} SET "k%%" = 'b' WHERE "k%1$s" <= 3""")  # key change
+        conn.execute(f"""DELETE FROM {name} WHERE "k%1$s" > 25""")
+        assert one(conn, f"SELECT count(*) FROM {ext}") == 22
+        assert one(conn, f'SELECT count(*) FROM {queue} WHERE "k%1$s" > 25') == 0
+        conn.execute(f"TRUNCATE {name}")
+        assert (
+            one(conn, f"SELECT count(*) FROM {ext}"),
+            one(conn, f"SELECT count(*) FROM {queue}"),
+        ) == (0, 0)

@@ -107,6 +107,50 @@ def test_deleting_rows_deletes_their_embeddings(
     assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
 
 
+def test_sync_trigger_with_format_characters_in_names(conn: psycopg.Connection[Any]) -> None:
+    """The sync trigger's statements are format() templates over their tables (026-sync.sql):
+    key and content columns named like placeholders (``%1$s``, ``%%``) stay names, and each
+    space's statements reach its own embedding table."""
+    name = "pct_" + uuid.uuid4().hex[:8]
+    conn.execute(
+        f'CREATE TABLE {name} ("k%1$s" int, "k%%" text, "c%2$s" text, PRIMARY KEY ("k%1$s", "k%%"))'
+    )
+    conn.execute(f"INSERT INTO {name} VALUES (1, 'a', 'one'), (2, 'b', 'two'), (3, 'c', NULL)")
+    mmr.create_collection(conn, name, name, text_columns=["c%2$s"])
+    ext = mmr.add_space(conn, name, "ext", "external", None, 4)
+    emb = mmr.add_space(conn, name, "cap", "mmr-test", "c%2$s", 32)
+    (qt,) = conn.execute(
+        "SELECT queue_table::text FROM mmr.collections WHERE collection = %s", (name,)
+    ).fetchone()  # type: ignore[misc]
+
+    def queued() -> list[tuple[Any, ...]]:
+        return conn.execute(f'SELECT "k%1$s", "k%%" FROM {qt} ORDER BY 1').fetchall()
+
+    def keys(table: str) -> list[int]:
+        return [r[0] for r in conn.execute(f'SELECT "k%1$s" FROM {table} ORDER BY 1')]
+
+    assert queued() == [(1, "a"), (2, "b")]  # backfill; NULL content is not queued
+    conn.execute(f"DELETE FROM {qt}")
+    conn.execute(f"INSERT INTO {name} VALUES (4, 'd', 'four')")
+    conn.execute(f"""UPDATE {name} SET "c%2$s" = 'three' WHERE "k%1$s" = 3""")
+    assert queued() == [(3, "c"), (4, "d")]
+    both = [{"k%1$s": 1, "k%%": "a"}, {"k%1$s": 2, "k%%": "b"}]
+    mmr.put_embeddings(conn, name, "ext", both, unit_vectors(2, 4))
+    vec = "[" + ",".join(["0.1"] * 32) + "]"
+    conn.execute(
+        f"""INSERT INTO {emb} ("k%1$s", "k%%", embedding, model_id) """
+        f"""SELECT "k%1$s", "k%%", '{vec}', 'm' FROM {name} WHERE "k%1$s" IN (1, 2, 4)"""
+    )
+    conn.execute(f"""UPDATE {name} SET "k%1$s" = 20 WHERE "k%1$s" = 2""")  # key change
+    conn.execute(f"""UPDATE {name} SET "c%2$s" = NULL WHERE "k%1$s" = 4""")  # content gone
+    assert (keys(ext), keys(emb)) == ([1], [1])
+    conn.execute(f"""DELETE FROM {name} WHERE "k%1$s" = 1""")
+    assert (keys(ext), keys(emb)) == ([], [])
+    assert (1, "a") not in queued()
+    conn.execute(f"TRUNCATE {name}")
+    assert queued() == []
+
+
 @pytest.mark.parametrize(
     ("ddl", "keys", "expect_key"),
     [

@@ -1,6 +1,6 @@
 -- Citus (distributed PostgreSQL): the tables pg_mmretrieval creates for a collection follow
 -- the source table's distribution.  The functions here are the callees of small hooks in
--- 020-sync.sql, 030-collections.sql and 086-column-privileges.sql (this file comes before them:
+-- 024-column-privileges.sql, 026-sync.sql and 034-catalog.sql (this file comes before them:
 -- nothing calls a function defined in a later file).  Without Citus every one of them is a no-op
 -- (mmr._citus_kind returns NULL).  docs/operations.md, "Citus", says why the design is this one.
 
@@ -226,86 +226,37 @@ BEGIN
 END
 $$;
 
--- The sync trigger function of a collection on a Citus table (the hook in mmr._rebuild_sync,
--- 020-sync.sql), from the function text generated for one node.  On Citus the triggers fire on
--- the shards, on the node holding each shard, where the statement's transition tables exist but
--- cannot be used in a distributed query ("executor could not find named tuplestore").  So every
--- statement of the body runs against the co-located shards of the queue and embedding tables on
--- that node: their names are looked up once per statement (pg_dist_shard, same hash range as the
--- firing shard) and substituted into the statement (EXECUTE; transition tables stay visible).
--- TRUNCATE triggers fire on the coordinator's table itself: those statements stay as they are.
--- The function lets itself write to shards (citus.enable_manual_changes_to_shards) for its own
--- duration only.
-CREATE OR REPLACE FUNCTION mmr._citus_sync_function(c mmr._collection, p_fn text)
-RETURNS text
-LANGUAGE plpgsql
+-- The start of the sync trigger function of a collection on a Citus table, for the generator
+-- mmr._rebuild_sync (026-sync.sql), which writes every other statement itself.  On Citus the
+-- triggers fire on the shards, on the node holding each shard, where the statement's transition
+-- tables exist but cannot be used in a distributed query ("executor could not find named
+-- tuplestore").  So every statement of the body runs against this node's shards (or copies) of
+-- the queue and embedding tables p_tables (SQL names: the queue first, then the embedding
+-- table of each space by id): this prologue looks their names up once per statement into
+-- v_shards, in the order of p_tables, from pg_dist_shard (for a distributed or Citus local
+-- source: the shards with the hash range of the firing shard), and the generator runs each
+-- statement with them substituted (EXECUTE format(..., VARIADIC v_shards)).  On a reference
+-- table v_coordinator also says whether this is the coordinator's copy, the only one that
+-- writes the queue.  Nothing here comes from the caller: p_source and p_tables are the
+-- catalog's (mmr._collection, mmr._space).  Returns the declarations and the statements.
+CREATE OR REPLACE FUNCTION mmr._citus_sync_prologue(p_source regclass, p_kind text,
+                                                    p_tables text[],
+                                                    OUT declarations text, OUT statements text)
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_tables text[];
-    v_line text;
-    v_stmt text := NULL;
-    v_out text := '';
-    v_i int;
-    v_seq text;
-    v_kind text := mmr._citus_kind(c.source);
+    v_list text := array_to_string(p_tables, ', ');
 BEGIN
-    IF v_kind IS NULL THEN
-        RETURN p_fn;
-    END IF;
-    v_seq := pg_get_serial_sequence(format('mmr.%I', mmr._queue_name(c.id)), 'mmr_id');
-    v_tables := ARRAY[format('mmr.%I', mmr._queue_name(c.id))]
-             || ARRAY(SELECT format('mmr.%I', mmr._emb_name(s.id)) FROM mmr._space s
-                       WHERE s.collection_id = c.id ORDER BY s.id);
-    FOREACH v_line IN ARRAY string_to_array(p_fn, E'\n') LOOP
-        IF v_stmt IS NULL AND v_line ~ '^        (INSERT|DELETE) ' THEN
-            v_stmt := '';
-        END IF;
-        IF v_stmt IS NULL THEN
-            v_out := v_out || v_line || E'\n';
-            CONTINUE;
-        END IF;
-        v_stmt := v_stmt || v_line || E'\n';
-        IF v_line ~ ';$' THEN
-            v_stmt := replace(rtrim(v_stmt, E';\n'), '%', '%%');
-            FOR v_i IN 1 .. array_length(v_tables, 1) LOOP
-                v_stmt := regexp_replace(v_stmt, replace(v_tables[v_i], '.', '\.') || '\M',
-                                         '%' || v_i || '$s', 'g');
-            END LOOP;
-            -- Shards have no identity: a queue entry's mmr_id comes from the node's range of
-            -- the identity sequence (Citus gives each node its own).
-            v_stmt := regexp_replace(v_stmt, '^(\s*INSERT INTO %1\$s \()(mmr_space_id, [^)]*\) SELECT )',
-                                     '\1mmr_id, \2pg_catalog.nextval(' || quote_literal(v_seq)
-                                     || '::pg_catalog.regclass), ');
-            IF v_kind = 'reference' AND strpos(v_stmt, '%1$s') > 0 THEN
-                -- a reference table: only the coordinator's copy writes the queue
-                v_out := v_out || format(E'        IF v_coordinator THEN\n'
-                                          '            EXECUTE format(%L, VARIADIC v_shards);\n'
-                                          '        END IF;\n', v_stmt);
-            ELSE
-                v_out := v_out || format(E'        EXECUTE format(%L, VARIADIC v_shards);\n', v_stmt);
-            END IF;
-            v_stmt := NULL;
-        END IF;
-    END LOOP;
-    -- No NOTIFY on a shard's node: Citus commits with two-phase commit, which refuses a
-    -- transaction that notified (workers find the entries by polling: docs/operations.md).
-    v_out := regexp_replace(v_out, 'PERFORM pg_notify\(''mmr_queue'', ''[0-9]+''\);',
-                            'NULL;  -- Citus: no NOTIFY on a shard''s node (two-phase commit)');
-    v_out := replace(v_out, E'LANGUAGE plpgsql SECURITY DEFINER\n',
-                     E'LANGUAGE plpgsql SECURITY DEFINER\n'
-                     'SET citus.enable_manual_changes_to_shards = on\n');
-    IF v_kind = 'reference' THEN
+    IF p_kind = 'reference' THEN
         -- A reference table's triggers fire on every node's copy of it, in one (two-phase)
         -- transaction.  Each copy deletes from its own node's copy of the embedding tables (all
         -- copies see the same rows, so they stay equal); only the coordinator's copy writes the
         -- queue, a Citus local table on the coordinator, so each change is queued once.
-        v_out := replace(v_out, E'    queued bigint := 0;\nBEGIN\n', format(
-            E'    queued bigint := 0;\n'
-            '    v_shards text[];\n'
-            '    v_coordinator boolean;\n'
-            'BEGIN\n'
-            '    -- TRUNCATE: acted on once, where it fires on the coordinator''s table itself\n'
+        declarations := E'    v_shards text[];\n'
+                         '    v_coordinator boolean;\n';
+        statements := format(
+            E'    -- TRUNCATE: acted on once, where it fires on the coordinator''s table itself\n'
             '    IF TG_OP = ''TRUNCATE'' AND TG_RELID <> %L::pg_catalog.regclass THEN\n'
             '        RETURN NULL;\n'
             '    END IF;\n'
@@ -319,15 +270,12 @@ BEGIN
             '            USING ERRCODE = ''object_not_in_prerequisite_state'',\n'
             '                  HINT = ''The queue must stay a Citus local table and the embedding tables reference tables.'';\n'
             '    END IF;\n',
-            c.source::text, array_to_string(v_tables, ', '), v_tables, array_length(v_tables, 1),
-            array_to_string(v_tables, ', ')));
-        RETURN v_out;
+            p_source::text, v_list, p_tables, array_length(p_tables, 1), v_list);
+        RETURN;
     END IF;
-    v_out := replace(v_out, E'    queued bigint := 0;\nBEGIN\n', format(
-        E'    queued bigint := 0;\n'
-        '    v_shards text[];\n'
-        'BEGIN\n'
-        '    -- Citus: the co-located shards of %s on this node\n'
+    declarations := E'    v_shards text[];\n';
+    statements := format(
+        E'    -- Citus: the co-located shards of %s on this node\n'
         '    SELECT array_agg(pg_catalog.shard_name(t.rel, s2.shardid) ORDER BY t.ord) INTO v_shards\n'
         '      FROM unnest(%L::pg_catalog.regclass[]) WITH ORDINALITY AS t(rel, ord)\n'
         '      JOIN pg_catalog.pg_dist_shard s1\n'
@@ -341,11 +289,12 @@ BEGIN
         '            USING ERRCODE = ''object_not_in_prerequisite_state'',\n'
         '                  HINT = ''The queue and embedding tables must stay co-located with the source.'';\n'
         '    END IF;\n',
-        array_to_string(v_tables, ', '), v_tables, c.source::text, array_length(v_tables, 1),
-        array_to_string(v_tables, ', ')));
-    RETURN v_out;
+        v_list, p_tables, p_source::text, array_length(p_tables, 1), v_list);
 END
 $$;
+
+-- Replaced by mmr._citus_sync_prologue (the generator in 026-sync.sql writes the statements).
+DROP FUNCTION IF EXISTS mmr._citus_sync_function(mmr._collection, text);
 
 -- Why the native search functions cannot be used in this database because of Citus (NULL: no
 -- Citus).  The hook in 089-native.sql binds mmr.search and mmr.composed_search to their PL/pgSQL

@@ -18,6 +18,7 @@ BEGIN
                 AND p.proname NOT IN ('create_collection', 'add_space', 'switch_space',
                                       'drop_space', 'drop_collection', 'refresh_view',
                                       'put_embeddings', 'put_embedding', '_rebuild_sync',
+                                      '_sync_statements',
                                       '_create_triggers', '_rebuild_view', '_drop_space_row',
                                       -- retrieval (issue 5): administrative
                                       'set_projection', 'create_text_index', 'drop_text_index',
@@ -46,7 +47,7 @@ BEGIN
                                       'declare_encoder', 'unservable_spaces',
                                       -- Citus (issue 15): administrative (019-citus.sql)
                                       '_citus_check_source', '_citus_follow', '_citus_triggers',
-                                      '_citus_sync_function', '_citus_secure_embeddings',
+                                      '_citus_sync_prologue', '_citus_secure_embeddings',
                                       '_citus_sequential')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
