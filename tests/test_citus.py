@@ -633,10 +633,14 @@ def test_put_embeddings(citus_url: str, kind: str, composite: bool) -> None:
     name = f"put_{kind[:3]}{'_comp' if composite else ''}"
 
     def key(i: int) -> str:
-        return f'{{"tenant": {i % 7}, "id": {i}}}' if composite else str(i)
+        return f'{{"id": {i}, "tenant": {i % 7}}}' if composite else str(i)  # as jsonb prints
+
+    from tests.helpers import unit_vectors
+
+    spread = unit_vectors(2001, 4, seed=11)  # not near-duplicates: a sound HNSW graph per shard
 
     def vec(i: int) -> str:
-        return f"[{i},1,0,0]"
+        return "[" + ",".join(f"{x:.6f}" for x in spread[i]) + "]"
 
     with psycopg.connect(citus_url, autocommit=True) as conn:
         emb = _external_source(conn, name, kind, composite)
@@ -654,7 +658,7 @@ def test_put_embeddings(citus_url: str, kind: str, composite: bool) -> None:
         n = one(
             conn,
             "SELECT mmr.put_embeddings(%s, 'ext', %s::jsonb[], %s::vector[])",
-            (name, [key(999), key(1500)], ["[0,1,0,0]", "[0,1,0,0]"]),
+            (name, [key(999), key(1500)], [vec(1999), vec(2000)]),
         )
         assert n == 2 and one(conn, f"SELECT count(*) FROM {emb}") == 1001
         # the first missing key is named (the keys 3001 and 3000 are not in the table)
@@ -701,6 +705,6 @@ def test_worker_on_a_composite_key_distributed_source(citus_url: str) -> None:
         assert _check(conn, name) == (60, 60, 0, 0, 0, 0, 0)
         emb = f"mmr._emb_{_space_id(conn, name)}"
         q = one(conn, f"SELECT embedding::text FROM {emb} WHERE id = 7")
-        hits = conn.execute("SELECT key FROM mmr.search(%s, 'vec', %s::vector, 1)", (name, q))
-        hits = hits.fetchall()
+        cur = conn.execute("SELECT key FROM mmr.search(%s, 'vec', %s::vector, 1)", (name, q))
+        hits = cur.fetchall()
         assert [h[0] for h in hits] == [{"tenant": 2, "id": 7}]
