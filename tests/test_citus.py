@@ -673,6 +673,11 @@ def test_put_embeddings(citus_url: str, kind: str, composite: bool) -> None:
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             conn.execute("SELECT mmr.put_embedding(%s, 'ext', %s::jsonb, '[1,1,1,1]')",
                          (name, key(3000)))  # fmt: skip
+        with pytest.raises(psycopg.errors.UniqueViolation):  # a key twice, even one missing
+            conn.execute(
+                "SELECT mmr.put_embeddings(%s, 'ext', %s::jsonb[], %s::vector[])",
+                (name, [key(1), key(3000), key(1)], ["[1,1,1,1]"] * 3),
+            )
         assert one(conn, f"SELECT count(*) FROM {emb} WHERE id IN (1600, 1700)") == 0
         hits = conn.execute(
             "SELECT key FROM mmr.search(%s, 'ext', '[0,0,1,0]', 1)", (name,)

@@ -554,7 +554,7 @@ DECLARE
     s mmr._space := mmr._space_row(c.id, collection, space);
     bad record;
     missing jsonb;
-    found bigint[];
+    positions bigint[];
     n bigint;
     vexpr text;
     bulk boolean;
@@ -600,11 +600,12 @@ BEGIN
         EXECUTE format('SELECT array_agg(u.i) FROM unnest($1) WITH ORDINALITY u(k, i), '
                        'LATERAL (SELECT %s) t JOIN %s s ON %s',
                        mmr._key_from_json(c, 'u.k'), c.source, mmr._key_join(c, 's', 't'))
-           INTO found USING keys;
+           INTO positions USING keys;
         -- the first gap in the sorted positions found (a sort, not an anti-join over an
         -- unnested array, which the planner may run as a nested loop: 5 s for 20k keys)
-        SELECT coalesce(min(x.j), coalesce(cardinality(found), 0) + 1) INTO n
-          FROM (SELECT f.i, row_number() OVER (ORDER BY f.i) AS j FROM unnest(found) f(i)) x
+        SELECT coalesce(min(x.j), coalesce(cardinality(positions), 0) + 1) INTO n
+          FROM (SELECT f.i, row_number() OVER (ORDER BY f.i) AS j
+                  FROM unnest(positions) f(i)) x
          WHERE x.i <> x.j;
         SELECT u.k INTO missing FROM unnest(keys) WITH ORDINALITY u(k, i) WHERE u.i = n;
         RAISE EXCEPTION 'no row of % has key %', c.source, missing
