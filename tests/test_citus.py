@@ -596,3 +596,120 @@ def test_sync_on_shards_with_format_characters_in_names(citus_url: str, kind: st
             one(conn, f"SELECT count(*) FROM {ext}"),
             one(conn, f"SELECT count(*) FROM {queue}"),
         ) == (0, 0)
+
+
+def _external_source(conn: psycopg.Connection[Any], name: str, kind: str, composite: bool) -> str:
+    """A source table of `kind` (distributed, reference) with rows 1..2000 (for a composite
+    key: (tenant, id) = (id % 7, id), distributed on tenant), a collection and a 4-d external
+    space; returns the embedding table."""
+    if composite:
+        conn.execute(
+            f"CREATE TABLE {name} (tenant int, id bigint, body text, PRIMARY KEY (tenant, id))"
+        )
+    else:
+        conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, body text)")
+    if kind == "distributed":
+        col = "tenant" if composite else "id"
+        conn.execute("SELECT create_distributed_table(%s, %s)", (name, col))
+    else:
+        conn.execute("SELECT create_reference_table(%s)", (name,))
+    cols = "g % 7, g, 'x' || g" if composite else "g, 'x' || g"
+    conn.execute(f"INSERT INTO {name} SELECT {cols} FROM generate_series(1, 2000) g")
+    conn.execute("SELECT mmr.create_collection(%s, %s, create_view => false)", (name, name))
+    return str(one(conn, "SELECT mmr.add_space(%s, 'ext', 'external', NULL, 4)::text", (name,)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "composite"),
+    [("distributed", False), ("distributed", True), ("reference", False)],
+    ids=["distributed", "distributed-composite", "reference"],
+)
+def test_put_embeddings(citus_url: str, kind: str, composite: bool) -> None:
+    """mmr.put_embeddings (and put_embedding, and the Python client's) on a Citus source: the
+    key check finds the rows on the shards; one call of 1000 rows; a missing key is refused
+    with 23503 naming the first missing one, and nothing is written."""
+    from pg_mmretrieval.client import Client
+
+    name = f"put_{kind[:3]}{'_comp' if composite else ''}"
+
+    def key(i: int) -> str:
+        return f'{{"id": {i}, "tenant": {i % 7}}}' if composite else str(i)  # as jsonb prints
+
+    from tests.helpers import unit_vectors
+
+    spread = unit_vectors(2001, 4, seed=11)  # not near-duplicates: a sound HNSW graph per shard
+
+    def vec(i: int) -> str:
+        return "[" + ",".join(f"{x:.6f}" for x in spread[i]) + "]"
+
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        emb = _external_source(conn, name, kind, composite)
+        ids = list(range(1, 1001))
+        n = one(
+            conn,
+            "SELECT mmr.put_embeddings(%s, 'ext', %s::jsonb[], %s::vector[])",
+            (name, [key(i) for i in ids], [vec(i) for i in ids]),
+        )
+        assert n == 1000
+        conn.execute("SELECT mmr.put_embedding(%s, 'ext', %s::jsonb, '[0,0,1,0]')", (name, key(5)))
+        assert one(conn, f"SELECT count(*) FROM {emb}") == 1000
+        assert one(conn, f"SELECT embedding::text FROM {emb} WHERE id = 5") == "[0,0,1,0]"
+        # updating rows that have embeddings, and new ones, in one call
+        n = one(
+            conn,
+            "SELECT mmr.put_embeddings(%s, 'ext', %s::jsonb[], %s::vector[])",
+            (name, [key(999), key(1500)], [vec(1999), vec(2000)]),
+        )
+        assert n == 2 and one(conn, f"SELECT count(*) FROM {emb}") == 1001
+        # the first missing key is named (the keys 3001 and 3000 are not in the table)
+        for bad_keys in ([key(1600), key(3001), key(1700), key(3000)], [key(3001)]):
+            with pytest.raises(psycopg.errors.ForeignKeyViolation) as e:
+                conn.execute(
+                    "SELECT mmr.put_embeddings(%s, 'ext', %s::jsonb[], %s::vector[])",
+                    (name, bad_keys, ["[1,1,1,1]"] * len(bad_keys)),
+                )
+            assert e.value.diag.message_primary == f"no row of {name} has key {key(3001)}"
+            assert e.value.diag.message_hint and "Insert the row first" in e.value.diag.message_hint
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("SELECT mmr.put_embedding(%s, 'ext', %s::jsonb, '[1,1,1,1]')",
+                         (name, key(3000)))  # fmt: skip
+        with pytest.raises(psycopg.errors.UniqueViolation):  # a key twice, even one missing
+            conn.execute(
+                "SELECT mmr.put_embeddings(%s, 'ext', %s::jsonb[], %s::vector[])",
+                (name, [key(1), key(3000), key(1)], ["[1,1,1,1]"] * 3),
+            )
+        assert one(conn, f"SELECT count(*) FROM {emb} WHERE id IN (1600, 1700)") == 0
+        hits = conn.execute(
+            "SELECT key FROM mmr.search(%s, 'ext', '[0,0,1,0]', 1)", (name,)
+        ).fetchall()
+        assert [h[0] for h in hits] == [{"tenant": 5, "id": 5} if composite else 5]
+    with Client(citus_url) as client:
+        coll = client.collection(name)
+        keys: list[Any] = [{"tenant": i % 7, "id": i} if composite else i for i in (1800, 1801)]
+        assert coll.put_embeddings("ext", keys, [[1.0, 2.0, 3.0, 4.0]] * 2) == 2
+    with psycopg.connect(citus_url) as conn:
+        assert one(conn, f"SELECT count(*) FROM {emb}") == 1003
+
+
+def test_worker_on_a_composite_key_distributed_source(citus_url: str) -> None:
+    """The worker embeds a distributed source whose key is (tenant, id), distributed on
+    tenant; mmr check is clean afterwards."""
+    name = "comp_src"
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {name} (tenant int, id bigint, body text, PRIMARY KEY (tenant, id))"
+        )
+        conn.execute("SELECT create_distributed_table(%s, 'tenant')", (name,))
+        conn.execute(f"INSERT INTO {name} SELECT g % 5, g, 'x' || g FROM generate_series(1, 60) g")
+        conn.execute("SELECT mmr.create_collection(%s, %s, text_columns => '{body}')", (name, name))
+        conn.execute("SELECT mmr.add_space(%s, 'vec', 'mmr-test', 'body', 32)", (name,))
+        conn.execute(f"UPDATE {name} SET body = 'changed' WHERE id <= 5")
+    r = _mmr(citus_url, "worker", "--collection", name, "--once")
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(citus_url) as conn:
+        assert _check(conn, name) == (60, 60, 0, 0, 0, 0, 0)
+        emb = f"mmr._emb_{_space_id(conn, name)}"
+        q = one(conn, f"SELECT embedding::text FROM {emb} WHERE id = 7")
+        cur = conn.execute("SELECT key FROM mmr.search(%s, 'vec', %s::vector, 1)", (name, q))
+        hits = cur.fetchall()
+        assert [h[0] for h in hits] == [{"tenant": 2, "id": 7}]

@@ -554,6 +554,7 @@ DECLARE
     s mmr._space := mmr._space_row(c.id, collection, space);
     bad record;
     missing jsonb;
+    positions bigint[];
     n bigint;
     vexpr text;
     bulk boolean;
@@ -585,11 +586,28 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'key % appears more than once', missing USING ERRCODE = 'unique_violation';
     END IF;
-    EXECUTE format('SELECT u.k FROM unnest($1) u(k) WHERE NOT EXISTS '
-                   '(SELECT 1 FROM %s s, LATERAL (SELECT %s) t WHERE %s) LIMIT 1',
-                   c.source, mmr._key_from_json(c, 'u.k'), mmr._key_join(c, 's', 't'))
-       INTO missing USING keys;
-    IF missing IS NOT NULL THEN
+    -- Every key names a row of the source: the keys that find their row by an inner join,
+    -- counted, against the number of keys (distinct: a repeated key was refused above; the key
+    -- is the primary key, so a key finds at most one row).  A join, not a correlated subquery
+    -- over unnest: on a Citus distributed source the join is pushed down to the shards, the
+    -- subquery cannot be planned.  Only when some are missing does a second join list the
+    -- positions (in keys) found, and the first key not among them is named.
+    EXECUTE format('SELECT count(*) FROM unnest($1) u(k), LATERAL (SELECT %s) t '
+                   'JOIN %s s ON %s',
+                   mmr._key_from_json(c, 'u.k'), c.source, mmr._key_join(c, 's', 't'))
+       INTO n USING keys;
+    IF n <> cardinality(keys) THEN
+        EXECUTE format('SELECT array_agg(u.i) FROM unnest($1) WITH ORDINALITY u(k, i), '
+                       'LATERAL (SELECT %s) t JOIN %s s ON %s',
+                       mmr._key_from_json(c, 'u.k'), c.source, mmr._key_join(c, 's', 't'))
+           INTO positions USING keys;
+        -- the first gap in the sorted positions found (a sort, not an anti-join over an
+        -- unnested array, which the planner may run as a nested loop: 5 s for 20k keys)
+        SELECT coalesce(min(x.j), coalesce(cardinality(positions), 0) + 1) INTO n
+          FROM (SELECT f.i, row_number() OVER (ORDER BY f.i) AS j
+                  FROM unnest(positions) f(i)) x
+         WHERE x.i <> x.j;
+        SELECT u.k INTO missing FROM unnest(keys) WITH ORDINALITY u(k, i) WHERE u.i = n;
         RAISE EXCEPTION 'no row of % has key %', c.source, missing
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'Insert the row first; embeddings belong to rows of the collection''s table.';
