@@ -169,10 +169,19 @@ AS $$
 $$;
 
 -- The plan of a filtered search over collection c: exact (score the passing rows) or index
--- (HNSW with an iterative scan), with the figures it was chosen from.  Cached for the rest of
--- the transaction per (role, source table, filter, threshold) in the setting mmr._filter_plan,
--- so the statements of one call (legs, candidates, the scan settings) share one decision and
--- one estimate.
+-- (HNSW with an iterative scan), with the figures it was chosen from.
+--
+-- The figures are cached for the session in the setting mmr._filter_plan: a JSON array of at
+-- most 8 entries, newest first, each keyed by md5(role, source table, the threshold setting,
+-- filter) and valid while the source table's pg_class.reltuples and relpages are those it was
+-- estimated under.  Those change when the table's statistics do (ANALYZE, VACUUM, autovacuum,
+-- CREATE INDEX), so a filter is estimated again exactly when PostgreSQL's own estimate may have
+-- moved; between, an autocommit search skips the EXPLAIN (and the capped count) it would
+-- otherwise run per call.  The statements of one call (legs, candidates, the scan settings)
+-- share one decision through the same cache.  A setting is the caller's to set: an entry holds
+-- figures only, never SQL, and a forged one can only choose between two correct plans of the
+-- caller's own query (tests/test_filtered_plan.py).  A transaction that rolls back takes its
+-- entries with it (set_config is transactional).
 CREATE OR REPLACE FUNCTION mmr._filter_plan(c mmr._collection, p_filter jsonb,
                                             OUT exact boolean, OUT estimated_rows float8,
                                             OUT counted_rows bigint, OUT total_rows float8,
@@ -184,7 +193,10 @@ AS $$
 DECLARE
     where_sql text;
     cache_key text;
-    cached jsonb;
+    cache jsonb;
+    hit jsonb;
+    tuples float4;
+    pages int;
     plan jsonb;
 BEGIN
     IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
@@ -192,22 +204,32 @@ BEGIN
         threshold := mmr._exact_filter_rows(NULL);
         RETURN;
     END IF;
-    cache_key := concat_ws(':', current_user, c.source::oid,
-                           current_setting('mmr.exact_filter_rows', true), p_filter::text);
-    cached := nullif(current_setting('mmr._filter_plan', true), '')::jsonb;
-    IF cached IS NOT NULL AND cached ->> 'key' = cache_key THEN
-        exact := (cached ->> 'exact')::boolean;
-        estimated_rows := (cached ->> 'estimated_rows')::float8;
-        counted_rows := (cached ->> 'counted_rows')::bigint;
-        total_rows := (cached ->> 'total_rows')::float8;
-        -- the cache is a setting anyone may set: it holds figures only, never SQL, and a forged
-        -- entry can only choose between two correct plans of the caller's own query
-        ef_search := least(1000, (cached ->> 'ef_search')::int);
+    -- (a setting once SET LOCAL reads '' afterwards, never NULL again: the same default)
+    cache_key := md5(concat_ws(':', current_user, c.source::oid,
+                               nullif(current_setting('mmr.exact_filter_rows', true), ''),
+                               p_filter::text));
+    SELECT cl.reltuples, cl.relpages INTO tuples, pages FROM pg_class cl WHERE cl.oid = c.source;
+    cache := nullif(current_setting('mmr._filter_plan', true), '')::jsonb;
+    IF jsonb_typeof(cache) = 'array' THEN
+        SELECT e INTO hit FROM jsonb_array_elements(cache) e
+         WHERE e ->> 'key' = cache_key AND (e ->> 'reltuples')::float4 = tuples
+           AND (e ->> 'relpages')::int = pages
+         LIMIT 1;
+    ELSE
+        cache := '[]';
+    END IF;
+    IF hit IS NOT NULL THEN
+        exact := (hit ->> 'exact')::boolean;
+        estimated_rows := (hit ->> 'estimated_rows')::float8;
+        counted_rows := (hit ->> 'counted_rows')::bigint;
+        total_rows := (hit ->> 'total_rows')::float8;
+        -- figures only: ef_search within pgvector's bounds whatever the setting says
+        ef_search := least(1000, (hit ->> 'ef_search')::int);
         IF ef_search < 1 THEN
             ef_search := NULL;
         END IF;
-        threshold := (cached ->> 'threshold')::bigint;
-        full_scan := (cached ->> 'full_scan')::boolean;
+        threshold := (hit ->> 'threshold')::bigint;
+        full_scan := (hit ->> 'full_scan')::boolean;
         RETURN;
     END IF;
     where_sql := mmr._filter_sql(c, p_filter, '$3');
@@ -216,7 +238,7 @@ BEGIN
     estimated_rows := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::float8;
     -- no index serves the filter: finding its rows reads the whole table
     full_scan := jsonb_path_exists(plan, 'strict $.**."Node Type" ? (@ == "Seq Scan")');
-    SELECT greatest(cl.reltuples, 0) INTO total_rows FROM pg_class cl WHERE cl.oid = c.source;
+    total_rows := greatest(tuples, 0);
     threshold := mmr._exact_filter_rows(total_rows);
     IF estimated_rows < threshold AND estimated_rows * 4 >= threshold THEN
         -- near the threshold: count, capped (the estimate may be stale)
@@ -228,13 +250,21 @@ BEGIN
     ef_search := CASE WHEN exact THEN NULL
                       ELSE mmr._filter_ef_search(coalesce(counted_rows, estimated_rows),
                                                  total_rows) END;
+    -- newest first; an entry of the same key (estimated under other statistics) is replaced
     PERFORM set_config('mmr._filter_plan',
-                       jsonb_build_object('key', cache_key, 'exact', exact,
-                                          'estimated_rows', estimated_rows,
-                                          'counted_rows', counted_rows, 'total_rows', total_rows,
-                                          'ef_search', ef_search, 'threshold', threshold,
-                                          'full_scan', full_scan)::text,
-                       true);
+                       (jsonb_build_array(jsonb_build_object(
+                            'key', cache_key, 'reltuples', tuples, 'relpages', pages,
+                            'exact', exact, 'estimated_rows', estimated_rows,
+                            'counted_rows', counted_rows, 'total_rows', total_rows,
+                            'ef_search', ef_search, 'threshold', threshold,
+                            'full_scan', full_scan))
+                        || coalesce((SELECT jsonb_agg(x.e ORDER BY x.n)
+                                       FROM (SELECT e, n
+                                               FROM jsonb_array_elements(cache)
+                                                    WITH ORDINALITY y(e, n)
+                                              WHERE e ->> 'key' IS DISTINCT FROM cache_key
+                                              ORDER BY n LIMIT 7) x), '[]'))::text,
+                       false);
 END
 $$;
 
