@@ -8,16 +8,24 @@ A table of N rows x 384-d clustered unit vectors (numpy, fixed seeds) in an exte
 (HNSW m 16, ef_construction 64, built after the load), a ``category`` column of 100 values
 (mostly the vector's cluster: filters correlate with content, as in real catalogues) and a
 uniform ``r`` column (0-999), both with a btree.  Filters: ``category = 7`` (1 %), ``r < t``
-(t / 10 %).  For each filter, every variant runs once per query, in a fresh random order per
-query, on one autocommit connection; recall@10 is against exact search over the filtered rows
-(numpy), ``rows`` the mean number of rows returned, and the ratios are to the better bare plan
-of the same run:
+(t / 10 %).  For each filter, first a ladder pass: recall@10 of the bare relaxed plan at
+ef_search 40, 60, 80, 100, 120, 160, 200 (``--ladder-queries``; ``--ladder-stop`` ends it at a
+recall; ``--ladder-only`` prints only the ladders: the calibration of mmr._filter_ef_search).
+Then every variant runs once per query, in a fresh random order per query, on autocommit
+connections; recall@10 is against exact search over the filtered rows (numpy), ``rows`` the mean
+number of rows returned.  Ratios: ``x bare`` to the better of the two bare plans of issue 18
+(exact, hnsw relaxed at ef 40), ``x same ef`` to the bare relaxed plan at mmr.search's ef_search,
+``x bare.95`` to the better bare plan of recall >= 0.95 (exact, or relaxed at the ladder's ef):
 
 * ``mmr.search``: ``SELECT key, score FROM mmr.search(...)`` with the filter
+* ``mmr.search uncached``: the same with the session's plan cache emptied before each call
+  (outside the timer): every call estimates its filter (what the cache saves)
 * ``exact (btree)``: ``... WHERE <filter> ORDER BY (embedding <=> q) + 0 LIMIT k`` (the bare exact
   plan over the user's btree)
 * ``hnsw relaxed``: pgvector with ``hnsw.iterative_scan = relaxed_order`` (ef_search 40, results
   re-sorted in a materialized CTE, as pgvector's README shows)
+* ``hnsw relaxed, same ef``: the same at the ef_search mmr.search chose for the filter
+* ``hnsw relaxed, ef .95``: the same at the ladder's smallest ef of recall >= 0.95 (200 if none)
 * ``forced exact`` / ``forced index``: mmr.search with ``mmr.exact_filter_rows`` set to 10^6 / 0
   (the sweep: where the switch should happen)
 """
