@@ -126,6 +126,7 @@ def main() -> None:
         action="store_true",
         help="only the ef_search ladder of the bare relaxed plan per r filter (calibration)",
     )
+    ap.add_argument("--no-category", action="store_true", help="only the r filters")
     ap.add_argument("--ladder-queries", type=int, default=100, help="queries of the ladder pass")
     ap.add_argument(
         "--ladder-stop", type=float, default=1.1, help="stop a ladder at this recall (1.1: never)"
@@ -203,7 +204,7 @@ def run(
 
     conns = {"default": conn, "exact": forced_exact, "index": forced_index, "uncached": uncached}
     filters: list[tuple[str, dict[str, Any], str, Any]] = []
-    if not args.ladder_only:
+    if not (args.ladder_only or args.no_category):
         filters.append(("category = 7", {"category": 7}, "s.category = 7", cat == 7))
     for t in (int(x) for x in args.sweep.split(",")):
         filters.append((f"r < {t}", {"r": {"<": t}}, f"s.r < {t}", r < t))
