@@ -99,12 +99,12 @@ def test_broad_filter_uses_the_index_with_a_raised_ef_search(
     info = plan[0]["mmr"]
     assert info["filter_plan"] == "index" and uses_hnsw(plan), info
     assert info["ef_search"] >= 40 and "iterative scan" in info["reason"]
-    # the calibrated rule (040-filter.sql): clamp(20 sqrt(total / rows), 80, 200), 40 for all
+    # the calibrated rule (040-filter.sql): clamp(20 sqrt(total / rows), 100, 200), 40 for all
     efs = conn.execute(
         "SELECT array_agg(mmr._filter_ef_search(r, 100000) ORDER BY r) "
         "FROM unnest('{100, 2000, 10000, 50000, 99999, 100000}'::float8[]) r"
     ).fetchone()
-    assert efs is not None and efs[0] == [200, 142, 80, 80, 80, 40]
+    assert efs is not None and efs[0] == [200, 142, 100, 100, 100, 40]
     # the index plan scans in relaxed order and re-sorts what it takes
     for i in range(0, 200, 20):
         hits = mmr.search(conn, items, "ext", vecs[i], 10, filter=BROAD)
