@@ -127,7 +127,9 @@ def main() -> None:
         help="only the ef_search ladder of the bare relaxed plan per r filter (calibration)",
     )
     ap.add_argument("--no-category", action="store_true", help="only the r filters")
-    ap.add_argument("--ladder-queries", type=int, default=100, help="queries of the ladder pass")
+    ap.add_argument(
+        "--ladder-queries", type=int, default=0, help="queries of the ladder pass (0: all)"
+    )
     ap.add_argument(
         "--ladder-stop", type=float, default=1.1, help="stop a ladder at this recall (1.1: never)"
     )
@@ -284,7 +286,7 @@ def ladder(
     """Recall@k of the bare relaxed plan at each ef_search of LADDER, lowest first, on the
     first --ladder-queries queries; stops above --ladder-stop (the ef ladder of the calibration
     of mmr._filter_ef_search and the "ef for .95" variant)."""
-    nq = min(len(qv), args.ladder_queries)
+    nq = min(len(qv), args.ladder_queries or len(qv))
     out = []
     for ef in LADDER:
         c = relaxed_at(ef)

@@ -157,13 +157,14 @@ $$;
 -- ef_search of the index plan under a filter keeping about p_rows of p_total rows:
 -- clamp(20 * sqrt(total / rows), 100, 200); 40 (pgvector's default, as unfiltered) when every
 -- row passes.  Calibrated on ef ladders of the bare relaxed-order plan (bench/filtered.py
--- --ladder-only, 100k rows x 384-d, 2026-12-03: three HNSW builds, each with a 500-query and a
--- 300-query sample):
+-- --ladder-only, 100k rows x 384-d, 2026-12-03: three HNSW builds with three 100-query samples,
+-- two builds with a 300-query sample):
 -- * recall@10 hardly depends on the selectivity from the threshold (2 %) to 100 %: the relaxed
 --   iterative scan keeps about the unfiltered recall, so the floor is what buys it.  It varies a
---   lot with the build and the query sample: at 50 %, ef 40 gave 0.897-0.961, ef 60 0.943-0.974,
---   ef 80 0.944-0.978 (0.940 at 20 %), ef 100 0.963-0.978 (worst sample 0.958 at 20 %): 100 is
---   the lowest ladder step that kept 0.95 with a margin on every sample measured.  The floor is
+--   lot with the build and the query sample (a few queries of low recall weigh on a mean of 100):
+--   at 50 %, ef 40 gave 0.897-0.961, ef 60 0.943-0.974, ef 80 0.944-0.978 (0.940 at 20 %),
+--   ef 100 0.963-0.978 (worst sample 0.958 at 20 %): 100 is the lowest ladder step that kept
+--   0.95 with a margin on every sample measured.  The floor is
 --   where ef costs time: at 50 % ef 60/80/100/200 took 1.16/1.24/1.40/2.03x the time of ef 40.
 -- * under selective filters a larger ef costs nothing (at 2 % ef 100-200 ran no slower than 40:
 --   fewer rounds of the iterative scan) and adds a little recall, so the sqrt term raises it
