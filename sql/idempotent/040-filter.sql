@@ -163,12 +163,11 @@ $$;
 --   iterative scan keeps about the unfiltered recall, so the floor is what buys it.  It varies a
 --   lot with the build and the query sample (a few queries of low recall weigh on a mean of 100):
 --   at 50 %, ef 40 gave 0.897-0.961, ef 60 0.943-0.974, ef 80 0.944-0.978 (0.940 at 20 %),
---   ef 100 0.963-0.978 (worst sample 0.958 at 20 %): 100 is the lowest ladder step that kept
---   0.95 with a margin on every sample measured.  The floor is
---   where ef costs time: at 50 % ef 60/80/100/200 took 1.16/1.24/1.40/2.03x the time of ef 40.
+--   ef 100 0.963-0.982 (worst sample 0.958 at 20 %): 100 is the lowest ladder step that kept
+--   0.95 with a margin on every sample measured.  The floor is where ef costs time: at 50 % ef 60/80/100/200 took 1.16/1.24/1.40/2.03x the time of ef 40.
 -- * under selective filters a larger ef costs nothing (at 2 % ef 100-200 ran no slower than 40:
 --   fewer rounds of the iterative scan) and adds a little recall, so the sqrt term raises it
---   there: 200 below 1 %, 142 at 2 %, 116 at 3 %.
+--   there: 200 at 1 % and below, 142 at 2 %, 116 at 3 %.
 CREATE OR REPLACE FUNCTION mmr._filter_ef_search(p_rows float8, p_total float8)
 RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
