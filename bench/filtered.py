@@ -8,16 +8,24 @@ A table of N rows x 384-d clustered unit vectors (numpy, fixed seeds) in an exte
 (HNSW m 16, ef_construction 64, built after the load), a ``category`` column of 100 values
 (mostly the vector's cluster: filters correlate with content, as in real catalogues) and a
 uniform ``r`` column (0-999), both with a btree.  Filters: ``category = 7`` (1 %), ``r < t``
-(t / 10 %).  For each filter, every variant runs once per query, in a fresh random order per
-query, on one autocommit connection; recall@10 is against exact search over the filtered rows
-(numpy), ``rows`` the mean number of rows returned, and the ratios are to the better bare plan
-of the same run:
+(t / 10 %).  For each filter, first a ladder pass: recall@10 of the bare relaxed plan at
+ef_search 40, 60, 80, 100, 120, 160, 200 (``--ladder-queries``; ``--ladder-stop`` ends it at a
+recall; ``--ladder-only`` prints only the ladders: the calibration of mmr._filter_ef_search).
+Then every variant runs once per query, in a fresh random order per query, on autocommit
+connections; recall@10 is against exact search over the filtered rows (numpy), ``rows`` the mean
+number of rows returned.  Ratios: ``x bare`` to the better of the two bare plans of issue 18
+(exact, hnsw relaxed at ef 40), ``x same ef`` to the bare relaxed plan at mmr.search's ef_search,
+``x bare.95`` to the better bare plan of recall >= 0.95 (exact, or relaxed at the ladder's ef):
 
 * ``mmr.search``: ``SELECT key, score FROM mmr.search(...)`` with the filter
+* ``mmr.search uncached``: the same with the session's plan cache emptied before each call
+  (outside the timer): every call estimates its filter (what the cache saves)
 * ``exact (btree)``: ``... WHERE <filter> ORDER BY (embedding <=> q) + 0 LIMIT k`` (the bare exact
   plan over the user's btree)
 * ``hnsw relaxed``: pgvector with ``hnsw.iterative_scan = relaxed_order`` (ef_search 40, results
   re-sorted in a materialized CTE, as pgvector's README shows)
+* ``hnsw relaxed, same ef``: the same at the ef_search mmr.search chose for the filter
+* ``hnsw relaxed, ef .95``: the same at the ladder's smallest ef of recall >= 0.95 (200 if none)
 * ``forced exact`` / ``forced index``: mmr.search with ``mmr.exact_filter_rows`` set to 10^6 / 0
   (the sweep: where the switch should happen)
 """
@@ -114,6 +122,18 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--setup-only", action="store_true", help="build and keep; run no queries")
     ap.add_argument(
+        "--ladder-only",
+        action="store_true",
+        help="only the ef_search ladder of the bare relaxed plan per r filter (calibration)",
+    )
+    ap.add_argument("--no-category", action="store_true", help="only the r filters")
+    ap.add_argument(
+        "--ladder-queries", type=int, default=0, help="queries of the ladder pass (0: all)"
+    )
+    ap.add_argument(
+        "--ladder-stop", type=float, default=1.1, help="stop a ladder at this recall (1.1: never)"
+    )
+    ap.add_argument(
         "--sweep",
         default="1,3,10,30,50,100,200,500,1000",
         help="thresholds t of the filters r < t (per mille of rows)",
@@ -153,6 +173,9 @@ def main() -> None:
                 c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+LADDER = (40, 60, 80, 100, 120, 160, 200)
+
+
 def run(
     conn: Any,
     table: str,
@@ -164,102 +187,175 @@ def run(
     args: Any,
 ) -> None:
     k = args.k
-    relaxed = db.connect(conn.info.dsn, autocommit=True)
-    relaxed.execute("SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 40")
+    dsn = conn.info.dsn
     conn.execute("SET hnsw.ef_search = 40")
-    forced_exact = db.connect(conn.info.dsn, autocommit=True)
+    forced_exact = db.connect(dsn, autocommit=True)
     forced_exact.execute("SET mmr.exact_filter_rows = 1000000")
-    forced_index = db.connect(conn.info.dsn, autocommit=True)
+    forced_index = db.connect(dsn, autocommit=True)
     forced_index.execute("SET mmr.exact_filter_rows = 0")
-    conns = {"default": conn, "relaxed": relaxed, "exact": forced_exact, "index": forced_index}
-    filters: list[tuple[str, dict[str, Any], str, Any]] = [
-        ("category = 7", {"category": 7}, "s.category = 7", cat == 7)
-    ]
+    uncached = db.connect(dsn, autocommit=True)
+    relaxed: dict[int, Any] = {}
+
+    def relaxed_at(ef: int) -> Any:
+        """One autocommit connection per ef_search of the bare relaxed plan."""
+        if ef not in relaxed:
+            c = db.connect(dsn, autocommit=True)
+            c.execute(f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {ef}")
+            relaxed[ef] = c
+        return relaxed[ef]
+
+    conns = {"default": conn, "exact": forced_exact, "index": forced_index, "uncached": uncached}
+    filters: list[tuple[str, dict[str, Any], str, Any]] = []
+    if not (args.ladder_only or args.no_category):
+        filters.append(("category = 7", {"category": 7}, "s.category = 7", cat == 7))
     for t in (int(x) for x in args.sweep.split(",")):
         filters.append((f"r < {t}", {"r": {"<": t}}, f"s.r < {t}", r < t))
     print(
         f"# {args.n} rows x {DIM}-d, {len(qv)} queries, k={k}; one shared 2-core machine; "
-        f"{time.strftime('%Y-%m-%d')}"
+        f"{time.strftime('%Y-%m-%d %H:%M')} UTC; load {os.getloadavg()[0]:.1f}"
     )
-    print(
-        f"{'filter':14s} {'pass %':>7s} {'variant':14s} {'recall':>7s} {'p50 ms':>8s} "
-        f"{'rows':>6s} {'x best bare':>11s} plan"
-    )
-    # unfiltered: mmr.search against the bare HNSW statement
-    uv: dict[str, Callable[[int], list[int]]] = {
-        "bare hnsw": lambda i: [
-            x[0]
-            for x in conn.execute(
-                f"SELECT id FROM {table} ORDER BY embedding <=> %s LIMIT %s", (qv[i], k)
-            ).fetchall()
-        ],
-        "mmr.search": lambda i: [
-            x[0]
-            for x in conn.execute(
-                "SELECT key FROM mmr.search('items', 'v', %s::vector, %s)", (qv[i], k)
-            ).fetchall()
-        ],
-    }
-    measure(uv, "none", np.ones(len(v), bool), v, qs, "bare hnsw", conn)
+    if not args.ladder_only:
+        print(
+            f"{'filter':14s} {'pass %':>7s} {'variant':22s} {'recall':>7s} {'p50 ms':>8s} "
+            f"{'rows':>6s} {'x bare':>7s} {'x same ef':>9s} {'x bare.95':>9s} plan"
+        )
+        # unfiltered: mmr.search against the bare HNSW statement
+        uv: dict[str, Callable[[int], list[int]]] = {
+            "bare hnsw": lambda i: [
+                x[0]
+                for x in conn.execute(
+                    f"SELECT id FROM {table} ORDER BY embedding <=> %s LIMIT %s", (qv[i], k)
+                ).fetchall()
+            ],
+            "mmr.search": lambda i: [
+                x[0]
+                for x in conn.execute(
+                    "SELECT key FROM mmr.search('items', 'v', %s::vector, %s)", (qv[i], k)
+                ).fetchall()
+            ],
+        }
+        measure(uv, {}, "none", np.ones(len(v), bool), v, qs, "bare hnsw")
     for label, fj, where, mask in filters:
-        variants = filtered_variants(conns, table, fj, where, qv, k)
         plan = conn.execute(
             "SELECT mmr.explain_search('items', 'v', %s::vector, %s, %s) -> 0 -> 'mmr'",
             (qv[0], k, Jsonb(fj)),
         ).fetchone()
         info = plan[0] if plan else {}
+        sel = float(mask.mean())
+        title = f"{label} ({sel * 100:.1f}%)"
+        truth = truth_sets(mask, v, qs, k)
+        steps = ladder(relaxed_at, relaxed_statement(table, where), qv, truth, k, args)
+        print(
+            f"# ladder {title}: "
+            + ", ".join(f"ef {ef} {rec:.3f}" for ef, rec in steps)
+            + f"; mmr.search: {info.get('filter_plan')} ef {info.get('ef_search')}",
+            flush=True,
+        )
+        if args.ladder_only:
+            continue
+        ef95 = next((ef for ef, rec in steps if rec >= 0.95), steps[-1][0])
+        same_ef = int(info.get("ef_search") or 40)
         note = (
             f"{info.get('filter_plan')} (est {info.get('estimated_rows')}, "
-            f"ef {info.get('ef_search')})"
+            f"ef {info.get('ef_search')}; bare same ef {same_ef}, ef for .95 {ef95})"
         )
-        sel = float(mask.mean())
-        measure(variants, f"{label} ({sel * 100:.1f}%)", mask, v, qs, None, conn, note)
+        variants = filtered_variants(conns, relaxed_at, table, fj, where, qv, k, same_ef, ef95)
+        # "mmr.search uncached": the plan cache emptied before each call (outside the timed
+        # call), so every call estimates its filter again: what the session cache saves
+        prep = {"mmr.search uncached": lambda: uncached.execute("RESET mmr._filter_plan")}
+        measure(variants, prep, title, mask, v, qs, None, note, truth)
+
+
+def relaxed_statement(table: str, where: str) -> str:
+    """The bare relaxed-order HNSW plan, re-sorted in a materialized CTE (pgvector's README)."""
+    return (
+        f"WITH x AS MATERIALIZED (SELECT s.id, e.embedding <=> %s AS d FROM items s JOIN "
+        f"{table} e ON e.id = s.id WHERE {where} ORDER BY d LIMIT %s) "
+        "SELECT id FROM x ORDER BY d"
+    )
+
+
+def ladder(
+    relaxed_at: Callable[[int], Any],
+    sql: str,
+    qv: list[Vector],
+    truth: list[set[int]],
+    k: int,
+    args: Any,
+) -> list[tuple[int, float]]:
+    """Recall@k of the bare relaxed plan at each ef_search of LADDER, lowest first, on the
+    first --ladder-queries queries; stops above --ladder-stop (the ef ladder of the calibration
+    of mmr._filter_ef_search and the "ef for .95" variant)."""
+    nq = min(len(qv), args.ladder_queries or len(qv))
+    out = []
+    for ef in LADDER:
+        c = relaxed_at(ef)
+        hits = 0.0
+        for i in range(nq):
+            got = [x[0] for x in c.execute(sql, (qv[i], k)).fetchall()]
+            hits += len(set(got) & truth[i]) / max(1, min(k, len(truth[i])))
+        out.append((ef, hits / nq))
+        if hits / nq >= args.ladder_stop:
+            break
+    return out
 
 
 def filtered_variants(
-    conns: dict[str, Any], table: str, fj: dict[str, Any], where: str, qv: list[Vector], k: int
+    conns: dict[str, Any],
+    relaxed_at: Callable[[int], Any],
+    table: str,
+    fj: dict[str, Any],
+    where: str,
+    qv: list[Vector],
+    k: int,
+    same_ef: int,
+    ef95: int,
 ) -> dict[str, Callable[[int], list[int]]]:
     exact_sql = (
         f"SELECT s.id FROM items s JOIN {table} e ON e.id = s.id WHERE {where} "
         "ORDER BY (e.embedding <=> %s) + 0 LIMIT %s"
     )
-    relaxed_sql = (
-        f"WITH x AS MATERIALIZED (SELECT s.id, e.embedding <=> %s AS d FROM items s JOIN "
-        f"{table} e ON e.id = s.id WHERE {where} ORDER BY d LIMIT %s) "
-        "SELECT id FROM x ORDER BY d"
-    )
+    relaxed_sql = relaxed_statement(table, where)
 
     def run(c: Any, sql: str, args: Callable[[int], tuple[Any, ...]]) -> Callable[[int], list[int]]:
         return lambda i: [x[0] for x in c.execute(sql, args(i)).fetchall()]
 
     search = "SELECT key FROM mmr.search('items', 'v', %s::vector, %s, %s)"
     with_filter = lambda i: (qv[i], k, Jsonb(fj))  # noqa: E731
+    bare = lambda i: (qv[i], k)  # noqa: E731
     return {
         "mmr.search": run(conns["default"], search, with_filter),
-        "exact (btree)": run(conns["default"], exact_sql, lambda i: (qv[i], k)),
-        "hnsw relaxed": run(conns["relaxed"], relaxed_sql, lambda i: (qv[i], k)),
+        "mmr.search uncached": run(conns["uncached"], search, with_filter),
+        "exact (btree)": run(conns["default"], exact_sql, bare),
+        "hnsw relaxed": run(relaxed_at(40), relaxed_sql, bare),
+        "hnsw relaxed, same ef": run(relaxed_at(same_ef), relaxed_sql, bare),
+        "hnsw relaxed, ef .95": run(relaxed_at(ef95), relaxed_sql, bare),
         "forced exact": run(conns["exact"], search, with_filter),
         "forced index": run(conns["index"], search, with_filter),
     }
 
 
+def truth_sets(
+    mask: np.ndarray[Any, Any], v: np.ndarray[Any, Any], qs: np.ndarray[Any, Any], k: int
+) -> list[set[int]]:
+    """The exact top k of each query over the rows that pass (numpy)."""
+    idx = np.flatnonzero(mask)
+    return [set(int(x) for x in idx[np.argsort(-(v[idx] @ q))[:k]]) for q in qs]
+
+
 def measure(
     variants: dict[str, Callable[[int], list[int]]],
+    prep: dict[str, Callable[[], Any]],
     label: str,
     mask: np.ndarray[Any, Any],
     v: np.ndarray[Any, Any],
     qs: np.ndarray[Any, Any],
     base: str | None,
-    conn: Any,
     note: str = "",
+    truth: list[set[int]] | None = None,
 ) -> None:
     k = 10
-    idx = np.flatnonzero(mask)
-    truth = []
-    for q in qs:
-        sims = v[idx] @ q
-        top = idx[np.argsort(-sims)[:k]]
-        truth.append(set(int(x) for x in top))
+    truth = truth if truth is not None else truth_sets(mask, v, qs, k)
     names = list(variants)
     nq = len(qs)
     # a slow variant (an exact scan of most rows) runs on a tenth of the queries
@@ -274,6 +370,8 @@ def measure(
         for n in names:
             if i >= max(5, nq // 10) and times[n] and np.median(times[n]) > 0.05:
                 continue
+            if n in prep:
+                prep[n]()
             t0 = time.perf_counter()
             got = variants[n](i)
             times[n].append(time.perf_counter() - t0)
@@ -281,13 +379,23 @@ def measure(
             recall[n].append(len(set(got) & want) / max(1, min(k, len(want))))
             rows[n].append(len(got))
     p50 = {n: float(np.median(times[n])) for n in variants}
+    rec = {n: float(np.mean(recall[n])) for n in variants}
     bare = [n for n in ("exact (btree)", "hnsw relaxed", "bare hnsw") if n in p50]
     best = p50[base] if base else min(p50[n] for n in bare)
+    same = p50.get("hnsw relaxed, same ef")
+    # the better bare plan of recall >= 0.95: exact, or relaxed at the ladder's ef for 0.95
+    eq = [n for n in ("exact (btree)", "hnsw relaxed, ef .95") if n in p50 and rec[n] >= 0.95]
+    best95 = min(p50[n] for n in eq) if eq else None
     pct = f"{mask.mean() * 100:.1f}"
+
+    def ratio(x: float | None, y: float) -> str:
+        return f"{y / x:.2f}" if x else "-"
+
     for n in variants:
         print(
-            f"{label[:14]:14s} {pct:>7s} {n:14s} {np.mean(recall[n]):7.3f} "
-            f"{p50[n] * 1e3:8.2f} {np.mean(rows[n]):6.1f} {p50[n] / best:11.2f} "
+            f"{label[:14]:14s} {pct:>7s} {n:22s} {rec[n]:7.3f} "
+            f"{p50[n] * 1e3:8.2f} {np.mean(rows[n]):6.1f} {p50[n] / best:7.2f} "
+            f"{ratio(same, p50[n]):>9s} {ratio(best95, p50[n]):>9s} "
             f"{note if n == 'mmr.search' else ''}",
             flush=True,
         )

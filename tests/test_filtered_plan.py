@@ -53,7 +53,7 @@ def items(db_url: str, vecs: np.ndarray[Any, Any]) -> str:
         conn.execute("CREATE INDEX items_category ON items (category)")
         conn.execute("CREATE INDEX items_price ON items (price)")
         mmr.create_collection(conn, "items", "items", text_columns=["caption"])
-        small = {"hnsw_m": 8, "hnsw_ef_construction": 32}
+        small: dict[str, Any] = {"hnsw_m": 8, "hnsw_ef_construction": 32}
         mmr.add_space(conn, "items", "ext", "external", None, D, **small)
         mmr.put_embeddings(conn, "items", "ext", list(range(1, N + 1)), vecs)
         retrieval.create_text_index(conn, "items")
@@ -99,6 +99,12 @@ def test_broad_filter_uses_the_index_with_a_raised_ef_search(
     info = plan[0]["mmr"]
     assert info["filter_plan"] == "index" and uses_hnsw(plan), info
     assert info["ef_search"] >= 40 and "iterative scan" in info["reason"]
+    # the calibrated rule (040-filter.sql): clamp(20 sqrt(total / rows), 100, 200), 40 for all
+    efs = conn.execute(
+        "SELECT array_agg(mmr._filter_ef_search(r, 100000) ORDER BY r) "
+        "FROM unnest('{100, 2000, 10000, 50000, 99999, 100000}'::float8[]) r"
+    ).fetchone()
+    assert efs is not None and efs[0] == [200, 142, 100, 100, 100, 40]
     # the index plan scans in relaxed order and re-sorts what it takes
     for i in range(0, 200, 20):
         hits = mmr.search(conn, items, "ext", vecs[i], 10, filter=BROAD)
@@ -316,22 +322,108 @@ def test_concurrent_writes_are_seen(
         assert N + 1 not in [h.key for h in hits] and len(hits) == 40
 
 
+def _cache(conn: Conn) -> list[dict[str, Any]]:
+    row = conn.execute("SELECT current_setting('mmr._filter_plan', true)").fetchone()
+    return json.loads(row[0]) if row and row[0] else []
+
+
+def _cache_key(conn: Conn, flt: Any, threshold: str | None = None) -> str:
+    row = conn.execute(
+        "SELECT md5(concat_ws(':', current_user, 'items'::regclass::oid, %s::text, "
+        "%s::jsonb::text))",
+        (threshold, Jsonb(flt)),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _stats(conn: Conn) -> tuple[float, int]:
+    row = conn.execute(
+        "SELECT reltuples::float8, relpages FROM pg_class WHERE oid = 'items'::regclass"
+    ).fetchone()
+    assert row is not None
+    return float(row[0]), int(row[1])
+
+
+def test_the_estimate_is_kept_for_the_session_until_the_statistics_change(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    """A second search in a new transaction runs no EXPLAIN: it reads the session's cached
+    figures (observed by marking them); ANALYZE after inserts (new reltuples) renews them."""
+    flt = {"price": {"<": 30}}  # 1200 rows: the index plan
+    conn.execute("RESET mmr._filter_plan")
+    first = _plan(conn, vecs[0], flt)[0]["mmr"]
+    (entry,) = _cache(conn)
+    assert entry["key"] == _cache_key(conn, flt)
+    assert (entry["reltuples"], entry["relpages"]) == _stats(conn)
+    assert entry["estimated_rows"] == first["estimated_rows"] and "where_sql" not in entry
+    entry["estimated_rows"] = 12345.0  # a mark no estimate gives
+    conn.execute("SELECT set_config('mmr._filter_plan', %s, false)", (json.dumps([entry]),))
+    # autocommit: every statement is a new transaction
+    assert _plan(conn, vecs[0], flt)[0]["mmr"]["estimated_rows"] == 12345
+    hits = mmr.search(conn, items, "ext", vecs[1], 10, filter=flt)
+    assert len(hits) == 10 and all(h.key * 7 % 100 < 30 for h in hits)
+    assert _cache(conn) == [entry]  # read, not rewritten
+    # another role, another threshold: other entries; at most 8, newest first
+    with conn.transaction():
+        conn.execute("SET LOCAL mmr.exact_filter_rows = 0")
+        _plan(conn, vecs[0], flt)
+        assert _cache(conn)[0]["key"] == _cache_key(conn, flt, "0")
+    for t in range(1, 11):
+        mmr.search(conn, items, "ext", vecs[2], 5, filter={"price": {"<": t}})
+    cache = _cache(conn)
+    assert len(cache) == 8 and cache[0]["key"] == _cache_key(conn, {"price": {"<": 10}})
+    # new statistics: estimated again, and the stale entry replaced
+    conn.execute(
+        "INSERT INTO items SELECT g, g %% 100, (g * 7) %% 100, g %% 13, 'extra' "
+        "FROM generate_series(%s::int, %s::int) g",
+        (N + 1000, N + 1999),
+    )
+    try:
+        conn.execute("ANALYZE items")
+        tuples, pages = _stats(conn)
+        assert tuples == N + 1000
+        renewed = _plan(conn, vecs[0], flt)[0]["mmr"]
+        assert renewed["estimated_rows"] != 12345 and renewed["total_rows"] == N + 1000
+        cache = _cache(conn)
+        mine = [e for e in cache if e["key"] == entry["key"]]
+        assert mine == [cache[0]] and (mine[0]["reltuples"], mine[0]["relpages"]) == (
+            tuples,
+            pages,
+        )
+        # a rolled-back transaction takes its entries with it
+        with pytest.raises(psycopg.errors.QueryCanceled), conn.transaction():
+            _plan(conn, vecs[0], {"price": {"<": 77}})
+            conn.execute("SET LOCAL statement_timeout = 1; SELECT pg_sleep(1)")
+        assert _cache(conn) == cache
+    finally:
+        conn.execute("DELETE FROM items WHERE id > %s", (N,))
+        conn.execute("ANALYZE items")
+        conn.execute("RESET mmr._filter_plan")
+
+
 def test_a_forged_plan_cache_holds_no_sql(
     conn: Conn, items: str, vecs: np.ndarray[Any, Any]
 ) -> None:
-    """The per-transaction cache is a setting anyone may set: only figures are read from it."""
-    key = conn.execute(
-        "SELECT concat_ws(':', current_user, 'items'::regclass::oid, NULL, %s::jsonb::text)",
-        (Jsonb(SELECTIVE),),
-    ).fetchone()
-    assert key is not None
-    forged = {"key": key[0], "exact": False, "ef_search": 5000, "where_sql": "false) OR (true"}
-    conn.execute("SELECT set_config('mmr._filter_plan', %s, false)", (json.dumps(forged),))
+    """The session cache is a setting anyone may set: only figures are read from it."""
+    tuples, pages = _stats(conn)
+    forged = {
+        "key": _cache_key(conn, SELECTIVE),
+        "reltuples": tuples,
+        "relpages": pages,
+        "exact": False,
+        "ef_search": 5000,
+        "where_sql": "false) OR (true",
+    }
+    conn.execute("SELECT set_config('mmr._filter_plan', %s, false)", (json.dumps([forged]),))
     try:
         info = _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]
         # the forged figures were used (ef_search clamped to pgvector's 1000)...
         assert info["filter_plan"] == "index" and info["ef_search"] == 1000, info
         hits = mmr.search(conn, items, "ext", vecs[0], 100, filter=SELECTIVE)
         assert len(hits) == 40 and all(h.key % 100 == 7 for h in hits)  # ...never its SQL
+        # a cache of another shape is ignored, not trusted
+        conn.execute("SELECT set_config('mmr._filter_plan', %s, false)", (json.dumps(forged),))
+        assert _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]["filter_plan"] == "exact"
     finally:
         conn.execute("RESET mmr._filter_plan")

@@ -154,9 +154,20 @@ BEGIN
 END
 $$;
 
--- ef_search of the index plan under a filter keeping about p_rows of p_total rows: an iterative
--- scan visits about total/rows index tuples per passing row, and a larger candidate list keeps
--- the passing rows it finds in order (recall >= 0.95 down to the threshold, measured).
+-- ef_search of the index plan under a filter keeping about p_rows of p_total rows:
+-- clamp(20 * sqrt(total / rows), 100, 200); 40 (pgvector's default, as unfiltered) when every
+-- row passes.  Calibrated on ef ladders of the bare relaxed-order plan (bench/filtered.py
+-- --ladder-only, 100k rows x 384-d, 2026-12-03: three HNSW builds with three 100-query samples,
+-- two builds with a 300-query sample):
+-- * recall@10 hardly depends on the selectivity from the threshold (2 %) to 100 %: the relaxed
+--   iterative scan keeps about the unfiltered recall, so the floor is what buys it.  It varies a
+--   lot with the build and the query sample (a few queries of low recall weigh on a mean of 100):
+--   at 50 %, ef 40 gave 0.897-0.961, ef 60 0.943-0.974, ef 80 0.944-0.978 (0.940 at 20 %),
+--   ef 100 0.963-0.982 (worst sample 0.958 at 20 %): 100 is the lowest ladder step that kept
+--   0.95 with a margin on every sample measured.  The floor is where ef costs time: at 50 % ef 60/80/100/200 took 1.16/1.24/1.40/2.03x the time of ef 40.
+-- * under selective filters a larger ef costs nothing (at 2 % ef 100-200 ran no slower than 40:
+--   fewer rounds of the iterative scan) and adds a little recall, so the sqrt term raises it
+--   there: 200 at 1 % and below, 142 at 2 %, 116 at 3 %.
 CREATE OR REPLACE FUNCTION mmr._filter_ef_search(p_rows float8, p_total float8)
 RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -164,15 +175,24 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_total IS NULL OR p_total <= 0 OR p_rows IS NULL OR p_rows >= p_total
                 THEN 40
-                ELSE least(200, greatest(100, ceil(40 * sqrt(p_total / greatest(p_rows, 1)))))::int
+                ELSE least(200, greatest(100, ceil(20 * sqrt(p_total / greatest(p_rows, 1)))))::int
            END
 $$;
 
 -- The plan of a filtered search over collection c: exact (score the passing rows) or index
--- (HNSW with an iterative scan), with the figures it was chosen from.  Cached for the rest of
--- the transaction per (role, source table, filter, threshold) in the setting mmr._filter_plan,
--- so the statements of one call (legs, candidates, the scan settings) share one decision and
--- one estimate.
+-- (HNSW with an iterative scan), with the figures it was chosen from.
+--
+-- The figures are cached for the session in the setting mmr._filter_plan: a JSON array of at
+-- most 8 entries, newest first, each keyed by md5(role, source table, the threshold setting,
+-- filter) and valid while the source table's pg_class.reltuples and relpages are those it was
+-- estimated under.  Those change when the table's statistics do (ANALYZE, VACUUM, autovacuum,
+-- CREATE INDEX), so a filter is estimated again exactly when PostgreSQL's own estimate may have
+-- moved; between, an autocommit search skips the EXPLAIN (and the capped count) it would
+-- otherwise run per call.  The statements of one call (legs, candidates, the scan settings)
+-- share one decision through the same cache.  A setting is the caller's to set: an entry holds
+-- figures only, never SQL, and a forged one can only choose between two correct plans of the
+-- caller's own query (tests/test_filtered_plan.py).  A transaction that rolls back takes its
+-- entries with it (set_config is transactional).
 CREATE OR REPLACE FUNCTION mmr._filter_plan(c mmr._collection, p_filter jsonb,
                                             OUT exact boolean, OUT estimated_rows float8,
                                             OUT counted_rows bigint, OUT total_rows float8,
@@ -184,7 +204,10 @@ AS $$
 DECLARE
     where_sql text;
     cache_key text;
-    cached jsonb;
+    cache jsonb;
+    hit jsonb;
+    tuples float4;
+    pages int;
     plan jsonb;
 BEGIN
     IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
@@ -192,22 +215,32 @@ BEGIN
         threshold := mmr._exact_filter_rows(NULL);
         RETURN;
     END IF;
-    cache_key := concat_ws(':', current_user, c.source::oid,
-                           current_setting('mmr.exact_filter_rows', true), p_filter::text);
-    cached := nullif(current_setting('mmr._filter_plan', true), '')::jsonb;
-    IF cached IS NOT NULL AND cached ->> 'key' = cache_key THEN
-        exact := (cached ->> 'exact')::boolean;
-        estimated_rows := (cached ->> 'estimated_rows')::float8;
-        counted_rows := (cached ->> 'counted_rows')::bigint;
-        total_rows := (cached ->> 'total_rows')::float8;
-        -- the cache is a setting anyone may set: it holds figures only, never SQL, and a forged
-        -- entry can only choose between two correct plans of the caller's own query
-        ef_search := least(1000, (cached ->> 'ef_search')::int);
+    -- (a setting once SET LOCAL reads '' afterwards, never NULL again: the same default)
+    cache_key := md5(concat_ws(':', current_user, c.source::oid,
+                               nullif(current_setting('mmr.exact_filter_rows', true), ''),
+                               p_filter::text));
+    SELECT cl.reltuples, cl.relpages INTO tuples, pages FROM pg_class cl WHERE cl.oid = c.source;
+    cache := nullif(current_setting('mmr._filter_plan', true), '')::jsonb;
+    IF jsonb_typeof(cache) = 'array' THEN
+        SELECT e INTO hit FROM jsonb_array_elements(cache) e
+         WHERE e ->> 'key' = cache_key AND (e ->> 'reltuples')::float4 = tuples
+           AND (e ->> 'relpages')::int = pages
+         LIMIT 1;
+    ELSE
+        cache := '[]';
+    END IF;
+    IF hit IS NOT NULL THEN
+        exact := (hit ->> 'exact')::boolean;
+        estimated_rows := (hit ->> 'estimated_rows')::float8;
+        counted_rows := (hit ->> 'counted_rows')::bigint;
+        total_rows := (hit ->> 'total_rows')::float8;
+        -- figures only: ef_search within pgvector's bounds whatever the setting says
+        ef_search := least(1000, (hit ->> 'ef_search')::int);
         IF ef_search < 1 THEN
             ef_search := NULL;
         END IF;
-        threshold := (cached ->> 'threshold')::bigint;
-        full_scan := (cached ->> 'full_scan')::boolean;
+        threshold := (hit ->> 'threshold')::bigint;
+        full_scan := (hit ->> 'full_scan')::boolean;
         RETURN;
     END IF;
     where_sql := mmr._filter_sql(c, p_filter, '$3');
@@ -216,7 +249,7 @@ BEGIN
     estimated_rows := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::float8;
     -- no index serves the filter: finding its rows reads the whole table
     full_scan := jsonb_path_exists(plan, 'strict $.**."Node Type" ? (@ == "Seq Scan")');
-    SELECT greatest(cl.reltuples, 0) INTO total_rows FROM pg_class cl WHERE cl.oid = c.source;
+    total_rows := greatest(tuples, 0);
     threshold := mmr._exact_filter_rows(total_rows);
     IF estimated_rows < threshold AND estimated_rows * 4 >= threshold THEN
         -- near the threshold: count, capped (the estimate may be stale)
@@ -228,13 +261,21 @@ BEGIN
     ef_search := CASE WHEN exact THEN NULL
                       ELSE mmr._filter_ef_search(coalesce(counted_rows, estimated_rows),
                                                  total_rows) END;
+    -- newest first; an entry of the same key (estimated under other statistics) is replaced
     PERFORM set_config('mmr._filter_plan',
-                       jsonb_build_object('key', cache_key, 'exact', exact,
-                                          'estimated_rows', estimated_rows,
-                                          'counted_rows', counted_rows, 'total_rows', total_rows,
-                                          'ef_search', ef_search, 'threshold', threshold,
-                                          'full_scan', full_scan)::text,
-                       true);
+                       (jsonb_build_array(jsonb_build_object(
+                            'key', cache_key, 'reltuples', tuples, 'relpages', pages,
+                            'exact', exact, 'estimated_rows', estimated_rows,
+                            'counted_rows', counted_rows, 'total_rows', total_rows,
+                            'ef_search', ef_search, 'threshold', threshold,
+                            'full_scan', full_scan))
+                        || coalesce((SELECT jsonb_agg(x.e ORDER BY x.n)
+                                       FROM (SELECT e, n
+                                               FROM jsonb_array_elements(cache)
+                                                    WITH ORDINALITY y(e, n)
+                                              WHERE e ->> 'key' IS DISTINCT FROM cache_key
+                                              ORDER BY n LIMIT 7) x), '[]'))::text,
+                       false);
 END
 $$;
 
