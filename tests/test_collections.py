@@ -330,6 +330,9 @@ def test_put_embeddings_rejects_bad_vectors_and_keys(
         ([1], [[0, 0, 0, 0]], "zero vector"),
         ([999], [[1, 0, 0, 0]], "no row"),
         ([1, 1], [[1, 0, 0, 0], [0, 1, 0, 0]], "more than once"),
+        # the same row spelled as a number and as a string: one key, named with its item
+        ([1, "1"], [[1, 0, 0, 0], [0, 1, 0, 0]], r"key 1 appears more than once \(item 2 "),
+        ([2, 1, "2"], [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], r"key 2 .*item 3 "),
         ([1, 2], [[1, 0, 0, 0]], "same length"),
     ]
     for keys, vecs, message in cases:
@@ -347,6 +350,10 @@ def test_put_embeddings_rejects_bad_vectors_and_keys(
     mmr.add_space(conn, "comp", "ext", "external", None, 2)
     with pytest.raises(InputError, match="no row"):
         mmr.put_embeddings(conn, "comp", "ext", [{"a": 1}], [[1, 0]])
+    with pytest.raises(InputError, match=r"appears more than once \(item 2 "):
+        mmr.put_embeddings(
+            conn, "comp", "ext", [{"a": 1, "b": 2}, {"a": "1", "b": 2}], [[1, 0]] * 2
+        )
     assert mmr.put_embeddings(conn, "comp", "ext", [{"a": 1, "b": 2}], [[1, 0]]) == 1
 
 

@@ -582,9 +582,18 @@ BEGIN
         END IF;
         PERFORM mmr._check_stored_vector(bad.e, s.dimensions, format('item %s (key %s)', bad.i, bad.k));
     END LOOP;
-    SELECT u.k INTO missing FROM unnest(keys) u(k) GROUP BY u.k HAVING count(*) > 1 LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'key % appears more than once', missing USING ERRCODE = 'unique_violation';
+    -- A key given twice, compared as the source's key (1 and "1" name the same row: compared as
+    -- JSON they would pass here and then fail the INSERT's ON CONFLICT with 21000).
+    EXECUTE format('SELECT x.k, x.j FROM (SELECT min(u.i) AS i, (array_agg(u.k ORDER BY u.i))[1] AS k, '
+                   '(array_agg(u.i ORDER BY u.i))[2] AS j '
+                   'FROM (SELECT v.k, v.i, %s FROM unnest($1) WITH ORDINALITY v(k, i)) u '
+                   'GROUP BY %s HAVING count(*) > 1) x ORDER BY x.i LIMIT 1',
+                   mmr._key_from_json(c, 'v.k'), mmr._key_list(c))
+       INTO missing, n USING keys;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'key % appears more than once (item % names the same row)', missing, n
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Give each row one embedding per call.';
     END IF;
     -- Every key names a row of the source: the keys that find their row by an inner join,
     -- counted, against the number of keys (distinct: a repeated key was refused above; the key
