@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_PORT",
     "StandbyStatus",
     "refuse_standby",
+    "running_ports",
     "standby_dir",
     "start",
     "status",
@@ -178,6 +179,17 @@ def stop(port: int = DEFAULT_PORT, *, remove: bool = False) -> bool:
     if remove and (pgdata / "PG_VERSION").exists():
         shutil.rmtree(pgdata)
     return running
+
+
+def running_ports() -> list[int]:
+    """The ports of this data directory's standbys that run (``mmr server stop`` stops them
+    before the primary)."""
+    ports: list[int] = []
+    for pgdata in sorted(config.data_dir().glob("standby-*")):
+        suffix = pgdata.name.removeprefix("standby-")
+        if suffix.isdigit() and _running(pgdata)[0]:
+            ports.append(int(suffix))
+    return ports
 
 
 def status(port: int = DEFAULT_PORT) -> StandbyStatus:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,12 @@ from pathlib import Path
 import pytest
 
 from pg_mmretrieval.server import tuned_settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +64,18 @@ def test_server_lifecycle_and_on_demand_start(tmp_path_factory: pytest.TempPathF
     assert got["maintenance_work_mem"] != "65536kB"
 
     r = _run(data, "server", "start")  # already running: no-op
+    assert r.returncode == 0 and r.stdout.strip() == url
+    # a running standby of this data directory is stopped first, and says so
+    port = _free_port()
+    r = _run(data, "server", "standby", "start", "--port", str(port))
+    assert r.returncode == 0, r.stderr
+    standby_state = ["server", "standby", "status", "--port", str(port), "--json"]
+    assert json.loads(_run(data, *standby_state).stdout)["running"] is True
+    r = _run(data, "server", "stop")
+    assert r.stdout.splitlines() == [f"stopped the standby on port {port}", "stopped"], r.stderr
+    assert json.loads(_run(data, *standby_state).stdout)["running"] is False
+    assert (data / f"standby-{port}" / "PG_VERSION").exists()  # its data is kept
+    r = _run(data, "server", "start")
     assert r.returncode == 0 and r.stdout.strip() == url
     assert _run(data, "server", "stop").stdout.strip() == "stopped"
     assert _run(data, "server", "stop").stdout.strip() == "not running"

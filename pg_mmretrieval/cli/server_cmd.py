@@ -43,12 +43,19 @@ def start() -> None:
 
 @server_group.command("stop")
 def stop() -> None:
-    """Stop the server (fast shutdown: connections are closed, data is kept).
+    """Stop the server (fast shutdown: connections are closed, data is kept), and first the
+    standbys of its data directory that run (`mmr server standby start`); their data is kept
+    too.
 
     \b
     Example:
       mmr server stop
     """
+    from .. import standby
+
+    for port in standby.running_ports():
+        standby.stop(port)
+        click.echo(f"stopped the standby on port {port}")
     if server.stop():
         click.echo("stopped")
     else:
