@@ -313,6 +313,22 @@ def test_size_limits_are_413(db_url: str, config: ServeConfig) -> None:
         assert c.embed(space="clip_caption", text="x" * 50)[0] == 200
 
 
+def test_each_error_kind_has_its_status() -> None:
+    # the worker's error kinds map to HTTP: a failure that may pass is 503 (retry), not 500
+    from pg_mmretrieval.errors import LimitError, PermanentLoadError, RetryableLoadError
+    from pg_mmretrieval.serve.app import _as_service_error
+
+    cases = [
+        (RetryableLoadError("reading the item timed out"), 503, "retry the request later"),
+        (PermanentLoadError("not an image"), 400, "non-empty text"),
+        (LimitError("over 64 MiB"), 413, "smaller item"),
+        (RuntimeError("boom"), 500, "service's log"),
+    ]
+    for error, status, hint in cases:
+        got = _as_service_error(error)
+        assert (got.status, hint in (got.hint or "")) == (status, True), (error, got)
+
+
 def test_full_queue_is_503(config: ServeConfig) -> None:
     with running(replace(config, max_queue=2)) as c:
         _err(c.embed(space="clip_caption", texts=["a", "b", "c"]), 503, "overloaded")

@@ -2,7 +2,7 @@
 
 Every answer is JSON; every error is ``{"error": ..., "hint": ...}`` with the status of
 docs/serve.md (400 bad input, 401 token, 404 unknown collection/space, 413 over a size limit,
-422 modality the encoder lacks or external space, 503 overloaded).
+422 modality the encoder lacks or external space, 503 overloaded or a failure that may pass).
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..encoders import Encoder, Item
-from ..errors import InputError, LimitError, MMRError, NotFoundError, ServiceError
+from ..errors import (
+    InputError,
+    LimitError,
+    MMRError,
+    NotFoundError,
+    Retryable,
+    ServiceError,
+)
 from ..loaders import load_cell
 from .batcher import Batcher
 from .catalog import ServedSpace, SpaceCatalog
@@ -56,6 +63,8 @@ def _as_service_error(e: Exception) -> ServiceError:
         )
     if isinstance(e, NotFoundError):
         return ServiceError(404, str(e), "GET /v1/spaces lists what this service encodes")
+    if isinstance(e, Retryable):  # a failure that may pass (I/O, a timeout, a busy service)
+        return ServiceError(503, str(e), "the failure may pass: retry the request later")
     if isinstance(e, InputError):  # loaders' and encoders' refusals of an item
         return ServiceError(400, str(e), "send a non-empty text, or the bytes of an image file")
     if isinstance(e, MMRError):
