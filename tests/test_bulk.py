@@ -66,8 +66,11 @@ def test_bulk_put_embeddings_builds_the_index_once(ext: str) -> None:
         mmr.add_space(conn, "items", "bulk", "external", None, 32)
         before, tuples, filling = _index(conn, "items", "bulk")
         assert before is not None and not filling and tuples <= 0
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
         n = mmr.put_embeddings(conn, "items", "bulk", list(range(BULK + 2000)), vecs)
         assert n == BULK + 2000
+        assert notices == []  # no "index ... does not exist, skipping" from the fill's end
         after, tuples, filling = _index(conn, "items", "bulk")
         assert after is not None and after != before and not filling
         assert tuples == BULK + 2000

@@ -67,6 +67,23 @@ AS $$
                   coalesce((s.options ->> 'hnsw_ef_construction')::int, 64))
 $$;
 
+-- Drop the HNSW index of space version p_space_id when it exists (a bulk fill dropped it
+-- earlier, or a crash left none): looked up first, so no "does not exist, skipping" NOTICE
+-- reaches the caller (on Citus one came from every node).
+CREATE OR REPLACE FUNCTION mmr._drop_hnsw_index(p_space_id int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    idx regclass := to_regclass(format('mmr.%I', mmr._emb_name(p_space_id) || '_hnsw'));
+BEGIN
+    IF idx IS NOT NULL THEN
+        EXECUTE format('DROP INDEX %s', idx);
+    END IF;
+END
+$$;
+
 -- Begin a bulk fill of space version s: drop its HNSW index.  False when it is already in one.
 CREATE OR REPLACE FUNCTION mmr._begin_bulk_fill(s mmr._space)
 RETURNS boolean
@@ -78,7 +95,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    EXECUTE format('DROP INDEX IF EXISTS mmr.%I', mmr._emb_name(s.id) || '_hnsw');
+    PERFORM mmr._drop_hnsw_index(s.id);
     UPDATE mmr._space x SET bulk_fill = true WHERE x.id = s.id;
     RETURN true;
 END
@@ -121,7 +138,7 @@ BEGIN
     PERFORM set_config('max_parallel_maintenance_workers',
                        least(7, greatest(current_setting('max_parallel_workers')::int, 0))::text,
                        true);
-    EXECUTE format('DROP INDEX IF EXISTS mmr.%I', mmr._emb_name(s.id) || '_hnsw');
+    PERFORM mmr._drop_hnsw_index(s.id);
     EXECUTE mmr._hnsw_index_sql(s);
     UPDATE mmr._space x SET bulk_fill = false WHERE x.id = s.id;
     RETURN true;
