@@ -12,7 +12,7 @@
 -- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
 -- same statement (no per-row round trips).
 
--- The plan type mmr._search_plan is created in 010-core.sql.
+-- The plan types (mmr._search_plan, mmr._exec_plan) are created in sql/incremental/006-20-search.sql.
 
 -- Reject unknown parameter names (typos would otherwise silently use defaults).
 CREATE OR REPLACE FUNCTION mmr._check_params(p jsonb, p_known text[], p_what text)
@@ -365,6 +365,105 @@ BEGIN ATOMIC
                NOT IN ('off', 'false', '0');
 END;
 
+-- hnsw.ef_search for a call whose index scans return p_rows rows (mmr._raise_ef_search's rule,
+-- as a value for a plan: NULL when the functions' own 40 serves).
+CREATE OR REPLACE FUNCTION mmr._ef_for(p_rows int, p_ef_search int)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_rows > 40 OR p_ef_search IS NOT NULL
+            THEN greatest(p_rows, coalesce(p_ef_search, 40)) END;
+
+-- A query vector a fast path accepts for a space of p_dimensions and p_distance: that dimension
+-- and a valid norm (else the general path checks it and raises the explanatory error).  Columns,
+-- not the space's row: a whole-row argument makes the plans that inline this build the row.
+CREATE OR REPLACE FUNCTION mmr._query_ok(p_dimensions int, p_distance text,
+                                         v @extschema:vector@.vector)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN @extschema:vector@.vector_dims(v) = p_dimensions AND mmr._norm_ok(v, p_distance);
+
+-- The planner of mmr.search's fast path (one rule for both bindings): a plan (mmr._exec_plan)
+-- when the call takes the fast path (no filter, no reranker, mmr._fast_path_allowed, k and
+-- ef_search in range, an active space with cached statements that is not 'bit' (their candidate
+-- scan needs iterative scans), a query of its dimension and a valid norm); no row otherwise,
+-- and the general path runs.  The space's cached `search` statement ($1 query, $2 k), ef_search
+-- raised to k (or to the caller's ef_search, as mmr._raise_ef_search), and a short scan
+-- continued past its rows (mmr._exec_rest).  Same arguments as mmr.search.  A plain SQL
+-- function the planner inlines: the native executor keeps its plan and runs it on every call
+-- without a PL/pgSQL call.
+CREATE OR REPLACE FUNCTION mmr._search_exec_plan(
+    p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int,
+    p_filter jsonb, p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id
+     WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
+       AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
+       AND c.name = p_collection AND s.name = p_space AND s.active
+       AND (s.statements ->> 'search') IS NOT NULL AND s.storage <> 'bit'
+       AND mmr._query_ok(s.dimensions, s.distance, p_query);
+END;
+
+-- A plan's statement (p.sql) run with its named arguments (p.args): the argument lists the
+-- planners use.  With the caller's rights, like any statement the caller could run.
+CREATE OR REPLACE FUNCTION mmr._exec_statement(p mmr._exec_plan)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p.args = '{query,k}' THEN
+        RETURN QUERY EXECUTE p.sql USING p.query, p.k;
+    ELSIF p.args = '{vecs,n,filter,k,exclude}' THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude;
+    ELSIF p.args = '{vecs,n,filter,k,exclude,options}' THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.options;
+    ELSE
+        RAISE EXCEPTION 'a plan with arguments % cannot run here', coalesce(p.args::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Plans come from the search planners (mmr._search_exec_plan, '
+                         'mmr._composed_exec_plan).';
+    END IF;
+END
+$$;
+
+-- The rest of a fast-path plan whose statement returned p_got rows (fewer than p.k): with
+-- iterative scans on (mmr._top_up_scan), the statement past its rows (p.rest 'offset'; then, if
+-- still short, mmr._notice_unsearchable says why when rows are queued), or p.rest_sql when the
+-- statement returned nothing ('rerun': a checked two-leg statement whose leg came back short).
+-- A rare path: both executors call it.
+CREATE OR REPLACE FUNCTION mmr._exec_rest(p mmr._exec_plan, p_got bigint)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    more bigint;
+    q mmr._exec_plan := p;
+BEGIN
+    IF p.rest IS NULL OR p_got >= p.k OR (p.rest = 'rerun' AND p_got > 0) THEN
+        RETURN;
+    END IF;
+    PERFORM mmr._top_up_scan();
+    IF p.rest = 'offset' THEN
+        q.sql := mmr._offset_sql(p.sql, p_got);
+        RETURN QUERY SELECT * FROM mmr._exec_statement(q);
+        GET DIAGNOSTICS more = ROW_COUNT;
+        IF p_got + more < p.k AND p.space_id IS NOT NULL THEN
+            PERFORM mmr._notice_unsearchable(p.space_id);  -- queued rows, no worker: say so
+        END IF;
+    ELSE
+        q.sql := p.rest_sql;
+        RETURN QUERY SELECT * FROM mmr._exec_statement(q);
+    END IF;
+END
+$$;
+
 -- mmr.search's reference implementation and general path.  mmr.search itself is created from
 -- it by 089-native.sql: the native fast path (native/pg_mmretrieval.c), which hands every call
 -- that is not the plain fast path to this function, or, without the native library, a copy of
@@ -394,32 +493,24 @@ DECLARE
     c mmr._collection;
     s mmr._space;
     p mmr._search_plan;
+    x mmr._exec_plan;
     got bigint;
-    more bigint;
 BEGIN
-    -- Fast path (no filter, no reranker, valid arguments): the cached statement of the space
-    -- (mmr._space.statements), one catalog look-up, nothing else to build or check.
-    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples)
-       AND k BETWEEN 1 AND 1000 AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) THEN
-        s := mmr._active_space(collection, space);
-        -- ('bit' spaces take the general path: their candidate scan needs iterative scans)
-        IF s.id IS NOT NULL AND s.storage <> 'bit'
-           AND @extschema:vector@.vector_dims(query) = s.dimensions
-           AND mmr._norm_ok(query, s.distance) THEN
-            PERFORM mmr._raise_ef_search(k, ef_search);
-            RETURN QUERY EXECUTE s.statements ->> 'search' USING query, k;
-            GET DIAGNOSTICS got = ROW_COUNT;
-            IF got < k THEN
-                PERFORM mmr._top_up_scan();
-                RETURN QUERY EXECUTE mmr._offset_sql(s.statements ->> 'search', got)
-                    USING query, k;
-                GET DIAGNOSTICS more = ROW_COUNT;
-                IF got + more < k THEN
-                    PERFORM mmr._notice_unsearchable(s.id);  -- queued rows, no worker: say so
-                END IF;
-            END IF;
-            RETURN;
+    -- Fast path (mmr._search_exec_plan decides): the cached statement of the space, one
+    -- catalog look-up, nothing else to build or check.
+    SELECT * INTO x FROM mmr._search_exec_plan(collection, space, query, k, filter, ef_search,
+                                               max_scan_tuples, rerank, rerank_depth,
+                                               rerank_params);
+    IF x.sql IS NOT NULL THEN
+        IF x.ef_search IS NOT NULL THEN
+            PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
         END IF;
+        RETURN QUERY EXECUTE x.sql USING x.query, x.k;  -- its args: {query,k}
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < x.k THEN
+            RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
+        END IF;
+        RETURN;
     END IF;
     c := mmr._collection_row(collection);
     s := mmr._space_row(c.id, collection, space);

@@ -73,6 +73,55 @@ BEGIN
 END
 $$;
 
+-- GQR's options on the fast path (mmr._composed_exec_plan): NULL unless params holds numbers
+-- under GQR's own names only (alpha, a, temperature, lr, steps, candidates); else checked
+-- (mmr._check_gqr_params and mmr._candidates: the general path's errors) and with the defaults
+-- of FUSION.md §2.3 filled in; n: the candidates per leg.  STABLE, not IMMUTABLE: a plan with
+-- constant arguments must not evaluate it (and raise its errors) for another method.
+CREATE OR REPLACE FUNCTION mmr._gqr_fast_options(prm jsonb, p_k int)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(prm) <> 'object' OR EXISTS (
+           SELECT FROM jsonb_each(prm) e
+            WHERE e.key <> ALL ('{alpha,a,temperature,lr,steps,candidates}')
+               OR jsonb_typeof(e.value) <> 'number') THEN
+        RETURN NULL;
+    END IF;
+    PERFORM mmr._check_gqr_params(prm);
+    RETURN jsonb_build_object('n', mmr._candidates(prm, p_k + 1, 10),
+                              'alpha', mmr._num(prm, 'alpha', 0.5), 'a', mmr._num(prm, 'a', 0.5),
+                              'temperature', mmr._num(prm, 'temperature', 1),
+                              'lr', mmr._num(prm, 'lr', 5e-3),
+                              'steps', mmr._num(prm, 'steps', 15)::int);
+END
+$$;
+
+-- GQR's statement on one space (no caption space or query), as the general path computes it
+-- (mmr._plan_gqr): the candidate pool U of $1[1] (the weighted query) and $1[2] (the modifier),
+-- $2 rows each (mmr._gqr_union_sql; checked: no rows unless both legs are complete), the
+-- weighted query refined by mmr.gqr_refine with the options $6, U re-scored by it, best $4.
+-- $3 (filter) and $5 (a key to exclude) as for the pool.  (OFFSET 0 keeps the refinement one
+-- subquery, run once: flattened, it ran for every candidate it scores.)
+CREATE OR REPLACE FUNCTION mmr._gqr_fast_sql(c mmr._collection, s mmr._space, p_checked boolean)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format(
+        'SELECT (pg_catalog.to_jsonb(u.keys) -> (e.i::int - 1)) AS key, '
+        'mmr.vec_dot(r.q, e.v) AS score FROM (%s) u(keys, embs, s2) '
+        'CROSS JOIN LATERAL (SELECT mmr.gqr_refine($1[1], u.embs, u.s2, '
+        '($6 ->> ''a'')::float8, ($6 ->> ''temperature'')::float8, ($6 ->> ''lr'')::float8, '
+        '($6 ->> ''steps'')::int) AS q OFFSET 0) r '
+        'CROSS JOIN LATERAL unnest(u.embs) WITH ORDINALITY e(v, i) '
+        'WHERE u.keys IS NOT NULL '
+        'ORDER BY score DESC, key LIMIT $4',
+        mmr._gqr_union_sql(c, s, s, NULL, p_checked))
+$$;
+
 -- Names of the caption spaces given in params (caption_spaces: [..] or caption_space: "..").
 CREATE OR REPLACE FUNCTION mmr._caption_spaces(c mmr._collection, s mmr._space, p jsonb)
 RETURNS mmr._space[]
@@ -626,6 +675,92 @@ BEGIN
 END
 $$;
 
+-- Two vectors a fusion (mmr.vec_lerp, mmr.vec_slerp) accepts: one dimension, non-zero norms
+-- of at most mmr._max_norm().
+CREATE OR REPLACE FUNCTION mmr._fusable(a @extschema:vector@.vector, b @extschema:vector@.vector)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN @extschema:vector@.vector_dims(a) = @extschema:vector@.vector_dims(b)
+       AND @extschema:vector@.vector_norm(a) > 0 AND @extschema:vector@.vector_norm(b) > 0
+       AND @extschema:vector@.vector_norm(a) <= mmr._max_norm()
+       AND @extschema:vector@.vector_norm(b) <= mmr._max_norm();
+
+-- The planner of mmr.composed_search's fast path (reference as a vector; same arguments): no
+-- filter or reranker, mmr._fast_path_allowed, k and ef_search in range, an active space with
+-- cached statements that is not 'bit', then the method (lower case) and its params: the
+-- single-vector methods (image_only, text_only, weighted, slerp) run the space's search
+-- statement (k rows, ef_search for k + 1) with their query vector; the other methods the fast
+-- path serves (mmr._composed_fast_methods) are planned by mmr._fast_plan.  No row: the general
+-- path, which raises the explanatory errors.  A plain SQL function the planner inlines (the
+-- native executor keeps its plan and runs it without a PL/pgSQL call for the single-vector
+-- methods).
+CREATE OR REPLACE FUNCTION mmr._composed_exec_plan(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT x.*
+      FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id,
+           LATERAL (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                           coalesce(p_params, '{}') AS prm) a,
+           LATERAL (
+        SELECT s.statements ->> 'search' AS sql, '{query,k}'::text[] AS args,
+               -- guarded by conditions on the arguments alone, so that a plan with constant
+               -- arguments never folds a fusion of invalid ones (and raises its error)
+               CASE WHEN a.m = 'image_only' THEN p_ref
+                    WHEN a.m = 'text_only' THEN p_mod
+                    WHEN mmr._fusable(p_ref, p_mod)
+                         AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+                    THEN CASE a.m WHEN 'weighted'
+                         THEN mmr.vec_lerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5))
+                         ELSE mmr.vec_slerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5))
+                         END
+               END AS query,
+               NULL::@extschema:vector@.vector[] AS vecs, p_k AS n, p_k AS k,
+               NULL::jsonb AS filter, NULL::jsonb AS exclude,
+               mmr._ef_for(p_k + 1, p_ef_search) AS ef_search, s.id AS space_id,
+               'offset' AS rest, NULL::text AS rest_sql, NULL::jsonb AS options
+         WHERE a.m IN ('image_only', 'text_only', 'weighted', 'slerp')
+           AND jsonb_typeof(a.prm) = 'object'
+           AND CASE WHEN a.m IN ('image_only', 'text_only') THEN a.prm = '{}'
+                    ELSE a.prm - 'alpha' = '{}'
+                         AND (NOT a.prm ? 'alpha' OR jsonb_typeof(a.prm -> 'alpha') = 'number')
+               END
+           AND mmr._query_ok(s.dimensions, s.distance, p_ref) AND (a.m = 'image_only' OR mmr._query_ok(s.dimensions, s.distance, p_mod))
+           AND (a.m IN ('image_only', 'text_only') OR mmr._fusable(p_ref, p_mod))
+           AND (s.statements ->> 'search') IS NOT NULL
+        UNION ALL
+        SELECT f.sql, '{vecs,n,filter,k,exclude}'::text[], NULL::@extschema:vector@.vector,
+               f.vecs, f.n, f.k, NULL::jsonb, f.exclude, mmr._ef_for(f.n, p_ef_search), NULL::int,
+               CASE WHEN cardinality(f.vecs) = 1 THEN 'offset' ELSE 'rerun' END, f.aux ->> 'sql',
+               NULL::jsonb
+          FROM mmr._fast_plan(s, p_ref, p_mod, a.m, a.prm, p_k, NULL) f
+         WHERE a.m NOT IN ('image_only', 'text_only', 'weighted', 'slerp')
+           AND a.m = ANY (mmr._composed_fast_methods()) AND f.sql IS NOT NULL
+        UNION ALL
+        -- GQR on this space alone (no caption space or query): the space's cached GQR statement
+        -- (candidate pool, refinement by mmr.gqr_refine, re-scoring); when a leg of the pool
+        -- came back short (no rows), its plain form with iterative scans.
+        SELECT s.statements ->> 'gqr_checked', '{vecs,n,filter,k,exclude,options}'::text[],
+               NULL::@extschema:vector@.vector,
+               ARRAY[CASE WHEN a.m = 'gqr' AND mmr._fusable(p_ref, p_mod)
+                          THEN mmr.vec_lerp(p_ref, p_mod, (g.o ->> 'alpha')::float8) END, p_mod],
+               (g.o ->> 'n')::int, p_k, NULL::jsonb, NULL::jsonb,
+               mmr._ef_for((g.o ->> 'n')::int, p_ef_search), NULL::int, 'rerun',
+               s.statements ->> 'gqr', g.o
+          FROM (SELECT mmr._gqr_fast_options(a.prm, p_k) AS o OFFSET 0) g
+         WHERE a.m = 'gqr' AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+           AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+           AND (s.statements ->> 'gqr_checked') IS NOT NULL AND g.o IS NOT NULL) x
+     WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
+       AND p_k BETWEEN 1 AND 999 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
+       AND c.name = p_collection AND s.name = p_space AND s.active
+       AND s.statements IS NOT NULL AND s.storage <> 'bit';
+END;
+
 -- The keys of a not in b (multiset difference, by hashing: x <> ALL (array) compares every pair
 -- of jsonb keys).
 CREATE OR REPLACE FUNCTION mmr._keys_except(a jsonb[], b jsonb[])
@@ -720,29 +855,25 @@ DECLARE
     c mmr._collection;
     s mmr._space;
     p mmr._search_plan;
+    x mmr._exec_plan;
     got bigint;
-    rerun text;
 BEGIN
-    -- Fast path: a single-vector method or score_sum/product without filter or reranker runs the space's cached
-    -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
-    -- general path below, which raises the explanatory errors.
-    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 999
-       AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
-       AND lower(coalesce(method, 'weighted')) = ANY (mmr._composed_fast_methods()) THEN
-        s := mmr._active_space(collection, space);
-        IF s.id IS NOT NULL THEN
-            p := mmr._fast_plan(s, reference, modifier, method, params, k, NULL);
-            IF p.sql IS NOT NULL THEN
-                PERFORM mmr._raise_ef_search(p.n, ef_search);
-                RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
-                GET DIAGNOSTICS got = ROW_COUNT;
-                rerun := mmr._fast_rerun(p, got);
-                IF rerun IS NOT NULL THEN
-                    RETURN QUERY EXECUTE rerun USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
-                END IF;
-                RETURN;
-            END IF;
+    -- Fast path (mmr._composed_exec_plan decides): the space's cached statements; anything
+    -- else, or any invalid argument, takes the general path below, which raises the
+    -- explanatory errors.
+    SELECT * INTO x FROM mmr._composed_exec_plan(collection, space, reference, modifier, method,
+                                                 k, params, filter, ef_search, max_scan_tuples,
+                                                 rerank, rerank_depth, rerank_params);
+    IF x.sql IS NOT NULL THEN
+        IF x.ef_search IS NOT NULL THEN
+            PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
         END IF;
+        RETURN QUERY SELECT * FROM mmr._exec_statement(x);
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < x.k AND x.rest IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
+        END IF;
+        RETURN;
     END IF;
     c := mmr._collection_row(collection);
     s := mmr._space_row(c.id, collection, space);
