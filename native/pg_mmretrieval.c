@@ -364,7 +364,7 @@ fast_bounds(FunctionCallInfo fcinfo, int k_arg, int32 max_k, int ef_arg)
 		|| (PG_GETARG_INT32(ef_arg) >= 1 && PG_GETARG_INT32(ef_arg) <= MAX_K);
 }
 
-/* A plan (mmr._exec_plan, sql/incremental/006-20-search.sql) as a tuple with its descriptor. */
+/* A plan (mmr._exec_plan, sql/incremental/007-00-search.sql) as a tuple with its descriptor. */
 typedef struct ExecPlan
 {
 	HeapTupleData tuple;

@@ -12,7 +12,7 @@
 -- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
 -- same statement (no per-row round trips).
 
--- The plan types (mmr._search_plan, mmr._exec_plan) are created in sql/incremental/006-20-search.sql.
+-- The plan types (mmr._search_plan, mmr._exec_plan) are created in sql/incremental/007-00-search.sql.
 
 -- Reject unknown parameter names (typos would otherwise silently use defaults).
 CREATE OR REPLACE FUNCTION mmr._check_params(p jsonb, p_known text[], p_what text)

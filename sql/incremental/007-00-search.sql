@@ -1,9 +1,12 @@
--- 006-20-search (issue 14, item 1): the types of the search planner, created once (revision
--- 0006) before the idempotent files that use them.  A later change to one is a new revision.
+-- 007-00-search (issue 14, item 1): the types of the search planner, created once (revision
+-- 0007) before the idempotent files that use them.  A later change to one is a new revision.
+-- Revision 0006 shipped without them: an upgrade from it may find mmr._search_plan (created by
+-- the idempotent 010-core.sql until then) and never mmr._exec_plan; both are created only when
+-- missing, so the file also runs twice without error.
 
 -- The general path's plan (mmr._composed_plan, mmr._single_plan and the hybrid, feedback and
 -- multivector builders; run by mmr._execute): one statement and the values it is run with.
--- Databases installed before 0006 already have it (their 010-core.sql created it, with this
+-- Databases installed before 0007 already have it (their 010-core.sql created it, with this
 -- definition): kept as it is there.
 DO $$
 BEGIN
@@ -32,7 +35,13 @@ $$;
 --              NULL (never)
 --   rest_sql   the statement 'rerun' runs
 --   options    a method's numeric options (GQR: a, temperature, lr, steps)
-CREATE TYPE mmr._exec_plan AS (
-    sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[],
-    n int, k int, filter jsonb, exclude jsonb, ef_search int, space_id int, rest text,
-    rest_sql text, options jsonb);
+DO $$
+BEGIN
+    IF to_regtype('mmr._exec_plan') IS NULL THEN
+        CREATE TYPE mmr._exec_plan AS (
+            sql text, args text[], query @extschema:vector@.vector,
+            vecs @extschema:vector@.vector[], n int, k int, filter jsonb, exclude jsonb,
+            ef_search int, space_id int, rest text, rest_sql text, options jsonb);
+    END IF;
+END
+$$;
