@@ -54,9 +54,11 @@
 
 PG_MODULE_MAGIC;
 
-/* Bumped whenever the SQL side (mmr._search_plpgsql's signature, mmr._active_space's
- * columns) changes in a way this file depends on; 089-native.sql checks it. */
-#define MMR_NATIVE_ABI 1
+/* Bumped whenever the SQL side this file calls changes (the planners mmr._search_exec_plan and
+ * mmr._composed_exec_plan, the plan type mmr._exec_plan's field names, the reference functions'
+ * signatures, mmr._fast_plan for the by-key overload); 089-native.sql checks it.  2: the
+ * executor runs SQL-planned statements (issue 14, item 1). */
+#define MMR_NATIVE_ABI 2
 
 #define SEARCH_NARGS 10
 #define MAX_K 1000

@@ -475,10 +475,13 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
         )
         fast = _calls(conn, composed, a)
         assert "_composed_plan" not in fast
-        # Both bindings run one planner (mmr._composed_exec_plan), which fuses weighted /
-        # slerp itself (mmr.vec_lerp / vec_slerp) and leaves the two-leg methods to _fast_plan.
-        uses_fast_plan = method == "score_sum"
-        assert ("_fast_plan" in fast) == uses_fast_plan
+        # Both bindings run one planner (mmr._composed_exec_plan) with the method's builder
+        # (mmr._composed_fast_planner; the builders are inlined SQL): weighted fuses with
+        # mmr.vec_lerp, the two-leg score_sum checks its candidates (mmr._candidates).  The
+        # by-key overload's plan builder (mmr._fast_plan) is not called by vector.
+        assert "_composed_fast_planner" in fast
+        assert "_fast_plan" not in fast
+        assert ("_candidates" in fast) == (method == "score_sum")
         if method == "weighted":
             assert "vec_normalize" in fast
         assert "_top_up_scan" not in fast  # complete scans: no second one

@@ -382,15 +382,30 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN @extschema:vector@.vector_dims(v) = p_dimensions AND mmr._norm_ok(v, p_distance);
 
+-- The space a fast path may serve (active, with cached statements, not 'bit': their candidate
+-- scan needs iterative scans), as plain columns: the one look-up of mmr._space the planners make
+-- (mmr._search_exec_plan, mmr._composed_exec_plan).  Columns, not the table's row type: a
+-- planner that took or read mmr._space's row would record a dependency on the catalog table
+-- that Citus follows from every function using the plan type (tests/test_install.py).  A plain
+-- SQL function the planners inline.
+CREATE OR REPLACE FUNCTION mmr._fast_space(p_collection text, p_space text)
+RETURNS TABLE (id int, dimensions int, distance text, statements jsonb)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.id, s.dimensions, s.distance, s.statements
+      FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id
+     WHERE c.name = p_collection AND s.name = p_space AND s.active
+       AND s.statements IS NOT NULL AND s.storage <> 'bit';
+END;
+
 -- The planner of mmr.search's fast path (one rule for both bindings): a plan (mmr._exec_plan)
 -- when the call takes the fast path (no filter, no reranker, mmr._fast_path_allowed, k and
--- ef_search in range, an active space with cached statements that is not 'bit' (their candidate
--- scan needs iterative scans), a query of its dimension and a valid norm); no row otherwise,
--- and the general path runs.  The space's cached `search` statement ($1 query, $2 k), ef_search
--- raised to k (or to the caller's ef_search, as mmr._raise_ef_search), and a short scan
--- continued past its rows (mmr._exec_rest).  Same arguments as mmr.search.  A plain SQL
--- function the planner inlines: the native executor keeps its plan and runs it on every call
--- without a PL/pgSQL call.
+-- ef_search in range, a space mmr._fast_space serves, a query of its dimension and a valid
+-- norm); no row otherwise, and the general path runs.  The space's cached `search` statement
+-- ($1 query, $2 k), ef_search raised to k (or to the caller's ef_search, as
+-- mmr._raise_ef_search), and a short scan continued past its rows (mmr._exec_rest).  Same
+-- arguments as mmr.search.  A plain SQL function the planner inlines: the native executor keeps
+-- its plan and runs it on every call without a PL/pgSQL call.
 CREATE OR REPLACE FUNCTION mmr._search_exec_plan(
     p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int,
     p_filter jsonb, p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
@@ -401,11 +416,10 @@ BEGIN ATOMIC
     SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
            NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
            mmr._ef_for(p_k, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
-      FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id
+      FROM mmr._fast_space(p_collection, p_space) s
      WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
        AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
-       AND c.name = p_collection AND s.name = p_space AND s.active
-       AND (s.statements ->> 'search') IS NOT NULL AND s.storage <> 'bit'
+       AND (s.statements ->> 'search') IS NOT NULL
        AND mmr._query_ok(s.dimensions, s.distance, p_query);
 END;
 
