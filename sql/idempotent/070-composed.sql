@@ -699,15 +699,17 @@ RETURN @extschema:vector@.vector_dims(a) = @extschema:vector@.vector_dims(b)
 
 -- image_only (the reference) and text_only (the modifier): the space's search statement.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_image(
-    p_space_id int, p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
+    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text, rest_sql text, options jsonb)
+RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
+               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
+               rest_sql text, options jsonb)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p_statements ->> 'search', '{query,k}'::text[],
            CASE WHEN p_method = 'image_only' THEN p_ref ELSE p_mod END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search), 'offset', NULL::text,
-           NULL::jsonb
+           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search),
+           'offset', NULL::text, NULL::jsonb
      WHERE p_method IN ('image_only', 'text_only') AND jsonb_typeof(p_params) = 'object'
        AND p_params = '{}' AND mmr._query_ok(p_dimensions, p_distance, p_ref)
        AND (p_method = 'image_only' OR mmr._query_ok(p_dimensions, p_distance, p_mod));
@@ -715,9 +717,11 @@ END;
 
 -- weighted: mmr.vec_lerp(reference, modifier, alpha) on the space's search statement.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_weighted(
-    p_space_id int, p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
+    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text, rest_sql text, options jsonb)
+RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
+               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
+               rest_sql text, options jsonb)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p_statements ->> 'search', '{query,k}'::text[],
@@ -725,8 +729,8 @@ BEGIN ATOMIC
                      AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
                      AND mmr._fusable(p_ref, p_mod)
                 THEN mmr.vec_lerp(p_ref, p_mod, coalesce((p_params ->> 'alpha')::float8, 0.5)) END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search), 'offset', NULL::text,
-           NULL::jsonb
+           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search),
+           'offset', NULL::text, NULL::jsonb
      WHERE p_method = 'weighted' AND jsonb_typeof(p_params) = 'object' AND p_params - 'alpha' = '{}'
        AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
        AND mmr._query_ok(p_dimensions, p_distance, p_ref)
@@ -735,9 +739,11 @@ END;
 
 -- slerp: mmr.vec_slerp(reference, modifier, alpha) on the space's search statement.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_slerp(
-    p_space_id int, p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
+    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text, rest_sql text, options jsonb)
+RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
+               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
+               rest_sql text, options jsonb)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p_statements ->> 'search', '{query,k}'::text[],
@@ -745,8 +751,8 @@ BEGIN ATOMIC
                      AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
                      AND mmr._fusable(p_ref, p_mod)
                 THEN mmr.vec_slerp(p_ref, p_mod, coalesce((p_params ->> 'alpha')::float8, 0.5)) END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search), 'offset', NULL::text,
-           NULL::jsonb
+           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search),
+           'offset', NULL::text, NULL::jsonb
      WHERE p_method = 'slerp' AND jsonb_typeof(p_params) = 'object' AND p_params - 'alpha' = '{}'
        AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
        AND mmr._query_ok(p_dimensions, p_distance, p_ref)
@@ -757,9 +763,11 @@ END;
 -- on the space's search statement (candidates unused, but checked against its bound as on the
 -- general path).
 CREATE OR REPLACE FUNCTION mmr._fast_plan_weimocir(
-    p_space_id int, p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
+    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text, rest_sql text, options jsonb)
+RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
+               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
+               rest_sql text, options jsonb)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p_statements ->> 'search', '{query,k}'::text[],
@@ -769,8 +777,8 @@ BEGIN ATOMIC
                 THEN mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
                                                    coalesce((p_params ->> 'alpha')::float8, 0.8)))
            END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search), 'offset', NULL::text,
-           NULL::jsonb
+           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search),
+           'offset', NULL::text, NULL::jsonb
       FROM (SELECT CASE WHEN p_method = 'weimocir' AND jsonb_typeof(p_params) = 'object'
                              AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
                         THEN mmr._candidates(p_params, p_k + 1, p_k + 1) END AS n OFFSET 0) c
@@ -787,9 +795,11 @@ END;
 -- score_sum and product: the space's checked two-leg statement (no rows unless both legs are
 -- complete; then its plain form reruns with iterative scans), both queries normalised.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_pair(
-    p_space_id int, p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
+    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text, rest_sql text, options jsonb)
+RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
+               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
+               rest_sql text, options jsonb)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p_statements ->> (p_method || '_checked'), '{vecs,n,filter,k,exclude}'::text[],
@@ -816,9 +826,11 @@ END;
 -- mmr._gqr_fast_options; when a leg of the pool came back short (no rows), its plain form with
 -- iterative scans.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_gqr(
-    p_space_id int, p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
+    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector, vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text, rest_sql text, options jsonb)
+RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
+               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
+               rest_sql text, options jsonb)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p_statements ->> 'gqr_checked', '{vecs,n,filter,k,exclude,options}'::text[],
@@ -870,32 +882,32 @@ BEGIN ATOMIC
            (SELECT mmr._composed_fast_planner(lower(coalesce(p_method, 'weighted'))) AS planner
              OFFSET 0) a,
            LATERAL (
-        SELECT * FROM mmr._fast_plan_image(s.id, s.dimensions, s.distance, s.statements, p_ref,
+        SELECT * FROM mmr._fast_plan_image(s.dimensions, s.distance, s.statements, p_ref,
                                            p_mod, lower(coalesce(p_method, 'weighted')),
                                            coalesce(p_params, '{}'), p_k, p_ef_search)
          WHERE a.planner = '_fast_plan_image'
         UNION ALL
-        SELECT * FROM mmr._fast_plan_weighted(s.id, s.dimensions, s.distance, s.statements,
+        SELECT * FROM mmr._fast_plan_weighted(s.dimensions, s.distance, s.statements,
                                               p_ref, p_mod, lower(coalesce(p_method, 'weighted')),
                                               coalesce(p_params, '{}'), p_k, p_ef_search)
          WHERE a.planner = '_fast_plan_weighted'
         UNION ALL
-        SELECT * FROM mmr._fast_plan_slerp(s.id, s.dimensions, s.distance, s.statements, p_ref,
+        SELECT * FROM mmr._fast_plan_slerp(s.dimensions, s.distance, s.statements, p_ref,
                                            p_mod, lower(coalesce(p_method, 'weighted')),
                                            coalesce(p_params, '{}'), p_k, p_ef_search)
          WHERE a.planner = '_fast_plan_slerp'
         UNION ALL
-        SELECT * FROM mmr._fast_plan_weimocir(s.id, s.dimensions, s.distance, s.statements,
+        SELECT * FROM mmr._fast_plan_weimocir(s.dimensions, s.distance, s.statements,
                                               p_ref, p_mod, lower(coalesce(p_method, 'weighted')),
                                               coalesce(p_params, '{}'), p_k, p_ef_search)
          WHERE a.planner = '_fast_plan_weimocir'
         UNION ALL
-        SELECT * FROM mmr._fast_plan_pair(s.id, s.dimensions, s.distance, s.statements, p_ref,
+        SELECT * FROM mmr._fast_plan_pair(s.dimensions, s.distance, s.statements, p_ref,
                                           p_mod, lower(coalesce(p_method, 'weighted')),
                                           coalesce(p_params, '{}'), p_k, p_ef_search)
          WHERE a.planner = '_fast_plan_pair'
         UNION ALL
-        SELECT * FROM mmr._fast_plan_gqr(s.id, s.dimensions, s.distance, s.statements, p_ref,
+        SELECT * FROM mmr._fast_plan_gqr(s.dimensions, s.distance, s.statements, p_ref,
                                          p_mod, lower(coalesce(p_method, 'weighted')),
                                          coalesce(p_params, '{}'), p_k, p_ef_search)
          WHERE a.planner = '_fast_plan_gqr') b
