@@ -515,14 +515,18 @@ plan_of(FunctionCallInfo fcinfo, const char *planner, Datum *plan)
 /* A fast path: true when it answered the call. */
 typedef bool (*FastPath) (FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo);
 
+/* The name of the call's SQL planner, looked up by SQL (NULL: none, the general path). */
+typedef const char *(*PlannerOf) (FunctionCallInfo fcinfo);
+
 /*
- * A search entry point: the plan its SQL planner `planner` returns for the call, run; else (no
- * planner, or no plan) its fast path `fast` when it has one; else the PL/pgSQL reference
- * function `reference` with the call's arguments unchanged (same argument types), which is the
- * general path.
+ * A search entry point: the plan its SQL planner `planner` (or the one `planner_of` names for
+ * the call) returns for the call, run; else (no planner, or no plan) its fast path `fast` when it
+ * has one; else the PL/pgSQL reference function `reference` with the call's arguments unchanged
+ * (same argument types), which is the general path.
  */
 static Datum
-search_entry(FunctionCallInfo fcinfo, const char *planner, FastPath fast, const char *reference)
+search_entry(FunctionCallInfo fcinfo, const char *planner, PlannerOf planner_of, FastPath fast,
+			 const char *reference)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum		plan;
@@ -530,6 +534,8 @@ search_entry(FunctionCallInfo fcinfo, const char *planner, FastPath fast, const 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
+	if (planner_of != NULL)
+		planner = planner_of(fcinfo);
 	if (planner != NULL && plan_of(fcinfo, planner, &plan))
 		run_plan(rsinfo, plan);
 	else if (fast == NULL || !fast(fcinfo, rsinfo))
@@ -551,7 +557,7 @@ search_entry(FunctionCallInfo fcinfo, const char *planner, FastPath fast, const 
 Datum
 mmr_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, "mmr._search_exec_plan", NULL, "mmr._search_plpgsql");
+	return search_entry(fcinfo, "mmr._search_exec_plan", NULL, NULL, "mmr._search_plpgsql");
 }
 
 /*
@@ -738,10 +744,29 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 	return true;
 }
 
+/*
+ * The planner of the call's method (argument 4): mmr._composed_fast_planner names it (the
+ * method table's builder, e.g. mmr._fast_plan_weighted), so that the kept plan of each method
+ * is its own small statement; NULL when no fast path serves the method.
+ */
+static const char *
+composed_planner(FunctionCallInfo fcinfo)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4)};
+	char		nulls[1] = {PG_ARGISNULL(4) ? 'n' : ' '};
+	char	   *name;
+
+	if (!one_row("SELECT mmr._composed_fast_planner($1)", 1, types, args, nulls))
+		return NULL;
+	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return name == NULL ? NULL : psprintf("mmr.%s", quote_identifier(name));
+}
+
 Datum
 mmr_composed_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, "mmr._composed_exec_plan", NULL, "mmr._composed_search_plpgsql");
+	return search_entry(fcinfo, NULL, composed_planner, NULL, "mmr._composed_search_plpgsql");
 }
 
 /* One vector leg of WeiMoCIR (mmr._leg_agg): the keys and scores of the n nearest rows, best
@@ -981,5 +1006,5 @@ run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 Datum
 mmr_composed_search_key(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, NULL, run_key_fast, "mmr._composed_search_key_plpgsql");
+	return search_entry(fcinfo, NULL, NULL, run_key_fast, "mmr._composed_search_key_plpgsql");
 }

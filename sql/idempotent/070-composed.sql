@@ -685,140 +685,174 @@ RETURN @extschema:vector@.vector_dims(a) = @extschema:vector@.vector_dims(b)
        AND @extschema:vector@.vector_norm(a) <= mmr._max_norm()
        AND @extschema:vector@.vector_norm(b) <= mmr._max_norm();
 
--- The fast path of mmr.composed_search by reference vector: one small plan builder per fusion
--- (mmr._fast_plan_image, _weighted, _slerp, _weimocir, _pair, _gqr; mmr._composed_fast_planner
--- names each method's), all with one signature: the space's columns (mmr._fast_space), the
--- query vectors, the method (lower case), its params (an object), k and ef_search.  Each
--- returns the plan's fields (mmr._exec_plan less those every composed plan shares) when its
--- method's arguments are all valid, else no row (the general path, mmr._composed_plan, then
--- raises the explanatory error).  Same formulas and defaults as the general path.  Plain SQL
--- functions the planner inlines; they return columns, not the plan type (a SQL body reading the
--- plan type's fields records a dependency Citus follows: tests/test_install.py).  A fusion is
--- guarded by conditions on the arguments alone (a CASE), so that a plan with constant arguments
--- never folds the fusion of invalid ones (and raises its error).
+-- The fast path of mmr.composed_search by reference vector: one small planner per fusion
+-- (mmr._fast_plan_image, _weighted, _slerp, _weimocir, _pair, _gqr), named by the method table
+-- (mmr._composed_fast_planner), each with mmr.composed_search's arguments.  A builder returns the
+-- plan (mmr._exec_plan) when the call takes the fast path (mmr._composed_fast_call, a space
+-- mmr._fast_space serves, its method's arguments all valid), else no row: the general path
+-- (mmr._composed_plan) then raises the explanatory error.  Same formulas and defaults as the
+-- general path.  Plain SQL functions PostgreSQL inlines: the executor (PL/pgSQL, or the native
+-- module) runs the one of the call's method, a small statement with its plan kept.  No body
+-- reads the fields of a plan type (a dependency Citus follows: tests/test_install.py).  A fusion
+-- is guarded by conditions on the arguments alone (a CASE whose conditions come first), so that
+-- a plan with constant arguments never folds the fusion of invalid ones (and raises its error).
+
+-- The conditions every composed fast path shares: no filter or reranker, mmr._fast_path_allowed,
+-- k and ef_search in range.
+CREATE OR REPLACE FUNCTION mmr._composed_fast_call(p_filter jsonb, p_rerank text,
+                                                   p_max_scan_tuples int, p_k int,
+                                                   p_ef_search int)
+RETURNS boolean
+LANGUAGE sql STABLE
+RETURN p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
+       AND p_k BETWEEN 1 AND 999 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000);
 
 -- image_only (the reference) and text_only (the modifier): the space's search statement.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_image(
-    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
-    p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
-               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
-               rest_sql text, options jsonb)
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT p_statements ->> 'search', '{query,k}'::text[],
-           CASE WHEN p_method = 'image_only' THEN p_ref ELSE p_mod END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search),
-           'offset', NULL::text, NULL::jsonb
-     WHERE p_method IN ('image_only', 'text_only') AND jsonb_typeof(p_params) = 'object'
-       AND p_params = '{}' AND mmr._query_ok(p_dimensions, p_distance, p_ref)
-       AND (p_method = 'image_only' OR mmr._query_ok(p_dimensions, p_distance, p_mod));
+    SELECT s.statements ->> 'search', '{query,k}'::text[],
+           CASE WHEN a.m = 'image_only' THEN p_ref ELSE p_mod END,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m IN ('image_only', 'text_only') AND jsonb_typeof(a.prm) = 'object'
+       AND a.prm = '{}' AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND (a.m = 'image_only' OR mmr._query_ok(s.dimensions, s.distance, p_mod))
+       AND (s.statements ->> 'search') IS NOT NULL;
 END;
 
 -- weighted: mmr.vec_lerp(reference, modifier, alpha) on the space's search statement.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_weighted(
-    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
-    p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
-               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
-               rest_sql text, options jsonb)
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT p_statements ->> 'search', '{query,k}'::text[],
-           CASE WHEN p_method = 'weighted' AND jsonb_typeof(p_params) = 'object'
-                     AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
+    SELECT s.statements ->> 'search', '{query,k}'::text[],
+           CASE WHEN a.m = 'weighted' AND jsonb_typeof(a.prm) = 'object'
+                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
                      AND mmr._fusable(p_ref, p_mod)
-                THEN mmr.vec_lerp(p_ref, p_mod, coalesce((p_params ->> 'alpha')::float8, 0.5)) END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search),
-           'offset', NULL::text, NULL::jsonb
-     WHERE p_method = 'weighted' AND jsonb_typeof(p_params) = 'object' AND p_params - 'alpha' = '{}'
-       AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
-       AND mmr._query_ok(p_dimensions, p_distance, p_ref)
-       AND mmr._query_ok(p_dimensions, p_distance, p_mod) AND mmr._fusable(p_ref, p_mod);
+                THEN mmr.vec_lerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5)) END,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m = 'weighted' AND jsonb_typeof(a.prm) = 'object' AND a.prm - 'alpha' = '{}'
+       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> 'search') IS NOT NULL;
 END;
 
 -- slerp: mmr.vec_slerp(reference, modifier, alpha) on the space's search statement.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_slerp(
-    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
-    p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
-               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
-               rest_sql text, options jsonb)
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT p_statements ->> 'search', '{query,k}'::text[],
-           CASE WHEN p_method = 'slerp' AND jsonb_typeof(p_params) = 'object'
-                     AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
+    SELECT s.statements ->> 'search', '{query,k}'::text[],
+           CASE WHEN a.m = 'slerp' AND jsonb_typeof(a.prm) = 'object'
+                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
                      AND mmr._fusable(p_ref, p_mod)
-                THEN mmr.vec_slerp(p_ref, p_mod, coalesce((p_params ->> 'alpha')::float8, 0.5)) END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search),
-           'offset', NULL::text, NULL::jsonb
-     WHERE p_method = 'slerp' AND jsonb_typeof(p_params) = 'object' AND p_params - 'alpha' = '{}'
-       AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
-       AND mmr._query_ok(p_dimensions, p_distance, p_ref)
-       AND mmr._query_ok(p_dimensions, p_distance, p_mod) AND mmr._fusable(p_ref, p_mod);
+                THEN mmr.vec_slerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5)) END,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m = 'slerp' AND jsonb_typeof(a.prm) = 'object' AND a.prm - 'alpha' = '{}'
+       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> 'search') IS NOT NULL;
 END;
 
--- weimocir without caption spaces: its query fusion alone, n((1-alpha)*reference + alpha*modifier)
--- on the space's search statement (candidates unused, but checked against its bound as on the
--- general path).
+-- weimocir without caption spaces: its query fusion alone, n((1-alpha)*reference +
+-- alpha*modifier) on the space's search statement (candidates unused, but checked against its
+-- bound as on the general path).
 CREATE OR REPLACE FUNCTION mmr._fast_plan_weimocir(
-    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
-    p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
-               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
-               rest_sql text, options jsonb)
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT p_statements ->> 'search', '{query,k}'::text[],
-           CASE WHEN p_method = 'weimocir' AND jsonb_typeof(p_params) = 'object'
-                     AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
+    SELECT s.statements ->> 'search', '{query,k}'::text[],
+           CASE WHEN a.m = 'weimocir' AND jsonb_typeof(a.prm) = 'object'
+                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
                      AND mmr._fusable(p_ref, p_mod)
                 THEN mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
-                                                   coalesce((p_params ->> 'alpha')::float8, 0.8)))
+                                                   coalesce((a.prm ->> 'alpha')::float8, 0.8)))
            END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, mmr._ef_for(p_k + 1, p_ef_search),
-           'offset', NULL::text, NULL::jsonb
-      FROM (SELECT CASE WHEN p_method = 'weimocir' AND jsonb_typeof(p_params) = 'object'
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a,
+           (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'weimocir'
+                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
                              AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
                         THEN mmr._candidates(p_params, p_k + 1, p_k + 1) END AS n OFFSET 0) c
-     WHERE p_method = 'weimocir' AND jsonb_typeof(p_params) = 'object'
-       AND p_params - 'alpha' - 'beta' - 'candidates' = '{}'
-       AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
-       AND jsonb_typeof(coalesce(p_params -> 'beta', '0')) = 'number'
-       AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
-       AND mmr._query_ok(p_dimensions, p_distance, p_ref)
-       AND mmr._query_ok(p_dimensions, p_distance, p_mod) AND mmr._fusable(p_ref, p_mod)
-       AND c.n IS NOT NULL;
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m = 'weimocir' AND jsonb_typeof(a.prm) = 'object'
+       AND a.prm - 'alpha' - 'beta' - 'candidates' = '{}'
+       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+       AND jsonb_typeof(coalesce(a.prm -> 'beta', '0')) = 'number'
+       AND jsonb_typeof(coalesce(a.prm -> 'candidates', '0')) = 'number'
+       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> 'search') IS NOT NULL AND c.n IS NOT NULL;
 END;
 
 -- score_sum and product: the space's checked two-leg statement (no rows unless both legs are
 -- complete; then its plain form reruns with iterative scans), both queries normalised.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_pair(
-    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
-    p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
-               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
-               rest_sql text, options jsonb)
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT p_statements ->> (p_method || '_checked'), '{vecs,n,filter,k,exclude}'::text[],
+    SELECT s.statements ->> (a.m || '_checked'), '{vecs,n,filter,k,exclude}'::text[],
            NULL::@extschema:vector@.vector,
-           CASE WHEN p_method IN ('score_sum', 'product') AND mmr._fusable(p_ref, p_mod)
+           CASE WHEN a.m IN ('score_sum', 'product') AND mmr._fusable(p_ref, p_mod)
                 THEN ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)] END,
-           c.n, p_k, mmr._ef_for(c.n, p_ef_search), 'rerun', p_statements ->> p_method,
-           NULL::jsonb
-      FROM (SELECT CASE WHEN p_method IN ('score_sum', 'product')
-                             AND jsonb_typeof(p_params) = 'object'
+           c.n, p_k, NULL::jsonb, NULL::jsonb, mmr._ef_for(c.n, p_ef_search), NULL::int,
+           'rerun', s.statements ->> a.m, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a,
+           (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) IN ('score_sum', 'product')
+                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
                              AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
                         THEN mmr._candidates(p_params, p_k + 1, greatest(4 * p_k, 40)) END AS n
              OFFSET 0) c
-     WHERE p_method IN ('score_sum', 'product') AND jsonb_typeof(p_params) = 'object'
-       AND p_params - 'candidates' = '{}'
-       AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
-       AND mmr._query_ok(p_dimensions, p_distance, p_ref)
-       AND mmr._query_ok(p_dimensions, p_distance, p_mod) AND mmr._fusable(p_ref, p_mod)
-       AND (p_statements ->> (p_method || '_checked')) IS NOT NULL;
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m IN ('score_sum', 'product') AND jsonb_typeof(a.prm) = 'object'
+       AND a.prm - 'candidates' = '{}'
+       AND jsonb_typeof(coalesce(a.prm -> 'candidates', '0')) = 'number'
+       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> (a.m || '_checked')) IS NOT NULL;
 END;
 
 -- gqr on this space alone (no caption space or query): the space's cached GQR statement
@@ -826,27 +860,33 @@ END;
 -- mmr._gqr_fast_options; when a leg of the pool came back short (no rows), its plain form with
 -- iterative scans.
 CREATE OR REPLACE FUNCTION mmr._fast_plan_gqr(
-    p_dimensions int, p_distance text, p_statements jsonb, p_ref @extschema:vector@.vector,
-    p_mod @extschema:vector@.vector, p_method text, p_params jsonb, p_k int, p_ef_search int)
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
-               vecs @extschema:vector@.vector[], n int, k int, ef_search int, rest text,
-               rest_sql text, options jsonb)
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT p_statements ->> 'gqr_checked', '{vecs,n,filter,k,exclude,options}'::text[],
+    SELECT s.statements ->> 'gqr_checked', '{vecs,n,filter,k,exclude,options}'::text[],
            NULL::@extschema:vector@.vector,
-           ARRAY[CASE WHEN p_method = 'gqr' AND mmr._fusable(p_ref, p_mod)
+           ARRAY[CASE WHEN a.m = 'gqr' AND mmr._fusable(p_ref, p_mod)
                       THEN mmr.vec_lerp(p_ref, p_mod, (g.o ->> 'alpha')::float8) END, p_mod],
-           (g.o ->> 'n')::int, p_k, mmr._ef_for((g.o ->> 'n')::int, p_ef_search), 'rerun',
-           p_statements ->> 'gqr', g.o
-      FROM (SELECT mmr._gqr_fast_options(p_params, p_k) AS o OFFSET 0) g
-     WHERE p_method = 'gqr' AND mmr._query_ok(p_dimensions, p_distance, p_ref)
-       AND mmr._query_ok(p_dimensions, p_distance, p_mod) AND mmr._fusable(p_ref, p_mod)
-       AND (p_statements ->> 'gqr_checked') IS NOT NULL AND g.o IS NOT NULL;
+           (g.o ->> 'n')::int, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for((g.o ->> 'n')::int, p_ef_search), NULL::int, 'rerun',
+           s.statements ->> 'gqr', g.o
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a,
+           (SELECT mmr._gqr_fast_options(coalesce(p_params, '{}'), p_k) AS o OFFSET 0) g
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m = 'gqr' AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> 'gqr_checked') IS NOT NULL AND g.o IS NOT NULL;
 END;
 
--- The builder of the fast path for each method it serves by reference vector (NULL: none, the
--- general path serves the method); a method of mmr._composed_methods() only.
+-- The planner of mmr.composed_search's fast path by reference vector for a method (any
+-- spelling: lower(coalesce(method, 'weighted'))): its builder's name, NULL when no fast path
+-- serves it (the general path does).  A method of mmr._composed_methods() only.
 CREATE OR REPLACE FUNCTION mmr._composed_fast_planner(p_method text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -857,64 +897,53 @@ BEGIN ATOMIC
                    ('weimocir', '_fast_plan_weimocir'), ('score_sum', '_fast_plan_pair'),
                    ('product', '_fast_plan_pair'), ('gqr', '_fast_plan_gqr')) v(method, builder)
       JOIN mmr._composed_methods() x ON x.name = v.method
-     WHERE v.method = p_method;
+     WHERE v.method = lower(coalesce(p_method, 'weighted'));
 END;
 
--- The planner of mmr.composed_search's fast path (reference as a vector; same arguments): no
--- filter or reranker, mmr._fast_path_allowed, k and ef_search in range, a space
--- mmr._fast_space serves, params an object; then the method's builder
--- (mmr._composed_fast_planner) plans the call.  No row: the general path, which raises the
--- explanatory errors.  One statement the planner inlines, each builder a branch that runs only
--- for its method (the native executor keeps its plan and runs it without a PL/pgSQL call).
+-- The plan of a composed search by reference vector on the fast path (same arguments as
+-- mmr.composed_search), or no row: the method's builder (mmr._composed_fast_planner) run.  The
+-- PL/pgSQL binding's planner (one static statement per builder, each with its plan kept by
+-- PL/pgSQL); the native executor looks the builder up and runs it itself.
 CREATE OR REPLACE FUNCTION mmr._composed_exec_plan(
     p_collection text, p_space text, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
     p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
     p_rerank_params jsonb)
 RETURNS SETOF mmr._exec_plan
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT b.sql, b.args, b.query, b.vecs, b.n, b.k, NULL::jsonb, NULL::jsonb, b.ef_search,
-           CASE WHEN b.rest = 'offset' THEN s.id END, b.rest, b.rest_sql, b.options
-      FROM mmr._fast_space(p_collection, p_space) s,
-           -- the method's builder, looked up once; the builders get the arguments themselves
-           -- (constants, in a plan with constant arguments: each guards its fusion by them)
-           (SELECT mmr._composed_fast_planner(lower(coalesce(p_method, 'weighted'))) AS planner
-             OFFSET 0) a,
-           LATERAL (
-        SELECT * FROM mmr._fast_plan_image(s.dimensions, s.distance, s.statements, p_ref,
-                                           p_mod, lower(coalesce(p_method, 'weighted')),
-                                           coalesce(p_params, '{}'), p_k, p_ef_search)
-         WHERE a.planner = '_fast_plan_image'
-        UNION ALL
-        SELECT * FROM mmr._fast_plan_weighted(s.dimensions, s.distance, s.statements,
-                                              p_ref, p_mod, lower(coalesce(p_method, 'weighted')),
-                                              coalesce(p_params, '{}'), p_k, p_ef_search)
-         WHERE a.planner = '_fast_plan_weighted'
-        UNION ALL
-        SELECT * FROM mmr._fast_plan_slerp(s.dimensions, s.distance, s.statements, p_ref,
-                                           p_mod, lower(coalesce(p_method, 'weighted')),
-                                           coalesce(p_params, '{}'), p_k, p_ef_search)
-         WHERE a.planner = '_fast_plan_slerp'
-        UNION ALL
-        SELECT * FROM mmr._fast_plan_weimocir(s.dimensions, s.distance, s.statements,
-                                              p_ref, p_mod, lower(coalesce(p_method, 'weighted')),
-                                              coalesce(p_params, '{}'), p_k, p_ef_search)
-         WHERE a.planner = '_fast_plan_weimocir'
-        UNION ALL
-        SELECT * FROM mmr._fast_plan_pair(s.dimensions, s.distance, s.statements, p_ref,
-                                          p_mod, lower(coalesce(p_method, 'weighted')),
-                                          coalesce(p_params, '{}'), p_k, p_ef_search)
-         WHERE a.planner = '_fast_plan_pair'
-        UNION ALL
-        SELECT * FROM mmr._fast_plan_gqr(s.dimensions, s.distance, s.statements, p_ref,
-                                         p_mod, lower(coalesce(p_method, 'weighted')),
-                                         coalesce(p_params, '{}'), p_k, p_ef_search)
-         WHERE a.planner = '_fast_plan_gqr') b
-     WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
-       AND p_k BETWEEN 1 AND 999 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
-       AND b.sql IS NOT NULL;
-END;
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    CASE mmr._composed_fast_planner(p_method)
+    WHEN '_fast_plan_image' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_image(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_weighted' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_weighted(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_slerp' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_slerp(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_weimocir' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_weimocir(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_pair' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_pair(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_gqr' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_gqr(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    ELSE
+        RETURN;  -- no fast path for the method: the general path
+    END CASE;
+END
+$$;
 
 -- The keys of a not in b (multiset difference, by hashing: x <> ALL (array) compares every pair
 -- of jsonb keys).
