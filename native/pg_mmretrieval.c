@@ -40,6 +40,7 @@
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
@@ -49,6 +50,7 @@
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 #include "utils/typcache.h"
 
@@ -57,8 +59,9 @@ PG_MODULE_MAGIC;
 /* Bumped whenever the SQL side this file calls changes (the planners mmr._search_exec_plan and
  * mmr._composed_exec_plan, the plan type mmr._exec_plan's field names, the reference functions'
  * signatures, mmr._fast_plan for the by-key overload); 089-native.sql checks it.  2: the
- * executor runs SQL-planned statements (issue 14, item 1). */
-#define MMR_NATIVE_ABI 2
+ * executor runs SQL-planned statements (issue 14, item 1).  3: a call without a plan goes to the
+ * general-path functions (mmr._search_general, mmr._composed_search_general). */
+#define MMR_NATIVE_ABI 3
 
 #define SEARCH_NARGS 10
 #define MAX_K 1000
@@ -521,12 +524,13 @@ typedef const char *(*PlannerOf) (FunctionCallInfo fcinfo);
 /*
  * A search entry point: the plan its SQL planner `planner` (or the one `planner_of` names for
  * the call) returns for the call, run; else (no planner, or no plan) its fast path `fast` when it
- * has one; else the PL/pgSQL reference function `reference` with the call's arguments unchanged
- * (same argument types), which is the general path.
+ * has one; else the general-path function `general` (PL/pgSQL) with the call's arguments
+ * unchanged (same argument types): the planner already said no, so the general path runs
+ * without asking it again.
  */
 static Datum
 search_entry(FunctionCallInfo fcinfo, const char *planner, PlannerOf planner_of, FastPath fast,
-			 const char *reference)
+			 const char *general)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum		plan;
@@ -543,7 +547,7 @@ search_entry(FunctionCallInfo fcinfo, const char *planner, PlannerOf planner_of,
 		Oid			types[MAX_ARGS];
 		Datum		values[MAX_ARGS];
 		char		nulls[MAX_ARGS];
-		char	   *sql = call_sql(fcinfo, "key, score", reference, "", types, values, nulls);
+		char	   *sql = call_sql(fcinfo, "key, score", general, "", types, values, nulls);
 
 		if (SPI_execute_plan(statement_plan(sql, PG_NARGS(), types), values, nulls, true, 0)
 			!= SPI_OK_SELECT)
@@ -557,7 +561,7 @@ search_entry(FunctionCallInfo fcinfo, const char *planner, PlannerOf planner_of,
 Datum
 mmr_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, "mmr._search_exec_plan", NULL, NULL, "mmr._search_plpgsql");
+	return search_entry(fcinfo, "mmr._search_exec_plan", NULL, NULL, "mmr._search_general");
 }
 
 /*
@@ -744,10 +748,39 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 	return true;
 }
 
+/* The planner names mmr._composed_fast_planner gave, by the method argument as passed (NULL
+ * too), for the session: its answer depends on the method alone, so one query per method; any
+ * change to pg_proc (an upgrade re-creating the functions) forgets them (planner_names_reset). */
+#define MAX_PLANNER_NAMES 32
+
+typedef struct PlannerName
+{
+	char	   *method;			/* NULL: the method argument was NULL */
+	char	   *planner;		/* "mmr.<builder>", or NULL: no fast path for the method */
+} PlannerName;
+
+static PlannerName planner_names[MAX_PLANNER_NAMES];
+static int	n_planner_names = 0;
+static bool planner_names_callback = false;
+
+static void
+planner_names_reset(Datum arg, int cacheid, uint32 hashvalue)
+{
+	for (int i = 0; i < n_planner_names; i++)
+	{
+		if (planner_names[i].method != NULL)
+			pfree(planner_names[i].method);
+		if (planner_names[i].planner != NULL)
+			pfree(planner_names[i].planner);
+	}
+	n_planner_names = 0;
+}
+
 /*
  * The planner of the call's method (argument 4): mmr._composed_fast_planner names it (the
  * method table's builder, e.g. mmr._fast_plan_weighted), so that the kept plan of each method
- * is its own small statement; NULL when no fast path serves the method.
+ * is its own small statement; NULL when no fast path serves the method.  Asked once per method
+ * and session (planner_names).
  */
 static const char *
 composed_planner(FunctionCallInfo fcinfo)
@@ -755,18 +788,38 @@ composed_planner(FunctionCallInfo fcinfo)
 	Oid			types[1] = {TEXTOID};
 	Datum		args[1] = {PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4)};
 	char		nulls[1] = {PG_ARGISNULL(4) ? 'n' : ' '};
+	char	   *method = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
 	char	   *name;
+	char	   *planner;
 
+	for (int i = 0; i < n_planner_names; i++)
+		if (method == NULL ? planner_names[i].method == NULL
+			: planner_names[i].method != NULL && strcmp(planner_names[i].method, method) == 0)
+			return planner_names[i].planner;
 	if (!one_row("SELECT mmr._composed_fast_planner($1)", 1, types, args, nulls))
 		return NULL;
 	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	return name == NULL ? NULL : psprintf("mmr.%s", quote_identifier(name));
+	planner = name == NULL ? NULL : psprintf("mmr.%s", quote_identifier(name));
+	if (!planner_names_callback)
+	{
+		CacheRegisterSyscacheCallback(PROCOID, planner_names_reset, (Datum) 0);
+		planner_names_callback = true;
+	}
+	if (n_planner_names < MAX_PLANNER_NAMES)
+	{
+		planner_names[n_planner_names].method =
+			method == NULL ? NULL : MemoryContextStrdup(TopMemoryContext, method);
+		planner_names[n_planner_names].planner =
+			planner == NULL ? NULL : MemoryContextStrdup(TopMemoryContext, planner);
+		n_planner_names++;
+	}
+	return planner;
 }
 
 Datum
 mmr_composed_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, NULL, composed_planner, NULL, "mmr._composed_search_plpgsql");
+	return search_entry(fcinfo, NULL, composed_planner, NULL, "mmr._composed_search_general");
 }
 
 /* One vector leg of WeiMoCIR (mmr._leg_agg): the keys and scores of the n nearest rows, best

@@ -478,11 +478,13 @@ BEGIN
 END
 $$;
 
--- mmr.search's reference implementation and general path.  mmr.search itself is created from
--- it by 089-native.sql: the native fast path (native/pg_mmretrieval.c), which hands every call
--- that is not the plain fast path to this function, or, without the native library, a copy of
--- this function under the public name.
-CREATE OR REPLACE FUNCTION mmr._search_plpgsql(
+-- mmr.search's general path: every call its planner (mmr._search_exec_plan) gave no plan (a
+-- filter, a reranker, max_scan_tuples, an argument out of range, an unknown space, a wrong
+-- dimension, a zero vector, any NULL), which this function checks and raises the explanatory
+-- errors for.  Both executors call it once the planner said no: the native module directly (it
+-- ran the planner itself), the PL/pgSQL binding from mmr._search_plpgsql; callers whose calls
+-- never take the fast path (mmr.diversify_search: always a reranker) call it directly.
+CREATE OR REPLACE FUNCTION mmr._search_general(
     collection text,
     space text,
     query @extschema:vector@.vector,
@@ -504,9 +506,51 @@ SET hnsw.iterative_scan = off
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection;
-    s mmr._space;
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
     p mmr._search_plan;
+    got bigint;
+BEGIN
+    IF rerank IS NULL THEN
+        PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples, c, filter);
+        RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < k THEN
+            PERFORM mmr._notice_unsearchable(s.id);
+        END IF;
+        RETURN;
+    END IF;
+    p := mmr._single_plan(c, s, query, mmr._rerank_depth(k, rerank, rerank_depth), filter, NULL,
+                          ef_search, max_scan_tuples);
+    RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+END
+$$;
+
+-- mmr.search's reference implementation (the PL/pgSQL binding): the fast path when its planner
+-- (mmr._search_exec_plan) gives a plan, else the general path (mmr._search_general).
+-- mmr.search itself is created from it by 089-native.sql: the native executor
+-- (native/pg_mmretrieval.c), which runs the same planner and hands every call it gives no plan
+-- to mmr._search_general, or, without the native library, a copy of this function under the
+-- public name.
+CREATE OR REPLACE FUNCTION mmr._search_plpgsql(
+    collection text,
+    space text,
+    query @extschema:vector@.vector,
+    k int DEFAULT 10,
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
     x mmr._exec_plan;
     got bigint;
 BEGIN
@@ -526,20 +570,9 @@ BEGIN
         END IF;
         RETURN;
     END IF;
-    c := mmr._collection_row(collection);
-    s := mmr._space_row(c.id, collection, space);
-    IF rerank IS NULL THEN
-        PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples, c, filter);
-        RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
-        GET DIAGNOSTICS got = ROW_COUNT;
-        IF got < k THEN
-            PERFORM mmr._notice_unsearchable(s.id);
-        END IF;
-        RETURN;
-    END IF;
-    p := mmr._single_plan(c, s, query, mmr._rerank_depth(k, rerank, rerank_depth), filter, NULL,
-                          ef_search, max_scan_tuples);
-    RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    RETURN QUERY SELECT * FROM mmr._search_general(collection, space, query, k, filter,
+                                                   ef_search, max_scan_tuples, rerank,
+                                                   rerank_depth, rerank_params);
 END
 $$;
 

@@ -1011,9 +1011,53 @@ BEGIN
 END
 $$;
 
--- mmr.composed_search with the reference as a vector: the reference implementation and general
--- path; 089-native.sql creates the public function from it (natively or as a copy), as for
--- mmr.search.
+-- mmr.composed_search's general path with the reference as a vector: every call its planner
+-- (mmr._composed_exec_plan, or the method's builder natively) gave no plan; mmr._composed_plan
+-- checks the arguments and raises the explanatory errors.  Both executors call it once the
+-- planner said no: the native module directly, the PL/pgSQL binding from
+-- mmr._composed_search_plpgsql.
+CREATE OR REPLACE FUNCTION mmr._composed_search_general(
+    collection text,
+    space text,
+    reference @extschema:vector@.vector,
+    modifier @extschema:vector@.vector,
+    method text DEFAULT 'weighted',
+    k int DEFAULT 10,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    p mmr._search_plan;
+BEGIN
+    p := mmr._composed_plan(c, s, reference, modifier, method,
+                            mmr._rerank_depth(k, rerank, rerank_depth), params, filter, NULL, NULL,
+                            ef_search, max_scan_tuples);
+    IF rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    END IF;
+END
+$$;
+
+-- mmr.composed_search with the reference as a vector: the reference implementation (the
+-- PL/pgSQL binding): the fast path when its planner (mmr._composed_exec_plan) gives a plan, else
+-- the general path (mmr._composed_search_general); 089-native.sql creates the public function
+-- from it (natively or as a copy), as for mmr.search.
 CREATE OR REPLACE FUNCTION mmr._composed_search_plpgsql(
     collection text,
     space text,
@@ -1036,15 +1080,12 @@ SET hnsw.iterative_scan = off
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection;
-    s mmr._space;
-    p mmr._search_plan;
     x mmr._exec_plan;
     got bigint;
 BEGIN
     -- Fast path (mmr._composed_exec_plan decides): the space's cached statements; anything
-    -- else, or any invalid argument, takes the general path below, which raises the
-    -- explanatory errors.
+    -- else, or any invalid argument, takes the general path, which raises the explanatory
+    -- errors.
     SELECT * INTO x FROM mmr._composed_exec_plan(collection, space, reference, modifier, method,
                                                  k, params, filter, ef_search, max_scan_tuples,
                                                  rerank, rerank_depth, rerank_params);
@@ -1059,17 +1100,9 @@ BEGIN
         END IF;
         RETURN;
     END IF;
-    c := mmr._collection_row(collection);
-    s := mmr._space_row(c.id, collection, space);
-    p := mmr._composed_plan(c, s, reference, modifier, method,
-                            mmr._rerank_depth(k, rerank, rerank_depth), params, filter, NULL, NULL,
-                            ef_search, max_scan_tuples);
-    IF rerank IS NULL THEN
-        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
-                                         p.aux, p.qtext;
-    ELSE
-        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
-    END IF;
+    RETURN QUERY SELECT * FROM mmr._composed_search_general(
+        collection, space, reference, modifier, method, k, params, filter, ef_search,
+        max_scan_tuples, rerank, rerank_depth, rerank_params);
 END
 $$;
 
