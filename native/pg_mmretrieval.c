@@ -10,11 +10,11 @@
  *
  * What: mmr.search(collection, space, query, k, filter, ef_search, max_scan_tuples, rerank,
  * rerank_depth, rerank_params) with the same contract as the PL/pgSQL function
- * mmr._search_plpgsql (sql/idempotent/045-search.sql), which stays the reference and the
- * general path: every call that is not the plain fast path (a filter, a reranker,
- * max_scan_tuples, k or ef_search out of range, an unknown space, a wrong dimension, a zero
- * vector, any NULL) is handed to it unchanged, so errors and general-path behaviour are one
- * implementation.  The fast path itself mirrors the PL/pgSQL one:
+ * mmr._search_plpgsql (sql/idempotent/045-search.sql), which stays the reference: every call
+ * its planner gives no plan (a filter, a reranker, max_scan_tuples, k or ef_search out of
+ * range, an unknown space, a wrong dimension, a zero vector, any NULL) is handed unchanged to
+ * the general path mmr._search_general, which the reference calls too, so errors and
+ * general-path behaviour are one implementation.  The fast path itself mirrors the PL/pgSQL one:
  *   1. the space's cached `search` statement (mmr._active_space);
  *   2. hnsw.ef_search raised to k (or to ef_search) for the call;
  *   3. the statement with hnsw.iterative_scan off (the function's SET clause);
