@@ -10,11 +10,11 @@
  *
  * What: mmr.search(collection, space, query, k, filter, ef_search, max_scan_tuples, rerank,
  * rerank_depth, rerank_params) with the same contract as the PL/pgSQL function
- * mmr._search_plpgsql (sql/idempotent/045-search.sql), which stays the reference and the
- * general path: every call that is not the plain fast path (a filter, a reranker,
- * max_scan_tuples, k or ef_search out of range, an unknown space, a wrong dimension, a zero
- * vector, any NULL) is handed to it unchanged, so errors and general-path behaviour are one
- * implementation.  The fast path itself mirrors the PL/pgSQL one:
+ * mmr._search_plpgsql (sql/idempotent/045-search.sql), which stays the reference: every call
+ * its planner gives no plan (a filter, a reranker, max_scan_tuples, k or ef_search out of
+ * range, an unknown space, a wrong dimension, a zero vector, any NULL) is handed unchanged to
+ * the general path mmr._search_general, which the reference calls too, so errors and
+ * general-path behaviour are one implementation.  The fast path itself mirrors the PL/pgSQL one:
  *   1. the space's cached `search` statement (mmr._active_space);
  *   2. hnsw.ef_search raised to k (or to ef_search) for the call;
  *   3. the statement with hnsw.iterative_scan off (the function's SET clause);
@@ -30,6 +30,7 @@
 
 #include <math.h>
 
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/spi_priv.h"
@@ -39,6 +40,7 @@
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
@@ -48,13 +50,18 @@
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
+#include "utils/typcache.h"
 
 PG_MODULE_MAGIC;
 
-/* Bumped whenever the SQL side (mmr._search_plpgsql's signature, mmr._active_space's
- * columns) changes in a way this file depends on; 089-native.sql checks it. */
-#define MMR_NATIVE_ABI 1
+/* Bumped whenever the SQL side this file calls changes (the planners mmr._search_exec_plan and
+ * mmr._composed_exec_plan, the plan type mmr._exec_plan's field names, the reference functions'
+ * signatures, mmr._fast_plan for the by-key overload); 089-native.sql checks it.  2: the
+ * executor runs SQL-planned statements (issue 14, item 1).  3: a call without a plan goes to the
+ * general-path functions (mmr._search_general, mmr._composed_search_general). */
+#define MMR_NATIVE_ABI 3
 
 #define SEARCH_NARGS 10
 #define MAX_K 1000
@@ -86,7 +93,6 @@ static int	n_cached = 0;
 PG_FUNCTION_INFO_V1(mmr_native_abi);
 PG_FUNCTION_INFO_V1(mmr_search);
 PG_FUNCTION_INFO_V1(mmr_composed_search);
-PG_FUNCTION_INFO_V1(mmr_gqr_refine);
 PG_FUNCTION_INFO_V1(mmr_composed_search_key);
 
 Datum
@@ -235,27 +241,6 @@ raise_ef_search(int32 rows, FunctionCallInfo fcinfo, int ef_arg)
 	}
 }
 
-/* A general path: the PL/pgSQL reference function `sql` with the caller's arguments,
- * unchanged (errors and all). */
-static void
-run_general(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const char *sql, int nargs,
-			const Oid *types)
-{
-	Datum		values[MAX_ARGS];
-	char		nulls[MAX_ARGS];
-	int			i;
-
-	for (i = 0; i < nargs; i++)
-	{
-		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-	}
-	if (SPI_execute_plan(statement_plan(sql, nargs, types), values, nulls, true, 0)
-		!= SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: the general path failed");
-	append_rows(rsinfo);
-}
-
 /* A space on the fast path (mmr._active_space, as a join: the SQL function is not inlined
  * and costs ~60 us per call as a function scan). */
 typedef struct FastSpace
@@ -341,14 +326,6 @@ check_vector(PgVector *v, const FastSpace *space)
 	return v;
 }
 
-static PgVector *
-fast_vector(FunctionCallInfo fcinfo, int arg, const FastSpace *space)
-{
-	if (PG_ARGISNULL(arg))
-		return NULL;
-	return check_vector((PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(arg)), space);
-}
-
 /* A short scan's rest (invisible index entries or a tiny table): iterative scans on for the
  * rest of the call (mmr._top_up_scan), then `rest`, its rows appended. */
 static void
@@ -361,50 +338,11 @@ run_rest(ReturnSetInfo *rsinfo, const char *rest, int nargs, Oid *types, Datum *
 	append_rows(rsinfo);
 }
 
-/* Still fewer rows than asked after the top-up: mmr._notice_unsearchable says why when rows of
- * the space are queued and no worker can embed them (a rare path, like the top-up). */
-static void
-notice_unsearchable(const FastSpace *space)
-{
-	Oid			types[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(space->id)};
-
-	if (SPI_execute_with_args("SELECT mmr._notice_unsearchable($1)", 1, types, args, NULL, true, 0)
-		!= SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: mmr._notice_unsearchable failed");
-}
-
 /* A single-vector statement continued past the `got` rows it returned (mmr._offset_sql). */
 static char *
 offset_sql(const char *sql, uint64 got)
 {
 	return psprintf("SELECT * FROM (%s) x OFFSET " UINT64_FORMAT, sql, got);
-}
-
-/* One vector through the space's search statement: the k nearest rows, with hnsw.ef_search
- * raised to ef_rows (or to the ef_search argument), and a short scan topped up. */
-static void
-run_single(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *space,
-		   PgVector *query, int32 k, int32 ef_rows, int ef_arg)
-{
-	Oid			types[2] = {get_fn_expr_argtype(fcinfo->flinfo, 2), INT4OID};
-	Datum		args[2];
-	uint64		got;
-
-	raise_ef_search(ef_rows, fcinfo, ef_arg);
-	args[0] = PointerGetDatum(query);
-	args[1] = Int32GetDatum(k);
-	if (SPI_execute_plan(statement_plan(space->search_sql, 2, types), args, NULL, true, 0)
-		!= SPI_OK_SELECT)
-		elog(ERROR, "pg_mmretrieval native: search statement failed");
-	got = SPI_processed;
-	append_rows(rsinfo);
-	if (got < (uint64) k)
-	{
-		run_rest(rsinfo, offset_sql(space->search_sql, got), 2, types, args, NULL);
-		if (got + SPI_processed < (uint64) k)
-			notice_unsearchable(space);
-	}
 }
 
 /* mmr._fast_path_allowed (045-search.sql): max_scan_tuples (argument mst_arg) unset or equal
@@ -431,61 +369,190 @@ fast_bounds(FunctionCallInfo fcinfo, int k_arg, int32 max_k, int ef_arg)
 		|| (PG_GETARG_INT32(ef_arg) >= 1 && PG_GETARG_INT32(ef_arg) <= MAX_K);
 }
 
-/* mmr.search's fast path; false when the call belongs to the general path. */
-static bool
-run_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+/* A plan (mmr._exec_plan, sql/incremental/007-00-search.sql) as a tuple with its descriptor. */
+typedef struct ExecPlan
 {
-	FastSpace	space;
-	PgVector   *query;
+	HeapTupleData tuple;
+	TupleDesc	desc;
+	Oid			type;
+} ExecPlan;
+
+/* A field of a plan by name (its type in *type when asked). */
+static Datum
+plan_field(const ExecPlan *plan, const char *name, bool *isnull, Oid *type)
+{
+	for (int i = 0; i < plan->desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(plan->desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+		{
+			if (type != NULL)
+				*type = att->atttypid;
+			return heap_getattr((HeapTuple) &plan->tuple, i + 1, plan->desc, isnull);
+		}
+	}
+	elog(ERROR, "pg_mmretrieval native: a plan has no field \"%s\"", name);
+	return (Datum) 0;			/* not reached */
+}
+
+/*
+ * Run a plan: hnsw.ef_search set to its ef_search (when given, for the rest of the call: the
+ * function's SET clause restores it), its statement with the plan fields its `args` name as
+ * $1, $2, ... (a kept plan per statement text and argument types), then, when the statement
+ * returned fewer than k rows and the plan has a rest, mmr._exec_rest (a rare path).
+ */
+static void
+run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
+{
+	HeapTupleHeader td = DatumGetHeapTupleHeader(plan_datum);
+	ExecPlan	plan;
+	Datum		value;
+	bool		isnull;
+	char	   *sql;
+	Datum	   *names;
+	bool	   *name_nulls;
+	int			nargs;
+	Oid			types[MAX_ARGS];
+	Datum		args[MAX_ARGS];
+	char		nulls[MAX_ARGS];
+	uint64		got;
 	int32		k;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+	plan.tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&plan.tuple.t_self);
+	plan.tuple.t_tableOid = InvalidOid;
+	plan.tuple.t_data = td;
+	plan.type = HeapTupleHeaderGetTypeId(td);
+	plan.desc = lookup_rowtype_tupdesc(plan.type, HeapTupleHeaderGetTypMod(td));
+
+	sql = TextDatumGetCString(plan_field(&plan, "sql", &isnull, NULL));
+	value = plan_field(&plan, "ef_search", &isnull, NULL);
+	if (!isnull)
+	{
+		char		buf[16];
+
+		snprintf(buf, sizeof(buf), "%d", DatumGetInt32(value));
+		set_local("hnsw.ef_search", buf);
+	}
+	value = plan_field(&plan, "args", &isnull, NULL);
+	if (isnull)
+		elog(ERROR, "pg_mmretrieval native: a plan without args");
+	deconstruct_array(DatumGetArrayTypeP(value), TEXTOID, -1, false, TYPALIGN_INT, &names,
+					  &name_nulls, &nargs);
+	if (nargs > MAX_ARGS)
+		elog(ERROR, "pg_mmretrieval native: a plan with %d arguments", nargs);
+	for (int i = 0; i < nargs; i++)
+	{
+		args[i] = plan_field(&plan, TextDatumGetCString(names[i]), &isnull, &types[i]);
+		nulls[i] = isnull ? 'n' : ' ';
+	}
+	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, nulls, true, 0)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: a plan's statement failed");
+	got = SPI_processed;
+	append_rows(rsinfo);
+	k = DatumGetInt32(plan_field(&plan, "k", &isnull, NULL));
+	(void) plan_field(&plan, "rest", &isnull, NULL);
+	if (got < (uint64) k && !isnull)
+	{
+		Oid			rest_types[2] = {plan.type, INT8OID};
+		Datum		rest_args[2] = {plan_datum, Int64GetDatum((int64) got)};
+
+		if (SPI_execute_plan(statement_plan("SELECT key, score FROM mmr._exec_rest($1, $2)", 2,
+											rest_types), rest_args, NULL, true, 0)
+			!= SPI_OK_SELECT)
+			elog(ERROR, "pg_mmretrieval native: mmr._exec_rest failed");
+		append_rows(rsinfo);
+	}
+	ReleaseTupleDesc(plan.desc);
+}
+
+/* "SELECT p FROM fn($1, ..., $n) p" (or "SELECT key, score FROM ...") with the call's argument
+ * types, and the call's arguments as values and nulls. */
+static char *
+call_sql(FunctionCallInfo fcinfo, const char *columns, const char *fn, const char *alias,
+		 Oid *types, Datum *values, char *nulls)
+{
+	StringInfoData sql;
+
+	Assert(PG_NARGS() <= MAX_ARGS);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT %s FROM %s(", columns, fn);
+	for (int i = 0; i < PG_NARGS(); i++)
+	{
+		types[i] = get_fn_expr_argtype(fcinfo->flinfo, i);
+		if (!OidIsValid(types[i]))
+			elog(ERROR, "pg_mmretrieval native: argument types unknown");
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		appendStringInfo(&sql, "%s$%d", i == 0 ? "" : ", ", i + 1);
+	}
+	appendStringInfo(&sql, ") %s", alias);
+	return sql.data;
+}
+
+/* The plan the SQL planner `planner` (called with the call's arguments) returns for the call,
+ * copied out of SPI's result; false when it returns none (the call takes the general path). */
+static bool
+plan_of(FunctionCallInfo fcinfo, const char *planner, Datum *plan)
+{
+	Oid			types[MAX_ARGS];
+	Datum		values[MAX_ARGS];
+	char		nulls[MAX_ARGS];
+	char	   *sql = call_sql(fcinfo, "p", planner, "p", types, values, nulls);
+	bool		isnull;
+
+	if (SPI_execute_plan(statement_plan(sql, PG_NARGS(), types), values, nulls, true, 2)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "pg_mmretrieval native: the planner %s failed", planner);
+	if (SPI_processed != 1)
 		return false;
-	if (!PG_ARGISNULL(4) || !fast_path_allowed(fcinfo, 6) || !PG_ARGISNULL(7))
+	*plan = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
 		return false;
-	if (!fast_bounds(fcinfo, 3, MAX_K, 5))
-		return false;
-	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
-		return false;
-	if ((query = fast_vector(fcinfo, 2, &space)) == NULL)
-		return false;
-	k = PG_GETARG_INT32(3);
-	run_single(fcinfo, rsinfo, &space, query, k, k, 5);
+	*plan = PointerGetDatum(PG_DETOAST_DATUM_COPY(*plan));
 	return true;
 }
 
 /* A fast path: true when it answered the call. */
 typedef bool (*FastPath) (FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo);
 
+/* The name of the call's SQL planner, looked up by SQL (NULL: none, the general path). */
+typedef const char *(*PlannerOf) (FunctionCallInfo fcinfo);
+
 /*
- * A search entry point: its fast path, else the PL/pgSQL reference function `reference` with the
- * call's arguments unchanged (same argument types), which is the general path.
+ * A search entry point: the plan its SQL planner `planner` (or the one `planner_of` names for
+ * the call) returns for the call, run; else (no planner, or no plan) its fast path `fast` when it
+ * has one; else the general-path function `general` (PL/pgSQL) with the call's arguments
+ * unchanged (same argument types): the planner already said no, so the general path runs
+ * without asking it again.
  */
 static Datum
-search_entry(FunctionCallInfo fcinfo, FastPath fast, const char *reference)
+search_entry(FunctionCallInfo fcinfo, const char *planner, PlannerOf planner_of, FastPath fast,
+			 const char *general)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		plan;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
-	if (!fast(fcinfo, rsinfo))
+	if (planner_of != NULL)
+		planner = planner_of(fcinfo);
+	if (planner != NULL && plan_of(fcinfo, planner, &plan))
+		run_plan(rsinfo, plan);
+	else if (fast == NULL || !fast(fcinfo, rsinfo))
 	{
 		Oid			types[MAX_ARGS];
-		StringInfoData sql;
+		Datum		values[MAX_ARGS];
+		char		nulls[MAX_ARGS];
+		char	   *sql = call_sql(fcinfo, "key, score", general, "", types, values, nulls);
 
-		Assert(PG_NARGS() <= MAX_ARGS);
-		initStringInfo(&sql);
-		appendStringInfo(&sql, "SELECT key, score FROM %s(", reference);
-		for (int i = 0; i < PG_NARGS(); i++)
-		{
-			types[i] = get_fn_expr_argtype(fcinfo->flinfo, i);
-			if (!OidIsValid(types[i]))
-				elog(ERROR, "pg_mmretrieval native: argument types unknown");
-			appendStringInfo(&sql, "%s$%d", i == 0 ? "" : ", ", i + 1);
-		}
-		appendStringInfoChar(&sql, ')');
-		run_general(fcinfo, rsinfo, sql.data, PG_NARGS(), types);
+		if (SPI_execute_plan(statement_plan(sql, PG_NARGS(), types), values, nulls, true, 0)
+			!= SPI_OK_SELECT)
+			elog(ERROR, "pg_mmretrieval native: the general path failed");
+		append_rows(rsinfo);
 	}
 	SPI_finish();
 	return (Datum) 0;
@@ -494,7 +561,7 @@ search_entry(FunctionCallInfo fcinfo, FastPath fast, const char *reference)
 Datum
 mmr_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, run_fast, "mmr._search_plpgsql");
+	return search_entry(fcinfo, "mmr._search_exec_plan", NULL, NULL, "mmr._search_general");
 }
 
 /*
@@ -547,13 +614,6 @@ params_within(Jsonb *params, const char *const *names, int n_names, bool numbers
 	return true;
 }
 
-/* params (argument 6) is NULL or an object of numbers under the given names only. */
-static bool
-numeric_params(FunctionCallInfo fcinfo, const char *const *names, int n_names)
-{
-	return PG_ARGISNULL(6) || params_within(PG_GETARG_JSONB_P(6), names, n_names, true);
-}
-
 /* mmr._num(params, name, default): a number of params (checked by numeric_params). */
 static double
 num_param(FunctionCallInfo fcinfo, const char *name, double dflt)
@@ -568,26 +628,8 @@ num_param(FunctionCallInfo fcinfo, const char *name, double dflt)
 											  NumericGetDatum(value.val.numeric)));
 }
 
-static int32
-float8_int4(double x)
-{
-	return DatumGetInt32(DirectFunctionCall1(dtoi4, Float8GetDatum(x)));
-}
-
 static Datum value_of(const char *sql, int nargs, const Oid *types, Datum *args,
 					  const char *nulls, bool *isnull);
-
-/* Run a checking statement on params (argument 6, jsonb, NULL allowed): it raises the
- * general path's error for an invalid value. */
-static void
-check_params_sql(FunctionCallInfo fcinfo, const char *sql)
-{
-	Oid			types[1] = {JSONBOID};
-	Datum		args[1] = {PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6)};
-	char		nulls[1] = {PG_ARGISNULL(6) ? 'n' : ' '};
-
-	(void) one_row(sql, 1, types, args, nulls);
-}
 
 /* The candidates per leg (mmr._candidates: params.candidates checked against its bound, at
  * least `floor`, `dflt` when absent), so that the bound is enforced in one place. */
@@ -627,107 +669,6 @@ value_of(const char *sql, int nargs, const Oid *types, Datum *args, const char *
 		return (Datum) 0;
 	}
 	return copy_value(1, isnull);
-}
-
-/*
- * GQR on one space (no caption space or caption query; FUSION.md §2.3), as the general path
- * of mmr._composed_plan computes it: the weighted query z, the candidate pool U of z and of the
- * modifier from the space's cached checked statement (plain scans; a short leg hands the call
- * to the general path), z refined by mmr.gqr_refine, U re-scored by the refined query.
- */
-static bool
-run_gqr_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, const FastSpace *space, int32 k)
-{
-	static const char *const names[] = {"alpha", "a", "temperature", "lr", "steps", "candidates"};
-	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
-	Oid			array_type = get_array_type(vector_type);
-	PgVector   *ref;
-	PgVector   *mod;
-	bool		isnull;
-	Datum		z;
-	Datum		keys;
-	Datum		embeddings;
-	Datum		comp_scores;
-	Datum		refined;
-	int32		n;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	if (!numeric_params(fcinfo, names, lengthof(names)))
-		return false;
-	if ((ref = fast_vector(fcinfo, 2, space)) == NULL || (mod = fast_vector(fcinfo, 3, space)) == NULL)
-		return false;
-	/* The bounds and ranges of GQR's parameters: mmr._check_gqr_params, the general path's own
-	 * check (same errors); then the candidates per leg as the general path computes them. */
-	check_params_sql(fcinfo, "SELECT mmr._check_gqr_params($1)");
-	n = candidates(fcinfo, k + 1, 10);
-
-	{
-		Oid			types[3] = {vector_type, vector_type, FLOAT8OID};
-		Datum		args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
-		Float8GetDatum(num_param(fcinfo, "alpha", 0.5))};
-
-		z = value_of("SELECT mmr.vec_lerp($1, $2, $3)", 3, types, args, NULL, &isnull);
-		if (isnull)
-			return false;
-	}
-	{
-		Oid			union_types[5] = {array_type, INT4OID, JSONBOID, INT4OID, JSONBOID};
-		Datum		union_args[5];
-		char		union_nulls[5] = {' ', ' ', 'n', 'n', 'n'};
-		Datum		elems[2] = {z, PointerGetDatum(mod)};
-		char	   *pool_sql = space_sql(space, "gqr_union_checked");
-
-		if (pool_sql == NULL)
-			return false;
-		get_typlenbyvalalign(vector_type, &typlen, &typbyval, &typalign);
-		union_args[0] = PointerGetDatum(construct_array(elems, 2, vector_type, typlen, typbyval,
-														typalign));
-		union_args[1] = Int32GetDatum(n);
-		union_args[2] = union_args[3] = union_args[4] = (Datum) 0;
-		raise_ef_search(n, fcinfo, 8);
-		if (!one_row(pool_sql, 5, union_types, union_args, union_nulls))
-			elog(ERROR, "pg_mmretrieval native: GQR candidate pool returned no row");
-		/* NULL arrays: a leg came back short, and the general path scans iteratively */
-		keys = copy_value(1, &isnull);
-		if (isnull)
-			return false;
-		embeddings = copy_value(2, &isnull);
-		if (isnull)
-			return false;
-		comp_scores = copy_value(3, &isnull);
-		if (isnull)
-			return false;
-	}
-	{
-		Oid			types[7] = {vector_type, array_type, FLOAT8ARRAYOID, FLOAT8OID, FLOAT8OID,
-		FLOAT8OID, INT4OID};
-		Datum		args[7] = {z, embeddings, comp_scores,
-			Float8GetDatum(num_param(fcinfo, "a", 0.5)),
-			Float8GetDatum(num_param(fcinfo, "temperature", 1)),
-			Float8GetDatum(num_param(fcinfo, "lr", 5e-3)),
-		Int32GetDatum(float8_int4(num_param(fcinfo, "steps", 15)))};
-
-		refined = value_of("SELECT mmr.gqr_refine($1, $2, $3, $4, $5, $6, $7)", 7, types,
-						   args, NULL, &isnull);
-		if (isnull)
-			return false;
-	}
-	{
-		/* The general path's final statement (mmr._composed_plan, method gqr). */
-		Oid			types[4] = {vector_type, JSONBARRAYOID, array_type, INT4OID};
-		Datum		args[4] = {refined, keys, embeddings, Int32GetDatum(k)};
-
-		if (SPI_execute_plan(statement_plan(
-			"SELECT (pg_catalog.to_jsonb($2) -> (u.i::int - 1)) AS key, "
-			"mmr.vec_dot($1, u.v) AS score FROM unnest($3) WITH ORDINALITY u(v, i) "
-			"ORDER BY score DESC, key LIMIT $4", 4, types), args, NULL, true, 0)
-			!= SPI_OK_SELECT)
-			elog(ERROR, "pg_mmretrieval native: GQR re-scoring failed");
-		append_rows(rsinfo);
-	}
-	return true;
 }
 
 /*
@@ -807,277 +748,78 @@ run_fast_plan(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo, int32 space_id, Da
 	return true;
 }
 
-static bool
-run_composed_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+/* The planner names mmr._composed_fast_planner gave, by the method argument as passed (NULL
+ * too), for the session: its answer depends on the method alone, so one query per method; any
+ * change to pg_proc (an upgrade re-creating the functions) forgets them (planner_names_reset). */
+#define MAX_PLANNER_NAMES 32
+
+typedef struct PlannerName
 {
-	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 2);
-	FastSpace	space;
-	bool		isnull;
-	int32		k;
+	char	   *method;			/* NULL: the method argument was NULL */
+	char	   *planner;		/* "mmr.<builder>", or NULL: no fast path for the method */
+} PlannerName;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		return false;
-	if (!PG_ARGISNULL(7) || !fast_path_allowed(fcinfo, 9) || !PG_ARGISNULL(10))
-		return false;
-	if (!fast_bounds(fcinfo, 5, MAX_K - 1, 8))
-		return false;
-	k = PG_GETARG_INT32(5);
-	if (!lookup_space(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &space))
-		return false;
+static PlannerName planner_names[MAX_PLANNER_NAMES];
+static int	n_planner_names = 0;
+static bool planner_names_callback = false;
 
-	/* image_only / text_only: the reference (or the modifier) through the search statement,
-	 * as mmr._fast_plan's `single` statement with k + 1 rows per scan (its ef_search). */
-	if (numeric_params(fcinfo, NULL, 0)
-		&& (is_method(fcinfo, "image_only") || is_method(fcinfo, "text_only")))
+static void
+planner_names_reset(Datum arg, int cacheid, uint32 hashvalue)
+{
+	for (int i = 0; i < n_planner_names; i++)
 	{
-		PgVector   *ref = fast_vector(fcinfo, 2, &space);
-		PgVector   *query = ref;
-
-		if (ref != NULL && is_method(fcinfo, "text_only"))
-			query = fast_vector(fcinfo, 3, &space);
-		if (query == NULL)
-			return false;
-		run_single(fcinfo, rsinfo, &space, query, k, k + 1, 8);
-		return true;
+		if (planner_names[i].method != NULL)
+			pfree(planner_names[i].method);
+		if (planner_names[i].planner != NULL)
+			pfree(planner_names[i].planner);
 	}
+	n_planner_names = 0;
+}
 
-	/* weighted / slerp: the fused vector (mmr.vec_lerp / mmr.vec_slerp, as mmr._fast_plan
-	 * computes it) through the search statement. */
-	if (is_method(fcinfo, "weighted") || is_method(fcinfo, "slerp"))
+/*
+ * The planner of the call's method (argument 4): mmr._composed_fast_planner names it (the
+ * method table's builder, e.g. mmr._fast_plan_weighted), so that the kept plan of each method
+ * is its own small statement; NULL when no fast path serves the method.  Asked once per method
+ * and session (planner_names).
+ */
+static const char *
+composed_planner(FunctionCallInfo fcinfo)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4)};
+	char		nulls[1] = {PG_ARGISNULL(4) ? 'n' : ' '};
+	char	   *method = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	char	   *name;
+	char	   *planner;
+
+	for (int i = 0; i < n_planner_names; i++)
+		if (method == NULL ? planner_names[i].method == NULL
+			: planner_names[i].method != NULL && strcmp(planner_names[i].method, method) == 0)
+			return planner_names[i].planner;
+	if (!one_row("SELECT mmr._composed_fast_planner($1)", 1, types, args, nulls))
+		return NULL;
+	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	planner = name == NULL ? NULL : psprintf("mmr.%s", quote_identifier(name));
+	if (!planner_names_callback)
 	{
-		PgVector   *ref = fast_vector(fcinfo, 2, &space);
-		PgVector   *mod = ref == NULL ? NULL : fast_vector(fcinfo, 3, &space);
-		static const char *const alpha[] = {"alpha"};
-
-		if (mod != NULL && numeric_params(fcinfo, alpha, 1))
-		{
-			Oid			fuse_types[3] = {vector_type, vector_type, FLOAT8OID};
-			Datum		fuse_args[3] = {PointerGetDatum(ref), PointerGetDatum(mod),
-			Float8GetDatum(num_param(fcinfo, "alpha", 0.5))};
-			PgVector   *fused;
-			Datum		fused_value;
-
-			fused_value = value_of(is_method(fcinfo, "weighted")
-								   ? "SELECT mmr.vec_lerp($1, $2, $3)"
-								   : "SELECT mmr.vec_slerp($1, $2, $3)",
-								   3, fuse_types, fuse_args, NULL, &isnull);
-			if (isnull)
-				return false;
-			fused = (PgVector *) PG_DETOAST_DATUM(fused_value);
-			run_single(fcinfo, rsinfo, &space, fused, k, k + 1, 8);
-			return true;
-		}
+		CacheRegisterSyscacheCallback(PROCOID, planner_names_reset, (Datum) 0);
+		planner_names_callback = true;
 	}
-
-	if (is_method(fcinfo, "gqr"))
-		return run_gqr_fast(fcinfo, rsinfo, &space, k);
-
-	/* Every other method: mmr._fast_plan decides and builds the query vectors. */
-	return run_fast_plan(fcinfo, rsinfo, space.id, PG_GETARG_DATUM(2), (Datum) 0, false);
+	if (n_planner_names < MAX_PLANNER_NAMES)
+	{
+		planner_names[n_planner_names].method =
+			method == NULL ? NULL : MemoryContextStrdup(TopMemoryContext, method);
+		planner_names[n_planner_names].planner =
+			planner == NULL ? NULL : MemoryContextStrdup(TopMemoryContext, planner);
+		n_planner_names++;
+	}
+	return planner;
 }
 
 Datum
 mmr_composed_search(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, run_composed_fast, "mmr._composed_search_plpgsql");
-}
-
-/* softmax(x / t) into out (max-shifted, as mmr.softmax). */
-static void
-softmax(const double *x, int n, double t, double *out)
-{
-	double		mx = x[0];
-	double		tot = 0.0;
-
-	for (int i = 1; i < n; i++)
-		mx = Max(mx, x[i]);
-	for (int i = 0; i < n; i++)
-	{
-		out[i] = exp((x[i] - mx) / t);
-		tot += out[i];
-	}
-	for (int i = 0; i < n; i++)
-		out[i] /= tot;
-}
-
-static double
-dot(const PgVector *a, const PgVector *b)
-{
-	double		sum = 0.0;
-
-	for (int i = 0; i < a->dim; i++)
-		sum += (double) a->x[i] * (double) b->x[i];
-	return sum;
-}
-
-/*
- * mmr.gqr_refine(z, d, s2, a, t, lr, steps): the steps of mmr._gqr_refine_plpgsql (FUSION.md
- * §2.3: gradient descent on KL(m || softmax(z D^T / t)), run on the coefficients of z in
- * z0 + span(d) with the Gram matrix) in double precision.  NULL arguments or elements, and
- * vectors of another dimension than z, go to the PL/pgSQL function (its result or its error).
- */
-Datum
-mmr_gqr_refine(PG_FUNCTION_ARGS)
-{
-	Oid			vector_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
-	PgVector   *z;
-	ArrayType  *d_arr;
-	ArrayType  *s2_arr;
-	Datum	   *d_elems;
-	bool	   *d_nulls;
-	Datum	   *s2_elems;
-	bool	   *s2_nulls;
-	int			n;
-	int			n_s2;
-	double		a,
-				t,
-				lr;
-	int32		steps;
-	PgVector  **d;
-	double	   *b,
-			   *s2,
-			   *target,
-			   *p,
-			   *gram,
-			   *c,
-			   *sc;
-	PgVector   *result;
-	bool		delegate = false;
-
-	for (int i = 0; i < 7; i++)
-		delegate = delegate || PG_ARGISNULL(i);
-	if (!delegate)
-	{
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-
-		z = (PgVector *) PG_DETOAST_DATUM(PG_GETARG_DATUM(0));
-		d_arr = PG_GETARG_ARRAYTYPE_P(1);
-		s2_arr = PG_GETARG_ARRAYTYPE_P(2);
-		get_typlenbyvalalign(ARR_ELEMTYPE(d_arr), &typlen, &typbyval, &typalign);
-		deconstruct_array(d_arr, ARR_ELEMTYPE(d_arr), typlen, typbyval, typalign, &d_elems,
-						  &d_nulls, &n);
-		deconstruct_array(s2_arr, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &s2_elems,
-						  &s2_nulls, &n_s2);
-		for (int i = 0; i < n && !delegate; i++)
-		{
-			CHECK_FOR_INTERRUPTS();
-			delegate = d_nulls[i] || ((PgVector *) PG_DETOAST_DATUM(d_elems[i]))->dim != z->dim;
-		}
-		for (int i = 0; i < n_s2; i++)
-			delegate = delegate || s2_nulls[i];
-	}
-	if (delegate)
-	{
-		Oid			types[7] = {vector_type, get_array_type(vector_type), FLOAT8ARRAYOID,
-		FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID};
-		Datum		args[7];
-		char		nulls[7];
-		Datum		value;
-		bool		isnull;
-
-		for (int i = 0; i < 7; i++)
-		{
-			args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-			nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-		}
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
-		value = value_of("SELECT mmr._gqr_refine_plpgsql($1, $2, $3, $4, $5, $6, $7)", 7,
-						 types, args, nulls, &isnull);
-		value = isnull ? (Datum) 0 : SPI_datumTransfer(value, false, -1);
-		SPI_finish();
-		if (isnull)
-			PG_RETURN_NULL();
-		PG_RETURN_DATUM(value);
-	}
-	if (n != n_s2)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("gqr_refine: %d candidate vectors but %d complementary scores", n, n_s2)));
-	a = PG_GETARG_FLOAT8(3);
-	t = PG_GETARG_FLOAT8(4);
-	lr = PG_GETARG_FLOAT8(5);
-	steps = PG_GETARG_INT32(6);
-	{
-		/* The bounds (steps, candidate vectors) and ranges (t > 0, 0 <= a <= 1, lr >= 0):
-		 * mmr._check_gqr, the one check of both implementations. */
-		Oid			types[5] = {INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
-		Datum		args[5] = {Int32GetDatum(n), Float8GetDatum(a), Float8GetDatum(t),
-		Float8GetDatum(lr), Float8GetDatum((double) steps)};
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
-		(void) one_row("SELECT mmr._check_gqr($1, $2, $3, $4, $5)", 5, types, args, NULL);
-		SPI_finish();
-	}
-	if (n == 0 || steps == 0)
-		PG_RETURN_POINTER(z);
-
-	d = palloc(sizeof(PgVector *) * n);
-	b = palloc(sizeof(double) * n);
-	s2 = palloc(sizeof(double) * n);
-	target = palloc(sizeof(double) * n);
-	p = palloc(sizeof(double) * n);
-	sc = palloc(sizeof(double) * n);
-	c = palloc0(sizeof(double) * n);
-	gram = palloc(sizeof(double) * n * n);
-	for (int i = 0; i < n; i++)
-	{
-		d[i] = (PgVector *) PG_DETOAST_DATUM(d_elems[i]);
-		s2[i] = DatumGetFloat8(s2_elems[i]);
-	}
-	/* Every loop below is O(n^2 dim) or O(steps n^2): cancellable (statement_timeout, a
-	 * cancel request) once per row of the Gram matrix and once per row of each step. */
-	for (int i = 0; i < n; i++)
-	{
-		CHECK_FOR_INTERRUPTS();
-		b[i] = dot(z, d[i]);
-		for (int j = 0; j <= i; j++)
-			gram[i * n + j] = gram[j * n + i] = dot(d[i], d[j]);
-	}
-	/* m = (1 - a) softmax(b / t) + a softmax(s2 / t) (mmr.gqr_target) */
-	softmax(b, n, t, target);
-	softmax(s2, n, t, p);
-	for (int i = 0; i < n; i++)
-		target[i] = (1 - a) * target[i] + a * p[i];
-	for (int step = 0; step < steps; step++)
-	{
-		CHECK_FOR_INTERRUPTS();
-		for (int i = 0; i < n; i++)
-		{
-			if ((i & 63) == 63)
-				CHECK_FOR_INTERRUPTS();
-			sc[i] = b[i];
-			for (int j = 0; j < n; j++)
-				sc[i] += gram[i * n + j] * c[j];
-		}
-		softmax(sc, n, t, p);
-		for (int i = 0; i < n; i++)
-			c[i] -= lr * (p[i] - target[i]) / t;
-	}
-	result = (PgVector *) palloc0(VARSIZE(z));
-	SET_VARSIZE(result, VARSIZE(z));
-	result->dim = z->dim;
-	for (int k = 0; k < z->dim; k++)
-	{
-		double		x = z->x[k];
-
-		CHECK_FOR_INTERRUPTS();
-		for (int i = 0; i < n; i++)
-			x += c[i] * d[i]->x[k];
-		result->x[k] = (float) x;
-		/* Never a non-finite query (it would score NaN, or be stored as zeros): the same
-		 * error as the PL/pgSQL implementation. */
-		if (!isfinite(result->x[k]))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("gqr_refine: the refined query is not finite"),
-					 errhint("Lower lr or the number of steps, or raise the temperature; check "
-							 "the candidate vectors for huge values.")));
-	}
-	PG_RETURN_POINTER(result);
+	return search_entry(fcinfo, NULL, composed_planner, NULL, "mmr._composed_search_general");
 }
 
 /* One vector leg of WeiMoCIR (mmr._leg_agg): the keys and scores of the n nearest rows, best
@@ -1317,5 +1059,5 @@ run_key_fast(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
 Datum
 mmr_composed_search_key(PG_FUNCTION_ARGS)
 {
-	return search_entry(fcinfo, run_key_fast, "mmr._composed_search_key_plpgsql");
+	return search_entry(fcinfo, NULL, NULL, run_key_fast, "mmr._composed_search_key_plpgsql");
 }

@@ -124,3 +124,45 @@ def test_uninstall_removes_everything_but_the_users_tables(empty_db_url: str) ->
         conn.execute("INSERT INTO keep_me VALUES (2, 'y')")  # no dangling trigger
     assert install.current(empty_db_url).current is None
     assert _mmr(empty_db_url, "db", "uninstall", "--yes").returncode == 0  # idempotent
+
+
+# Citus (019-citus.sql) follows pg_depend from a function to the composite types it uses and,
+# from such a type's relation, to every function that depends on that relation (its SQL body
+# reads the type's fields: a BEGIN ATOMIC body selecting `f.sql` from a function returning
+# mmr._search_plan records one row per field read).  So one planner reading plan-type fields
+# made every function taking the plan type depend, for Citus, on what that planner reads (the
+# catalog table mmr._space, not in Citus' metadata), and `REVOKE ... ON ALL FUNCTIONS IN SCHEMA
+# mmr` and `citus_add_node` failed with 0A000 (tests/test_citus_rebalance.py).  The rule: no
+# function depends on the relation of a composite type of schema mmr (the plan types): the
+# planners read the catalog through mmr._fast_space's columns and build plans from columns.
+PLAN_TYPE_READERS = """
+SELECT p.oid::regprocedure::text AS function, t.oid::regclass::text AS relation,
+       t.relkind::text AS kind, count(*) AS fields
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_proc p ON d.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = d.objid
+  JOIN pg_catalog.pg_class t ON d.refclassid = 'pg_catalog.pg_class'::regclass
+                            AND t.oid = d.refobjid
+ WHERE p.pronamespace = 'mmr'::regnamespace AND t.relnamespace = 'mmr'::regnamespace
+   AND d.deptype = 'n' AND t.relkind = 'c'
+ GROUP BY 1, 2, 3 ORDER BY 1, 2
+"""
+
+
+def test_no_function_reads_plan_type_fields_in_its_body(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        found = conn.execute(PLAN_TYPE_READERS).fetchall()
+        # the query finds the old failure's shape (mmr._composed_exec_plan reading the fields
+        # of mmr._fast_plan's mmr._search_plan): a SQL body reading a plan type's fields
+        conn.execute(
+            "CREATE FUNCTION mmr._t_reads_plan(p_sql text) RETURNS text LANGUAGE sql STABLE "
+            "BEGIN ATOMIC SELECT f.sql FROM (SELECT p_sql, NULL::text[]) g, "
+            "LATERAL (SELECT (ROW(g.p_sql, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+            "NULL, NULL, NULL, NULL)::mmr._exec_plan).*) f; END"
+        )
+        caught = conn.execute(PLAN_TYPE_READERS).fetchall()
+        conn.rollback()
+    assert not found, (
+        "functions whose SQL body depends on a composite type's relation (Citus then "
+        f"propagates every user of that type with them): {found}"
+    )
+    assert [r for r in caught if r[0].startswith("mmr._t_reads_plan")], caught

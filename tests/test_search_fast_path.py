@@ -158,6 +158,8 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "product",
             "score_sum_checked",
             "product_checked",
+            "gqr_checked",
+            "gqr",
             "gqr_union_checked",
             "leg_agg",
             "sims_of",
@@ -473,9 +475,15 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
         )
         fast = _calls(conn, composed, a)
         assert "_composed_plan" not in fast
-        # The native path fuses weighted / slerp itself (mmr.vec_lerp / vec_slerp).
-        uses_fast_plan = binding == "plpgsql" or method == "score_sum"
-        assert ("_fast_plan" in fast) == uses_fast_plan
+        # Both bindings run the method's builder (named by mmr._composed_fast_planner, which
+        # the native executor asks once per method and session; the builders are inlined SQL):
+        # weighted fuses with mmr.vec_lerp, the two-leg score_sum checks its candidates
+        # (mmr._candidates).  The by-key overload's plan builder (mmr._fast_plan) is not called
+        # by vector.
+        if binding == "plpgsql":
+            assert "_composed_fast_planner" in fast
+        assert "_fast_plan" not in fast
+        assert ("_candidates" in fast) == (method == "score_sum")
         if method == "weighted":
             assert "vec_normalize" in fast
         assert "_top_up_scan" not in fast  # complete scans: no second one
@@ -498,8 +506,8 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
     )
     fast = _calls(conn, gqr, a)
     assert "gqr_refine" in fast
-    # The native path has a GQR fast path (cached candidate-pool statement); PL/pgSQL does not.
-    assert ("_composed_plan" in fast) is (binding == "plpgsql")
+    # Both bindings take GQR's fast path (the planner's cached GQR statement).
+    assert "_composed_plan" not in fast
     assert "_composed_plan" in _calls(conn, gqr, general)
     wmc = (
         "SELECT * FROM mmr.composed_search('fp', 'img', '50'::jsonb, %(m)s, 'weimocir', 10, "

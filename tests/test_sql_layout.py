@@ -15,27 +15,13 @@ the names in dynamic SQL strings (``EXECUTE format('... mmr._foo(%L)')``) count 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 IDEMPOTENT = Path(__file__).resolve().parent.parent / "sql" / "idempotent"
 FILES = sorted(p.name for p in IDEMPOTENT.glob("*.sql"))
-
-# Two violations in the search files remain (issue 14, item 1, still open): the positional plan
-# type mmr._search_plan is created in 010-core.sql, and 070-composed.sql calls mmr.gqr_refine,
-# which 089-native.sql declares (native or PL/pgSQL).  Both move with the named-field plan and
-# the executor-only native module; until then they are expected failures, reported by name.
-SEARCH_REORG = "issue 14 item 1 (open): plan type and gqr_refine's declaration not yet moved"
-
-# Violations in files outside the search range whose fix is a move inside a search file:
-# (file, what) -> why.  Checked by the xfail tests below, so they show up when fixed.
-PENDING_SEARCH_OBJECTS = {
-    ("010-core.sql", "mmr._search_plan"): "the plan type belongs to the search planner; it "
-    "moves to an incremental file with the new named-field plan",
-}
 
 # A forward call that is a real cycle, with the reason (none today).
 ALLOWED_FORWARD: dict[tuple[str, str], str] = {}
@@ -149,23 +135,7 @@ def forward_calls(file: str) -> list[str]:
 
 def created_objects(file: str) -> list[str]:
     """Tables and types that ``file`` creates itself (not inside a dynamic SQL string)."""
-    return sorted(
-        name for name in _created(CODE[file]) if (file, name) not in PENDING_SEARCH_OBJECTS
-    )
-
-
-def _is_search(file: str) -> bool:
-    return "040" <= file[:3] < "060" or "070" <= file[:3] < "090"
-
-
-def _params(check: Callable[[str], list[str]]) -> list[Any]:
-    """One case per file; the search files' current violations are expected failures."""
-    params: list[Any] = []
-    for file in FILES:
-        failing = _is_search(file) and bool(check(file))
-        marks = [pytest.mark.xfail(strict=False, reason=SEARCH_REORG)] if failing else []
-        params.append(pytest.param(file, marks=marks, id=file))
-    return params
+    return sorted(_created(CODE[file]))
 
 
 def naming_problems(names: list[str]) -> list[str]:
@@ -184,7 +154,7 @@ def test_file_names_are_numbered_features() -> None:
     assert not problems, "; ".join(problems)
 
 
-@pytest.mark.parametrize("file", _params(created_objects))
+@pytest.mark.parametrize("file", FILES)
 def test_no_tables_or_types_in_idempotent_files(file: str) -> None:
     found = created_objects(file)
     assert not found, (
@@ -193,18 +163,10 @@ def test_no_tables_or_types_in_idempotent_files(file: str) -> None:
     )
 
 
-@pytest.mark.parametrize("file", _params(forward_calls))
+@pytest.mark.parametrize("file", FILES)
 def test_no_call_to_a_later_file(file: str) -> None:
     found = forward_calls(file)
     assert not found, f"{file} calls functions that only later files define: {'; '.join(found)}"
-
-
-@pytest.mark.xfail(strict=False, reason=SEARCH_REORG)
-@pytest.mark.parametrize("case", sorted(PENDING_SEARCH_OBJECTS), ids=lambda c: ":".join(c))
-def test_pending_search_objects(case: tuple[str, str]) -> None:
-    file, name = case
-    created = _created(CODE[file])
-    assert name not in created, f"{file} creates {name}: {PENDING_SEARCH_OBJECTS[case]}"
 
 
 # The checks can fail: each rule applied to a made-up file.

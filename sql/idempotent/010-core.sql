@@ -1,18 +1,6 @@
 -- Core helpers: catalog look-ups, SQL fragment builders for dynamic SQL, content hashes.
 -- Identifiers always go through format('%I') or regclass; values through EXECUTE ... USING.
 
--- A search plan: one statement and its parameters (see 070-composed.sql for the layout).
-DO $$
-BEGIN
-    IF to_regtype('mmr._search_plan') IS NULL THEN
-        CREATE TYPE mmr._search_plan AS (
-            sql text, vecs @extschema:vector@.vector[], n int, filter jsonb, k int,
-            exclude jsonb, weights float8[], nums float8[], aux jsonb, qtext text,
-            qvec @extschema:vector@.vector, space text);
-    END IF;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION mmr._collection_row(p_name text)
 RETURNS mmr._collection
 LANGUAGE plpgsql STABLE

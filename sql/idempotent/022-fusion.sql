@@ -198,6 +198,25 @@ BEGIN
 END
 $$;
 
+-- mmr.gqr_refine itself, declared here (when it does not exist yet) so that the search files
+-- call a function of an earlier file: the reference above until 089-native.sql binds it to the
+-- native primitive (native/vector_ops.c) when the library loads, else to the reference's body.
+DO $mmr$
+BEGIN
+    IF to_regprocedure('mmr.gqr_refine(@extschema:vector@.vector,@extschema:vector@.vector[],'
+                       'float8[],float8,float8,float8,int)') IS NULL THEN
+        CREATE FUNCTION mmr.gqr_refine(z @extschema:vector@.vector,
+                                       d @extschema:vector@.vector[], s2 float8[],
+                                       a float8 DEFAULT 0.5, t float8 DEFAULT 1,
+                                       lr float8 DEFAULT 5e-3, steps int DEFAULT 15)
+        RETURNS @extschema:vector@.vector
+        LANGUAGE sql IMMUTABLE PARALLEL RESTRICTED
+        SET search_path = pg_catalog, pg_temp
+        AS 'SELECT mmr._gqr_refine_plpgsql($1, $2, $3, $4, $5, $6, $7)';
+    END IF;
+END
+$mmr$;
+
 -- The gradient steps of mmr._gqr_refine_plpgsql (arguments checked there).
 CREATE OR REPLACE FUNCTION mmr._gqr_steps(z @extschema:vector@.vector,
                                           d @extschema:vector@.vector[], s2 float8[],

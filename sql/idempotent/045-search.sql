@@ -12,7 +12,7 @@
 -- shape); multi-leg methods take each leg's candidates from its index and fuse them in the
 -- same statement (no per-row round trips).
 
--- The plan type mmr._search_plan is created in 010-core.sql.
+-- The plan types (mmr._search_plan, mmr._exec_plan) are created in sql/incremental/007-00-search.sql.
 
 -- Reject unknown parameter names (typos would otherwise silently use defaults).
 CREATE OR REPLACE FUNCTION mmr._check_params(p jsonb, p_known text[], p_what text)
@@ -365,11 +365,126 @@ BEGIN ATOMIC
                NOT IN ('off', 'false', '0');
 END;
 
--- mmr.search's reference implementation and general path.  mmr.search itself is created from
--- it by 089-native.sql: the native fast path (native/pg_mmretrieval.c), which hands every call
--- that is not the plain fast path to this function, or, without the native library, a copy of
--- this function under the public name.
-CREATE OR REPLACE FUNCTION mmr._search_plpgsql(
+-- hnsw.ef_search for a call whose index scans return p_rows rows (mmr._raise_ef_search's rule,
+-- as a value for a plan: NULL when the functions' own 40 serves).
+CREATE OR REPLACE FUNCTION mmr._ef_for(p_rows int, p_ef_search int)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_rows > 40 OR p_ef_search IS NOT NULL
+            THEN greatest(p_rows, coalesce(p_ef_search, 40)) END;
+
+-- A query vector a fast path accepts for a space of p_dimensions and p_distance: that dimension
+-- and a valid norm (else the general path checks it and raises the explanatory error).  Columns,
+-- not the space's row: a whole-row argument makes the plans that inline this build the row.
+CREATE OR REPLACE FUNCTION mmr._query_ok(p_dimensions int, p_distance text,
+                                         v @extschema:vector@.vector)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN @extschema:vector@.vector_dims(v) = p_dimensions AND mmr._norm_ok(v, p_distance);
+
+-- The space a fast path may serve (active, with cached statements, not 'bit': their candidate
+-- scan needs iterative scans), as plain columns: the one look-up of mmr._space the planners make
+-- (mmr._search_exec_plan, mmr._composed_exec_plan).  Columns, not the table's row type: a
+-- planner that took or read mmr._space's row would record a dependency on the catalog table
+-- that Citus follows from every function using the plan type (tests/test_install.py).  A plain
+-- SQL function the planners inline.
+CREATE OR REPLACE FUNCTION mmr._fast_space(p_collection text, p_space text)
+RETURNS TABLE (id int, dimensions int, distance text, statements jsonb)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.id, s.dimensions, s.distance, s.statements
+      FROM mmr._space s JOIN mmr._collection c ON c.id = s.collection_id
+     WHERE c.name = p_collection AND s.name = p_space AND s.active
+       AND s.statements IS NOT NULL AND s.storage <> 'bit';
+END;
+
+-- The planner of mmr.search's fast path (one rule for both bindings): a plan (mmr._exec_plan)
+-- when the call takes the fast path (no filter, no reranker, mmr._fast_path_allowed, k and
+-- ef_search in range, a space mmr._fast_space serves, a query of its dimension and a valid
+-- norm); no row otherwise, and the general path runs.  The space's cached `search` statement
+-- ($1 query, $2 k), ef_search raised to k (or to the caller's ef_search, as
+-- mmr._raise_ef_search), and a short scan continued past its rows (mmr._exec_rest).  Same
+-- arguments as mmr.search.  A plain SQL function the planner inlines: the native executor keeps
+-- its plan and runs it on every call without a PL/pgSQL call.
+CREATE OR REPLACE FUNCTION mmr._search_exec_plan(
+    p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int,
+    p_filter jsonb, p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s
+     WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
+       AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
+       AND (s.statements ->> 'search') IS NOT NULL
+       AND mmr._query_ok(s.dimensions, s.distance, p_query);
+END;
+
+-- A plan's statement (p.sql) run with its named arguments (p.args): the argument lists the
+-- planners use.  With the caller's rights, like any statement the caller could run.
+CREATE OR REPLACE FUNCTION mmr._exec_statement(p mmr._exec_plan)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p.args = '{query,k}' THEN
+        RETURN QUERY EXECUTE p.sql USING p.query, p.k;
+    ELSIF p.args = '{vecs,n,filter,k,exclude}' THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude;
+    ELSIF p.args = '{vecs,n,filter,k,exclude,options}' THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.options;
+    ELSE
+        RAISE EXCEPTION 'a plan with arguments % cannot run here', coalesce(p.args::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Plans come from the search planners (mmr._search_exec_plan, '
+                         'mmr._composed_exec_plan).';
+    END IF;
+END
+$$;
+
+-- The rest of a fast-path plan whose statement returned p_got rows (fewer than p.k): with
+-- iterative scans on (mmr._top_up_scan), the statement past its rows (p.rest 'offset'; then, if
+-- still short, mmr._notice_unsearchable says why when rows are queued), or p.rest_sql when the
+-- statement returned nothing ('rerun': a checked two-leg statement whose leg came back short).
+-- A rare path: both executors call it.
+CREATE OR REPLACE FUNCTION mmr._exec_rest(p mmr._exec_plan, p_got bigint)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    more bigint;
+    q mmr._exec_plan := p;
+BEGIN
+    IF p.rest IS NULL OR p_got >= p.k OR (p.rest = 'rerun' AND p_got > 0) THEN
+        RETURN;
+    END IF;
+    PERFORM mmr._top_up_scan();
+    IF p.rest = 'offset' THEN
+        q.sql := mmr._offset_sql(p.sql, p_got);
+        RETURN QUERY SELECT * FROM mmr._exec_statement(q);
+        GET DIAGNOSTICS more = ROW_COUNT;
+        IF p_got + more < p.k AND p.space_id IS NOT NULL THEN
+            PERFORM mmr._notice_unsearchable(p.space_id);  -- queued rows, no worker: say so
+        END IF;
+    ELSE
+        q.sql := p.rest_sql;
+        RETURN QUERY SELECT * FROM mmr._exec_statement(q);
+    END IF;
+END
+$$;
+
+-- mmr.search's general path: every call its planner (mmr._search_exec_plan) gave no plan (a
+-- filter, a reranker, max_scan_tuples, an argument out of range, an unknown space, a wrong
+-- dimension, a zero vector, any NULL), which this function checks and raises the explanatory
+-- errors for.  Both executors call it once the planner said no: the native module directly (it
+-- ran the planner itself), the PL/pgSQL binding from mmr._search_plpgsql; callers whose calls
+-- never take the fast path (mmr.diversify_search: always a reranker) call it directly.
+CREATE OR REPLACE FUNCTION mmr._search_general(
     collection text,
     space text,
     query @extschema:vector@.vector,
@@ -391,38 +506,11 @@ SET hnsw.iterative_scan = off
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection;
-    s mmr._space;
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
     p mmr._search_plan;
     got bigint;
-    more bigint;
 BEGIN
-    -- Fast path (no filter, no reranker, valid arguments): the cached statement of the space
-    -- (mmr._space.statements), one catalog look-up, nothing else to build or check.
-    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples)
-       AND k BETWEEN 1 AND 1000 AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) THEN
-        s := mmr._active_space(collection, space);
-        -- ('bit' spaces take the general path: their candidate scan needs iterative scans)
-        IF s.id IS NOT NULL AND s.storage <> 'bit'
-           AND @extschema:vector@.vector_dims(query) = s.dimensions
-           AND mmr._norm_ok(query, s.distance) THEN
-            PERFORM mmr._raise_ef_search(k, ef_search);
-            RETURN QUERY EXECUTE s.statements ->> 'search' USING query, k;
-            GET DIAGNOSTICS got = ROW_COUNT;
-            IF got < k THEN
-                PERFORM mmr._top_up_scan();
-                RETURN QUERY EXECUTE mmr._offset_sql(s.statements ->> 'search', got)
-                    USING query, k;
-                GET DIAGNOSTICS more = ROW_COUNT;
-                IF got + more < k THEN
-                    PERFORM mmr._notice_unsearchable(s.id);  -- queued rows, no worker: say so
-                END IF;
-            END IF;
-            RETURN;
-        END IF;
-    END IF;
-    c := mmr._collection_row(collection);
-    s := mmr._space_row(c.id, collection, space);
     IF rerank IS NULL THEN
         PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples, c, filter);
         RETURN QUERY EXECUTE mmr._search_sql(c, s, filter) USING query, k, filter;
@@ -435,6 +523,56 @@ BEGIN
     p := mmr._single_plan(c, s, query, mmr._rerank_depth(k, rerank, rerank_depth), filter, NULL,
                           ef_search, max_scan_tuples);
     RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+END
+$$;
+
+-- mmr.search's reference implementation (the PL/pgSQL binding): the fast path when its planner
+-- (mmr._search_exec_plan) gives a plan, else the general path (mmr._search_general).
+-- mmr.search itself is created from it by 089-native.sql: the native executor
+-- (native/pg_mmretrieval.c), which runs the same planner and hands every call it gives no plan
+-- to mmr._search_general, or, without the native library, a copy of this function under the
+-- public name.
+CREATE OR REPLACE FUNCTION mmr._search_plpgsql(
+    collection text,
+    space text,
+    query @extschema:vector@.vector,
+    k int DEFAULT 10,
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    x mmr._exec_plan;
+    got bigint;
+BEGIN
+    -- Fast path (mmr._search_exec_plan decides): the cached statement of the space, one
+    -- catalog look-up, nothing else to build or check.
+    SELECT * INTO x FROM mmr._search_exec_plan(collection, space, query, k, filter, ef_search,
+                                               max_scan_tuples, rerank, rerank_depth,
+                                               rerank_params);
+    IF x.sql IS NOT NULL THEN
+        IF x.ef_search IS NOT NULL THEN
+            PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
+        END IF;
+        RETURN QUERY EXECUTE x.sql USING x.query, x.k;  -- its args: {query,k}
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < x.k THEN
+            RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
+        END IF;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM mmr._search_general(collection, space, query, k, filter,
+                                                   ef_search, max_scan_tuples, rerank,
+                                                   rerank_depth, rerank_params);
 END
 $$;
 

@@ -73,6 +73,55 @@ BEGIN
 END
 $$;
 
+-- GQR's options on the fast path (mmr._composed_exec_plan): NULL unless params holds numbers
+-- under GQR's own names only (alpha, a, temperature, lr, steps, candidates); else checked
+-- (mmr._check_gqr_params and mmr._candidates: the general path's errors) and with the defaults
+-- of FUSION.md §2.3 filled in; n: the candidates per leg.  STABLE, not IMMUTABLE: a plan with
+-- constant arguments must not evaluate it (and raise its errors) for another method.
+CREATE OR REPLACE FUNCTION mmr._gqr_fast_options(prm jsonb, p_k int)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(prm) <> 'object' OR EXISTS (
+           SELECT FROM jsonb_each(prm) e
+            WHERE e.key <> ALL ('{alpha,a,temperature,lr,steps,candidates}')
+               OR jsonb_typeof(e.value) <> 'number') THEN
+        RETURN NULL;
+    END IF;
+    PERFORM mmr._check_gqr_params(prm);
+    RETURN jsonb_build_object('n', mmr._candidates(prm, p_k + 1, 10),
+                              'alpha', mmr._num(prm, 'alpha', 0.5), 'a', mmr._num(prm, 'a', 0.5),
+                              'temperature', mmr._num(prm, 'temperature', 1),
+                              'lr', mmr._num(prm, 'lr', 5e-3),
+                              'steps', mmr._num(prm, 'steps', 15)::int);
+END
+$$;
+
+-- GQR's statement on one space (no caption space or query), as the general path computes it
+-- (mmr._plan_gqr): the candidate pool U of $1[1] (the weighted query) and $1[2] (the modifier),
+-- $2 rows each (mmr._gqr_union_sql; checked: no rows unless both legs are complete), the
+-- weighted query refined by mmr.gqr_refine with the options $6, U re-scored by it, best $4.
+-- $3 (filter) and $5 (a key to exclude) as for the pool.  (OFFSET 0 keeps the refinement one
+-- subquery, run once: flattened, it ran for every candidate it scores.)
+CREATE OR REPLACE FUNCTION mmr._gqr_fast_sql(c mmr._collection, s mmr._space, p_checked boolean)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format(
+        'SELECT (pg_catalog.to_jsonb(u.keys) -> (e.i::int - 1)) AS key, '
+        'mmr.vec_dot(r.q, e.v) AS score FROM (%s) u(keys, embs, s2) '
+        'CROSS JOIN LATERAL (SELECT mmr.gqr_refine($1[1], u.embs, u.s2, '
+        '($6 ->> ''a'')::float8, ($6 ->> ''temperature'')::float8, ($6 ->> ''lr'')::float8, '
+        '($6 ->> ''steps'')::int) AS q OFFSET 0) r '
+        'CROSS JOIN LATERAL unnest(u.embs) WITH ORDINALITY e(v, i) '
+        'WHERE u.keys IS NOT NULL '
+        'ORDER BY score DESC, key LIMIT $4',
+        mmr._gqr_union_sql(c, s, s, NULL, p_checked))
+$$;
+
 -- Names of the caption spaces given in params (caption_spaces: [..] or caption_space: "..").
 CREATE OR REPLACE FUNCTION mmr._caption_spaces(c mmr._collection, s mmr._space, p jsonb)
 RETURNS mmr._space[]
@@ -626,6 +675,276 @@ BEGIN
 END
 $$;
 
+-- Two vectors a fusion (mmr.vec_lerp, mmr.vec_slerp) accepts: one dimension, non-zero norms
+-- of at most mmr._max_norm().
+CREATE OR REPLACE FUNCTION mmr._fusable(a @extschema:vector@.vector, b @extschema:vector@.vector)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN @extschema:vector@.vector_dims(a) = @extschema:vector@.vector_dims(b)
+       AND @extschema:vector@.vector_norm(a) > 0 AND @extschema:vector@.vector_norm(b) > 0
+       AND @extschema:vector@.vector_norm(a) <= mmr._max_norm()
+       AND @extschema:vector@.vector_norm(b) <= mmr._max_norm();
+
+-- The fast path of mmr.composed_search by reference vector: one small planner per fusion
+-- (mmr._fast_plan_image, _weighted, _slerp, _weimocir, _pair, _gqr), named by the method table
+-- (mmr._composed_fast_planner), each with mmr.composed_search's arguments.  A builder returns the
+-- plan (mmr._exec_plan) when the call takes the fast path (mmr._composed_fast_call, a space
+-- mmr._fast_space serves, its method's arguments all valid), else no row: the general path
+-- (mmr._composed_plan) then raises the explanatory error.  Same formulas and defaults as the
+-- general path.  Plain SQL functions PostgreSQL inlines: the executor (PL/pgSQL, or the native
+-- module) runs the one of the call's method, a small statement with its plan kept.  No body
+-- reads the fields of a plan type (a dependency Citus follows: tests/test_install.py).  A fusion
+-- is guarded by conditions on the arguments alone (a CASE whose conditions come first), so that
+-- a plan with constant arguments never folds the fusion of invalid ones (and raises its error).
+
+-- The conditions every composed fast path shares: no filter or reranker, mmr._fast_path_allowed,
+-- k and ef_search in range.
+CREATE OR REPLACE FUNCTION mmr._composed_fast_call(p_filter jsonb, p_rerank text,
+                                                   p_max_scan_tuples int, p_k int,
+                                                   p_ef_search int)
+RETURNS boolean
+LANGUAGE sql STABLE
+RETURN p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
+       AND p_k BETWEEN 1 AND 999 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000);
+
+-- image_only (the reference) and text_only (the modifier): the space's search statement.
+CREATE OR REPLACE FUNCTION mmr._fast_plan_image(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[],
+           CASE WHEN a.m = 'image_only' THEN p_ref ELSE p_mod END,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m IN ('image_only', 'text_only') AND jsonb_typeof(a.prm) = 'object'
+       AND a.prm = '{}' AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND (a.m = 'image_only' OR mmr._query_ok(s.dimensions, s.distance, p_mod))
+       AND (s.statements ->> 'search') IS NOT NULL;
+END;
+
+-- weighted: mmr.vec_lerp(reference, modifier, alpha) on the space's search statement.
+CREATE OR REPLACE FUNCTION mmr._fast_plan_weighted(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[],
+           CASE WHEN a.m = 'weighted' AND jsonb_typeof(a.prm) = 'object'
+                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+                     AND mmr._fusable(p_ref, p_mod)
+                THEN mmr.vec_lerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5)) END,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m = 'weighted' AND jsonb_typeof(a.prm) = 'object' AND a.prm - 'alpha' = '{}'
+       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> 'search') IS NOT NULL;
+END;
+
+-- slerp: mmr.vec_slerp(reference, modifier, alpha) on the space's search statement.
+CREATE OR REPLACE FUNCTION mmr._fast_plan_slerp(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[],
+           CASE WHEN a.m = 'slerp' AND jsonb_typeof(a.prm) = 'object'
+                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+                     AND mmr._fusable(p_ref, p_mod)
+                THEN mmr.vec_slerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5)) END,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m = 'slerp' AND jsonb_typeof(a.prm) = 'object' AND a.prm - 'alpha' = '{}'
+       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> 'search') IS NOT NULL;
+END;
+
+-- weimocir without caption spaces: its query fusion alone, n((1-alpha)*reference +
+-- alpha*modifier) on the space's search statement (candidates unused, but checked against its
+-- bound as on the general path).
+CREATE OR REPLACE FUNCTION mmr._fast_plan_weimocir(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[],
+           CASE WHEN a.m = 'weimocir' AND jsonb_typeof(a.prm) = 'object'
+                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+                     AND mmr._fusable(p_ref, p_mod)
+                THEN mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
+                                                   coalesce((a.prm ->> 'alpha')::float8, 0.8)))
+           END,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a,
+           (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'weimocir'
+                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
+                             AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
+                        THEN mmr._candidates(p_params, p_k + 1, p_k + 1) END AS n OFFSET 0) c
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m = 'weimocir' AND jsonb_typeof(a.prm) = 'object'
+       AND a.prm - 'alpha' - 'beta' - 'candidates' = '{}'
+       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
+       AND jsonb_typeof(coalesce(a.prm -> 'beta', '0')) = 'number'
+       AND jsonb_typeof(coalesce(a.prm -> 'candidates', '0')) = 'number'
+       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> 'search') IS NOT NULL AND c.n IS NOT NULL;
+END;
+
+-- score_sum and product: the space's checked two-leg statement (no rows unless both legs are
+-- complete; then its plain form reruns with iterative scans), both queries normalised.
+CREATE OR REPLACE FUNCTION mmr._fast_plan_pair(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> (a.m || '_checked'), '{vecs,n,filter,k,exclude}'::text[],
+           NULL::@extschema:vector@.vector,
+           CASE WHEN a.m IN ('score_sum', 'product') AND mmr._fusable(p_ref, p_mod)
+                THEN ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)] END,
+           c.n, p_k, NULL::jsonb, NULL::jsonb, mmr._ef_for(c.n, p_ef_search), NULL::int,
+           'rerun', s.statements ->> a.m, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a,
+           (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) IN ('score_sum', 'product')
+                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
+                             AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
+                        THEN mmr._candidates(p_params, p_k + 1, greatest(4 * p_k, 40)) END AS n
+             OFFSET 0) c
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m IN ('score_sum', 'product') AND jsonb_typeof(a.prm) = 'object'
+       AND a.prm - 'candidates' = '{}'
+       AND jsonb_typeof(coalesce(a.prm -> 'candidates', '0')) = 'number'
+       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> (a.m || '_checked')) IS NOT NULL;
+END;
+
+-- gqr on this space alone (no caption space or query): the space's cached GQR statement
+-- (candidate pool, refinement by mmr.gqr_refine, re-scoring), options checked and completed by
+-- mmr._gqr_fast_options; when a leg of the pool came back short (no rows), its plain form with
+-- iterative scans.
+CREATE OR REPLACE FUNCTION mmr._fast_plan_gqr(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'gqr_checked', '{vecs,n,filter,k,exclude,options}'::text[],
+           NULL::@extschema:vector@.vector,
+           ARRAY[CASE WHEN a.m = 'gqr' AND mmr._fusable(p_ref, p_mod)
+                      THEN mmr.vec_lerp(p_ref, p_mod, (g.o ->> 'alpha')::float8) END, p_mod],
+           (g.o ->> 'n')::int, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for((g.o ->> 'n')::int, p_ef_search), NULL::int, 'rerun',
+           s.statements ->> 'gqr', g.o
+      FROM mmr._fast_space(p_collection, p_space) s,
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
+                   coalesce(p_params, '{}') AS prm) a,
+           (SELECT mmr._gqr_fast_options(coalesce(p_params, '{}'), p_k) AS o OFFSET 0) g
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND a.m = 'gqr' AND mmr._query_ok(s.dimensions, s.distance, p_ref)
+       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
+       AND (s.statements ->> 'gqr_checked') IS NOT NULL AND g.o IS NOT NULL;
+END;
+
+-- The planner of mmr.composed_search's fast path by reference vector for a method (any
+-- spelling: lower(coalesce(method, 'weighted'))): its builder's name, NULL when no fast path
+-- serves it (the general path does).  A method of mmr._composed_methods() only.
+CREATE OR REPLACE FUNCTION mmr._composed_fast_planner(p_method text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT v.builder
+      FROM (VALUES ('image_only', '_fast_plan_image'), ('text_only', '_fast_plan_image'),
+                   ('weighted', '_fast_plan_weighted'), ('slerp', '_fast_plan_slerp'),
+                   ('weimocir', '_fast_plan_weimocir'), ('score_sum', '_fast_plan_pair'),
+                   ('product', '_fast_plan_pair'), ('gqr', '_fast_plan_gqr')) v(method, builder)
+      JOIN mmr._composed_methods() x ON x.name = v.method
+     WHERE v.method = lower(coalesce(p_method, 'weighted'));
+END;
+
+-- The plan of a composed search by reference vector on the fast path (same arguments as
+-- mmr.composed_search), or no row: the method's builder (mmr._composed_fast_planner) run.  The
+-- PL/pgSQL binding's planner (one static statement per builder, each with its plan kept by
+-- PL/pgSQL); the native executor looks the builder up and runs it itself.
+CREATE OR REPLACE FUNCTION mmr._composed_exec_plan(
+    p_collection text, p_space text, p_ref @extschema:vector@.vector,
+    p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    CASE mmr._composed_fast_planner(p_method)
+    WHEN '_fast_plan_image' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_image(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_weighted' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_weighted(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_slerp' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_slerp(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_weimocir' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_weimocir(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_pair' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_pair(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    WHEN '_fast_plan_gqr' THEN
+        RETURN QUERY SELECT * FROM mmr._fast_plan_gqr(
+            p_collection, p_space, p_ref, p_mod, p_method, p_k, p_params, p_filter, p_ef_search,
+            p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    ELSE
+        RETURN;  -- no fast path for the method: the general path
+    END CASE;
+END
+$$;
+
 -- The keys of a not in b (multiset difference, by hashing: x <> ALL (array) compares every pair
 -- of jsonb keys).
 CREATE OR REPLACE FUNCTION mmr._keys_except(a jsonb[], b jsonb[])
@@ -692,9 +1011,53 @@ BEGIN
 END
 $$;
 
--- mmr.composed_search with the reference as a vector: the reference implementation and general
--- path; 089-native.sql creates the public function from it (natively or as a copy), as for
--- mmr.search.
+-- mmr.composed_search's general path with the reference as a vector: every call its planner
+-- (mmr._composed_exec_plan, or the method's builder natively) gave no plan; mmr._composed_plan
+-- checks the arguments and raises the explanatory errors.  Both executors call it once the
+-- planner said no: the native module directly, the PL/pgSQL binding from
+-- mmr._composed_search_plpgsql.
+CREATE OR REPLACE FUNCTION mmr._composed_search_general(
+    collection text,
+    space text,
+    reference @extschema:vector@.vector,
+    modifier @extschema:vector@.vector,
+    method text DEFAULT 'weighted',
+    k int DEFAULT 10,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    p mmr._search_plan;
+BEGIN
+    p := mmr._composed_plan(c, s, reference, modifier, method,
+                            mmr._rerank_depth(k, rerank, rerank_depth), params, filter, NULL, NULL,
+                            ef_search, max_scan_tuples);
+    IF rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    END IF;
+END
+$$;
+
+-- mmr.composed_search with the reference as a vector: the reference implementation (the
+-- PL/pgSQL binding): the fast path when its planner (mmr._composed_exec_plan) gives a plan, else
+-- the general path (mmr._composed_search_general); 089-native.sql creates the public function
+-- from it (natively or as a copy), as for mmr.search.
 CREATE OR REPLACE FUNCTION mmr._composed_search_plpgsql(
     collection text,
     space text,
@@ -717,44 +1080,29 @@ SET hnsw.iterative_scan = off
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection;
-    s mmr._space;
-    p mmr._search_plan;
+    x mmr._exec_plan;
     got bigint;
-    rerun text;
 BEGIN
-    -- Fast path: a single-vector method or score_sum/product without filter or reranker runs the space's cached
-    -- statement (mmr._space.statements); anything else, or any invalid argument, takes the
-    -- general path below, which raises the explanatory errors.
-    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 999
-       AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000)
-       AND lower(coalesce(method, 'weighted')) = ANY (mmr._composed_fast_methods()) THEN
-        s := mmr._active_space(collection, space);
-        IF s.id IS NOT NULL THEN
-            p := mmr._fast_plan(s, reference, modifier, method, params, k, NULL);
-            IF p.sql IS NOT NULL THEN
-                PERFORM mmr._raise_ef_search(p.n, ef_search);
-                RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
-                GET DIAGNOSTICS got = ROW_COUNT;
-                rerun := mmr._fast_rerun(p, got);
-                IF rerun IS NOT NULL THEN
-                    RETURN QUERY EXECUTE rerun USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
-                END IF;
-                RETURN;
-            END IF;
+    -- Fast path (mmr._composed_exec_plan decides): the space's cached statements; anything
+    -- else, or any invalid argument, takes the general path, which raises the explanatory
+    -- errors.
+    SELECT * INTO x FROM mmr._composed_exec_plan(collection, space, reference, modifier, method,
+                                                 k, params, filter, ef_search, max_scan_tuples,
+                                                 rerank, rerank_depth, rerank_params);
+    IF x.sql IS NOT NULL THEN
+        IF x.ef_search IS NOT NULL THEN
+            PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
         END IF;
+        RETURN QUERY SELECT * FROM mmr._exec_statement(x);
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < x.k AND x.rest IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
+        END IF;
+        RETURN;
     END IF;
-    c := mmr._collection_row(collection);
-    s := mmr._space_row(c.id, collection, space);
-    p := mmr._composed_plan(c, s, reference, modifier, method,
-                            mmr._rerank_depth(k, rerank, rerank_depth), params, filter, NULL, NULL,
-                            ef_search, max_scan_tuples);
-    IF rerank IS NULL THEN
-        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
-                                         p.aux, p.qtext;
-    ELSE
-        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
-    END IF;
+    RETURN QUERY SELECT * FROM mmr._composed_search_general(
+        collection, space, reference, modifier, method, k, params, filter, ef_search,
+        max_scan_tuples, rerank, rerank_depth, rerank_params);
 END
 $$;
 

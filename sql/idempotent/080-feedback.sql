@@ -273,7 +273,7 @@ RETURNS TABLE (key jsonb, score float8)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM mmr._search_plpgsql(collection, space, query, k, filter, ef_search,
+    SELECT * FROM mmr._search_general(collection, space, query, k, filter, ef_search,
                                       max_scan_tuples, 'diversify',
                                       greatest(mmr._check_limit('candidates', candidates), k),
                                       jsonb_build_object('lambda', mmr._check_real(

@@ -14,6 +14,10 @@
 --                $2 candidates (the fast path scans without iterative scans)
 --   gqr_union_checked  GQR's candidate pool on this space (mmr._gqr_union_sql, checked): $1
 --                vector[] (primary, complementary), $2 candidates per leg, $5 NULL
+--   gqr_checked, gqr  GQR on this space (mmr._gqr_fast_sql: pool, refinement, re-scoring):
+--                $1 vector[] (weighted query, modifier), $2 candidates per leg, $4 k, $5 a key
+--                to exclude or NULL, $6 jsonb options; checked: no row unless both legs are
+--                complete
 --   leg_agg      $1 vector, $2 n -> (keys jsonb[], scores float8[]) of the n nearest rows,
 --                best first (a vector leg of mmr.hybrid_search)
 --   sims_of      $1 jsonb[] keys, $2 vector -> float8[] scores of those rows to $2 (NULL where
@@ -40,6 +44,8 @@ BEGIN
                               'score_sum_checked', mmr._pair_sql(c, s, NULL, 'score_sum', true),
                               'product_checked', mmr._pair_sql(c, s, NULL, 'product', true),
                               'gqr_union_checked', mmr._gqr_union_sql(c, s, s, NULL, true),
+                              'gqr_checked', mmr._gqr_fast_sql(c, s, true),
+                              'gqr', mmr._gqr_fast_sql(c, s, false),
                               'leg_agg', format(
                                   'SELECT array_agg(x.key ORDER BY x.dist, x.key), '
                                   'array_agg(%s ORDER BY x.dist, x.key) FROM '

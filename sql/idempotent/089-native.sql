@@ -1,5 +1,6 @@
 -- mmr.search, both overloads of mmr.composed_search and mmr.gqr_refine: the native functions
--- when this server has the library (native/pg_mmretrieval.c, installed with
+-- when this server has the library (native/pg_mmretrieval.c, the executor, and
+-- native/vector_ops.c, the gqr_refine primitive; installed with
 -- `make -C native install PG_CONFIG=...`; `make test` and `make demo` install it into the
 -- embedded server), else the PL/pgSQL functions mmr._search_plpgsql,
 -- mmr._composed_search_plpgsql, mmr._composed_search_key_plpgsql and mmr._gqr_refine_plpgsql
@@ -17,7 +18,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $mmr$
 DECLARE
-    expected_abi constant int := 1;
+    expected_abi constant int := 3;
     abi int;
 BEGIN
     CREATE OR REPLACE FUNCTION mmr._native_abi() RETURNS int
