@@ -508,8 +508,9 @@ $$;
 
 -- The composed-search methods, in one place: name, the parameters it takes, its plan builder
 -- (mmr._plan_*, above), its default candidates per leg (NULL: max(4k, 40)), and whether the
--- fast path (the cached statements, mmr._fast_plan) may serve it.  Adding a method: a builder
--- and a row here (and, for the fast path, a branch of mmr._fast_plan).
+-- fast path (the cached statements) may serve it.  Adding a method: a builder and a row here
+-- (and, for the fast path by reference vector, a planner mmr._fast_plan_<name> and its line in
+-- mmr._composed_fast_planner; by reference key, a branch of mmr._fast_plan).
 CREATE OR REPLACE FUNCTION mmr._composed_methods()
 RETURNS TABLE (ord int, name text, params text[], builder text, candidates int, fast boolean)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
