@@ -32,6 +32,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/spi_priv.h"
 #include "fmgr.h"
@@ -493,7 +494,8 @@ call_sql(FunctionCallInfo fcinfo, const char *columns, const char *fn, const cha
 }
 
 /* The plan the SQL planner `planner` (called with the call's arguments) returns for the call,
- * copied out of SPI's result; false when it returns none (the call takes the general path). */
+ * copied out of SPI's result; false when it returns none, or one without a statement (the call
+ * takes the general path). */
 static bool
 plan_of(FunctionCallInfo fcinfo, const char *planner, Datum *plan)
 {
@@ -512,7 +514,10 @@ plan_of(FunctionCallInfo fcinfo, const char *planner, Datum *plan)
 	if (isnull)
 		return false;
 	*plan = PointerGetDatum(PG_DETOAST_DATUM_COPY(*plan));
-	return true;
+	/* A plan without a statement (a space whose cache lacks it) is no plan: the planners leave
+	 * that check to the executors, so that a statement is read from the cache once. */
+	(void) GetAttributeByName((HeapTupleHeader) DatumGetPointer(*plan), "sql", &isnull);
+	return !isnull;
 }
 
 /* A fast path: true when it answered the call. */

@@ -554,6 +554,43 @@ def test_default_valued_arguments_take_the_same_path(db: tuple[Conn, Any], bindi
         assert _calls(conn, with_defaults, a, by_signature=True) == bare, call
 
 
+def test_a_plan_without_its_statement_takes_the_general_path(
+    db: tuple[Conn, Any], binding: str
+) -> None:
+    """The composed planners read a space's cached statement once and leave the check that the
+    cache holds it to the executors: a plan whose statement is missing (a cache from another
+    release, or tampered with) is no plan, and the call takes the general path with the same
+    rows, never a crash of the native executor (a NULL statement read as text)."""
+    conn, vecs = db
+    img = vecs["img"]
+    methods = ("image_only", "weighted", "slerp", "score_sum", "gqr")
+    expected = {
+        m: retrieval.composed_search(conn, "fp", "img", img[3], img[4], method=m, k=5)
+        for m in methods
+    }
+    with conn.transaction():
+        # the trigger would rebuild the cache on UPDATE: off for this transaction only
+        conn.execute("ALTER TABLE mmr._space DISABLE TRIGGER _space_statements")
+        conn.execute(
+            "UPDATE mmr._space s SET statements = s.statements - 'search' - 'score_sum_checked' "
+            "- 'gqr_checked' FROM mmr._collection c "
+            "WHERE c.id = s.collection_id AND c.name = 'fp' AND s.name = 'img'"
+        )
+        for m in methods:
+            got = retrieval.composed_search(conn, "fp", "img", img[3], img[4], method=m, k=5)
+            _same(got, expected[m])
+        from pgvector import Vector
+
+        a = {"q": Vector(img[3]), "m": Vector(img[4]), "mst": None}
+        assert "_composed_plan" in _calls(
+            conn,
+            "SELECT * FROM mmr.composed_search('fp', 'img', %(q)s, %(m)s, 'weighted', 5, '{}', "
+            "max_scan_tuples => %(mst)s)",
+            a,
+        )
+        raise psycopg.Rollback()
+
+
 def test_fast_paths_top_up_past_invisible_index_entries(db_url: str) -> None:
     """The fast paths scan without iterative scans; when the ef_search nearest index entries are
     dead rows (deleted, not yet vacuumed), they must still return k rows, the same as the

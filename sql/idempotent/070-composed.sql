@@ -708,7 +708,34 @@ LANGUAGE sql STABLE
 RETURN p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
        AND p_k BETWEEN 1 AND 999 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000);
 
--- image_only (the reference) and text_only (the modifier): the space's search statement.
+-- The plan of a single-vector method: the space's search statement with the query vector
+-- p_query (NULL when the method's planner found its arguments invalid: no plan), k rows, its
+-- index settings, a short scan continued past its rows.  Shared by the planners of image_only,
+-- text_only, weighted, slerp and weimocir, each of which only computes its query vector (under a
+-- guard on the arguments, in a subquery fenced by OFFSET 0, so that it is computed once and a
+-- plan of constant arguments never folds the fusion of invalid ones) and calls this function
+-- LATERAL with it.  A planner may decline more calls than the general path rejects (the general
+-- path then answers them), never fewer.  The plan's fields as plain columns (those of
+-- mmr._exec_plan, in its order), not the plan type: the planners select them, and a SQL body
+-- that reads a plan type's fields depends on its relation (tests/test_install.py).
+CREATE OR REPLACE FUNCTION mmr._fast_plan_single(
+    p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int, p_filter jsonb,
+    p_ef_search int, p_max_scan_tuples int, p_rerank text)
+RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
+               vecs @extschema:vector@.vector[], n int, k int, filter jsonb, exclude jsonb,
+               ef_search int, space_id int, rest text, rest_sql text, options jsonb)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
+           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+      FROM mmr._fast_space(p_collection, p_space) s
+     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND p_query IS NOT NULL AND mmr._query_ok(s.dimensions, s.distance, p_query);
+END;
+
+-- image_only (the reference) and text_only (the modifier, with a valid reference: the general
+-- path checks it).
 CREATE OR REPLACE FUNCTION mmr._fast_plan_image(
     p_collection text, p_space text, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
@@ -717,21 +744,17 @@ CREATE OR REPLACE FUNCTION mmr._fast_plan_image(
 RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT s.statements ->> 'search', '{query,k}'::text[],
-           CASE WHEN a.m = 'image_only' THEN p_ref ELSE p_mod END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
-      FROM mmr._fast_space(p_collection, p_space) s,
-           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
-                   coalesce(p_params, '{}') AS prm) a
-     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
-       AND a.m IN ('image_only', 'text_only') AND jsonb_typeof(a.prm) = 'object'
-       AND a.prm = '{}' AND mmr._query_ok(s.dimensions, s.distance, p_ref)
-       AND (a.m = 'image_only' OR mmr._query_ok(s.dimensions, s.distance, p_mod))
-       AND (s.statements ->> 'search') IS NOT NULL;
+    SELECT p.*
+      FROM (SELECT CASE WHEN coalesce(p_params, '{}') <> '{}' THEN NULL
+                        WHEN lower(coalesce(p_method, 'weighted')) = 'image_only' THEN p_ref
+                        WHEN lower(coalesce(p_method, 'weighted')) = 'text_only'
+                             AND mmr._fusable(p_ref, p_mod) THEN p_mod END AS q
+             OFFSET 0) f,
+           LATERAL mmr._fast_plan_single(p_collection, p_space, f.q, p_k, p_filter, p_ef_search,
+                                         p_max_scan_tuples, p_rerank) p;
 END;
 
--- weighted: mmr.vec_lerp(reference, modifier, alpha) on the space's search statement.
+-- weighted: mmr.vec_lerp(reference, modifier, alpha).
 CREATE OR REPLACE FUNCTION mmr._fast_plan_weighted(
     p_collection text, p_space text, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
@@ -740,25 +763,20 @@ CREATE OR REPLACE FUNCTION mmr._fast_plan_weighted(
 RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT s.statements ->> 'search', '{query,k}'::text[],
-           CASE WHEN a.m = 'weighted' AND jsonb_typeof(a.prm) = 'object'
-                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
-                     AND mmr._fusable(p_ref, p_mod)
-                THEN mmr.vec_lerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5)) END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
-      FROM mmr._fast_space(p_collection, p_space) s,
-           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
-                   coalesce(p_params, '{}') AS prm) a
-     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
-       AND a.m = 'weighted' AND jsonb_typeof(a.prm) = 'object' AND a.prm - 'alpha' = '{}'
-       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
-       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
-       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
-       AND (s.statements ->> 'search') IS NOT NULL;
+    SELECT p.*
+      FROM (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'weighted'
+                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
+                             AND coalesce(p_params, '{}') - 'alpha' = '{}'
+                             AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
+                             AND mmr._fusable(p_ref, p_mod)
+                        THEN mmr.vec_lerp(p_ref, p_mod,
+                                          coalesce((p_params ->> 'alpha')::float8, 0.5)) END AS q
+             OFFSET 0) f,
+           LATERAL mmr._fast_plan_single(p_collection, p_space, f.q, p_k, p_filter, p_ef_search,
+                                         p_max_scan_tuples, p_rerank) p;
 END;
 
--- slerp: mmr.vec_slerp(reference, modifier, alpha) on the space's search statement.
+-- slerp: mmr.vec_slerp(reference, modifier, alpha).
 CREATE OR REPLACE FUNCTION mmr._fast_plan_slerp(
     p_collection text, p_space text, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
@@ -767,27 +785,21 @@ CREATE OR REPLACE FUNCTION mmr._fast_plan_slerp(
 RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT s.statements ->> 'search', '{query,k}'::text[],
-           CASE WHEN a.m = 'slerp' AND jsonb_typeof(a.prm) = 'object'
-                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
-                     AND mmr._fusable(p_ref, p_mod)
-                THEN mmr.vec_slerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5)) END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
-      FROM mmr._fast_space(p_collection, p_space) s,
-           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
-                   coalesce(p_params, '{}') AS prm) a
-     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
-       AND a.m = 'slerp' AND jsonb_typeof(a.prm) = 'object' AND a.prm - 'alpha' = '{}'
-       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
-       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
-       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
-       AND (s.statements ->> 'search') IS NOT NULL;
+    SELECT p.*
+      FROM (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'slerp'
+                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
+                             AND coalesce(p_params, '{}') - 'alpha' = '{}'
+                             AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
+                             AND mmr._fusable(p_ref, p_mod)
+                        THEN mmr.vec_slerp(p_ref, p_mod,
+                                           coalesce((p_params ->> 'alpha')::float8, 0.5)) END AS q
+             OFFSET 0) f,
+           LATERAL mmr._fast_plan_single(p_collection, p_space, f.q, p_k, p_filter, p_ef_search,
+                                         p_max_scan_tuples, p_rerank) p;
 END;
 
 -- weimocir without caption spaces: its query fusion alone, n((1-alpha)*reference +
--- alpha*modifier) on the space's search statement (candidates unused, but checked against its
--- bound as on the general path).
+-- alpha*modifier) (candidates unused, but checked against its bound as on the general path).
 CREATE OR REPLACE FUNCTION mmr._fast_plan_weimocir(
     p_collection text, p_space text, p_ref @extschema:vector@.vector,
     p_mod @extschema:vector@.vector, p_method text, p_k int, p_params jsonb, p_filter jsonb,
@@ -796,31 +808,21 @@ CREATE OR REPLACE FUNCTION mmr._fast_plan_weimocir(
 RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT s.statements ->> 'search', '{query,k}'::text[],
-           CASE WHEN a.m = 'weimocir' AND jsonb_typeof(a.prm) = 'object'
-                     AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
-                     AND mmr._fusable(p_ref, p_mod)
-                THEN mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
-                                                   coalesce((a.prm ->> 'alpha')::float8, 0.8)))
-           END,
-           NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
-      FROM mmr._fast_space(p_collection, p_space) s,
-           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
-                   coalesce(p_params, '{}') AS prm) a,
-           (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'weimocir'
+    SELECT p.*
+      FROM (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'weimocir'
                              AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
+                             AND coalesce(p_params, '{}') - 'alpha' - 'beta' - 'candidates' = '{}'
+                             AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
+                             AND jsonb_typeof(coalesce(p_params -> 'beta', '0')) = 'number'
                              AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
-                        THEN mmr._candidates(p_params, p_k + 1, p_k + 1) END AS n OFFSET 0) c
-     WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
-       AND a.m = 'weimocir' AND jsonb_typeof(a.prm) = 'object'
-       AND a.prm - 'alpha' - 'beta' - 'candidates' = '{}'
-       AND jsonb_typeof(coalesce(a.prm -> 'alpha', '0')) = 'number'
-       AND jsonb_typeof(coalesce(a.prm -> 'beta', '0')) = 'number'
-       AND jsonb_typeof(coalesce(a.prm -> 'candidates', '0')) = 'number'
-       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
-       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
-       AND (s.statements ->> 'search') IS NOT NULL AND c.n IS NOT NULL;
+                             AND mmr._fusable(p_ref, p_mod)
+                             AND mmr._candidates(p_params, p_k + 1, p_k + 1) IS NOT NULL
+                        THEN mmr.vec_normalize(mmr.vec_mix(
+                                 p_ref, p_mod, coalesce((p_params ->> 'alpha')::float8, 0.8)))
+                   END AS q
+             OFFSET 0) f,
+           LATERAL mmr._fast_plan_single(p_collection, p_space, f.q, p_k, p_filter, p_ef_search,
+                                         p_max_scan_tuples, p_rerank) p;
 END;
 
 -- score_sum and product: the space's checked two-leg statement (no rows unless both legs are
@@ -834,26 +836,22 @@ RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.statements ->> (a.m || '_checked'), '{vecs,n,filter,k,exclude}'::text[],
-           NULL::@extschema:vector@.vector,
-           CASE WHEN a.m IN ('score_sum', 'product') AND mmr._fusable(p_ref, p_mod)
-                THEN ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)] END,
-           c.n, p_k, NULL::jsonb, NULL::jsonb, mmr._ef_for(c.n, p_ef_search), NULL::int,
-           'rerun', s.statements ->> a.m, NULL::jsonb
+           NULL::@extschema:vector@.vector, f.vecs, f.n, p_k, NULL::jsonb, NULL::jsonb,
+           mmr._ef_for(f.n, p_ef_search), NULL::int, 'rerun', s.statements ->> a.m, NULL::jsonb
       FROM mmr._fast_space(p_collection, p_space) s,
-           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
-                   coalesce(p_params, '{}') AS prm) a,
-           (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) IN ('score_sum', 'product')
-                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
-                             AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
-                        THEN mmr._candidates(p_params, p_k + 1, greatest(4 * p_k, 40)) END AS n
-             OFFSET 0) c
+           (SELECT lower(coalesce(p_method, 'weighted')) AS m) a,
+           (SELECT CASE WHEN g.ok THEN ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)]
+                   END AS vecs,
+                   CASE WHEN g.ok THEN mmr._candidates(p_params, p_k + 1, greatest(4 * p_k, 40))
+                   END AS n
+              FROM (SELECT lower(coalesce(p_method, 'weighted')) IN ('score_sum', 'product')
+                           AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
+                           AND coalesce(p_params, '{}') - 'candidates' = '{}'
+                           AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
+                           AND mmr._fusable(p_ref, p_mod) AS ok OFFSET 0) g
+             OFFSET 0) f
      WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
-       AND a.m IN ('score_sum', 'product') AND jsonb_typeof(a.prm) = 'object'
-       AND a.prm - 'candidates' = '{}'
-       AND jsonb_typeof(coalesce(a.prm -> 'candidates', '0')) = 'number'
-       AND mmr._query_ok(s.dimensions, s.distance, p_ref)
-       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
-       AND (s.statements ->> (a.m || '_checked')) IS NOT NULL;
+       AND f.vecs IS NOT NULL AND @extschema:vector@.vector_dims(p_ref) = s.dimensions;
 END;
 
 -- gqr on this space alone (no caption space or query): the space's cached GQR statement
@@ -869,20 +867,19 @@ RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.statements ->> 'gqr_checked', '{vecs,n,filter,k,exclude,options}'::text[],
-           NULL::@extschema:vector@.vector,
-           ARRAY[CASE WHEN a.m = 'gqr' AND mmr._fusable(p_ref, p_mod)
-                      THEN mmr.vec_lerp(p_ref, p_mod, (g.o ->> 'alpha')::float8) END, p_mod],
+           NULL::@extschema:vector@.vector, ARRAY[f.q, p_mod],
            (g.o ->> 'n')::int, p_k, NULL::jsonb, NULL::jsonb,
            mmr._ef_for((g.o ->> 'n')::int, p_ef_search), NULL::int, 'rerun',
            s.statements ->> 'gqr', g.o
       FROM mmr._fast_space(p_collection, p_space) s,
-           (SELECT lower(coalesce(p_method, 'weighted')) AS m,
-                   coalesce(p_params, '{}') AS prm) a,
-           (SELECT mmr._gqr_fast_options(coalesce(p_params, '{}'), p_k) AS o OFFSET 0) g
+           (SELECT mmr._gqr_fast_options(coalesce(p_params, '{}'), p_k) AS o OFFSET 0) g,
+           LATERAL (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'gqr'
+                                     AND g.o IS NOT NULL AND mmr._fusable(p_ref, p_mod)
+                                THEN mmr.vec_lerp(p_ref, p_mod, (g.o ->> 'alpha')::float8)
+                           END AS q OFFSET 0) f
      WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
-       AND a.m = 'gqr' AND mmr._query_ok(s.dimensions, s.distance, p_ref)
-       AND mmr._query_ok(s.dimensions, s.distance, p_mod) AND mmr._fusable(p_ref, p_mod)
-       AND (s.statements ->> 'gqr_checked') IS NOT NULL AND g.o IS NOT NULL;
+       AND g.o IS NOT NULL AND f.q IS NOT NULL
+       AND @extschema:vector@.vector_dims(p_ref) = s.dimensions;
 END;
 
 -- The planner of mmr.composed_search's fast path by reference vector for a method (any
