@@ -164,6 +164,10 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "leg_agg",
             "sims_of",
             "embedding_of",
+            "weimocir_leg_1",
+            "weimocir_leg_2",
+            "weimocir_sims_1",
+            "weimocir_sims_2",
         }
     # A new version of a space gets its own statements (its own embedding table).
     mmr.add_space(conn, "fp", "img", "external", None, D, new_version=True)
@@ -515,8 +519,8 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
     )
     fast = _calls(conn, wmc, a)
     assert "_composed_plan" not in fast and "_keys_except" in fast
-    # Natively the legs and the fusion run from kept plans, without mmr._weimocir_fast.
-    assert ("_weimocir_fast" in fast) is (binding == "plpgsql")
+    # Both bindings run the by-key planner's plan: one statement (legs, scores by key, fusion).
+    assert "_composed_key_exec_plan" in fast and "_composed_search_key_general" not in fast
     assert "_composed_plan" in _calls(conn, wmc, general)
     hybrid = (
         "SELECT * FROM mmr.hybrid_search('fp', 'red', ARRAY['img'], ARRAY[%(q)s::vector], 10, "
