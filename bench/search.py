@@ -218,6 +218,14 @@ def main() -> None:
                 )
             )
 
+        def comp_key(method: str) -> Callable[[int], list[Any]]:
+            """The by-key overload: the reference is the stored row refs[i] (left out)."""
+            return run(
+                lambda i: rt.composed_statement(
+                    "items", "img", None, mods[i], reference_key=int(refs[i]), method=method, k=k
+                )
+            )
+
         def search_stmt(i: int, rerank_depth: int | None = None) -> rt.SearchStatement:
             return rt.search_statement("items", "img", ref_vecs[i], k, rerank_depth=rerank_depth)
 
@@ -297,6 +305,8 @@ def main() -> None:
                 2.5,
                 None,
             ),
+            ("composed weighted (by key)", comp_key("weighted"), 1.10, None),
+            ("composed score_sum (by key)", comp_key("score_sum"), 2.5, None),
             ("composed basic", comp("basic"), 2.5, None),
             ("composed gqr", comp("gqr"), 2.5, None),
             (

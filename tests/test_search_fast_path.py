@@ -14,6 +14,7 @@ reference functions themselves (a server without the library), see 089-native.sq
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -164,6 +165,10 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "leg_agg",
             "sims_of",
             "embedding_of",
+            "weimocir_leg_1",
+            "weimocir_leg_2",
+            "weimocir_sims_1",
+            "weimocir_sims_2",
         }
     # A new version of a space gets its own statements (its own embedding table).
     mmr.add_space(conn, "fp", "img", "external", None, D, new_version=True)
@@ -301,6 +306,80 @@ def test_composed_fast_path_equals_general_path(
                     assert int(r) not in keys
                 elif method == "image_only":
                     assert keys[0] == int(r)
+
+
+# The by-key overload's fast-path cases: every fast method (GQR has none by key) and WeiMoCIR
+# with a caption space, k 10 and 100 (a caption leg of 400 candidates on a space of 380 rows
+# comes back short: the plan's plain statement reruns with iterative scans).
+KEY_CASES: list[tuple[str, dict[str, Any]]] = [
+    *[(m, p) for m, p in FAST_METHODS if m != "gqr"],
+    ("weimocir", {"caption_space": "cap"}),
+    ("weimocir", {"caption_space": "cap", "alpha": 0.5, "beta": 0.6, "candidates": 50}),
+]
+BY_KEY = (
+    "SELECT * FROM mmr.composed_search('fp', 'img', %(r)s::jsonb, %(m)s, %(method)s, %(k)s, "
+    "%(p)s::jsonb)"
+)
+KEY_PLAN = (
+    "SELECT p.exclude, p.rest FROM mmr._composed_key_exec_plan('fp', 'img', %(r)s::jsonb, "
+    "%(m)s, %(method)s, %(k)s, %(p)s::jsonb, NULL, NULL, NULL, NULL, NULL, NULL) p"
+)
+
+
+@pytest.mark.parametrize(("method", "params"), KEY_CASES)
+def test_by_key_planner_plan_equals_general_path(
+    db: tuple[Conn, Any], binding: str, method: str, params: dict[str, Any]
+) -> None:
+    """The by-key overload runs its SQL planner's plan (mmr._composed_key_exec_plan) in both
+    bindings, never its general path, with the same rows as the general path (mmr.fast_path
+    off), the reference left out unless exclude_reference is false."""
+    conn, vecs = db
+    from pgvector import Vector
+
+    rng = np.random.default_rng(5)
+    two_legs = method in ("score_sum", "product") or "caption_space" in params
+    for r in rng.integers(20, N, 3).tolist():
+        for k in (10, 100):
+            for excl in (True, False):
+                a = {
+                    "r": str(r),
+                    "m": Vector(vecs["img"][rng.integers(0, N)]),
+                    "method": method,
+                    "k": k,
+                    "p": json.dumps(dict(params, exclude_reference=excl)),
+                }
+                assert conn.execute(KEY_PLAN, a).fetchall() == [
+                    (r if excl else None, "rerun" if two_legs else "offset")
+                ]
+                calls = _calls(conn, BY_KEY, a)
+                assert "_composed_key_exec_plan" in calls, calls
+                assert "_composed_search_key_general" not in calls, calls
+                if k == 100 and params == {"caption_space": "cap"}:
+                    # the caption leg (380 rows) short of 400 candidates: the plain form reruns
+                    assert "_exec_rest" in calls, calls
+                fast = conn.execute(BY_KEY, a).fetchall()
+                conn.execute("SET mmr.fast_path = off")
+                try:
+                    assert "_composed_key_exec_plan" in _calls(conn, BY_KEY, a)
+                    assert "_composed_search_key_general" in _calls(conn, BY_KEY, a)
+                    general = conn.execute(BY_KEY, a).fetchall()
+                finally:
+                    conn.execute("RESET mmr.fast_path")
+                assert len(fast) == k
+                assert [x[0] for x in fast] == [x[0] for x in general]
+                assert np.allclose([x[1] for x in fast], [x[1] for x in general], atol=1e-9)
+                if excl:
+                    assert r not in [x[0] for x in fast]
+    # No plan (the general path decides): a filter, GQR, a non-boolean exclude_reference.
+    a = {"r": "50", "m": Vector(vecs["img"][9]), "method": method, "k": 10, "p": "{}"}
+    none = (
+        "SELECT count(*) FROM mmr._composed_key_exec_plan('fp', 'img', %(r)s::jsonb, %(m)s, "
+        "%(method)s, %(k)s, %(p)s::jsonb, %(f)s::jsonb, NULL, NULL, NULL, NULL, NULL)"
+    )
+    assert conn.execute(none, dict(a, f='{"caption": "red"}')).fetchone() == (0,)
+    assert conn.execute(none, dict(a, method="gqr", f=None)).fetchone() == (0,)
+    bad = json.dumps(dict(params, exclude_reference="yes"))
+    assert conn.execute(none, dict(a, p=bad, f=None)).fetchone() == (0,)
 
 
 def test_composite_keys_on_the_fast_path(db: tuple[Conn, Any]) -> None:
@@ -515,8 +594,8 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
     )
     fast = _calls(conn, wmc, a)
     assert "_composed_plan" not in fast and "_keys_except" in fast
-    # Natively the legs and the fusion run from kept plans, without mmr._weimocir_fast.
-    assert ("_weimocir_fast" in fast) is (binding == "plpgsql")
+    # Both bindings run the by-key planner's plan: one statement (legs, scores by key, fusion).
+    assert "_composed_key_exec_plan" in fast and "_composed_search_key_general" not in fast
     assert "_composed_plan" in _calls(conn, wmc, general)
     hybrid = (
         "SELECT * FROM mmr.hybrid_search('fp', 'red', ARRAY['img'], ARRAY[%(q)s::vector], 10, "

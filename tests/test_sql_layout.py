@@ -10,6 +10,9 @@
 These read the files only (no database).  Calls are found as ``mmr.<name>(`` outside comments
 and outside the text of messages (``RAISE ... USING HINT = 'run mmr.refresh_view(...)'``);
 the names in dynamic SQL strings (``EXECUTE format('... mmr._foo(%L)')``) count as calls.
+
+The native module (``native/pg_mmretrieval.c``) is an executor only: it names no composed
+method and no method parameter (those live in the SQL planners, issue 14 item 1).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 
 IDEMPOTENT = Path(__file__).resolve().parent.parent / "sql" / "idempotent"
+NATIVE = Path(__file__).resolve().parent.parent / "native" / "pg_mmretrieval.c"
 FILES = sorted(p.name for p in IDEMPOTENT.glob("*.sql"))
 
 # A forward call that is a real cycle, with the reason (none today).
@@ -198,3 +202,27 @@ def test_checker_sees_bad_names() -> None:
         "070-A.sql: not NNN-feature.sql",
         "060-fusion.sql, 060-worker.sql: one number",
     ]
+
+
+# The native executor knows no method: names from the method table (mmr._composed_methods) and
+# its parameters, as C string literals.
+_METHOD_ROW = re.compile(r"\(\d+, '(\w+)', '\{([\w,]*)\}',\s*'_plan_\w+'")
+
+
+def method_words(composed_sql: str) -> set[str]:
+    """The method names and parameter names of the method table in 070-composed.sql."""
+    words: set[str] = set()
+    for name, params in _METHOD_ROW.findall(composed_sql):
+        words.add(name)
+        words.update(p for p in params.split(",") if p)
+    return words
+
+
+def test_native_module_names_no_method_or_parameter() -> None:
+    words = method_words((IDEMPOTENT / "070-composed.sql").read_text())
+    assert {"weighted", "weimocir", "score_sum", "caption_space", "alpha"} <= words, words
+    literals = set(re.findall(r'"([^"\\]*)"', NATIVE.read_text()))
+    found = sorted(w for w in words | {"exclude_reference"} if w in literals)
+    assert not found, f"native/pg_mmretrieval.c decides by method or parameter: {found}"
+    # the check can fail: the by-key fast path of earlier releases named them
+    assert "weimocir" in set(re.findall(r'"([^"\\]*)"', 'is_method(fcinfo, "weimocir")'))

@@ -144,6 +144,37 @@ BEGIN
 END
 $$;
 
+-- One vector leg as arrays: the keys and scores of the $2 rows nearest to p_query (an SQL
+-- expression: '$1' for the cached leg_agg statement, '$1[1]' for a leg of a larger one), best
+-- first (NULL arrays when the space has no rows).
+CREATE OR REPLACE FUNCTION mmr._leg_agg_sql(c mmr._collection, s mmr._space, p_query text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('SELECT array_agg(x.key ORDER BY x.dist, x.key), '
+                  'array_agg(%s ORDER BY x.dist, x.key) FROM '
+                  '(SELECT %s AS key, %s AS dist FROM %s e ORDER BY %s LIMIT $2) x',
+                  mmr._score_expr(s.distance, 'x.dist'), mmr._key_json(c, 'e'),
+                  mmr._dist(s, 'e', p_query), s.embedding_table, mmr._dist(s, 'e', p_query))
+$$;
+
+-- The scores (float8[], in the order of the keys; NULL where a row has no embedding, and for no
+-- keys) of the rows whose keys the jsonb[] expression p_keys holds to the query expression
+-- p_query.
+CREATE OR REPLACE FUNCTION mmr._sims_of_sql(c mmr._collection, s mmr._space, p_keys text,
+                                            p_query text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('SELECT array_agg(%s ORDER BY u.ord) '
+                  'FROM unnest(%s::jsonb[]) WITH ORDINALITY u(key, ord) '
+                  'CROSS JOIN LATERAL (SELECT %s) t LEFT JOIN %s e ON %s',
+                  mmr._sim(s, 'e', p_query), p_keys, mmr._key_from_json(c, 'u.key'),
+                  s.embedding_table, mmr._key_join(c, 'e', 't'))
+$$;
+
 -- The stored embedding of a row (by its jsonb key) in a space, as a full-precision vector.
 CREATE OR REPLACE FUNCTION mmr._embedding_of(c mmr._collection, s mmr._space, p_key jsonb,
                                              p_required boolean DEFAULT true)

@@ -510,7 +510,8 @@ $$;
 -- (mmr._plan_*, above), its default candidates per leg (NULL: max(4k, 40)), and whether the
 -- fast path (the cached statements) may serve it.  Adding a method: a builder and a row here
 -- (and, for the fast path by reference vector, a planner mmr._fast_plan_<name> and its line in
--- mmr._composed_fast_planner; by reference key, a branch of mmr._fast_plan).
+-- mmr._composed_fast_planner; by reference key, a branch of mmr._fast_plan, which the by-key
+-- planner mmr._composed_key_exec_plan calls).
 CREATE OR REPLACE FUNCTION mmr._composed_methods()
 RETURNS TABLE (ord int, name text, params text[], builder text, candidates int, fast boolean)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -598,10 +599,14 @@ BEGIN
 END
 $$;
 
--- The plan of a composed search on the fast path: single-vector methods (image_only,
--- text_only, weighted, slerp) and the two-leg score_sum/product, with every argument valid;
--- else NULL, and the general path (mmr._composed_plan) runs and raises the explanatory error.
--- Same formulas and defaults as there.  p.n: rows per leg (ef_search is raised to it).
+-- The method part of the by-key fast path's plan (its one caller: mmr._composed_key_exec_plan,
+-- which turns it into an mmr._exec_plan): single-vector methods (image_only, text_only,
+-- weighted, slerp, weimocir without caption spaces) and the two-leg score_sum/product, with
+-- every argument valid; else NULL, and the general path (mmr._composed_plan) runs and raises the
+-- explanatory error.  Same formulas and defaults as there.  p.n: rows per leg (ef_search is
+-- raised to it); p_exclude: the key left out (the single_excl statement), p.aux.sql: a checked
+-- two-leg statement's plain form.  Kept apart from the planner: the by-key path's methods in one
+-- small function, as the by-vector path has its builders (mmr._fast_plan_<name>).
 CREATE OR REPLACE FUNCTION mmr._fast_plan(s mmr._space, p_ref @extschema:vector@.vector,
                                           p_mod @extschema:vector@.vector, p_method text,
                                           p_params jsonb, p_k int, p_exclude jsonb)
@@ -657,24 +662,8 @@ BEGIN
 END
 $$;
 
--- After a fast-path statement returned p_got rows: NULL when that was complete, else the
--- statement to run next with iterative scans switched on (mmr._top_up_scan): a single-vector
--- statement continues past the rows already returned; a checked score_sum / product statement
--- returned nothing, and its plain form runs again.
-CREATE OR REPLACE FUNCTION mmr._fast_rerun(p mmr._search_plan, p_got bigint)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_got >= p.k OR (cardinality(p.vecs) > 1 AND p_got > 0) THEN
-        RETURN NULL;
-    END IF;
-    PERFORM mmr._top_up_scan();
-    RETURN CASE WHEN cardinality(p.vecs) = 1 THEN mmr._offset_sql(p.sql, p_got)
-                ELSE p.aux ->> 'sql' END;
-END
-$$;
+-- Replaced by mmr._exec_rest (the rest of a plan, both executors).
+DROP FUNCTION IF EXISTS mmr._fast_rerun(mmr._search_plan, bigint);
 
 -- Two vectors a fusion (mmr.vec_lerp, mmr.vec_slerp) accepts: one dimension, non-zero norms
 -- of at most mmr._max_norm().
@@ -969,45 +958,36 @@ END;
 
 -- WeiMoCIR with one caption space on the fast path (mmr.composed_search by stored key, no
 -- filter or reranker, both spaces stored as `vector`): the same candidates, formula and order as
--- the general statement of mmr._composed_plan, but each leg is one small cached statement
--- returning keys and scores, a space scores by key only the candidates its own leg did not
--- return, and the fusion is a static statement (its plan is kept).  Vectors never leave the
--- index scans: carrying 40 embeddings per leg through arrays cost more than the look-ups.
-CREATE OR REPLACE FUNCTION mmr._weimocir_fast(s mmr._space, cs mmr._space,
-                                              p_ref @extschema:vector@.vector,
-                                              p_refcap @extschema:vector@.vector,
-                                              p_mod @extschema:vector@.vector, p_alpha float8,
-                                              p_beta float8, p_n int, p_k int, p_exclude jsonb)
-RETURNS TABLE (key jsonb, score float8)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    qi @extschema:vector@.vector := mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod, p_alpha));
-    qc @extschema:vector@.vector := mmr.vec_normalize(mmr.vec_mix(p_refcap, p_mod, p_alpha));
-    ki jsonb[];
-    si float8[];
-    kc jsonb[];
-    sc float8[];
-    mi jsonb[];
-    mc jsonb[];
-    wi float8[] := '{}';
-    wc float8[] := '{}';
-BEGIN
-    SELECT l.keys, l.scores INTO ki, si FROM mmr._leg_agg(s.statements ->> 'leg_agg', qi, p_n) l;
-    SELECT l.keys, l.scores INTO kc, sc FROM mmr._leg_agg(cs.statements ->> 'leg_agg', qc, p_n) l;
-    mi := mmr._keys_except(kc, ki);
-    mc := mmr._keys_except(ki, kc);
-    IF cardinality(mi) > 0 THEN
-        EXECUTE s.statements ->> 'sims_of' INTO wi USING mi, qi;
-    END IF;
-    IF cardinality(mc) > 0 THEN
-        EXECUTE cs.statements ->> 'sims_of' INTO wc USING mc, qc;
-    END IF;
-    RETURN QUERY SELECT * FROM mmr._weimocir_fuse(ki || mi, si || wi, kc || mc, sc || wc, p_beta,
-                                                  p_k, p_exclude);
-END
-$$;
+-- the general statement of mmr._composed_plan, as one statement put together from the two
+-- spaces' cached fragments (088-statement-cache.sql; p_image and p_caption: their statements):
+-- each leg ($1[1] the image query on the image space, $1[2] the caption query on the caption
+-- space, $2 rows each) returns keys and scores, a space scores by key only the candidates its
+-- own leg did not return (mmr._keys_except), and mmr._weimocir_fuse fuses them with beta
+-- ($6 ->> 'beta'), best $4, $5 left out.  Vectors never leave the index scans.  With p_checked
+-- the statement returns no row unless both legs returned their $2 candidates (it scans without
+-- iterative scans; the plain form then runs with them, mmr._exec_rest).  A text of the two
+-- spaces alone: the native executor keeps one plan per pair of spaces.
+CREATE OR REPLACE FUNCTION mmr._weimocir_key_sql(p_image jsonb, p_caption jsonb,
+                                                 p_checked boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN format(
+    'SELECT f.key, f.score FROM (%s) li(ki, si), (%s) lc(kc, sc), '
+    'LATERAL (SELECT mmr._keys_except(coalesce(lc.kc, ''{}''), coalesce(li.ki, ''{}'')) AS keys_1, '
+    'mmr._keys_except(coalesce(li.ki, ''{}''), coalesce(lc.kc, ''{}'')) AS keys_2) m, '
+    'LATERAL (%s) wi(w), LATERAL (%s) wc(w), '
+    'LATERAL mmr._weimocir_fuse(coalesce(li.ki, ''{}'') || m.keys_1, '
+    'coalesce(li.si, ''{}'') || coalesce(wi.w, ''{}''), coalesce(lc.kc, ''{}'') || m.keys_2, '
+    'coalesce(lc.sc, ''{}'') || coalesce(wc.w, ''{}''), ($6 ->> ''beta'')::float8, $4, $5) f%s',
+    p_image ->> 'weimocir_leg_1', p_caption ->> 'weimocir_leg_2', p_image ->> 'weimocir_sims_1',
+    p_caption ->> 'weimocir_sims_2',
+    CASE WHEN p_checked THEN ' WHERE cardinality(li.ki) >= $2 AND cardinality(lc.kc) >= $2'
+         ELSE '' END);
+
+-- Replaced by mmr._weimocir_key_sql's statement (one implementation for both executors).
+DROP FUNCTION IF EXISTS mmr._weimocir_fast(mmr._space, mmr._space, @extschema:vector@.vector,
+                                           @extschema:vector@.vector, @extschema:vector@.vector,
+                                           float8, float8, int, int, jsonb);
 
 -- mmr.composed_search's general path with the reference as a vector: every call its planner
 -- (mmr._composed_exec_plan, or the method's builder natively) gave no plan; mmr._composed_plan
@@ -1104,9 +1084,149 @@ BEGIN
 END
 $$;
 
--- The reference as a stored row (its key); it is excluded from the results unless
--- params.exclude_reference is false (CIRR protocol).  The reference implementation and general
--- path of that overload of mmr.composed_search (089-native.sql creates the public function).
+-- The planner of mmr.composed_search's fast path with the reference as a stored row's key (same
+-- arguments as that overload; one rule for both executors): a plan (mmr._exec_plan) when the
+-- call takes the fast path, no row otherwise (the general path,
+-- mmr._composed_search_key_general, then decides and raises the explanatory errors).  The fast
+-- path: no filter or reranker, mmr._fast_path_allowed, k and ef_search in range
+-- (mmr._composed_fast_call), a method the fast paths serve (mmr._composed_fast_methods),
+-- exclude_reference absent or a boolean, an active space with cached statements, and the
+-- reference's embedding read by its cached embedding_of statement.  Then WeiMoCIR with one
+-- caption space (both spaces stored as `vector`, one dimension, params among exclude_reference,
+-- alpha, beta, candidates and caption_space, beta not 0, all three query vectors valid): its two
+-- fused queries and mmr._weimocir_key_sql's statement; every other method: mmr._fast_plan's
+-- plan (the method's formulas).  The reference is left out of the results unless
+-- exclude_reference is false.  PL/pgSQL: it runs the space's embedding_of statement (dynamic
+-- SQL); a PL/pgSQL body records no dependency on the plan types (tests/test_install.py).
+CREATE OR REPLACE FUNCTION mmr._composed_key_exec_plan(
+    p_collection text, p_space text, p_ref_key jsonb, p_mod @extschema:vector@.vector,
+    p_method text, p_k int, p_params jsonb, p_filter jsonb, p_ef_search int,
+    p_max_scan_tuples int, p_rerank text, p_rerank_depth int, p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prm jsonb := coalesce(p_params, '{}');
+    m text := lower(coalesce(p_method, 'weighted'));
+    s mmr._space;
+    cs mmr._space;
+    ref @extschema:vector@.vector;
+    refcap @extschema:vector@.vector;
+    excl jsonb;
+    alpha float8;
+    n int;
+    p mmr._search_plan;
+BEGIN
+    IF (mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+        AND p_ref_key IS NOT NULL AND m = ANY (mmr._composed_fast_methods())
+        AND (NOT prm ? 'exclude_reference'
+             OR jsonb_typeof(prm -> 'exclude_reference') = 'boolean')) IS NOT TRUE THEN
+        RETURN;
+    END IF;
+    s := mmr._active_space(p_collection, p_space);
+    IF s.id IS NULL OR (s.statements ->> 'embedding_of') IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE s.statements ->> 'embedding_of' INTO ref USING p_ref_key;
+    excl := CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true) THEN p_ref_key END;
+    -- WeiMoCIR with one caption space.
+    IF m = 'weimocir' AND jsonb_typeof(prm -> 'caption_space') = 'string'
+       AND prm - 'exclude_reference' - 'alpha' - 'beta' - 'candidates' - 'caption_space' = '{}'
+       AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
+       AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
+       AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number')
+       AND coalesce((prm ->> 'beta')::float8, 0.1) <> 0 AND s.storage = 'vector' THEN
+        SELECT x.* INTO cs FROM mmr._space x
+         WHERE x.collection_id = s.collection_id AND x.name = prm ->> 'caption_space'
+           AND x.active AND x.statements IS NOT NULL AND x.storage = 'vector'
+           AND x.dimensions = s.dimensions;
+        IF FOUND THEN
+            EXECUTE cs.statements ->> 'embedding_of' INTO refcap USING p_ref_key;
+        END IF;
+        IF FOUND AND ref IS NOT NULL AND refcap IS NOT NULL AND p_mod IS NOT NULL
+           AND @extschema:vector@.vector_dims(ref) = s.dimensions
+           AND @extschema:vector@.vector_dims(p_mod) = s.dimensions
+           AND mmr._norm_ok(ref, s.distance) AND mmr._norm_ok(p_mod, s.distance)
+           AND mmr._norm_ok(refcap, s.distance) THEN
+            n := mmr._candidates(prm, p_k + 1, greatest(4 * p_k, 40));
+            alpha := coalesce((prm ->> 'alpha')::float8, 0.8);
+            RETURN QUERY SELECT
+                mmr._weimocir_key_sql(s.statements, cs.statements, true),
+                '{vecs,n,filter,k,exclude,options}'::text[], NULL::@extschema:vector@.vector,
+                ARRAY[mmr.vec_normalize(mmr.vec_mix(ref, p_mod, alpha)),
+                      mmr.vec_normalize(mmr.vec_mix(refcap, p_mod, alpha))],
+                n, p_k, NULL::jsonb, excl, mmr._ef_for(n, p_ef_search), NULL::int, 'rerun',
+                mmr._weimocir_key_sql(s.statements, cs.statements, false),
+                jsonb_build_object('beta', coalesce((prm ->> 'beta')::float8, 0.1));
+            RETURN;
+        END IF;
+    END IF;
+    -- The other methods (and WeiMoCIR without caption spaces): mmr._fast_plan's statement; a
+    -- short single-vector scan continues past its rows, a checked two-leg statement that
+    -- returned nothing reruns in its plain form (mmr._exec_rest).
+    p := mmr._fast_plan(s, ref, p_mod, p_method, prm - 'exclude_reference', p_k, excl);
+    IF p.sql IS NOT NULL THEN
+        RETURN QUERY SELECT
+            p.sql, '{vecs,n,filter,k,exclude}'::text[], NULL::@extschema:vector@.vector, p.vecs,
+            p.n, p.k, NULL::jsonb, p.exclude, mmr._ef_for(p.n, p_ef_search), NULL::int,
+            CASE WHEN cardinality(p.vecs) = 1 THEN 'offset' ELSE 'rerun' END, p.aux ->> 'sql',
+            NULL::jsonb;
+    END IF;
+END
+$$;
+
+-- mmr.composed_search's general path with the reference as a stored row's key: every call its
+-- planner (mmr._composed_key_exec_plan) gave no plan; mmr._composed_plan checks the arguments and
+-- raises the explanatory errors.  The reference is left out of the results unless
+-- params.exclude_reference is false (CIRR protocol).  Both executors call it once the planner
+-- said no: the native module directly, the PL/pgSQL binding from
+-- mmr._composed_search_key_plpgsql.
+CREATE OR REPLACE FUNCTION mmr._composed_search_key_general(
+    collection text,
+    space text,
+    reference_key jsonb,
+    modifier @extschema:vector@.vector,
+    method text DEFAULT 'weighted',
+    k int DEFAULT 10,
+    params jsonb DEFAULT '{}',
+    filter jsonb DEFAULT NULL,
+    ef_search int DEFAULT NULL,
+    max_scan_tuples int DEFAULT NULL,
+    rerank text DEFAULT NULL,
+    rerank_depth int DEFAULT NULL,
+    rerank_params jsonb DEFAULT NULL)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET hnsw.ef_search = 40
+SET hnsw.iterative_scan = off
+SET hnsw.max_scan_tuples = 20000
+AS $$
+DECLARE
+    c mmr._collection := mmr._collection_row(collection);
+    s mmr._space := mmr._space_row(c.id, collection, space);
+    prm jsonb := coalesce(params, '{}');
+    p mmr._search_plan;
+BEGIN
+    p := mmr._composed_plan(c, s, mmr._embedding_of(c, s, reference_key), modifier, method,
+                            mmr._rerank_depth(k, rerank, rerank_depth), prm - 'exclude_reference',
+                            filter,
+                            CASE WHEN mmr._bool(prm, 'exclude_reference', true) THEN reference_key END,
+                            reference_key, ef_search, max_scan_tuples);
+    IF rerank IS NULL THEN
+        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
+                                         p.aux, p.qtext;
+    ELSE
+        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
+    END IF;
+END
+$$;
+
+-- mmr.composed_search with the reference as a stored row's key (left out of the results unless
+-- params.exclude_reference is false): the reference implementation (the PL/pgSQL binding): the
+-- fast path when its planner (mmr._composed_key_exec_plan) gives a plan, else the general path
+-- (mmr._composed_search_key_general); 089-native.sql creates the public function from it.
 CREATE OR REPLACE FUNCTION mmr._composed_search_key_plpgsql(
     collection text,
     space text,
@@ -1129,83 +1249,27 @@ SET hnsw.iterative_scan = off
 SET hnsw.max_scan_tuples = 20000
 AS $$
 DECLARE
-    c mmr._collection;
-    s mmr._space;
-    prm jsonb := coalesce(params, '{}');
-    p mmr._search_plan;
-    ref @extschema:vector@.vector;
-    refcap @extschema:vector@.vector;
-    cs mmr._space;
-    n int;
+    x mmr._exec_plan;
     got bigint;
-    rerun text;
 BEGIN
-    -- Fast path as in the overload above; the reference's embedding comes from the cached
-    -- look-up statement, and it is excluded from the results unless exclude_reference is false.
-    IF filter IS NULL AND rerank IS NULL AND mmr._fast_path_allowed(max_scan_tuples) AND k BETWEEN 1 AND 999
-       AND (ef_search IS NULL OR ef_search BETWEEN 1 AND 1000) AND reference_key IS NOT NULL
-       AND lower(coalesce(method, 'weighted')) = ANY (mmr._composed_fast_methods())
-       AND (NOT prm ? 'exclude_reference' OR jsonb_typeof(prm -> 'exclude_reference') = 'boolean') THEN
-        s := mmr._active_space(collection, space);
-        IF s.id IS NOT NULL THEN
-            EXECUTE s.statements ->> 'embedding_of' INTO ref USING reference_key;
-            -- WeiMoCIR with one caption space: its own fast path (mmr._weimocir_fast).
-            IF lower(method) = 'weimocir' AND jsonb_typeof(prm -> 'caption_space') = 'string'
-               AND prm - 'exclude_reference' - 'alpha' - 'beta' - 'candidates' - 'caption_space' = '{}'
-               AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
-               AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
-               AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number')
-               AND coalesce((prm ->> 'beta')::float8, 0.1) <> 0 AND s.storage = 'vector' THEN
-                SELECT x.* INTO cs FROM mmr._space x
-                 WHERE x.collection_id = s.collection_id AND x.name = prm ->> 'caption_space'
-                   AND x.active AND x.statements IS NOT NULL AND x.storage = 'vector'
-                   AND x.dimensions = s.dimensions;
-                IF FOUND THEN
-                    EXECUTE cs.statements ->> 'embedding_of' INTO refcap USING reference_key;
-                END IF;
-                IF FOUND AND ref IS NOT NULL AND refcap IS NOT NULL AND modifier IS NOT NULL
-                   AND @extschema:vector@.vector_dims(ref) = s.dimensions
-                   AND @extschema:vector@.vector_dims(modifier) = s.dimensions
-                   AND mmr._norm_ok(ref, s.distance) AND mmr._norm_ok(modifier, s.distance)
-                   AND mmr._norm_ok(refcap, s.distance) THEN
-                    n := mmr._candidates(prm, k + 1, greatest(4 * k, 40));
-                    PERFORM mmr._raise_ef_search(n, ef_search);
-                    RETURN QUERY SELECT * FROM mmr._weimocir_fast(
-                        s, cs, ref, refcap, modifier, coalesce((prm ->> 'alpha')::float8, 0.8),
-                        coalesce((prm ->> 'beta')::float8, 0.1), n, k,
-                        CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true)
-                             THEN reference_key END);
-                    RETURN;
-                END IF;
-            END IF;
-            p := mmr._fast_plan(s, ref, modifier, method, prm - 'exclude_reference', k,
-                                CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true)
-                                     THEN reference_key END);
-            IF p.sql IS NOT NULL THEN
-                PERFORM mmr._raise_ef_search(p.n, ef_search);
-                RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
-                GET DIAGNOSTICS got = ROW_COUNT;
-                rerun := mmr._fast_rerun(p, got);
-                IF rerun IS NOT NULL THEN
-                    RETURN QUERY EXECUTE rerun USING p.vecs, p.n, NULL::jsonb, p.k, p.exclude;
-                END IF;
-                RETURN;
-            END IF;
+    SELECT * INTO x FROM mmr._composed_key_exec_plan(collection, space, reference_key, modifier,
+                                                     method, k, params, filter, ef_search,
+                                                     max_scan_tuples, rerank, rerank_depth,
+                                                     rerank_params);
+    IF x.sql IS NOT NULL THEN
+        IF x.ef_search IS NOT NULL THEN
+            PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
         END IF;
+        RETURN QUERY SELECT * FROM mmr._exec_statement(x);
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got < x.k AND x.rest IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
+        END IF;
+        RETURN;
     END IF;
-    c := mmr._collection_row(collection);
-    s := mmr._space_row(c.id, collection, space);
-    p := mmr._composed_plan(c, s, mmr._embedding_of(c, s, reference_key), modifier, method,
-                            mmr._rerank_depth(k, rerank, rerank_depth), prm - 'exclude_reference',
-                            filter,
-                            CASE WHEN mmr._bool(prm, 'exclude_reference', true) THEN reference_key END,
-                            reference_key, ef_search, max_scan_tuples);
-    IF rerank IS NULL THEN
-        RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude, p.weights, p.nums,
-                                         p.aux, p.qtext;
-    ELSE
-        RETURN QUERY SELECT * FROM mmr._execute(p, collection, k, rerank, rerank_params);
-    END IF;
+    RETURN QUERY SELECT * FROM mmr._composed_search_key_general(
+        collection, space, reference_key, modifier, method, k, params, filter, ef_search,
+        max_scan_tuples, rerank, rerank_depth, rerank_params);
 END
 $$;
 

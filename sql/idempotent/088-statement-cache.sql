@@ -23,6 +23,10 @@
 --   sims_of      $1 jsonb[] keys, $2 vector -> float8[] scores of those rows to $2 (NULL where
 --                a row has no embedding)
 --   embedding_of $1 a jsonb key -> that row's embedding as a full-precision vector
+--   weimocir_leg_1, weimocir_leg_2, weimocir_sims_1, weimocir_sims_2: fragments of WeiMoCIR's
+--                statement by reference key (mmr._weimocir_key_sql): leg_agg on $1[1] (or
+--                $1[2]) with $2 rows, and sims_of of the keys m.keys_1 (m.keys_2) to $1[1]
+--                ($1[2]); the image space's _1 and the caption space's _2 are combined
 
 CREATE OR REPLACE FUNCTION mmr._space_statements(s mmr._space)
 RETURNS jsonb
@@ -46,19 +50,12 @@ BEGIN
                               'gqr_union_checked', mmr._gqr_union_sql(c, s, s, NULL, true),
                               'gqr_checked', mmr._gqr_fast_sql(c, s, true),
                               'gqr', mmr._gqr_fast_sql(c, s, false),
-                              'leg_agg', format(
-                                  'SELECT array_agg(x.key ORDER BY x.dist, x.key), '
-                                  'array_agg(%s ORDER BY x.dist, x.key) FROM '
-                                  '(SELECT %s AS key, %s AS dist FROM %s e ORDER BY %s LIMIT $2) x',
-                                  mmr._score_expr(s.distance, 'x.dist'), mmr._key_json(c, 'e'),
-                                  mmr._dist(s, 'e', '$1'), s.embedding_table,
-                                  mmr._dist(s, 'e', '$1')),
-                              'sims_of', format(
-                                  'SELECT array_agg(%s ORDER BY u.ord) '
-                                  'FROM unnest($1::jsonb[]) WITH ORDINALITY u(key, ord) '
-                                  'CROSS JOIN LATERAL (SELECT %s) t LEFT JOIN %s e ON %s',
-                                  mmr._sim(s, 'e', '$2'), mmr._key_from_json(c, 'u.key'),
-                                  s.embedding_table, mmr._key_join(c, 'e', 't')),
+                              'leg_agg', mmr._leg_agg_sql(c, s, '$1'),
+                              'sims_of', mmr._sims_of_sql(c, s, '$1', '$2'),
+                              'weimocir_leg_1', mmr._leg_agg_sql(c, s, '$1[1]'),
+                              'weimocir_leg_2', mmr._leg_agg_sql(c, s, '$1[2]'),
+                              'weimocir_sims_1', mmr._sims_of_sql(c, s, 'm.keys_1', '$1[1]'),
+                              'weimocir_sims_2', mmr._sims_of_sql(c, s, 'm.keys_2', '$1[2]'),
                               'embedding_of', format(
                                   'SELECT e.embedding::@extschema:vector@.vector FROM %s e, '
                                   'LATERAL (SELECT %s) t WHERE %s', s.embedding_table,

@@ -5,7 +5,9 @@
 -- embedded server), else the PL/pgSQL functions mmr._search_plpgsql,
 -- mmr._composed_search_plpgsql, mmr._composed_search_key_plpgsql and mmr._gqr_refine_plpgsql
 -- under the public names.  Each pair has the same signature, SET clauses and contract; a native
--- function hands every call that is not its plain fast path to its PL/pgSQL function.  The
+-- search function runs the plan of the SQL planner its reference asks (mmr._search_exec_plan,
+-- the by-vector builders, mmr._composed_key_exec_plan) and hands every call without one to the
+-- general-path function its reference calls.  The
 -- native ones are used only when the library loads, its ABI is the one this schema expects, and
 -- the installing role may create C functions (superuser); anything else keeps the PL/pgSQL
 -- functions, with a NOTICE.  Re-run on every upgrade, so installing or removing the library
@@ -18,7 +20,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $mmr$
 DECLARE
-    expected_abi constant int := 3;
+    expected_abi constant int := 4;
     abi int;
 BEGIN
     CREATE OR REPLACE FUNCTION mmr._native_abi() RETURNS int
