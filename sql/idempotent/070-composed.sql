@@ -720,7 +720,8 @@ BEGIN ATOMIC
     SELECT s.statements ->> 'search', '{query,k}'::text[],
            CASE WHEN a.m = 'image_only' THEN p_ref ELSE p_mod END,
            NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb,
+           NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s,
            (SELECT lower(coalesce(p_method, 'weighted')) AS m,
                    coalesce(p_params, '{}') AS prm) a
@@ -746,7 +747,8 @@ BEGIN ATOMIC
                      AND mmr._fusable(p_ref, p_mod)
                 THEN mmr.vec_lerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5)) END,
            NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb,
+           NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s,
            (SELECT lower(coalesce(p_method, 'weighted')) AS m,
                    coalesce(p_params, '{}') AS prm) a
@@ -773,7 +775,8 @@ BEGIN ATOMIC
                      AND mmr._fusable(p_ref, p_mod)
                 THEN mmr.vec_slerp(p_ref, p_mod, coalesce((a.prm ->> 'alpha')::float8, 0.5)) END,
            NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb,
+           NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s,
            (SELECT lower(coalesce(p_method, 'weighted')) AS m,
                    coalesce(p_params, '{}') AS prm) a
@@ -804,7 +807,8 @@ BEGIN ATOMIC
                                                    coalesce((a.prm ->> 'alpha')::float8, 0.8)))
            END,
            NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb,
+           NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s,
            (SELECT lower(coalesce(p_method, 'weighted')) AS m,
                    coalesce(p_params, '{}') AS prm) a,
@@ -838,7 +842,7 @@ BEGIN ATOMIC
            CASE WHEN a.m IN ('score_sum', 'product') AND mmr._fusable(p_ref, p_mod)
                 THEN ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)] END,
            c.n, p_k, NULL::jsonb, NULL::jsonb, mmr._ef_for(c.n, p_ef_search), NULL::int,
-           'rerun', s.statements ->> a.m, NULL::jsonb
+           'rerun', s.statements ->> a.m, NULL::jsonb, NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s,
            (SELECT lower(coalesce(p_method, 'weighted')) AS m,
                    coalesce(p_params, '{}') AS prm) a,
@@ -874,7 +878,7 @@ BEGIN ATOMIC
                       THEN mmr.vec_lerp(p_ref, p_mod, (g.o ->> 'alpha')::float8) END, p_mod],
            (g.o ->> 'n')::int, p_k, NULL::jsonb, NULL::jsonb,
            mmr._ef_for((g.o ->> 'n')::int, p_ef_search), NULL::int, 'rerun',
-           s.statements ->> 'gqr', g.o
+           s.statements ->> 'gqr', g.o, NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s,
            (SELECT lower(coalesce(p_method, 'weighted')) AS m,
                    coalesce(p_params, '{}') AS prm) a,

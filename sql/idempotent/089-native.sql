@@ -18,7 +18,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $mmr$
 DECLARE
-    expected_abi constant int := 3;
+    expected_abi constant int := 4;
     abi int;
 BEGIN
     CREATE OR REPLACE FUNCTION mmr._native_abi() RETURNS int
