@@ -147,8 +147,8 @@ def test_threshold_setting_changes_the_decision(
         plan = _plan(conn, vecs[0], medium)
         assert plan[0]["mmr"]["filter_plan"] == "index" and uses_hnsw(plan)
         assert plan[0]["mmr"]["threshold"] == 0
-        # (for a filter this selective PostgreSQL's own planner may still prefer to sort the
-        # rows its btree finds: the index plan leaves it that choice)
+        # (on the general path PostgreSQL's own planner may still prefer to sort the rows its
+        # btree finds for a filter this selective; the fast path keeps the HNSW shape)
         assert _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]["filter_plan"] == "index"
     with conn.transaction():
         conn.execute("SET LOCAL mmr.exact_filter_rows = 1000000")
