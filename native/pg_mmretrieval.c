@@ -60,7 +60,9 @@ PG_MODULE_MAGIC;
  * field names, the general-path functions' signatures); 089-native.sql checks it.  2: the
  * executor runs SQL-planned statements (issue 14, item 1).  3: a call without a plan goes to the
  * general-path functions (mmr._search_general, mmr._composed_search_general).  4: the by-key
- * overload too (mmr._composed_key_exec_plan, else mmr._composed_search_key_general). */
+ * overload too (mmr._composed_key_exec_plan, else mmr._composed_search_key_general), and plans
+ * carry `iterative` (hnsw.iterative_scan for the call) and `planning` (kept in the HNSW shape,
+ * or planned per call): the filtered fast path of mmr.search (revision 0008). */
 #define MMR_NATIVE_ABI 4
 
 #define MAX_CACHED 256
@@ -71,6 +73,7 @@ typedef struct CachedStatement
 	char	   *sql;
 	int			nargs;
 	Oid			types[MAX_ARGS];
+	bool		hnsw_shaped;	/* built in the HNSW shape (a plan's planning 'generic') */
 	SPIPlanPtr	plan;
 } CachedStatement;
 
@@ -102,6 +105,11 @@ keep_plan(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
+/* The planner settings of the HNSW shape (mmr._exec_hnsw_shaped, 045-search.sql, has the same
+ * list): every other way to produce rows in distance order switched off. */
+static const char *const hnsw_shape_off[] = {"enable_seqscan", "enable_bitmapscan", "enable_sort",
+"enable_incremental_sort", "enable_hashjoin", "enable_mergejoin"};
+
 /*
  * Build (or rebuild) a kept statement's generic plan now, under the index settings every search
  * function starts with (its SET clauses: hnsw.ef_search 40, no iterative scan), not under the
@@ -109,9 +117,12 @@ keep_plan(const char *sql, int nargs, Oid *types)
  * generic plan (LIMIT $2 estimated at 10 % of the rows) built while one call had ef_search 200
  * was a Seq Scan + Sort, kept for the whole session.  Called before every use of a plan that
  * is not valid (new, or invalidated by DDL or ANALYZE), so no call's settings reach a plan.
+ * `hnsw_shaped` (a plan's planning 'generic': a filter's index plan): also in the HNSW shape,
+ * so that the plan kept is the index's ordered scan joined to the source row by row, never a
+ * sort of the rows a btree finds (a generic plan estimates the filter without its values).
  */
 static void
-build_plan(SPIPlanPtr plan)
+build_plan(SPIPlanPtr plan, bool hnsw_shaped)
 {
 	int			nest = NewGUCNestLevel();
 	CachedPlan *cplan;
@@ -120,6 +131,10 @@ build_plan(SPIPlanPtr plan)
 							 true, 0, false);
 	(void) set_config_option("hnsw.iterative_scan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	if (hnsw_shaped)
+		for (int i = 0; i < (int) lengthof(hnsw_shape_off); i++)
+			(void) set_config_option(hnsw_shape_off[i], "off", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
 	cplan = SPI_plan_get_cached_plan(plan);
 	if (cplan != NULL)
 		ReleaseCachedPlan(cplan, CurrentResourceOwner);
@@ -138,20 +153,21 @@ plan_ready(SPIPlanPtr plan)
 	return ps->is_valid && ps->gplan != NULL && ps->gplan->is_valid;
 }
 
-/* The session's kept plan of a cached statement (same text and argument types), planned under
- * the default index settings (build_plan). */
+/* The session's kept plan of a cached statement (same text, argument types and shape), planned
+ * under the default index settings, in the HNSW shape when asked (build_plan). */
 static SPIPlanPtr
-statement_plan(const char *sql, int nargs, const Oid *types)
+shaped_statement_plan(const char *sql, int nargs, const Oid *types, bool hnsw_shaped)
 {
 	int			i;
 
 	Assert(nargs <= MAX_ARGS);
 	for (i = 0; i < n_cached; i++)
-		if (cached[i].nargs == nargs && strcmp(cached[i].sql, sql) == 0
+		if (cached[i].nargs == nargs && cached[i].hnsw_shaped == hnsw_shaped
+			&& strcmp(cached[i].sql, sql) == 0
 			&& memcmp(cached[i].types, types, sizeof(Oid) * nargs) == 0)
 		{
 			if (!plan_ready(cached[i].plan))
-				build_plan(cached[i].plan);
+				build_plan(cached[i].plan, hnsw_shaped);
 			return cached[i].plan;
 		}
 	if (n_cached == MAX_CACHED)
@@ -163,11 +179,19 @@ statement_plan(const char *sql, int nargs, const Oid *types)
 		n_cached--;
 	}
 	cached[n_cached].plan = keep_plan(sql, nargs, (Oid *) types);
-	build_plan(cached[n_cached].plan);
+	build_plan(cached[n_cached].plan, hnsw_shaped);
 	cached[n_cached].sql = MemoryContextStrdup(TopMemoryContext, sql);
 	cached[n_cached].nargs = nargs;
+	cached[n_cached].hnsw_shaped = hnsw_shaped;
 	memcpy(cached[n_cached].types, types, sizeof(Oid) * nargs);
 	return cached[n_cached++].plan;
+}
+
+/* The session's kept plan of a cached statement, planned under the default index settings. */
+static SPIPlanPtr
+statement_plan(const char *sql, int nargs, const Oid *types)
+{
+	return shaped_statement_plan(sql, nargs, types, false);
 }
 
 /* Append SPI's result rows (key jsonb, score float8) to the function's tuplestore. */
@@ -232,10 +256,12 @@ plan_field(const ExecPlan *plan, const char *name, bool *isnull, Oid *type)
 }
 
 /*
- * Run a plan: hnsw.ef_search set to its ef_search (when given, for the rest of the call: the
- * function's SET clause restores it), its statement with the plan fields its `args` name as
- * $1, $2, ... (a kept plan per statement text and argument types), then, when the statement
- * returned fewer than k rows and the plan has a rest, mmr._exec_rest (a rare path).
+ * Run a plan: hnsw.ef_search and hnsw.iterative_scan set to its ef_search and iterative (when
+ * given, for the rest of the call: the function's SET clauses restore them), its statement with
+ * the plan fields its `args` name as $1, $2, ..., planned as its `planning` says (NULL: a kept
+ * plan per statement text and argument types; 'generic': the same, built in the HNSW shape;
+ * 'custom': planned for this call with its values), then, when the statement returned fewer
+ * than k rows and the plan has a rest, mmr._exec_rest (a rare path).
  */
 static void
 run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
@@ -253,6 +279,8 @@ run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
 	char		nulls[MAX_ARGS];
 	uint64		got;
 	int32		k;
+	char	   *planning;
+	int			ret;
 
 	plan.tuple.t_len = HeapTupleHeaderGetDatumLength(td);
 	ItemPointerSetInvalid(&plan.tuple.t_self);
@@ -270,6 +298,11 @@ run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
 		snprintf(buf, sizeof(buf), "%d", DatumGetInt32(value));
 		set_local("hnsw.ef_search", buf);
 	}
+	value = plan_field(&plan, "iterative", &isnull, NULL);
+	if (!isnull)
+		set_local("hnsw.iterative_scan", TextDatumGetCString(value));
+	value = plan_field(&plan, "planning", &isnull, NULL);
+	planning = isnull ? NULL : TextDatumGetCString(value);
 	value = plan_field(&plan, "args", &isnull, NULL);
 	if (isnull)
 		elog(ERROR, "pg_mmretrieval native: a plan without args");
@@ -282,8 +315,14 @@ run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
 		args[i] = plan_field(&plan, TextDatumGetCString(names[i]), &isnull, &types[i]);
 		nulls[i] = isnull ? 'n' : ' ';
 	}
-	if (SPI_execute_plan(statement_plan(sql, nargs, types), args, nulls, true, 0)
-		!= SPI_OK_SELECT)
+	if (planning != NULL && strcmp(planning, "custom") == 0)
+		ret = SPI_execute_with_args(sql, nargs, types, args, nulls, true, 0);
+	else if (planning == NULL || strcmp(planning, "generic") == 0)
+		ret = SPI_execute_plan(shaped_statement_plan(sql, nargs, types, planning != NULL), args,
+							   nulls, true, 0);
+	else
+		elog(ERROR, "pg_mmretrieval native: a plan with planning \"%s\"", planning);
+	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_mmretrieval native: a plan's statement failed");
 	got = SPI_processed;
 	append_rows(rsinfo);

@@ -147,8 +147,8 @@ def test_threshold_setting_changes_the_decision(
         plan = _plan(conn, vecs[0], medium)
         assert plan[0]["mmr"]["filter_plan"] == "index" and uses_hnsw(plan)
         assert plan[0]["mmr"]["threshold"] == 0
-        # (for a filter this selective PostgreSQL's own planner may still prefer to sort the
-        # rows its btree finds: the index plan leaves it that choice)
+        # (on the general path PostgreSQL's own planner may still prefer to sort the rows its
+        # btree finds for a filter this selective; the fast path keeps the HNSW shape)
         assert _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]["filter_plan"] == "index"
     with conn.transaction():
         conn.execute("SET LOCAL mmr.exact_filter_rows = 1000000")
@@ -427,3 +427,197 @@ def test_a_forged_plan_cache_holds_no_sql(
         assert _plan(conn, vecs[0], SELECTIVE)[0]["mmr"]["filter_plan"] == "exact"
     finally:
         conn.execute("RESET mmr._filter_plan")
+
+
+# The filtered fast path (mmr._filtered_exec_plan, a branch of mmr._search_exec_plan): the
+# general path's statement and filter decision, run by the executors without the general path
+# (the index plan from a plan kept in the HNSW shape, the exact plan planned per call with the
+# filter's values).  Both bindings of mmr.search (native and PL/pgSQL, 089-native.sql).
+SEARCH = "SELECT * FROM mmr.search('items', 'ext', %(q)s, %(k)s, %(f)s, ef_search => %(ef)s)"
+FAST_FILTERS: list[Any] = [
+    SELECTIVE,  # exact plan
+    BROAD,  # index plan
+    {"price": {"<": 30}},  # 1200 rows: index plan
+    {"category": {"in": [3, 4]}},  # exact, an in-list
+    {"category": 7, "price": {"<": 20}},  # 4 rows: a short result
+]
+
+
+@pytest.fixture(params=["native", "plpgsql"])
+def binding(db_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    with mmr.connect(db_url, autocommit=True) as c:
+        c.execute("SELECT mmr._bind_search(%s)", (request.param == "native",))
+    yield str(request.param)
+    with mmr.connect(db_url, autocommit=True) as c:
+        c.execute("SELECT mmr._bind_search(true)")
+
+
+def _args(vecs: np.ndarray[Any, Any], i: int, flt: Any, k: int = 10, ef: int | None = None) -> Any:
+    from pgvector import Vector
+
+    return {"q": Vector(vecs[i]), "k": k, "f": Jsonb(flt), "ef": ef}
+
+
+def _general(conn: Conn, sql: str, args: Any) -> list[tuple[Any, ...]]:
+    """The rows of sql on the general path (mmr.fast_path off for it)."""
+    conn.execute("SET mmr.fast_path = off")
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.execute("RESET mmr.fast_path")
+
+
+def _calls(conn: Conn, sql: str, args: Any) -> dict[str, int]:
+    """The mmr functions a statement called (pg_stat_xact_user_functions, one transaction)."""
+    count = "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE schemaname = 'mmr'"
+    with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'all'")
+        before = dict(conn.execute(count).fetchall())
+        conn.execute(sql, args).fetchall()
+        after = dict(conn.execute(count).fetchall())
+    return {f: c - before.get(f, 0) for f, c in after.items() if c > before.get(f, 0)}
+
+
+def test_filtered_fast_path_equals_general_path(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any], binding: str
+) -> None:
+    for flt in FAST_FILTERS:
+        for i in range(0, 400, 50):
+            for k, ef in ((10, None), (100, None), (10, 60)):
+                args = _args(vecs, i, flt, k, ef)
+                fast = conn.execute(SEARCH, args).fetchall()
+                assert fast == _general(conn, SEARCH, args), (flt, i, k, ef)
+        calls = _calls(conn, SEARCH, _args(vecs, 5, flt))
+        assert "_filtered_exec_plan" in calls and "_search_general" not in calls, (flt, calls)
+    # a short result says why, as the general path does (mmr._notice_unsearchable)
+    calls = _calls(conn, SEARCH, _args(vecs, 5, FAST_FILTERS[-1]))
+    assert "_notice_unsearchable" in calls and "_search_general" not in calls
+    # the index plan forced on a selective filter, and the exact plan forced on a broad one
+    for threshold, flt in (("0", SELECTIVE), ("1000000", BROAD)):
+        conn.execute(f"SET mmr.exact_filter_rows = {threshold}")
+        try:
+            for i in (1, 77):
+                args = _args(vecs, i, flt, 30)
+                assert conn.execute(SEARCH, args).fetchall() == _general(conn, SEARCH, args)
+        finally:
+            conn.execute("RESET mmr.exact_filter_rows")
+
+
+def test_filtered_fast_path_declines_what_the_general_path_handles(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any], binding: str
+) -> None:
+    """Invalid filters get the general path's errors; a reranker, max_scan_tuples and '{}' take
+    the general path."""
+    for flt in ([1], {"nope": 1}, {"price": [1, 2]}, {"price": {"~": 1}}, {"price": {"<": [1]}}):
+        errors = []
+        for general in (False, True):
+            with pytest.raises(psycopg.Error) as e:
+                if general:
+                    _general(conn, SEARCH, _args(vecs, 0, flt))
+                else:
+                    conn.execute(SEARCH, _args(vecs, 0, flt))
+            errors.append((e.value.sqlstate, e.value.diag.message_primary))
+        assert errors[0] == errors[1] and errors[0][0] in ("22023", "42703"), (flt, errors)
+    for other in (
+        "SELECT * FROM mmr.search('items', 'ext', %(q)s, %(k)s, %(f)s, rerank => 'mmr')",
+        "SELECT * FROM mmr.search('items', 'ext', %(q)s, %(k)s, %(f)s, max_scan_tuples => 5000)",
+    ):
+        assert "_search_general" in _calls(conn, other, _args(vecs, 3, SELECTIVE))
+    assert "_search_general" in _calls(conn, SEARCH, _args(vecs, 3, {}))
+    assert "_search_general" not in _calls(conn, SEARCH, _args(vecs, 3, SELECTIVE))
+
+
+def test_filtered_fast_path_under_rls_and_column_privileges(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any], tenant_role: str, binding: str
+) -> None:
+    role = sql.Identifier(tenant_role)
+    conn.execute(sql.SQL("SET ROLE {}").format(role))
+    errors = []
+    for general in (False, True):
+        with pytest.raises(psycopg.Error) as e:
+            if general:
+                _general(conn, SEARCH, _args(vecs, 0, SELECTIVE))
+            else:
+                conn.execute(SEARCH, _args(vecs, 0, SELECTIVE))
+        errors.append((e.value.sqlstate, e.value.diag.message_primary))
+    assert errors[0] == errors[1] and errors[0][0] == "42501", errors
+    conn.execute("RESET ROLE")
+    conn.execute(sql.SQL("GRANT SELECT ON items TO {}").format(role))
+    conn.execute(sql.SQL("SET ROLE {}").format(role))
+    for flt in (SELECTIVE, BROAD):
+        for i in (0, 50, 99):
+            for k in (10, 100):
+                args = _args(vecs, i, flt, k)
+                fast = conn.execute(SEARCH, args).fetchall()
+                assert fast == _general(conn, SEARCH, args), (flt, i, k)
+                assert all(key % 13 <= 5 for key, _ in fast)  # visible rows only
+    assert _plan(conn, vecs[0], BROAD)[0]["mmr"]["path"] == "fast"
+
+
+FIRST_FILTERED_CALLS = [
+    # (first call: filter, k, ef_search; the later calls' filter, of the same shape)
+    ({"price": {"<": 2}}, 10, 1000, {"price": {"<": 90}}),  # 80 rows: by value a btree + sort
+    ({"price": {"<": 90}}, 500, 1000, {"price": {"<": 90}}),
+    ({"price": {"<": 50}}, 1, None, {"price": {"<": 90}}),
+    # an equality a generic plan estimates at 1 % (1/distinct values): planned without the
+    # HNSW shape, it reads the value's rows through the btree and sorts them
+    ({"category": 7}, 10, None, {"category": 8}),
+]
+
+
+@pytest.mark.parametrize("first", FIRST_FILTERED_CALLS)
+def test_kept_index_plan_is_hnsw_shaped_whatever_the_first_call(
+    db_url: str, items: str, vecs: np.ndarray[Any, Any], binding: str, first: Any
+) -> None:
+    """The index plan's statement (one text for every value of a filter's shape) is kept for the
+    session by the native executor: whatever the first call's values and ef_search, every call
+    scans the HNSW index once, and neither the filtered columns' btrees nor a table's rows in
+    sequence.  Observed on the executed statements (the transaction's scan counters)."""
+    with mmr.connect(db_url) as conn:  # a new session: nothing kept yet
+        conn.execute("SET mmr.exact_filter_rows = 0")  # the index plan for every filter
+        table, index = conn.execute(
+            "SELECT s.embedding_table::text, i.indexrelid::regclass::text FROM mmr._space s "
+            "JOIN pg_index i ON i.indrelid = s.embedding_table "
+            "JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_am a ON a.oid = x.relam "
+            "WHERE s.name = 'ext' AND a.amname = 'hnsw'"
+        ).fetchone() or ("", "")
+        counters = (
+            "SELECT pg_stat_get_xact_numscans(%s::regclass), "
+            "pg_stat_get_xact_numscans(%s::regclass), "
+            "pg_stat_get_xact_numscans('items'::regclass), "
+            "pg_stat_get_xact_numscans('items_price'::regclass) "
+            "+ pg_stat_get_xact_numscans('items_category'::regclass)"
+        )
+        flt, k, ef, later = first
+        for i, (f, kk, e) in enumerate([(flt, k, ef)] + [(later, 10, None)] * 3):
+            before = conn.execute(counters, (table, index)).fetchone()
+            rows = conn.execute(SEARCH, _args(vecs, i + 1, f, kk, e)).fetchall()
+            after = conn.execute(counters, (table, index)).fetchone()
+            conn.commit()
+            assert before is not None and after is not None and len(rows) == kk
+            seq_emb, hnsw, seq_items, btree = (a - b for a, b in zip(after, before, strict=True))
+            assert (seq_emb, hnsw, seq_items, btree) == (0, 1, 0, 0), (binding, first, i)
+        assert "_search_general" not in _calls(conn, SEARCH, _args(vecs, 9, later))
+
+
+def test_explain_search_says_which_path_and_planning(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    info = _plan(conn, vecs[0], BROAD)
+    assert info[0]["mmr"]["path"] == "fast" and info[0]["mmr"]["planning"] == "generic"
+    assert uses_hnsw(info)
+    info = _plan(conn, vecs[0], SELECTIVE)
+    assert info[0]["mmr"]["path"] == "fast" and info[0]["mmr"]["planning"] == "custom"
+    assert not uses_hnsw(info)
+    with conn.transaction():
+        conn.execute("SET LOCAL mmr.exact_filter_rows = 0")
+        # the index plan in the HNSW shape the executors keep, even where the filter's values
+        # would have PostgreSQL sort the rows its btree finds
+        info = _plan(conn, vecs[0], {"price": {"<": 2}})
+        assert info[0]["mmr"]["planning"] == "generic" and uses_hnsw(info), info
+        assert not any(n.get("Index Name") == "items_price" for n in plan_nodes(info))
+    with conn.transaction():
+        conn.execute("SET LOCAL mmr.fast_path = off")
+        info = _plan(conn, vecs[0], BROAD)[0]["mmr"]
+        assert info["path"] == "general" and "planning" not in info
+    assert _plan(conn, vecs[0], None)[0]["mmr"]["path"] == "fast"

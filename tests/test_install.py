@@ -157,7 +157,7 @@ def test_no_function_reads_plan_type_fields_in_its_body(db_url: str) -> None:
             "CREATE FUNCTION mmr._t_reads_plan(p_sql text) RETURNS text LANGUAGE sql STABLE "
             "BEGIN ATOMIC SELECT f.sql FROM (SELECT p_sql, NULL::text[]) g, "
             "LATERAL (SELECT (ROW(g.p_sql, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-            "NULL, NULL, NULL, NULL)::mmr._exec_plan).*) f; END"
+            "NULL, NULL, NULL, NULL, NULL, NULL)::mmr._exec_plan).*) f; END"
         )
         caught = conn.execute(PLAN_TYPE_READERS).fetchall()
         conn.rollback()

@@ -256,3 +256,48 @@ def test_upgrade_from_0003_keeps_data_and_search(make_db: Any) -> None:
         conn.execute("INSERT INTO public.docs VALUES (41, 'doc 41')")
         conn.execute("SELECT mmr.put_embedding('docs', 'vec', '41', %s::vector)", (_vec(new),))
         assert _search(conn, new, 1) == [41]
+
+
+# Revision 0008 (issue 18, the filtered fast path): the plan type mmr._exec_plan gains the fields
+# iterative and planning; an upgrade from 0007 adds them (and its file runs twice harmlessly),
+# and filtered searches then take the fast path.
+PLAN_FIELDS = """
+    SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+     WHERE attrelid = 'mmr._exec_plan'::regclass AND attnum > 0 AND NOT attisdropped"""
+
+
+def test_upgrade_from_0007_adds_the_plan_fields(make_db: Any) -> None:
+    url = make_db()
+    install.upgrade(url, revision="0007")
+    with psycopg.connect(url) as conn:
+        fields = conn.execute(PLAN_FIELDS).fetchone()
+    assert fields is not None and fields[0][-1] == "options", fields
+    install.upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(PLAN_FIELDS).fetchone() == (fields[0] + ["iterative", "planning"],)
+        sql_dir = Path(__file__).parent.parent / "sql" / "incremental"
+        install.apply_sql_file(conn, sql_dir / "008-00-filtered-plan.sql")  # again: no error
+        assert conn.execute(PLAN_FIELDS).fetchone() == (fields[0] + ["iterative", "planning"],)
+    vecs = _vectors(40)
+    with db.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.docs (id int PRIMARY KEY, tag int)")
+        conn.execute("INSERT INTO public.docs SELECT g, g % 2 FROM generate_series(1, 40) g")
+        conn.execute("SELECT mmr.create_collection('docs', 'public.docs')")
+        conn.execute("SELECT mmr.add_space('docs', 'vec', 'external', NULL, %s)", (_DIMS,))
+        conn.execute(
+            "SELECT mmr.put_embeddings('docs', 'vec', %s::jsonb[], %s::vector[])",
+            ([str(i + 1) for i in range(40)], [_vec(v) for v in vecs]),
+        )
+        plan = conn.execute(
+            "SELECT p.planning, p.iterative FROM mmr._search_exec_plan('docs', 'vec', "
+            "%s::vector, 5, '{\"tag\": 1}', NULL, NULL, NULL, NULL, NULL) p",
+            (_vec(vecs[2]),),
+        ).fetchall()
+        assert plan == [("custom", "strict_order")]  # 20 rows pass: the exact plan
+        rows = conn.execute(
+            "SELECT key FROM mmr.search('docs', 'vec', %s::vector, 5, '{\"tag\": 1}')",
+            (_vec(vecs[2]),),
+        ).fetchall()
+        odd = [i for i in range(1, 41) if i % 2 == 1]  # tag 1
+        ranked = _exact_top([vecs[i - 1] for i in odd], vecs[2], 5)  # positions in odd, from 1
+        assert [int(k) for (k,) in rows] == [odd[j - 1] for j in ranked]

@@ -234,8 +234,10 @@ BEGIN
         estimated_rows := (hit ->> 'estimated_rows')::float8;
         counted_rows := (hit ->> 'counted_rows')::bigint;
         total_rows := (hit ->> 'total_rows')::float8;
-        -- figures only: ef_search within pgvector's bounds whatever the setting says
-        ef_search := least(1000, (hit ->> 'ef_search')::int);
+        -- figures only: ef_search within pgvector's bounds whatever the setting says (NULL
+        -- for the exact plan: least() would make it 1000)
+        ef_search := CASE WHEN hit ->> 'ef_search' IS NOT NULL
+                          THEN least(1000, (hit ->> 'ef_search')::int) END;
         IF ef_search < 1 THEN
             ef_search := NULL;
         END IF;

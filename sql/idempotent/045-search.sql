@@ -429,14 +429,86 @@ BEGIN ATOMIC
        AND s.statements IS NOT NULL AND s.storage <> 'bit';
 END;
 
+-- The planner of mmr.search's filtered fast path (issue 18): the plan of a call with a filter
+-- (mmr._search_exec_plan's second branch), or no row, and the general path runs: no reranker,
+-- mmr._fast_path_allowed, k and ef_search in range, an active space not stored as 'bit', a query
+-- of its dimension and a valid norm, a filter object with conditions, and a filter the general
+-- path would accept (anything that raises while the plan is built sends the call to the general
+-- path, which raises the same error with its own context).  The statement is the general
+-- path's (mmr._search_sql: one implementation, so both paths return the same rows), the filter
+-- its parameter $3; the filter's plan (mmr._filter_plan, cached for the session) decides:
+--   index plan  ef_search raised as mmr._prepare_search raises it, relaxed_order, and
+--               planning 'generic': a plan the executor keeps for the session, built in the
+--               HNSW shape (the statement re-sorts the rows it takes);
+--   exact plan  strict_order (no index scan), and planning 'custom': the statement is planned
+--               per call with the filter's values (the passing rows read through the user's
+--               index for those values).
+-- A result shorter than k says why when rows are queued (rest 'notice', mmr._exec_rest), as on
+-- the general path.  Same arguments as mmr.search.
+CREATE OR REPLACE FUNCTION mmr._filtered_exec_plan(
+    p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int,
+    p_filter jsonb, p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
+    p_rerank_params jsonb)
+-- mmr._exec_plan's fields, as columns: a SQL body reading the fields of a function that returns
+-- the plan type would depend on the type's relation (tests/test_install.py), and
+-- mmr._search_exec_plan selects these.
+RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
+               vecs @extschema:vector@.vector[], n int, k int, filter jsonb, exclude jsonb,
+               ef_search int, space_id int, rest text, rest_sql text, options jsonb,
+               iterative text, planning text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c mmr._collection;
+    s mmr._space;
+    fp record;
+BEGIN
+    IF p_filter IS NULL OR jsonb_typeof(p_filter) <> 'object' OR p_filter = '{}'
+       OR p_rerank IS NOT NULL OR NOT mmr._fast_path_allowed(p_max_scan_tuples)
+       OR p_k IS NULL OR p_k NOT BETWEEN 1 AND 1000
+       OR (p_ef_search IS NOT NULL AND p_ef_search NOT BETWEEN 1 AND 1000) THEN
+        RETURN;
+    END IF;
+    SELECT * INTO c FROM mmr._collection x WHERE x.name = p_collection;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO s FROM mmr._space x
+     WHERE x.collection_id = c.id AND x.name = p_space AND x.active AND x.storage <> 'bit';
+    IF NOT FOUND OR NOT coalesce(mmr._query_ok(s.dimensions, s.distance, p_query), false) THEN
+        RETURN;
+    END IF;
+    BEGIN
+        fp := mmr._filter_plan(c, p_filter);
+        sql := mmr._search_sql(c, s, p_filter);
+    EXCEPTION WHEN OTHERS THEN
+        RETURN;  -- the general path raises the error
+    END;
+    args := '{query,k,filter}';
+    query := p_query;
+    n := p_k;
+    k := p_k;
+    filter := p_filter;
+    ef_search := mmr._ef_for(p_k, coalesce(p_ef_search, fp.ef_search));
+    space_id := s.id;
+    rest := 'notice';
+    iterative := CASE WHEN fp.exact THEN 'strict_order' ELSE 'relaxed_order' END;
+    planning := CASE WHEN fp.exact THEN 'custom' ELSE 'generic' END;
+    RETURN NEXT;
+END
+$$;
+
 -- The planner of mmr.search's fast path (one rule for both bindings): a plan (mmr._exec_plan)
--- when the call takes the fast path (no filter, no reranker, mmr._fast_path_allowed, k and
--- ef_search in range, a space mmr._fast_space serves, a query of its dimension and a valid
--- norm); no row otherwise, and the general path runs.  The space's cached `search` statement
--- ($1 query, $2 k), ef_search raised to k (or to the caller's ef_search, as
--- mmr._raise_ef_search), and a short scan continued past its rows (mmr._exec_rest).  Same
--- arguments as mmr.search.  A plain SQL function the planner inlines: the native executor keeps
--- its plan and runs it on every call without a PL/pgSQL call.
+-- when the call takes the fast path, no row otherwise (the general path runs).  Without a
+-- filter (no reranker, mmr._fast_path_allowed, k and ef_search in range, a space mmr._fast_space
+-- serves, a query of its dimension and a valid norm): the space's cached `search` statement ($1
+-- query, $2 k), ef_search raised to k (or to the caller's ef_search, as mmr._raise_ef_search),
+-- and a short scan continued past its rows (mmr._exec_rest).  With a filter:
+-- mmr._filtered_exec_plan's plan, a branch its kept plan runs only when a filter is given (a
+-- one-time condition), so that unfiltered calls cost what they cost without it.  Same arguments
+-- as mmr.search.  A plain SQL function the planner inlines: the native executor keeps its plan
+-- and runs it on every call without a PL/pgSQL call.
 CREATE OR REPLACE FUNCTION mmr._search_exec_plan(
     p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int,
     p_filter jsonb, p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
@@ -446,12 +518,18 @@ LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
            NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+           mmr._ef_for(p_k, p_ef_search), s.id, 'offset'::text, NULL::text, NULL::jsonb,
+           NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s
      WHERE p_filter IS NULL AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
        AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
        AND (s.statements ->> 'search') IS NOT NULL
-       AND mmr._query_ok(s.dimensions, s.distance, p_query);
+       AND mmr._query_ok(s.dimensions, s.distance, p_query)
+    UNION ALL
+    SELECT * FROM mmr._filtered_exec_plan(p_collection, p_space, p_query, p_k, p_filter,
+                                          p_ef_search, p_max_scan_tuples, p_rerank,
+                                          p_rerank_depth, p_rerank_params)
+     WHERE p_filter IS NOT NULL;
 END;
 
 -- A plan's statement (p.sql) run with its named arguments (p.args): the argument lists the
@@ -464,6 +542,8 @@ AS $$
 BEGIN
     IF p.args = '{query,k}' THEN
         RETURN QUERY EXECUTE p.sql USING p.query, p.k;
+    ELSIF p.args = '{query,k,filter}' THEN
+        RETURN QUERY EXECUTE p.sql USING p.query, p.k, p.filter;
     ELSIF p.args = '{vecs,n,filter,k,exclude}' THEN
         RETURN QUERY EXECUTE p.sql USING p.vecs, p.n, p.filter, p.k, p.exclude;
     ELSIF p.args = '{vecs,n,filter,k,exclude,options}' THEN
@@ -477,11 +557,61 @@ BEGIN
 END
 $$;
 
+-- The HNSW shape of a plan whose planning is 'generic' (a filter's index plan): planned with
+-- every other way to produce the rows in distance order switched off (sequential and bitmap
+-- scans, sorts, hash and merge joins), so that the plan is the HNSW index's ordered scan joined
+-- to the source row by row, whatever the filter's values or the table's statistics say; the
+-- statement's final re-sort is in every plan.  The native executor builds the plan it keeps
+-- with the same settings (native/pg_mmretrieval.c, build_plan); the SET clauses scope them to
+-- the call.  Runs the plan's statement (the PL/pgSQL binding), or explains it (explain_search).
+CREATE OR REPLACE FUNCTION mmr._exec_hnsw_shaped(p mmr._exec_plan)
+RETURNS TABLE (key jsonb, score float8)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+SET enable_incremental_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM mmr._exec_statement(p);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._explain_hnsw_shaped(p mmr._exec_plan, p_analyze boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+SET enable_incremental_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    plan jsonb;
+BEGIN
+    IF p.args IS DISTINCT FROM '{query,k,filter}' THEN
+        RAISE EXCEPTION 'a plan with arguments % cannot be explained here',
+                        coalesce(p.args::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s',
+                   CASE WHEN p_analyze THEN 'true' ELSE 'false' END, p.sql)
+       INTO plan USING p.query, p.k, p.filter;
+    RETURN plan;
+END
+$$;
+
 -- The rest of a fast-path plan whose statement returned p_got rows (fewer than p.k): with
 -- iterative scans on (mmr._top_up_scan), the statement past its rows (p.rest 'offset'; then, if
 -- still short, mmr._notice_unsearchable says why when rows are queued), or p.rest_sql when the
--- statement returned nothing ('rerun': a checked two-leg statement whose leg came back short).
--- A rare path: both executors call it.
+-- statement returned nothing ('rerun': a checked two-leg statement whose leg came back short);
+-- 'notice' (a filtered plan, which scanned with iterative scans already): only
+-- mmr._notice_unsearchable.  A rare path: both executors call it.
 CREATE OR REPLACE FUNCTION mmr._exec_rest(p mmr._exec_plan, p_got bigint)
 RETURNS TABLE (key jsonb, score float8)
 LANGUAGE plpgsql
@@ -492,6 +622,14 @@ DECLARE
     q mmr._exec_plan := p;
 BEGIN
     IF p.rest IS NULL OR p_got >= p.k OR (p.rest = 'rerun' AND p_got > 0) THEN
+        RETURN;
+    END IF;
+    IF p.rest = 'notice' THEN
+        -- a filtered plan scanned with iterative scans already: fewer rows pass (or are
+        -- visible); say why when rows are queued, as the general path does
+        IF p.space_id IS NOT NULL THEN
+            PERFORM mmr._notice_unsearchable(p.space_id);
+        END IF;
         RETURN;
     END IF;
     PERFORM mmr._top_up_scan();
@@ -585,8 +723,9 @@ DECLARE
     x mmr._exec_plan;
     got bigint;
 BEGIN
-    -- Fast path (mmr._search_exec_plan decides): the cached statement of the space, one
-    -- catalog look-up, nothing else to build or check.
+    -- Fast path (mmr._search_exec_plan decides): unfiltered, the cached statement of the
+    -- space, one catalog look-up, nothing else to build or check; filtered, the general path's
+    -- statement with the filter's plan (mmr._filtered_exec_plan).
     SELECT * INTO x FROM mmr._search_exec_plan(collection, space, query, k, filter, ef_search,
                                                max_scan_tuples, rerank, rerank_depth,
                                                rerank_params);
@@ -594,7 +733,17 @@ BEGIN
         IF x.ef_search IS NOT NULL THEN
             PERFORM set_config('hnsw.ef_search', x.ef_search::text, true);
         END IF;
-        RETURN QUERY EXECUTE x.sql USING x.query, x.k;  -- its args: {query,k}
+        IF x.iterative IS NOT NULL THEN
+            PERFORM set_config('hnsw.iterative_scan', x.iterative, true);
+        END IF;
+        IF x.planning = 'generic' THEN
+            -- (EXECUTE plans every call: the same HNSW shape as the native executor's kept plan)
+            RETURN QUERY SELECT * FROM mmr._exec_hnsw_shaped(x);
+        ELSIF x.args = '{query,k}' THEN
+            RETURN QUERY EXECUTE x.sql USING x.query, x.k;
+        ELSE
+            RETURN QUERY SELECT * FROM mmr._exec_statement(x);
+        END IF;
         GET DIAGNOSTICS got = ROW_COUNT;
         IF got < x.k THEN
             RETURN QUERY SELECT * FROM mmr._exec_rest(x, got);
@@ -629,13 +778,25 @@ DECLARE
     s mmr._space := mmr._space_row(c.id, collection, space);
     plan jsonb;
     fp record;
+    x mmr._exec_plan;
 BEGIN
     PERFORM mmr._prepare_search(s, query, k, ef_search, max_scan_tuples, c, filter);
-    EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s', CASE WHEN run_analyze THEN 'true' ELSE 'false' END, mmr._search_sql(c, s, filter))
-       INTO plan USING query, k, filter;
+    -- The path mmr.search takes (its planner, mmr._search_exec_plan), and the statement as that
+    -- path plans it: a filter's index plan in the HNSW shape the executors keep
+    -- (mmr._explain_hnsw_shaped), anything else planned with the call's values.
+    SELECT * INTO x FROM mmr._search_exec_plan(collection, space, query, k, filter, ef_search,
+                                               max_scan_tuples, NULL, NULL, NULL);
+    IF x.planning = 'generic' THEN
+        plan := mmr._explain_hnsw_shaped(x, run_analyze);
+    ELSE
+        EXECUTE format('EXPLAIN (FORMAT JSON, ANALYZE %s) %s', CASE WHEN run_analyze THEN 'true' ELSE 'false' END, mmr._search_sql(c, s, filter))
+           INTO plan USING query, k, filter;
+    END IF;
     -- Which plan a filter got and why (040-filter.sql), next to PostgreSQL's plan.
     SELECT * INTO fp FROM mmr._filter_plan(c, filter);
     RETURN jsonb_set(plan, '{0,mmr}', jsonb_strip_nulls(jsonb_build_object(
+        'path', CASE WHEN x.sql IS NOT NULL THEN 'fast' ELSE 'general' END,
+        'planning', x.planning,
         'filter_plan', CASE WHEN mmr._filter_sql(c, filter, '$3') IS NULL THEN 'none'
                             WHEN fp.exact THEN 'exact' ELSE 'index' END,
         'estimated_rows', fp.estimated_rows,

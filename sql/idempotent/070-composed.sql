@@ -712,12 +712,14 @@ CREATE OR REPLACE FUNCTION mmr._fast_plan_single(
     p_ef_search int, p_max_scan_tuples int, p_rerank text)
 RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
                vecs @extschema:vector@.vector[], n int, k int, filter jsonb, exclude jsonb,
-               ef_search int, space_id int, rest text, rest_sql text, options jsonb)
+               ef_search int, space_id int, rest text, rest_sql text, options jsonb,
+               iterative text, planning text)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.statements ->> 'search', '{query,k}'::text[], p_query,
            NULL::@extschema:vector@.vector[], p_k, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb
+           mmr._ef_for(p_k + 1, p_ef_search), s.id, 'offset', NULL::text, NULL::jsonb,
+           NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s
      WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
        AND p_query IS NOT NULL AND mmr._query_ok(s.dimensions, s.distance, p_query);
@@ -826,7 +828,8 @@ LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.statements ->> (a.m || '_checked'), '{vecs,n,filter,k,exclude}'::text[],
            NULL::@extschema:vector@.vector, f.vecs, f.n, p_k, NULL::jsonb, NULL::jsonb,
-           mmr._ef_for(f.n, p_ef_search), NULL::int, 'rerun', s.statements ->> a.m, NULL::jsonb
+           mmr._ef_for(f.n, p_ef_search), NULL::int, 'rerun', s.statements ->> a.m, NULL::jsonb,
+           NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s,
            (SELECT lower(coalesce(p_method, 'weighted')) AS m) a,
            (SELECT CASE WHEN g.ok THEN ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)]
@@ -859,7 +862,7 @@ BEGIN ATOMIC
            NULL::@extschema:vector@.vector, ARRAY[f.q, p_mod],
            (g.o ->> 'n')::int, p_k, NULL::jsonb, NULL::jsonb,
            mmr._ef_for((g.o ->> 'n')::int, p_ef_search), NULL::int, 'rerun',
-           s.statements ->> 'gqr', g.o
+           s.statements ->> 'gqr', g.o, NULL::text, NULL::text
       FROM mmr._fast_space(p_collection, p_space) s,
            (SELECT mmr._gqr_fast_options(coalesce(p_params, '{}'), p_k) AS o OFFSET 0) g,
            LATERAL (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'gqr'
@@ -1158,7 +1161,8 @@ BEGIN
                       mmr.vec_normalize(mmr.vec_mix(refcap, p_mod, alpha))],
                 n, p_k, NULL::jsonb, excl, mmr._ef_for(n, p_ef_search), NULL::int, 'rerun',
                 mmr._weimocir_key_sql(s.statements, cs.statements, false),
-                jsonb_build_object('beta', coalesce((prm ->> 'beta')::float8, 0.1));
+                jsonb_build_object('beta', coalesce((prm ->> 'beta')::float8, 0.1)), NULL::text,
+                NULL::text;
             RETURN;
         END IF;
     END IF;
@@ -1171,7 +1175,7 @@ BEGIN
             p.sql, '{vecs,n,filter,k,exclude}'::text[], NULL::@extschema:vector@.vector, p.vecs,
             p.n, p.k, NULL::jsonb, p.exclude, mmr._ef_for(p.n, p_ef_search), NULL::int,
             CASE WHEN cardinality(p.vecs) = 1 THEN 'offset' ELSE 'rerun' END, p.aux ->> 'sql',
-            NULL::jsonb;
+            NULL::jsonb, NULL::text, NULL::text;
     END IF;
 END
 $$;
