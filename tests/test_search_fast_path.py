@@ -557,11 +557,10 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
         # Both bindings run the method's builder (named by mmr._composed_fast_planner, which
         # the native executor asks once per method and session; the builders are inlined SQL):
         # weighted fuses with mmr.vec_lerp, the two-leg score_sum checks its candidates
-        # (mmr._candidates).  The by-key overload's plan builder (mmr._fast_plan) is not called
-        # by vector.
+        # (mmr._candidates).  The by-key planner is not called by vector.
         if binding == "plpgsql":
             assert "_composed_fast_planner" in fast
-        assert "_fast_plan" not in fast
+        assert "_composed_key_exec_plan" not in fast
         assert ("_candidates" in fast) == (method == "score_sum")
         if method == "weighted":
             assert "vec_normalize" in fast

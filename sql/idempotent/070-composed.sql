@@ -509,9 +509,8 @@ $$;
 -- The composed-search methods, in one place: name, the parameters it takes, its plan builder
 -- (mmr._plan_*, above), its default candidates per leg (NULL: max(4k, 40)), and whether the
 -- fast path (the cached statements) may serve it.  Adding a method: a builder and a row here
--- (and, for the fast path by reference vector, a planner mmr._fast_plan_<name> and its line in
--- mmr._composed_fast_planner; by reference key, a branch of mmr._fast_plan, which the by-key
--- planner mmr._composed_key_exec_plan calls).
+-- (and, for the fast paths, a planner mmr._fast_plan_<name> and its line in
+-- mmr._composed_fast_planner: the by-key planner mmr._composed_key_exec_plan uses it too).
 CREATE OR REPLACE FUNCTION mmr._composed_methods()
 RETURNS TABLE (ord int, name text, params text[], builder text, candidates int, fast boolean)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -599,68 +598,10 @@ BEGIN
 END
 $$;
 
--- The method part of the by-key fast path's plan (its one caller: mmr._composed_key_exec_plan,
--- which turns it into an mmr._exec_plan): single-vector methods (image_only, text_only,
--- weighted, slerp, weimocir without caption spaces) and the two-leg score_sum/product, with
--- every argument valid; else NULL, and the general path (mmr._composed_plan) runs and raises the
--- explanatory error.  Same formulas and defaults as there.  p.n: rows per leg (ef_search is
--- raised to it); p_exclude: the key left out (the single_excl statement), p.aux.sql: a checked
--- two-leg statement's plain form.  Kept apart from the planner: the by-key path's methods in one
--- small function, as the by-vector path has its builders (mmr._fast_plan_<name>).
-CREATE OR REPLACE FUNCTION mmr._fast_plan(s mmr._space, p_ref @extschema:vector@.vector,
-                                          p_mod @extschema:vector@.vector, p_method text,
-                                          p_params jsonb, p_k int, p_exclude jsonb)
-RETURNS mmr._search_plan
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    m text := lower(coalesce(p_method, 'weighted'));
-    prm jsonb := coalesce(p_params, '{}');
-    p mmr._search_plan;
-BEGIN
-    IF p_ref IS NULL OR @extschema:vector@.vector_dims(p_ref) <> s.dimensions
-       OR NOT mmr._norm_ok(p_ref, s.distance) THEN
-        RETURN NULL;
-    END IF;
-    p.k := p_k; p.n := p_k + 1; p.exclude := p_exclude; p.space := s.name;
-    IF m = 'image_only' AND prm = '{}' THEN
-        p.vecs := ARRAY[p_ref];
-    ELSIF p_mod IS NULL OR @extschema:vector@.vector_dims(p_mod) <> s.dimensions
-          OR NOT mmr._norm_ok(p_mod, s.distance) THEN
-        RETURN NULL;
-    ELSIF m = 'text_only' AND prm = '{}' THEN
-        p.vecs := ARRAY[p_mod];
-    ELSIF m IN ('weighted', 'slerp') AND prm - 'alpha' = '{}'
-          AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number') THEN
-        p.vecs := ARRAY[CASE m WHEN 'weighted'
-                             THEN mmr.vec_lerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
-                             ELSE mmr.vec_slerp(p_ref, p_mod, coalesce((prm ->> 'alpha')::float8, 0.5))
-                        END];
-    ELSIF m = 'weimocir' AND prm - 'alpha' - 'beta' - 'candidates' = '{}'
-          AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
-          AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
-          AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
-        -- WeiMoCIR without caption spaces is its query fusion alone: one vector (candidates
-        -- unused, but checked against its bound as on the general path).
-        PERFORM mmr._candidates(prm, p_k + 1, p_k + 1);
-        p.vecs := ARRAY[mmr.vec_normalize(mmr.vec_mix(p_ref, p_mod,
-                                                      coalesce((prm ->> 'alpha')::float8, 0.8)))];
-    ELSIF m IN ('score_sum', 'product') AND prm - 'candidates' = '{}'
-          AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number') THEN
-        p.vecs := ARRAY[mmr.vec_normalize(p_ref), mmr.vec_normalize(p_mod)];
-        p.n := mmr._candidates(prm, p_k + 1, greatest(4 * p_k, 40));
-        -- the checked statement (no rows unless both legs are complete), the plain one to rerun
-        p.sql := s.statements ->> (m || '_checked');
-        p.aux := jsonb_build_object('sql', s.statements ->> m);
-        RETURN p;
-    ELSE
-        RETURN NULL;
-    END IF;
-    p.sql := s.statements ->> CASE WHEN p_exclude IS NULL THEN 'single' ELSE 'single_excl' END;
-    RETURN p;
-END
-$$;
+-- The by-key fast path's own method rules of earlier releases: the by-key planner
+-- (mmr._composed_key_exec_plan) now plans with the by-vector planners, one rule per method.
+DROP FUNCTION IF EXISTS mmr._fast_plan(mmr._space, @extschema:vector@.vector,
+                                       @extschema:vector@.vector, text, jsonb, int, jsonb);
 
 -- Replaced by mmr._exec_rest (the rest of a plan, both executors).
 DROP FUNCTION IF EXISTS mmr._fast_rerun(mmr._search_plan, bigint);
@@ -1097,9 +1038,11 @@ $$;
 -- reference's embedding read by its cached embedding_of statement.  Then WeiMoCIR with one
 -- caption space (both spaces stored as `vector`, one dimension, params among exclude_reference,
 -- alpha, beta, candidates and caption_space, beta not 0, all three query vectors valid): its two
--- fused queries and mmr._weimocir_key_sql's statement; every other method: mmr._fast_plan's
--- plan (the method's formulas).  The reference is left out of the results unless
--- exclude_reference is false.  PL/pgSQL: it runs the space's embedding_of statement (dynamic
+-- fused queries and mmr._weimocir_key_sql's statement; every other method: the by-vector
+-- planner's plan (mmr._composed_exec_plan: one rule and formula per method for both overloads)
+-- with the stored embedding as the reference.  The reference is left out of the results unless
+-- exclude_reference is false: a single-vector plan then runs the space's single_excl statement
+-- (k + 1 rows, the key dropped), a two-leg plan takes the key as its exclude argument.  PL/pgSQL: it runs the space's embedding_of statement (dynamic
 -- SQL); a PL/pgSQL body records no dependency on the plan types (tests/test_install.py).
 CREATE OR REPLACE FUNCTION mmr._composed_key_exec_plan(
     p_collection text, p_space text, p_ref_key jsonb, p_mod @extschema:vector@.vector,
@@ -1119,7 +1062,7 @@ DECLARE
     excl jsonb;
     alpha float8;
     n int;
-    p mmr._search_plan;
+    v mmr._exec_plan;
 BEGIN
     IF (mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
         AND p_ref_key IS NOT NULL AND m = ANY (mmr._composed_fast_methods())
@@ -1166,17 +1109,26 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    -- The other methods (and WeiMoCIR without caption spaces): mmr._fast_plan's statement; a
-    -- short single-vector scan continues past its rows, a checked two-leg statement that
-    -- returned nothing reruns in its plain form (mmr._exec_rest).
-    p := mmr._fast_plan(s, ref, p_mod, p_method, prm - 'exclude_reference', p_k, excl);
-    IF p.sql IS NOT NULL THEN
-        RETURN QUERY SELECT
-            p.sql, '{vecs,n,filter,k,exclude}'::text[], NULL::@extschema:vector@.vector, p.vecs,
-            p.n, p.k, NULL::jsonb, p.exclude, mmr._ef_for(p.n, p_ef_search), NULL::int,
-            CASE WHEN cardinality(p.vecs) = 1 THEN 'offset' ELSE 'rerun' END, p.aux ->> 'sql',
-            NULL::jsonb, NULL::text, NULL::text;
+    -- The other methods (and WeiMoCIR without caption spaces): the by-vector plan; a short
+    -- single-vector scan continues past its rows, a checked two-leg statement that returned
+    -- nothing reruns in its plain form (mmr._exec_rest).
+    SELECT * INTO v FROM mmr._composed_exec_plan(
+        p_collection, p_space, ref, p_mod, p_method, p_k, prm - 'exclude_reference', p_filter,
+        p_ef_search, p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+    IF v.sql IS NULL THEN
+        RETURN;
     END IF;
+    IF excl IS NOT NULL THEN
+        IF v.args = '{query,k}' THEN
+            v.sql := s.statements ->> 'single_excl';
+            v.args := '{vecs,n,filter,k,exclude}';
+            v.vecs := ARRAY[v.query];
+            v.query := NULL;
+            v.n := v.k + 1;  -- ef_search is already raised to k + 1 rows
+        END IF;
+        v.exclude := excl;
+    END IF;
+    RETURN NEXT v;
 END
 $$;
 
