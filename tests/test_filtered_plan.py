@@ -600,6 +600,26 @@ def test_kept_index_plan_is_hnsw_shaped_whatever_the_first_call(
         assert "_search_general" not in _calls(conn, SEARCH, _args(vecs, 9, later))
 
 
+def test_kept_index_plan_reads_the_filter_once_per_call(
+    conn: Conn, items: str, vecs: np.ndarray[Any, Any], binding: str
+) -> None:
+    """The kept (generic) index plan does not know the filter's values when it is planned: it
+    reads them from the jsonb parameter once per execution (a scalar subquery, mmr._filter_sql's
+    p_once), not once per row the index scan joins (measured 0.3 ms of a 1.3 ms search at 50 %
+    selectivity).  Observed with an `in` list, whose values go through mmr._jsonb_texts."""
+    flt = {"category": {"in": list(range(0, 40, 2))}}
+    conn.execute("SET mmr.exact_filter_rows = 0")  # the index plan
+    try:
+        for i in range(3):  # past the first calls, whatever a binding plans then
+            args = _args(vecs, i, flt, 10, 200)
+            assert conn.execute(SEARCH, args).fetchall() == _general(conn, SEARCH, args)
+        calls = _calls(conn, SEARCH, _args(vecs, 7, flt, 10, 200))
+    finally:
+        conn.execute("RESET mmr.exact_filter_rows")
+    assert "_search_general" not in calls, calls
+    assert calls.get("_jsonb_texts", 0) <= 2, (binding, calls)
+
+
 def test_explain_search_says_which_path_and_planning(
     conn: Conn, items: str, vecs: np.ndarray[Any, Any]
 ) -> None:

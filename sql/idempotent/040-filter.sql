@@ -33,8 +33,15 @@ $$;
 --   {"col": {"<": 5, ">=": 1}}            comparisons: = != <> < <= > >=
 --   {"col": {"in": [..]}}, {"not_in": [..]}, {"is_null": true|false}
 -- Values stay in the jsonb parameter ($3) and are cast to the column's type: no SQL is ever
--- built from them.
-CREATE OR REPLACE FUNCTION mmr._filter_sql(c mmr._collection, p_filter jsonb, p_param text)
+-- built from them.  With p_once each value is a scalar subquery, read from the parameter once
+-- per execution (an InitPlan) instead of once per row: for a plan kept generic (the filtered
+-- fast path's index plan), where the value is not known when planning; measured 0.3 ms of a
+-- 1.3 ms search at 50 % selectivity.  Not for a statement planned with its values (the
+-- subquery hides the value from the planner's estimates, mmr._filter_plan).
+DROP FUNCTION IF EXISTS mmr._filter_sql(mmr._collection, jsonb, text);
+
+CREATE OR REPLACE FUNCTION mmr._filter_sql(c mmr._collection, p_filter jsonb, p_param text,
+                                           p_once boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -46,6 +53,8 @@ DECLARE
     arg jsonb;
     typ text;
     parts text[] := '{}';
+    vo text := CASE WHEN p_once THEN '(SELECT ' ELSE '' END;  -- around each value
+    vc text := CASE WHEN p_once THEN ')' ELSE '' END;
 BEGIN
     IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
         RETURN NULL;
@@ -77,7 +86,8 @@ BEGIN
                                     'for one value, {%s: value}.', to_jsonb(col), val,
                                     to_jsonb(col));
         ELSIF jsonb_typeof(val) <> 'object' THEN
-            parts := parts || format('s.%I = (%s -> %L ->> 0)::%s', col, p_param, col, typ);
+            parts := parts || format('s.%I = %s(%s -> %L ->> 0)::%s%s', col, vo, p_param, col,
+                                     typ, vc);
         ELSE
             FOR op, arg IN SELECT * FROM jsonb_each(val) LOOP
                 IF op IN ('=', '!=', '<>', '<', '<=', '>', '>=') THEN
@@ -85,8 +95,8 @@ BEGIN
                         RAISE EXCEPTION 'filter %: operator % needs a scalar value', col, op
                             USING ERRCODE = 'invalid_parameter_value';
                     END IF;
-                    parts := parts || format('s.%I %s (%s -> %L ->> %L)::%s', col, op, p_param,
-                                             col, op, typ);
+                    parts := parts || format('s.%I %s %s(%s -> %L ->> %L)::%s%s', col, op, vo,
+                                             p_param, col, op, typ, vc);
                 ELSIF op IN ('in', 'not_in') THEN
                     IF jsonb_typeof(arg) <> 'array' THEN
                         RAISE EXCEPTION 'filter %: operator % needs an array', col, op
@@ -94,10 +104,13 @@ BEGIN
                     END IF;
                     -- mmr._jsonb_texts is IMMUTABLE: with the filter known, the planner folds
                     -- the list into a constant and estimates its rows (mmr._filter_plan)
+                    -- (hoisted, the subquery is cast: `= ANY ((SELECT a))` alone would compare
+                    -- with each row of the subquery, not each element of the array)
                     parts := parts || format(
-                        CASE op WHEN 'in' THEN 's.%I = ANY (mmr._jsonb_texts(%s -> %L -> %L)::%s[])'
-                                ELSE 's.%I <> ALL (mmr._jsonb_texts(%s -> %L -> %L)::%s[])' END,
-                        col, p_param, col, op, typ);
+                        CASE op WHEN 'in' THEN 's.%I = ANY (%smmr._jsonb_texts(%s -> %L -> %L)::%s[]%s)'
+                                ELSE 's.%I <> ALL (%smmr._jsonb_texts(%s -> %L -> %L)::%s[]%s)' END,
+                        col, vo, p_param, col, op, typ,
+                        CASE WHEN p_once THEN format(')::%s[]', typ) ELSE '' END);
                 ELSIF op = 'is_null' THEN
                     IF jsonb_typeof(arg) <> 'boolean' THEN
                         RAISE EXCEPTION 'filter %: is_null needs true or false', col
@@ -290,8 +303,12 @@ $$;
 -- OFFSET 0 fences the exact plan's subquery: PostgreSQL reads the passing rows with the best
 -- plan it has for them (the user's index on the filtered column, then the embedding table's
 -- primary key) and sorts them by distance; the HNSW index cannot serve a fenced subquery.
--- The filter is always the statement's parameter $3.
-CREATE OR REPLACE FUNCTION mmr._filtered_from(c mmr._collection, s mmr._space, p_filter jsonb)
+-- The filter is always the statement's parameter $3; with p_once the index plan reads its
+-- values once per execution (mmr._filter_sql: for a plan kept generic).
+DROP FUNCTION IF EXISTS mmr._filtered_from(mmr._collection, mmr._space, jsonb);
+
+CREATE OR REPLACE FUNCTION mmr._filtered_from(c mmr._collection, s mmr._space, p_filter jsonb,
+                                              p_once boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -308,7 +325,8 @@ BEGIN
                       mmr._key_join(c, 's', 'e'), where_sql);
     END IF;
     RETURN format('%s e JOIN %s s ON %s WHERE %s', s.embedding_table, c.source,
-                  mmr._key_join(c, 's', 'e'), where_sql);
+                  mmr._key_join(c, 's', 'e'),
+                  CASE WHEN p_once THEN mmr._filter_sql(c, p_filter, '$3', true) ELSE where_sql END);
 END
 $$;
 

@@ -292,8 +292,10 @@ $$;
 -- Hamming index over binary_quantize(embedding)::bit(d) and reranks them exactly on the full
 -- vectors (pgvector's documented binary quantisation with re-ranking); a filtered one is scored
 -- exactly over the rows the filter's plan reads.
+DROP FUNCTION IF EXISTS mmr._space_search_sql(mmr._collection, mmr._space, jsonb, text);
+
 CREATE OR REPLACE FUNCTION mmr._space_search_sql(c mmr._collection, s mmr._space, p_filter jsonb,
-                                                 p_q text)
+                                                 p_q text, p_once boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -324,16 +326,20 @@ BEGIN
     RETURN format('SELECT x.key, x.score FROM (SELECT %s AS key, %s AS score FROM %s ORDER BY %s '
                   'LIMIT $2) x ORDER BY x.score DESC',
                   mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist),
-                  mmr._filtered_from(c, s, p_filter), dist);
+                  mmr._filtered_from(c, s, p_filter, p_once), dist);
 END
 $$;
 
--- The SQL text of a search over one space: $1 query vector, $2 k, $3 filter.
-CREATE OR REPLACE FUNCTION mmr._search_sql(c mmr._collection, s mmr._space, p_filter jsonb)
+-- The SQL text of a search over one space: $1 query vector, $2 k, $3 filter (p_once: its values
+-- read once per execution in an index plan, for a plan kept generic; mmr._filter_sql).
+DROP FUNCTION IF EXISTS mmr._search_sql(mmr._collection, mmr._space, jsonb);
+
+CREATE OR REPLACE FUNCTION mmr._search_sql(c mmr._collection, s mmr._space, p_filter jsonb,
+                                           p_once boolean DEFAULT false)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT mmr._space_search_sql(c, s, p_filter, '$1') $$;
+AS $$ SELECT mmr._space_search_sql(c, s, p_filter, '$1', p_once) $$;
 
 -- Validate search arguments and set the index scan settings for this transaction step.  With
 -- a filter (and its collection c), the filter's plan (mmr._filter_plan) raises ef_search for the
@@ -481,7 +487,8 @@ BEGIN
     END IF;
     BEGIN
         fp := mmr._filter_plan(c, p_filter);
-        sql := mmr._search_sql(c, s, p_filter);
+        -- the index plan is kept generic: its filter values read once per execution
+        sql := mmr._search_sql(c, s, p_filter, NOT fp.exact);
     EXCEPTION WHEN OTHERS THEN
         RETURN;  -- the general path raises the error
     END;
