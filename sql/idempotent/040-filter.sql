@@ -314,19 +314,21 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    where_sql text := mmr._filter_sql(c, p_filter, '$3');
+    exact boolean;
+    where_sql text;
 BEGIN
-    IF where_sql IS NULL THEN
+    IF p_filter IS NULL OR p_filter = '{}'::jsonb THEN
         RETURN format('%s e', s.embedding_table);
     END IF;
-    IF (mmr._filter_plan(c, p_filter)).exact THEN
+    exact := (mmr._filter_plan(c, p_filter)).exact;  -- raises a bad filter's error (_filter_sql)
+    where_sql := mmr._filter_sql(c, p_filter, '$3', p_once AND NOT exact);
+    IF exact THEN
         RETURN format('(SELECT %s, e.embedding FROM %s e JOIN %s s ON %s WHERE %s OFFSET 0) e',
                       mmr._key_list(c, 'e'), s.embedding_table, c.source,
                       mmr._key_join(c, 's', 'e'), where_sql);
     END IF;
     RETURN format('%s e JOIN %s s ON %s WHERE %s', s.embedding_table, c.source,
-                  mmr._key_join(c, 's', 'e'),
-                  CASE WHEN p_once THEN mmr._filter_sql(c, p_filter, '$3', true) ELSE where_sql END);
+                  mmr._key_join(c, 's', 'e'), where_sql);
 END
 $$;
 
