@@ -153,7 +153,6 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
         assert stored["search"] == search_sql
         assert set(stored) == {
             "search",
-            "single",
             "single_excl",
             "score_sum",
             "product",
@@ -161,9 +160,7 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "product_checked",
             "gqr_checked",
             "gqr",
-            "gqr_union_checked",
             "leg_agg",
-            "sims_of",
             "embedding_of",
             "weimocir_leg_1",
             "weimocir_leg_2",

@@ -6,27 +6,24 @@
 -- rerankers and multi-leg methods build their statement per call.
 --
 --   search       $1 vector, $2 k                          (mmr._search_sql)
---   single       $1 vector[] (query in $1[1]), $4 k        (mmr._single_sql)
---   single_excl  as single, $5 the jsonb key to exclude
+--   single_excl  $1 vector[] (query in $1[1]), $4 k, $5 the jsonb key to exclude
+--                (mmr._single_sql; the by-key fast path when the reference is left out)
 --   score_sum,   $1 vector[] (reference, modifier), $2 candidates per leg, $4 k, $5 a key to
 --   product      exclude or NULL                            (mmr._pair_sql)
 --   score_sum_checked, product_checked: the same, returning no row unless both legs returned
 --                $2 candidates (the fast path scans without iterative scans)
---   gqr_union_checked  GQR's candidate pool on this space (mmr._gqr_union_sql, checked): $1
---                vector[] (primary, complementary), $2 candidates per leg, $5 NULL
 --   gqr_checked, gqr  GQR on this space (mmr._gqr_fast_sql: pool, refinement, re-scoring):
 --                $1 vector[] (weighted query, modifier), $2 candidates per leg, $4 k, $5 a key
 --                to exclude or NULL, $6 jsonb options; checked: no row unless both legs are
 --                complete
 --   leg_agg      $1 vector, $2 n -> (keys jsonb[], scores float8[]) of the n nearest rows,
 --                best first (a vector leg of mmr.hybrid_search)
---   sims_of      $1 jsonb[] keys, $2 vector -> float8[] scores of those rows to $2 (NULL where
---                a row has no embedding)
 --   embedding_of $1 a jsonb key -> that row's embedding as a full-precision vector
 --   weimocir_leg_1, weimocir_leg_2, weimocir_sims_1, weimocir_sims_2: fragments of WeiMoCIR's
 --                statement by reference key (mmr._weimocir_key_sql): leg_agg on $1[1] (or
---                $1[2]) with $2 rows, and sims_of of the keys m.keys_1 (m.keys_2) to $1[1]
---                ($1[2]); the image space's _1 and the caption space's _2 are combined
+--                $1[2]) with $2 rows, and the scores (mmr._sims_of_sql) of the keys m.keys_1
+--                (m.keys_2) to $1[1] ($1[2]); the image space's _1 and the caption space's _2
+--                are combined
 
 CREATE OR REPLACE FUNCTION mmr._space_statements(s mmr._space)
 RETURNS jsonb
@@ -41,17 +38,14 @@ BEGIN
         RETURN NULL;
     END IF;
     RETURN jsonb_build_object('search', mmr._search_sql(c, s, NULL),
-                              'single', mmr._single_sql(c, s, NULL, false),
                               'single_excl', mmr._single_sql(c, s, NULL, true),
                               'score_sum', mmr._pair_sql(c, s, NULL, 'score_sum'),
                               'product', mmr._pair_sql(c, s, NULL, 'product'),
                               'score_sum_checked', mmr._pair_sql(c, s, NULL, 'score_sum', true),
                               'product_checked', mmr._pair_sql(c, s, NULL, 'product', true),
-                              'gqr_union_checked', mmr._gqr_union_sql(c, s, s, NULL, true),
                               'gqr_checked', mmr._gqr_fast_sql(c, s, true),
                               'gqr', mmr._gqr_fast_sql(c, s, false),
                               'leg_agg', mmr._leg_agg_sql(c, s, '$1'),
-                              'sims_of', mmr._sims_of_sql(c, s, '$1', '$2'),
                               'weimocir_leg_1', mmr._leg_agg_sql(c, s, '$1[1]'),
                               'weimocir_leg_2', mmr._leg_agg_sql(c, s, '$1[2]'),
                               'weimocir_sims_1', mmr._sims_of_sql(c, s, 'm.keys_1', '$1[1]'),
