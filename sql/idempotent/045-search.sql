@@ -435,6 +435,53 @@ BEGIN ATOMIC
        AND s.statements IS NOT NULL AND s.storage <> 'bit';
 END;
 
+-- The statement memo (native/pg_mmretrieval.c): text a planner built, by a key the planner
+-- writes, kept for the session and the current user, forgotten on every relation cache or
+-- pg_proc invalidation (DDL, ANALYZE, VACUUM, an upgrade).  mmr._memo_get(key) returns what
+-- mmr._memo_put(key, value) stored (NULL: nothing); put returns its value.  A key names
+-- everything the text depends on besides the catalog's relations and functions.  These are
+-- the reference functions, and the PL/pgSQL binding (089-native.sql): they memoize nothing.
+CREATE OR REPLACE FUNCTION mmr._memo_get_plpgsql(key text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._memo_put_plpgsql(key text, value text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN value;
+END
+$$;
+
+-- The public names, bound natively or to the references by 089-native.sql.
+CREATE OR REPLACE FUNCTION mmr._memo_get(key text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mmr._memo_put(key text, value text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN value;
+END
+$$;
+
 -- The planner of mmr.search's filtered fast path (issue 18): the plan of a call with a filter
 -- (mmr._search_exec_plan's second branch), or no row, and the general path runs: no reranker,
 -- mmr._fast_path_allowed, k and ef_search in range, an active space not stored as 'bit', a query
@@ -469,6 +516,9 @@ DECLARE
     c mmr._collection;
     s mmr._space;
     fp record;
+    memo_key text;
+    memo jsonb;
+    exact boolean;
 BEGIN
     IF p_filter IS NULL OR jsonb_typeof(p_filter) <> 'object' OR p_filter = '{}'
        OR p_rerank IS NOT NULL OR NOT mmr._fast_path_allowed(p_max_scan_tuples)
@@ -486,22 +536,38 @@ BEGIN
         RETURN;
     END IF;
     BEGIN
-        fp := mmr._filter_plan(c, p_filter);
-        -- the index plan is kept generic: its filter values read once per execution
-        sql := mmr._search_sql(c, s, p_filter, NOT fp.exact);
+        -- the filter's decision and the statement's text, memoized together: they depend on
+        -- the collection, the space's table and storage, the filter (its values too: a shape
+        -- key would have to prove the text does not), the setting and the caller (the memo is
+        -- per user), and on the source table's statistics and columns (a relation cache
+        -- invalidation forgets every entry); the PL/pgSQL binding memoizes nothing
+        memo_key := format('filtered %s %s %s %s %s %s %s %s ', c, s.id, s.version, s.storage,
+                           s.distance, s.dimensions, s.embedding_table::oid,
+                           nullif(current_setting('mmr.exact_filter_rows', true), ''))
+                    || p_filter::text;
+        memo := mmr._memo_get(memo_key)::jsonb;
+        IF memo IS NULL THEN
+            fp := mmr._filter_plan(c, p_filter);
+            -- the index plan is kept generic: its filter values read once per execution
+            memo := mmr._memo_put(memo_key, jsonb_build_object(
+                        'exact', fp.exact, 'ef_search', fp.ef_search,
+                        'sql', mmr._search_sql(c, s, p_filter, NOT fp.exact))::text)::jsonb;
+        END IF;
     EXCEPTION WHEN OTHERS THEN
         RETURN;  -- the general path raises the error
     END;
+    sql := memo ->> 'sql';
+    exact := (memo ->> 'exact')::boolean;
     args := '{query,k,filter}';
     query := p_query;
     n := p_k;
     k := p_k;
     filter := p_filter;
-    ef_search := mmr._ef_for(p_k, coalesce(p_ef_search, fp.ef_search));
+    ef_search := mmr._ef_for(p_k, coalesce(p_ef_search, (memo ->> 'ef_search')::int));
     space_id := s.id;
     rest := 'notice';
-    iterative := CASE WHEN fp.exact THEN 'strict_order' ELSE 'relaxed_order' END;
-    planning := CASE WHEN fp.exact THEN 'custom' ELSE 'generic' END;
+    iterative := CASE WHEN exact THEN 'strict_order' ELSE 'relaxed_order' END;
+    planning := CASE WHEN exact THEN 'custom' ELSE 'generic' END;
     RETURN NEXT;
 END
 $$;

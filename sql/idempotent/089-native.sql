@@ -20,7 +20,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $mmr$
 DECLARE
-    expected_abi constant int := 4;
+    expected_abi constant int := 5;
     abi int;
 BEGIN
     CREATE OR REPLACE FUNCTION mmr._native_abi() RETURNS int
@@ -136,6 +136,18 @@ CREATE OR REPLACE FUNCTION mmr.gqr_refine(
 RETURNS @extschema:vector@.vector
 IMMUTABLE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
+$d$),
+    ('mmr._memo_get_plpgsql(text)', '_memo_get', 'mmr_memo_get', $d$
+CREATE OR REPLACE FUNCTION mmr._memo_get(key text)
+RETURNS text
+VOLATILE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+$d$),
+    ('mmr._memo_put_plpgsql(text,text)', '_memo_put', 'mmr_memo_put', $d$
+CREATE OR REPLACE FUNCTION mmr._memo_put(key text, value text)
+RETURNS text
+VOLATILE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
 $d$)) AS v(reference, name, symbol, declaration)
 $mmr$;
 
@@ -168,10 +180,10 @@ BEGIN
         IF public_fn IS NULL OR EXISTS (
                SELECT FROM pg_proc p, pg_proc r
                 WHERE p.oid = public_fn AND r.oid = f.reference
-                  AND (p.prorettype, p.proretset, p.provolatile, p.proparallel, p.proconfig,
+                  AND (p.prorettype, p.proretset, p.provolatile, p.proparallel, p.proisstrict, p.proconfig,
                        pg_get_function_arguments(p.oid))
                       IS DISTINCT FROM
-                      (r.prorettype, r.proretset, r.provolatile, r.proparallel, r.proconfig,
+                      (r.prorettype, r.proretset, r.provolatile, r.proparallel, r.proisstrict, r.proconfig,
                        pg_get_function_arguments(r.oid))) THEN
             RAISE EXCEPTION 'the declaration of % does not match its reference %',
                             coalesce(public_fn::text, f.symbol), f.reference
