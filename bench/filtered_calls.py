@@ -14,7 +14,7 @@ call because its custom plans are cheaper):
 * ``bare generic``: the same, planned once (``plan_cache_mode = force_generic_plan``);
 * ``statement generic``: the statement mmr.search's planner returns for the filter, run directly
   with a generic plan (what the native executor keeps);
-* ``planner``: ``mmr._filtered_exec_plan`` alone (the filter's decision and the statement's text,
+* ``planner``: ``mmr._search_exec_plan`` alone (the filter's decision and the statement's text,
   from the statement memo after the first call);
 * ``mmr.search``: the whole call (index plan at the filter's ef_search).
 
@@ -71,7 +71,7 @@ def main() -> None:
     queries = sample_queries(conn, args.queries)
     flt = Jsonb({"r": {"<": args.below}})
     planned = conn.execute(
-        "SELECT sql, ef_search FROM mmr._filtered_exec_plan('items', 'v', %s, 10, %s, "
+        "SELECT sql, ef_search FROM mmr._search_exec_plan('items', 'v', %s, 10, %s, "
         "NULL, NULL, NULL, NULL, NULL)",
         (queries[0], flt),
     ).fetchone()
@@ -88,7 +88,7 @@ def main() -> None:
         "bare generic": (bare, generic),
         "statement generic": (statement, generic),
         "planner": (
-            "SELECT sql IS NULL FROM mmr._filtered_exec_plan('items', 'v', %(q)s, %(k)s, "
+            "SELECT sql IS NULL FROM mmr._search_exec_plan('items', 'v', %(q)s, %(k)s, "
             "%(f)s, NULL, NULL, NULL, NULL, NULL)",
             conn,
         ),

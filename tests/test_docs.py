@@ -129,3 +129,25 @@ def test_plugin_guide_encoder_example_works_as_a_plugin(conn: psycopg.Connection
         assert mmr.search(conn, "guide", "vec", q, k=1)[0].key == 2
     finally:
         plugins.unregister_plugin("guide_plugin")
+
+
+def test_no_merge_conflict_markers_in_the_tree() -> None:
+    """A merge left docs/architecture.md with both sides and the markers once."""
+    import subprocess
+
+    root = DOCS.parent
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    marker = re.compile(r"^(<{7} |>{7} |={7}$)", re.MULTILINE)
+    found = []
+    for name in files:
+        path = root / name
+        if path.suffix not in {".md", ".py", ".sql", ".c", ".toml", ".cfg", ".txt", ".sh", ""}:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+            continue
+        found += [f"{name}: {m.group(0)!r}" for m in marker.finditer(text)]
+    assert found == []

@@ -1,12 +1,13 @@
 """The statement memo (native/pg_mmretrieval.c, mmr._memo_get / mmr._memo_put).
 
-The filtered fast path's planner (mmr._filtered_exec_plan) keeps the filter's decision and the
-statement's text it built for the session, by a key naming what they depend on, so that a
-filtered search does not rebuild its statement text on every call (0.2 ms of a 1.5 ms search,
-docs/retrieval.md).  What must hold: an entry is the current user's only (a role can never make
-another role's search, e.g. a SECURITY DEFINER function's, run SQL it wrote); every relation
-cache or pg_proc invalidation (DDL, ANALYZE, VACUUM, an upgrade) forgets every entry, and a
-value built before an invalidation is never kept; searches follow DDL and new statistics.
+The filtered fast path's planner (mmr._search_exec_plan's second branch, mmr._filtered_statement
+on a miss) keeps the filter's decision and the statement's text it built for the session, by a
+key naming what they depend on, so that a filtered search does not rebuild its statement text
+on every call (0.2 ms of a 1.5 ms search, docs/retrieval.md).  What must hold: an entry is the
+current user's only (a role can never make another role's search, e.g. a SECURITY DEFINER
+function's, run SQL it wrote); every relation cache or pg_proc invalidation (DDL, ANALYZE,
+VACUUM, an upgrade) forgets every entry, and a value built before an invalidation is never
+kept; searches follow DDL and new statistics.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .helpers import unit_vectors
 Conn = psycopg.Connection[Any]
 N, D = 1000, 16
 PLANNER = (
-    "SELECT planning, ef_search, sql FROM mmr._filtered_exec_plan("
+    "SELECT planning, ef_search, sql FROM mmr._search_exec_plan("
     "'memo_items', 'ext', %s, 10, %s, NULL, NULL, NULL, NULL, NULL)"
 )
 SEARCH = "SELECT * FROM mmr.search('memo_items', 'ext', %s, 10, %s)"

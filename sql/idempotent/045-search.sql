@@ -441,9 +441,13 @@ END;
 -- mmr._memo_put(key, value) stored (NULL: nothing); put returns its value.  A key names
 -- everything the text depends on besides the catalog's relations and functions.  These are
 -- the reference functions, and the PL/pgSQL binding (089-native.sql): they memoize nothing.
+-- get is declared STABLE, though a put in the same statement changes what it returns: a
+-- VOLATILE function would keep PostgreSQL from inlining the SQL planners that read the memo
+-- (mmr._search_exec_plan) into the executor's kept statement, and no plan depends on reading
+-- the memo once per statement (a get returns either nothing or what the builder would build).
 CREATE OR REPLACE FUNCTION mmr._memo_get_plpgsql(key text)
 RETURNS text
-LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
+LANGUAGE plpgsql STABLE STRICT PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -464,7 +468,7 @@ $$;
 -- The public names, bound natively or to the references by 089-native.sql.
 CREATE OR REPLACE FUNCTION mmr._memo_get(key text)
 RETURNS text
-LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
+LANGUAGE plpgsql STABLE STRICT PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -482,33 +486,30 @@ BEGIN
 END
 $$;
 
--- The planner of mmr.search's filtered fast path (issue 18): the plan of a call with a filter
--- (mmr._search_exec_plan's second branch), or no row, and the general path runs: no reranker,
--- mmr._fast_path_allowed, k and ef_search in range, an active space not stored as 'bit', a query
--- of its dimension and a valid norm, a filter object with conditions, and a filter the general
--- path would accept (anything that raises while the plan is built sends the call to the general
--- path, which raises the same error with its own context).  The statement is the general
--- path's (mmr._search_sql: one implementation, so both paths return the same rows), the filter
--- its parameter $3; the filter's plan (mmr._filter_plan, cached for the session) decides:
---   index plan  ef_search raised as mmr._prepare_search raises it, relaxed_order, and
---               planning 'generic': a plan the executor keeps for the session, built in the
---               HNSW shape (the statement re-sorts the rows it takes);
---   exact plan  strict_order (no index scan), and planning 'custom': the statement is planned
---               per call with the filter's values (the passing rows read through the user's
---               index for those values).
--- A result shorter than k says why when rows are queued (rest 'notice', mmr._exec_rest), as on
--- the general path.  Same arguments as mmr.search.
-CREATE OR REPLACE FUNCTION mmr._filtered_exec_plan(
-    p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int,
-    p_filter jsonb, p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
-    p_rerank_params jsonb)
--- mmr._exec_plan's fields, as columns: a SQL body reading the fields of a function that returns
--- the plan type would depend on the type's relation (tests/test_install.py), and
--- mmr._search_exec_plan selects these.
-RETURNS TABLE (sql text, args text[], query @extschema:vector@.vector,
-               vecs @extschema:vector@.vector[], n int, k int, filter jsonb, exclude jsonb,
-               ef_search int, space_id int, rest text, rest_sql text, options jsonb,
-               iterative text, planning text)
+-- The key of a filtered search's plan in the statement memo (mmr._memo_get): what the filter's
+-- decision and the statement's text depend on besides the catalog (whose every relation or
+-- function invalidation forgets the memo) and the current user (the memo is per user): the
+-- space (its id: a new version or re-created collection is a new row) and its cached plain
+-- statement (its embedding table, distance, storage and key expression), the
+-- mmr.exact_filter_rows setting and the filter, values included (the text does not depend on
+-- them, but a key by the filter's shape alone would have to prove it).
+CREATE OR REPLACE FUNCTION mmr._filtered_key(p_space_id int, p_search_sql text, p_filter jsonb)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN pg_catalog.concat_ws(' ', 'filtered', p_space_id,
+                            NULLIF(pg_catalog.current_setting('mmr.exact_filter_rows', true), ''),
+                            p_search_sql, p_filter::text);
+
+-- A filtered search's plan as the memo holds it, built on a miss (mmr._search_exec_plan's second
+-- branch reads the memo first): {"exact", "ef_search", "sql"} from the filter's decision
+-- (mmr._filter_plan, itself cached for the session in a setting) and the general path's
+-- statement (mmr._search_sql: one implementation, so both paths return the same rows; for the
+-- index plan with the filter's values read once per execution, as a kept generic plan needs),
+-- put into the memo under p_key.  NULL when the filter does not translate or anything else
+-- raises: the general path then raises the same error with its own context.
+CREATE OR REPLACE FUNCTION mmr._filtered_statement(p_collection text, p_space text,
+                                                   p_filter jsonb, p_key text)
+RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -516,59 +517,18 @@ DECLARE
     c mmr._collection;
     s mmr._space;
     fp record;
-    memo_key text;
-    memo jsonb;
-    exact boolean;
 BEGIN
-    IF p_filter IS NULL OR jsonb_typeof(p_filter) <> 'object' OR p_filter = '{}'
-       OR p_rerank IS NOT NULL OR NOT mmr._fast_path_allowed(p_max_scan_tuples)
-       OR p_k IS NULL OR p_k NOT BETWEEN 1 AND 1000
-       OR (p_ef_search IS NOT NULL AND p_ef_search NOT BETWEEN 1 AND 1000) THEN
-        RETURN;
-    END IF;
     SELECT * INTO c FROM mmr._collection x WHERE x.name = p_collection;
-    IF NOT FOUND THEN
-        RETURN;
+    SELECT * INTO s FROM mmr._space x WHERE x.collection_id = c.id AND x.name = p_space AND x.active;
+    IF s.id IS NULL THEN
+        RETURN NULL;
     END IF;
-    SELECT * INTO s FROM mmr._space x
-     WHERE x.collection_id = c.id AND x.name = p_space AND x.active AND x.storage <> 'bit';
-    IF NOT FOUND OR NOT coalesce(mmr._query_ok(s.dimensions, s.distance, p_query), false) THEN
-        RETURN;
-    END IF;
-    BEGIN
-        -- the filter's decision and the statement's text, memoized together: they depend on
-        -- the collection, the space's table and storage, the filter (its values too: a shape
-        -- key would have to prove the text does not), the setting and the caller (the memo is
-        -- per user), and on the source table's statistics and columns (a relation cache
-        -- invalidation forgets every entry); the PL/pgSQL binding memoizes nothing
-        memo_key := format('filtered %s %s %s %s %s %s %s %s ', c, s.id, s.version, s.storage,
-                           s.distance, s.dimensions, s.embedding_table::oid,
-                           nullif(current_setting('mmr.exact_filter_rows', true), ''))
-                    || p_filter::text;
-        memo := mmr._memo_get(memo_key)::jsonb;
-        IF memo IS NULL THEN
-            fp := mmr._filter_plan(c, p_filter);
-            -- the index plan is kept generic: its filter values read once per execution
-            memo := mmr._memo_put(memo_key, jsonb_build_object(
-                        'exact', fp.exact, 'ef_search', fp.ef_search,
-                        'sql', mmr._search_sql(c, s, p_filter, NOT fp.exact))::text)::jsonb;
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        RETURN;  -- the general path raises the error
-    END;
-    sql := memo ->> 'sql';
-    exact := (memo ->> 'exact')::boolean;
-    args := '{query,k,filter}';
-    query := p_query;
-    n := p_k;
-    k := p_k;
-    filter := p_filter;
-    ef_search := mmr._ef_for(p_k, coalesce(p_ef_search, (memo ->> 'ef_search')::int));
-    space_id := s.id;
-    rest := 'notice';
-    iterative := CASE WHEN exact THEN 'strict_order' ELSE 'relaxed_order' END;
-    planning := CASE WHEN exact THEN 'custom' ELSE 'generic' END;
-    RETURN NEXT;
+    fp := mmr._filter_plan(c, p_filter);
+    RETURN mmr._memo_put(p_key, jsonb_build_object(
+               'exact', fp.exact, 'ef_search', fp.ef_search,
+               'sql', mmr._search_sql(c, s, p_filter, NOT fp.exact))::text)::jsonb;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
 END
 $$;
 
@@ -577,11 +537,22 @@ $$;
 -- filter (no reranker, mmr._fast_path_allowed, k and ef_search in range, a space mmr._fast_space
 -- serves, a query of its dimension and a valid norm): the space's cached `search` statement ($1
 -- query, $2 k), ef_search raised to k (or to the caller's ef_search, as mmr._raise_ef_search),
--- and a short scan continued past its rows (mmr._exec_rest).  With a filter:
--- mmr._filtered_exec_plan's plan, a branch its kept plan runs only when a filter is given (a
--- one-time condition), so that unfiltered calls cost what they cost without it.  Same arguments
--- as mmr.search.  A plain SQL function the planner inlines: the native executor keeps its plan
--- and runs it on every call without a PL/pgSQL call.
+-- and a short scan continued past its rows (mmr._exec_rest).  With a filter (issue 18; the same
+-- conditions, and a filter object with conditions), a branch its kept plan runs only when a
+-- filter is given (a one-time condition), so that unfiltered calls cost what they cost without
+-- it: the filter's plan from the statement memo (mmr._filtered_key), or built on a miss by
+-- mmr._filtered_statement (no row when the filter would raise: the general path raises it);
+-- the statement with the filter as its parameter $3, and the filter's decision:
+--   index plan  ef_search raised as mmr._prepare_search raises it, relaxed_order, and
+--               planning 'generic': a plan the executor keeps for the session, built in the
+--               HNSW shape (the statement re-sorts the rows it takes);
+--   exact plan  strict_order (no index scan), and planning 'custom': the statement is planned
+--               per call with the filter's values (the passing rows read through the user's
+--               index for those values).
+-- A result shorter than k says why when rows are queued (rest 'notice', mmr._exec_rest), as on
+-- the general path.  Same arguments as mmr.search.  A plain SQL function the planner inlines:
+-- the native executor keeps its plan and runs it on every call without a PL/pgSQL call (on a
+-- memo hit, filtered calls too).
 CREATE OR REPLACE FUNCTION mmr._search_exec_plan(
     p_collection text, p_space text, p_query @extschema:vector@.vector, p_k int,
     p_filter jsonb, p_ef_search int, p_max_scan_tuples int, p_rerank text, p_rerank_depth int,
@@ -599,11 +570,31 @@ BEGIN ATOMIC
        AND (s.statements ->> 'search') IS NOT NULL
        AND mmr._query_ok(s.dimensions, s.distance, p_query)
     UNION ALL
-    SELECT * FROM mmr._filtered_exec_plan(p_collection, p_space, p_query, p_k, p_filter,
-                                          p_ef_search, p_max_scan_tuples, p_rerank,
-                                          p_rerank_depth, p_rerank_params)
-     WHERE p_filter IS NOT NULL;
+    SELECT m.plan ->> 'sql', '{query,k,filter}'::text[], p_query,
+           NULL::@extschema:vector@.vector[], p_k, p_k, p_filter, NULL::jsonb,
+           mmr._ef_for(p_k, coalesce(p_ef_search, (m.plan ->> 'ef_search')::int)), s.id,
+           'notice'::text, NULL::text, NULL::jsonb,
+           CASE WHEN (m.plan ->> 'exact')::boolean THEN 'strict_order' ELSE 'relaxed_order' END,
+           CASE WHEN (m.plan ->> 'exact')::boolean THEN 'custom' ELSE 'generic' END
+      FROM mmr._fast_space(p_collection, p_space) s,
+           LATERAL (SELECT coalesce(mmr._memo_get(k.key)::jsonb,
+                                    mmr._filtered_statement(p_collection, p_space, p_filter,
+                                                            k.key)) AS plan
+                      FROM (SELECT mmr._filtered_key(s.id, s.statements ->> 'search',
+                                                     p_filter) AS key) k
+                    OFFSET 0) m  -- read once, not once per reference to m.plan
+     WHERE p_filter IS NOT NULL AND jsonb_typeof(p_filter) = 'object' AND p_filter <> '{}'
+       AND p_rerank IS NULL AND mmr._fast_path_allowed(p_max_scan_tuples)
+       AND p_k BETWEEN 1 AND 1000 AND (p_ef_search IS NULL OR p_ef_search BETWEEN 1 AND 1000)
+       AND (s.statements ->> 'search') IS NOT NULL
+       AND mmr._query_ok(s.dimensions, s.distance, p_query)
+       AND m.plan IS NOT NULL;
 END;
+
+-- The first filtered fast-path planner (a PL/pgSQL function run on every filtered call), which
+-- the previous mmr._search_exec_plan depended on.
+DROP FUNCTION IF EXISTS mmr._filtered_exec_plan(text, text, @extschema:vector@.vector, int, jsonb,
+                                                int, int, text, int, jsonb);
 
 -- A plan's statement (p.sql) run with its named arguments (p.args): the argument lists the
 -- planners use.  With the caller's rights, like any statement the caller could run.
@@ -798,7 +789,7 @@ DECLARE
 BEGIN
     -- Fast path (mmr._search_exec_plan decides): unfiltered, the cached statement of the
     -- space, one catalog look-up, nothing else to build or check; filtered, the general path's
-    -- statement with the filter's plan (mmr._filtered_exec_plan).
+    -- statement with the filter's plan (memoized, mmr._filtered_statement).
     SELECT * INTO x FROM mmr._search_exec_plan(collection, space, query, k, filter, ef_search,
                                                max_scan_tuples, rerank, rerank_depth,
                                                rerank_params);

@@ -140,7 +140,7 @@ $d$),
     ('mmr._memo_get_plpgsql(text)', '_memo_get', 'mmr_memo_get', $d$
 CREATE OR REPLACE FUNCTION mmr._memo_get(key text)
 RETURNS text
-VOLATILE STRICT PARALLEL RESTRICTED
+STABLE STRICT PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 $d$),
     ('mmr._memo_put_plpgsql(text,text)', '_memo_put', 'mmr_memo_put', $d$
