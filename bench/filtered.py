@@ -134,6 +134,13 @@ def main() -> None:
         "--ladder-stop", type=float, default=1.1, help="stop a ladder at this recall (1.1: never)"
     )
     ap.add_argument(
+        "--ladder-samples",
+        type=int,
+        default=1,
+        help="split the ladder's queries into this many samples: the ef for .95 is the smallest "
+        "at which every sample reaches 0.95 (the guarantee mmr.search's ef is chosen for)",
+    )
+    ap.add_argument(
         "--sweep",
         default="1,3,10,30,50,100,200,500,1000",
         help="thresholds t of the filters r < t (per mille of rows)",
@@ -247,13 +254,16 @@ def run(
         steps = ladder(relaxed_at, relaxed_statement(table, where), qv, truth, k, args)
         print(
             f"# ladder {title}: "
-            + ", ".join(f"ef {ef} {rec:.3f}" for ef, rec in steps)
+            + ", ".join(
+                f"ef {ef} {rec:.3f}" + (f" (min {low:.3f})" if args.ladder_samples > 1 else "")
+                for ef, rec, low in steps
+            )
             + f"; mmr.search: {info.get('filter_plan')} ef {info.get('ef_search')}",
             flush=True,
         )
         if args.ladder_only:
             continue
-        ef95 = next((ef for ef, rec in steps if rec >= 0.95), steps[-1][0])
+        ef95 = next((ef for ef, _, low in steps if low >= 0.95), steps[-1][0])
         same_ef = int(info.get("ef_search") or 40)
         note = (
             f"{info.get('filter_plan')} (est {info.get('estimated_rows')}, "
@@ -282,20 +292,23 @@ def ladder(
     truth: list[set[int]],
     k: int,
     args: Any,
-) -> list[tuple[int, float]]:
+) -> list[tuple[int, float, float]]:
     """Recall@k of the bare relaxed plan at each ef_search of LADDER, lowest first, on the
-    first --ladder-queries queries; stops above --ladder-stop (the ef ladder of the calibration
-    of mmr._filter_ef_search and the "ef for .95" variant)."""
+    first --ladder-queries queries: (ef, recall, the lowest recall of the --ladder-samples
+    consecutive samples they are split into); stops once every sample is above --ladder-stop
+    (the ef ladder of the calibration of mmr._filter_ef_search and the "ef for .95" variant)."""
     nq = min(len(qv), args.ladder_queries or len(qv))
+    samples = max(1, min(args.ladder_samples, nq))
     out = []
     for ef in LADDER:
         c = relaxed_at(ef)
-        hits = 0.0
+        per = []
         for i in range(nq):
             got = [x[0] for x in c.execute(sql, (qv[i], k)).fetchall()]
-            hits += len(set(got) & truth[i]) / max(1, min(k, len(truth[i])))
-        out.append((ef, hits / nq))
-        if hits / nq >= args.ladder_stop:
+            per.append(len(set(got) & truth[i]) / max(1, min(k, len(truth[i]))))
+        lowest = min(float(np.mean(part)) for part in np.array_split(per, samples))
+        out.append((ef, float(np.mean(per)), lowest))
+        if lowest >= args.ladder_stop:
             break
     return out
 
