@@ -1,4 +1,4 @@
-"""The statement memo (native/pg_mmretrieval.c, mmr._memo_get / mmr._memo_put).
+"""The statement memo (native/memo.c, mmr._memo_get / mmr._memo_put).
 
 The filtered fast path's planner (mmr._search_exec_plan's second branch, mmr._filtered_statement
 on a miss) keeps the filter's decision and the statement's text it built for the session, by a

@@ -435,7 +435,7 @@ BEGIN ATOMIC
        AND s.statements IS NOT NULL AND s.storage <> 'bit';
 END;
 
--- The statement memo (native/pg_mmretrieval.c): text a planner built, by a key the planner
+-- The statement memo (native/memo.c): text a planner built, by a key the planner
 -- writes, kept for the session and the current user, forgotten on every relation cache or
 -- pg_proc invalidation (DDL, ANALYZE, VACUUM, an upgrade).  mmr._memo_get(key) returns what
 -- mmr._memo_put(key, value) stored (NULL: nothing); put returns its value.  A key names
