@@ -73,12 +73,20 @@ PG_MODULE_MAGIC;
 #define MAX_CACHED 256
 #define MAX_ARGS 13
 
+/* How a kept statement is planned (a plan's `planning`). */
+typedef enum Planning
+{
+	PLAN_KEPT,					/* NULL: one generic plan, built under the default settings */
+	PLAN_HNSW_SHAPED,			/* 'generic': the same, built in the HNSW shape */
+	PLAN_PER_CALL				/* 'custom': parsed once, planned on every call with its values */
+} Planning;
+
 typedef struct CachedStatement
 {
 	char	   *sql;
 	int			nargs;
 	Oid			types[MAX_ARGS];
-	bool		hnsw_shaped;	/* built in the HNSW shape (a plan's planning 'generic') */
+	Planning	planning;
 	SPIPlanPtr	plan;
 } CachedStatement;
 
@@ -96,11 +104,14 @@ mmr_native_abi(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(MMR_NATIVE_ABI);
 }
 
-/* Prepare and keep a statement for the session; generic plans only (no per-call planning). */
+/* Prepare and keep a statement for the session: generic plans only (no per-call planning), or
+ * (per_call) custom plans only, the statement parsed and analyzed once. */
 static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *types)
+keep_plan(const char *sql, int nargs, Oid *types, bool per_call)
 {
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types,
+										  per_call ? CURSOR_OPT_CUSTOM_PLAN
+										  : CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "pg_mmretrieval native: cannot prepare \"%s\": %s", sql,
@@ -158,20 +169,23 @@ plan_ready(SPIPlanPtr plan)
 	return ps->is_valid && ps->gplan != NULL && ps->gplan->is_valid;
 }
 
-/* The session's kept plan of a cached statement (same text, argument types and shape), planned
- * under the default index settings, in the HNSW shape when asked (build_plan). */
+/* The session's kept plan of a cached statement (same text, argument types and planning):
+ * planned under the default index settings, in the HNSW shape when asked (build_plan), or
+ * planned by PostgreSQL on every call (PLAN_PER_CALL: the plan cache re-plans with the call's
+ * values, without parsing the statement again). */
 static SPIPlanPtr
-shaped_statement_plan(const char *sql, int nargs, const Oid *types, bool hnsw_shaped)
+shaped_statement_plan(const char *sql, int nargs, const Oid *types, Planning planning)
 {
 	int			i;
+	bool		hnsw_shaped = planning == PLAN_HNSW_SHAPED;
 
 	Assert(nargs <= MAX_ARGS);
 	for (i = 0; i < n_cached; i++)
-		if (cached[i].nargs == nargs && cached[i].hnsw_shaped == hnsw_shaped
+		if (cached[i].nargs == nargs && cached[i].planning == planning
 			&& strcmp(cached[i].sql, sql) == 0
 			&& memcmp(cached[i].types, types, sizeof(Oid) * nargs) == 0)
 		{
-			if (!plan_ready(cached[i].plan))
+			if (planning != PLAN_PER_CALL && !plan_ready(cached[i].plan))
 				build_plan(cached[i].plan, hnsw_shaped);
 			return cached[i].plan;
 		}
@@ -183,11 +197,12 @@ shaped_statement_plan(const char *sql, int nargs, const Oid *types, bool hnsw_sh
 		memmove(&cached[0], &cached[1], sizeof(CachedStatement) * (MAX_CACHED - 1));
 		n_cached--;
 	}
-	cached[n_cached].plan = keep_plan(sql, nargs, (Oid *) types);
-	build_plan(cached[n_cached].plan, hnsw_shaped);
+	cached[n_cached].plan = keep_plan(sql, nargs, (Oid *) types, planning == PLAN_PER_CALL);
+	if (planning != PLAN_PER_CALL)
+		build_plan(cached[n_cached].plan, hnsw_shaped);
 	cached[n_cached].sql = MemoryContextStrdup(TopMemoryContext, sql);
 	cached[n_cached].nargs = nargs;
-	cached[n_cached].hnsw_shaped = hnsw_shaped;
+	cached[n_cached].planning = planning;
 	memcpy(cached[n_cached].types, types, sizeof(Oid) * nargs);
 	return cached[n_cached++].plan;
 }
@@ -196,7 +211,7 @@ shaped_statement_plan(const char *sql, int nargs, const Oid *types, bool hnsw_sh
 static SPIPlanPtr
 statement_plan(const char *sql, int nargs, const Oid *types)
 {
-	return shaped_statement_plan(sql, nargs, types, false);
+	return shaped_statement_plan(sql, nargs, types, PLAN_KEPT);
 }
 
 /* Append SPI's result rows (key jsonb, score float8) to the function's tuplestore. */
@@ -265,7 +280,7 @@ plan_field(const ExecPlan *plan, const char *name, bool *isnull, Oid *type)
  * given, for the rest of the call: the function's SET clauses restore them), its statement with
  * the plan fields its `args` name as $1, $2, ..., planned as its `planning` says (NULL: a kept
  * plan per statement text and argument types; 'generic': the same, built in the HNSW shape;
- * 'custom': planned for this call with its values), then, when the statement returned fewer
+ * 'custom': parsed once, planned for each call with its values), then, when the statement returned fewer
  * than k rows and the plan has a rest, mmr._exec_rest (a rare path).
  */
 static void
@@ -285,6 +300,7 @@ run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
 	uint64		got;
 	int32		k;
 	char	   *planning;
+	Planning	how = PLAN_KEPT;
 	int			ret;
 
 	plan.tuple.t_len = HeapTupleHeaderGetDatumLength(td);
@@ -320,13 +336,15 @@ run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
 		args[i] = plan_field(&plan, TextDatumGetCString(names[i]), &isnull, &types[i]);
 		nulls[i] = isnull ? 'n' : ' ';
 	}
-	if (planning != NULL && strcmp(planning, "custom") == 0)
-		ret = SPI_execute_with_args(sql, nargs, types, args, nulls, true, 0);
-	else if (planning == NULL || strcmp(planning, "generic") == 0)
-		ret = SPI_execute_plan(shaped_statement_plan(sql, nargs, types, planning != NULL), args,
-							   nulls, true, 0);
+	if (planning == NULL)
+		how = PLAN_KEPT;
+	else if (strcmp(planning, "generic") == 0)
+		how = PLAN_HNSW_SHAPED;
+	else if (strcmp(planning, "custom") == 0)
+		how = PLAN_PER_CALL;
 	else
 		elog(ERROR, "pg_mmretrieval native: a plan with planning \"%s\"", planning);
+	ret = SPI_execute_plan(shaped_statement_plan(sql, nargs, types, how), args, nulls, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "pg_mmretrieval native: a plan's statement failed");
 	got = SPI_processed;
