@@ -322,11 +322,14 @@ BEGIN
         RETURN format('SELECT %s AS key, %s AS score FROM %s e ORDER BY %s LIMIT $2',
                       mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist), s.embedding_table, dist);
     END IF;
-    -- re-sorted: a filter's index plan scans in pgvector's relaxed order (mmr._prepare_search)
+    -- re-sorted: a filter's index plan scans in pgvector's relaxed order (mmr._prepare_search).
+    -- The exact plan sorts by the score it computes for every passing row (the score falls as
+    -- the distance grows), so each row's distance is computed once, not again for the sort.
     RETURN format('SELECT x.key, x.score FROM (SELECT %s AS key, %s AS score FROM %s ORDER BY %s '
                   'LIMIT $2) x ORDER BY x.score DESC',
                   mmr._key_json(c, 'e'), mmr._score_expr(s.distance, dist),
-                  mmr._filtered_from(c, s, p_filter, p_once), dist);
+                  mmr._filtered_from(c, s, p_filter, p_once),
+                  CASE WHEN (mmr._filter_plan(c, p_filter)).exact THEN 'score DESC' ELSE dist END);
 END
 $$;
 
