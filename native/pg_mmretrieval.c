@@ -67,8 +67,9 @@ PG_MODULE_MAGIC;
  * overload too (mmr._composed_key_exec_plan, else mmr._composed_search_key_general), and plans
  * carry `iterative` (hnsw.iterative_scan for the call) and `planning` (kept in the HNSW shape,
  * or planned per call): the filtered fast path of mmr.search (revision 0008).  5: the statement
- * memo (mmr._memo_get, mmr._memo_put; native/memo.c, the same library). */
-#define MMR_NATIVE_ABI 5
+ * memo (mmr._memo_get, mmr._memo_put; native/memo.c, the same library).  6: mmr._kept_vector
+ * (a statement's one value, with a kept plan: the by-key planner's embedding reads). */
+#define MMR_NATIVE_ABI 6
 
 #define MAX_CACHED 256
 #define MAX_ARGS 13
@@ -97,6 +98,7 @@ PG_FUNCTION_INFO_V1(mmr_native_abi);
 PG_FUNCTION_INFO_V1(mmr_search);
 PG_FUNCTION_INFO_V1(mmr_composed_search);
 PG_FUNCTION_INFO_V1(mmr_composed_search_key);
+PG_FUNCTION_INFO_V1(mmr_kept_value);
 
 Datum
 mmr_native_abi(PG_FUNCTION_ARGS)
@@ -543,4 +545,53 @@ mmr_composed_search_key(PG_FUNCTION_ARGS)
 {
 	return search_entry(fcinfo, "mmr._composed_key_exec_plan", NULL,
 						"mmr._composed_search_key_general");
+}
+
+/*
+ * mmr._kept_vector(sql, key): the one value the statement `sql` returns with the key as $1 (one
+ * column, of the function's result type), NULL when it returns no row; an error when it returns
+ * more than one (too_many_rows, as PL/pgSQL's SELECT INTO STRICT) or another column than that
+ * (datatype_mismatch).  It runs with the session's kept plan of its text (statement_plan), so a
+ * SQL planner reads a stored row without parsing and planning a dynamic statement on every call
+ * (mmr._composed_key_exec_plan: the reference's embedding by its space's embedding_of
+ * statement).  SECURITY INVOKER and read-only: it runs what the calling user could run, with
+ * that user's privileges and row-level security (the plan cache replans for another role
+ * where a policy applies).
+ */
+Datum
+mmr_kept_value(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			types[1] = {JSONBOID};
+	Datum		args[1] = {PG_GETARG_DATUM(1)};
+	Oid			rettype = get_func_rettype(fcinfo->flinfo->fn_oid);
+	Datum		value = (Datum) 0;
+	bool		isnull = true;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_mmretrieval native: SPI_connect failed");
+	if (SPI_execute_plan(statement_plan(sql, 1, types), args, NULL, true, 2) != SPI_OK_SELECT)
+		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+						errmsg("pg_mmretrieval native: \"%s\" is not a query", sql)));
+	if (SPI_tuptable->tupdesc->natts != 1 || SPI_gettypeid(SPI_tuptable->tupdesc, 1) != rettype)
+		ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+						errmsg("pg_mmretrieval native: \"%s\" does not return one column of type %s",
+							   sql, format_type_be(rettype))));
+	if (SPI_processed > 1)
+		ereport(ERROR, (errcode(ERRCODE_TOO_MANY_ROWS),
+						errmsg("query returned more than one row")));
+	if (SPI_processed == 1)
+	{
+		int16		typlen;
+		bool		typbyval;
+
+		value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		get_typlenbyval(rettype, &typlen, &typbyval);
+		if (!isnull)
+			value = SPI_datumTransfer(value, typbyval, typlen);
+	}
+	SPI_finish();
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(value);
 }

@@ -175,3 +175,69 @@ def test_the_planners_decision_follows_new_statistics(
     finally:
         conn.execute("DELETE FROM memo_items WHERE id > %s", (N,))
         conn.execute("ANALYZE memo_items")
+
+
+KEY_PLANNER = (
+    "SELECT sql, rest_sql FROM mmr._composed_key_exec_plan('memo_pair', 'img', %s, %s, "
+    "'weimocir', 5, %s, NULL, NULL, NULL, NULL, NULL, NULL)"
+)
+BY_KEY = "SELECT key, score FROM mmr.composed_search('memo_pair', 'img', %s, %s, 'weimocir', 5, %s)"
+PAIR_KEY = (
+    "SELECT format('weimocir_key %s %s %s %s ', s.id, s.xmin || ' ' || s.ctid, x.id, "
+    "x.xmin || ' ' || x.ctid), x.embedding_table::text "
+    "FROM mmr._space s, mmr._space x, mmr._collection c "
+    "WHERE c.name = 'memo_pair' AND s.collection_id = c.id AND x.collection_id = c.id "
+    "AND s.name = 'img' AND x.name = 'cap' AND s.active AND x.active"
+)
+
+
+@pytest.fixture(scope="module")
+def pair(db_url: str, vecs: np.ndarray[Any, Any]) -> str:
+    """A collection with an image space and a caption space (WeiMoCIR by key)."""
+    with mmr.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE memo_pair (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO memo_pair SELECT generate_series(1, %s)", (N,))
+        mmr.create_collection(conn, "memo_pair", "memo_pair")
+        for name, v in (("img", vecs), ("cap", vecs[::-1].copy())):
+            mmr.add_space(conn, "memo_pair", name, "external", None, D, hnsw_m=8)
+            mmr.put_embeddings(conn, "memo_pair", name, list(range(1, N + 1)), v)
+    return "memo_pair"
+
+
+def test_the_weimocir_key_statement_follows_the_caption_space(
+    conn: Conn, pair: str, vecs: np.ndarray[Any, Any]
+) -> None:
+    """WeiMoCIR by key: the by-key planner memoizes its statement's two texts by the two space
+    rows' versions; a new version of the caption space switched to (a new row, a new embedding
+    table) gets a statement on the new table, with the general path's rows."""
+    a = (Jsonb(3), Vector(vecs[7]), Jsonb({"caption_space": "cap", "beta": 0.2}))
+    key, table = conn.execute(PAIR_KEY).fetchone() or ("", "")
+    # memoized (natively): the texts by the rows' versions (in one transaction: no other
+    # session's invalidation, e.g. autovacuum's, is read between the statements)
+    with conn.transaction():
+        conn.execute("LOCK memo_pair")
+        first = conn.execute(KEY_PLANNER, a).fetchone()
+        got = conn.execute(
+            "SELECT mmr._memo_get(%s), mmr._memo_get(%s)", (key + "checked", key + "plain")
+        ).fetchone()
+        assert first is not None and got == first
+    assert table in first[0] and table in first[1]
+    assert conn.execute(KEY_PLANNER, a).fetchone() == first
+    mmr.add_space(conn, pair, "cap", "external", None, D, hnsw_m=8, new_version=True)
+    mmr.switch_space(conn, pair, "cap")
+    key2, table2 = conn.execute(PAIR_KEY).fetchone() or ("", "")
+    conn.cursor().executemany(
+        f"INSERT INTO {table2} (id, embedding, model_id) VALUES (%s, %s, 'external')",
+        [(i + 1, Vector(v)) for i, v in enumerate(vecs)],
+    )
+    second = conn.execute(KEY_PLANNER, a).fetchone()
+    assert key2 != key and table2 != table
+    assert second is not None and table2 in second[0] and table not in second[0]
+    fast = conn.execute(BY_KEY, a).fetchall()
+    conn.execute("SET mmr.fast_path = off")
+    try:
+        general = conn.execute(BY_KEY, a).fetchall()
+    finally:
+        conn.execute("RESET mmr.fast_path")
+    assert len(fast) == 5 and [r[0] for r in fast] == [r[0] for r in general]
+    assert np.allclose([r[1] for r in fast], [r[1] for r in general], atol=1e-9)

@@ -489,6 +489,52 @@ BEGIN
 END
 $$;
 
+-- mmr._kept_vector(sql, key): the one value the statement `sql` (a query of one `vector` column,
+-- $1 the jsonb key) returns, NULL when it returns no row, too_many_rows when it returns more; a
+-- planner's read of a stored row by a cached statement (mmr._composed_key_exec_plan: the
+-- reference's embedding).  Natively (native/pg_mmretrieval.c) the statement runs with the
+-- session's kept plan of its text, not parsed and planned per call as a PL/pgSQL EXECUTE is.
+-- SECURITY INVOKER: it runs only what its caller could run.  This is the reference function
+-- and the PL/pgSQL binding (089-native.sql).
+CREATE OR REPLACE FUNCTION mmr._kept_vector_plpgsql(sql text, key jsonb)
+RETURNS @extschema:vector@.vector
+LANGUAGE plpgsql STABLE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v @extschema:vector@.vector;
+    got int := 0;
+BEGIN
+    FOR v IN EXECUTE sql USING key LOOP
+        got := got + 1;
+        IF got > 1 THEN
+            RAISE EXCEPTION 'query returned more than one row' USING ERRCODE = 'too_many_rows';
+        END IF;
+    END LOOP;
+    RETURN v;
+END
+$$;
+
+-- The public name, bound natively or to the reference by 089-native.sql.
+CREATE OR REPLACE FUNCTION mmr._kept_vector(sql text, key jsonb)
+RETURNS @extschema:vector@.vector
+LANGUAGE plpgsql STABLE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v @extschema:vector@.vector;
+    got int := 0;
+BEGIN
+    FOR v IN EXECUTE sql USING key LOOP
+        got := got + 1;
+        IF got > 1 THEN
+            RAISE EXCEPTION 'query returned more than one row' USING ERRCODE = 'too_many_rows';
+        END IF;
+    END LOOP;
+    RETURN v;
+END
+$$;
+
 -- The key of a filtered search's plan in the statement memo (mmr._memo_get): what the filter's
 -- decision and the statement's text depend on besides the catalog (whose every relation or
 -- function invalidation forgets the memo) and the current user (the memo is per user): the

@@ -1035,15 +1035,19 @@ $$;
 -- path: no filter or reranker, mmr._fast_path_allowed, k and ef_search in range
 -- (mmr._composed_fast_call), a method the fast paths serve (mmr._composed_fast_methods),
 -- exclude_reference absent or a boolean, an active space with cached statements, and the
--- reference's embedding read by its cached embedding_of statement.  Then WeiMoCIR with one
+-- reference's embedding read by its cached embedding_of statement (mmr._kept_vector: natively
+-- with the session's kept plan of that text, not a dynamic EXECUTE planned per call).  Then
+-- WeiMoCIR with one
 -- caption space (both spaces stored as `vector`, one dimension, params among exclude_reference,
 -- alpha, beta, candidates and caption_space, beta not 0, all three query vectors valid): its two
--- fused queries and mmr._weimocir_key_sql's statement; every other method: the by-vector
+-- fused queries and mmr._weimocir_key_sql's statement (checked and plain), whose texts the
+-- statement memo keeps per pair of space row versions (mmr._memo_get; the PL/pgSQL binding
+-- builds them per call); every other method: the by-vector
 -- planner's plan (mmr._composed_exec_plan: one rule and formula per method for both overloads)
 -- with the stored embedding as the reference.  The reference is left out of the results unless
 -- exclude_reference is false: a single-vector plan then runs the space's single_excl statement
--- (k + 1 rows, the key dropped), a two-leg plan takes the key as its exclude argument.  PL/pgSQL: it runs the space's embedding_of statement (dynamic
--- SQL); a PL/pgSQL body records no dependency on the plan types (tests/test_install.py).
+-- (k + 1 rows, the key dropped), a two-leg plan takes the key as its exclude argument.
+-- PL/pgSQL: a PL/pgSQL body records no dependency on the plan types (tests/test_install.py).
 CREATE OR REPLACE FUNCTION mmr._composed_key_exec_plan(
     p_collection text, p_space text, p_ref_key jsonb, p_mod @extschema:vector@.vector,
     p_method text, p_k int, p_params jsonb, p_filter jsonb, p_ef_search int,
@@ -1063,6 +1067,10 @@ DECLARE
     alpha float8;
     n int;
     v mmr._exec_plan;
+    r record;
+    memo_key text;
+    checked text;
+    plain text;
 BEGIN
     IF (mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
         AND p_ref_key IS NOT NULL AND m = ANY (mmr._composed_fast_methods())
@@ -1074,7 +1082,7 @@ BEGIN
     IF s.id IS NULL OR (s.statements ->> 'embedding_of') IS NULL THEN
         RETURN;
     END IF;
-    EXECUTE s.statements ->> 'embedding_of' INTO ref USING p_ref_key;
+    ref := mmr._kept_vector(s.statements ->> 'embedding_of', p_ref_key);
     excl := CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true) THEN p_ref_key END;
     -- WeiMoCIR with one caption space.
     IF m = 'weimocir' AND jsonb_typeof(prm -> 'caption_space') = 'string'
@@ -1083,12 +1091,16 @@ BEGIN
        AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
        AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number')
        AND coalesce((prm ->> 'beta')::float8, 0.1) <> 0 AND s.storage = 'vector' THEN
-        SELECT x.* INTO cs FROM mmr._space x
-         WHERE x.collection_id = s.collection_id AND x.name = prm ->> 'caption_space'
+        -- with both rows' versions (xmin, ctid; one snapshot): the memo key below
+        SELECT x AS space, x.xmin || ' ' || x.ctid AS cs_row, y.xmin || ' ' || y.ctid AS s_row
+          INTO r FROM mmr._space x, mmr._space y
+         WHERE y.id = s.id AND x.collection_id = s.collection_id
+           AND x.name = prm ->> 'caption_space'
            AND x.active AND x.statements IS NOT NULL AND x.storage = 'vector'
            AND x.dimensions = s.dimensions;
         IF FOUND THEN
-            EXECUTE cs.statements ->> 'embedding_of' INTO refcap USING p_ref_key;
+            cs := r.space;
+            refcap := mmr._kept_vector(cs.statements ->> 'embedding_of', p_ref_key);
         END IF;
         IF FOUND AND ref IS NOT NULL AND refcap IS NOT NULL AND p_mod IS NOT NULL
            AND @extschema:vector@.vector_dims(ref) = s.dimensions
@@ -1097,13 +1109,27 @@ BEGIN
            AND mmr._norm_ok(refcap, s.distance) THEN
             n := mmr._candidates(prm, p_k + 1, greatest(4 * p_k, 40));
             alpha := coalesce((prm ->> 'alpha')::float8, 0.8);
+            -- the statement's two texts, memoized: they are the two space rows' cached
+            -- fragments (mmr._weimocir_key_sql), so the key names the rows' versions (a new
+            -- statement cache is a new row version; a pg_proc invalidation forgets the memo)
+            memo_key := format('weimocir_key %s %s %s %s ', s.id, r.s_row, cs.id, r.cs_row);
+            checked := mmr._memo_get(memo_key || 'checked');
+            IF checked IS NULL THEN
+                checked := mmr._memo_put(memo_key || 'checked',
+                                         mmr._weimocir_key_sql(s.statements, cs.statements, true));
+            END IF;
+            plain := mmr._memo_get(memo_key || 'plain');
+            IF plain IS NULL THEN
+                plain := mmr._memo_put(memo_key || 'plain',
+                                       mmr._weimocir_key_sql(s.statements, cs.statements, false));
+            END IF;
             RETURN QUERY SELECT
-                mmr._weimocir_key_sql(s.statements, cs.statements, true),
+                checked,
                 '{vecs,n,filter,k,exclude,options}'::text[], NULL::@extschema:vector@.vector,
                 ARRAY[mmr.vec_normalize(mmr.vec_mix(ref, p_mod, alpha)),
                       mmr.vec_normalize(mmr.vec_mix(refcap, p_mod, alpha))],
                 n, p_k, NULL::jsonb, excl, mmr._ef_for(n, p_ef_search), NULL::int, 'rerun',
-                mmr._weimocir_key_sql(s.statements, cs.statements, false),
+                plain,
                 jsonb_build_object('beta', coalesce((prm ->> 'beta')::float8, 0.1)), NULL::text,
                 NULL::text;
             RETURN;

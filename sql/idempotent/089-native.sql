@@ -11,7 +11,8 @@
 -- native ones are used only when the library loads, its ABI is the one this schema expects, and
 -- the installing role may create C functions (superuser); anything else keeps the PL/pgSQL
 -- functions, with a NOTICE.  Re-run on every upgrade, so installing or removing the library
--- takes effect at the next `mmr db upgrade`.
+-- takes effect at the next `mmr db upgrade`.  The planners' primitives are bound the same way:
+-- the statement memo (mmr._memo_get, mmr._memo_put) and mmr._kept_vector.
 
 -- Why the native functions cannot be used here (NULL: they can).
 CREATE OR REPLACE FUNCTION mmr._native_unavailable()
@@ -20,7 +21,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $mmr$
 DECLARE
-    expected_abi constant int := 5;
+    expected_abi constant int := 6;
     abi int;
 BEGIN
     CREATE OR REPLACE FUNCTION mmr._native_abi() RETURNS int
@@ -147,6 +148,12 @@ $d$),
 CREATE OR REPLACE FUNCTION mmr._memo_put(key text, value text)
 RETURNS text
 VOLATILE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+$d$),
+    ('mmr._kept_vector_plpgsql(text,jsonb)', '_kept_vector', 'mmr_kept_value', $d$
+CREATE OR REPLACE FUNCTION mmr._kept_vector(sql text, key jsonb)
+RETURNS @extschema:vector@.vector
+STABLE STRICT PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 $d$)) AS v(reference, name, symbol, declaration)
 $mmr$;
