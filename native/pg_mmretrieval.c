@@ -282,8 +282,8 @@ plan_field(const ExecPlan *plan, const char *name, bool *isnull, Oid *type)
  * given, for the rest of the call: the function's SET clauses restore them), its statement with
  * the plan fields its `args` name as $1, $2, ..., planned as its `planning` says (NULL: a kept
  * plan per statement text and argument types; 'generic': the same, built in the HNSW shape;
- * 'custom': parsed once, planned for each call with its values), then, when the statement returned fewer
- * than k rows and the plan has a rest, mmr._exec_rest (a rare path).
+ * 'custom': parsed once, planned for each call with its values), then, when the statement
+ * returned fewer than k rows and the plan has a rest, mmr._exec_rest (a rare path).
  */
 static void
 run_plan(ReturnSetInfo *rsinfo, Datum plan_datum)
