@@ -119,7 +119,8 @@ mmr_memo_put(PG_FUNCTION_ARGS)
 
 	/* kept only after this key's miss (mmr._memo_get, which watches invalidations) and when
 	 * no invalidation came since */
-	if (memo_callbacks && hash == miss_hash && miss_generation == memo_generation && memo_find(user, hash, key) < 0)
+	if (memo_callbacks && hash == miss_hash && miss_generation == memo_generation
+		&& memo_find(user, hash, key) < 0)
 	{
 		if (n_memo < MAX_MEMO)
 			i = n_memo++;

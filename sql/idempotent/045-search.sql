@@ -568,7 +568,8 @@ DECLARE
     fp record;
 BEGIN
     SELECT * INTO c FROM mmr._collection x WHERE x.name = p_collection;
-    SELECT * INTO s FROM mmr._space x WHERE x.collection_id = c.id AND x.name = p_space AND x.active;
+    SELECT * INTO s FROM mmr._space x
+     WHERE x.collection_id = c.id AND x.name = p_space AND x.active;
     IF s.id IS NULL THEN
         RETURN NULL;
     END IF;

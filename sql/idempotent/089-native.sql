@@ -187,11 +187,11 @@ BEGIN
         IF public_fn IS NULL OR EXISTS (
                SELECT FROM pg_proc p, pg_proc r
                 WHERE p.oid = public_fn AND r.oid = f.reference
-                  AND (p.prorettype, p.proretset, p.provolatile, p.proparallel, p.proisstrict, p.proconfig,
-                       pg_get_function_arguments(p.oid))
+                  AND (p.prorettype, p.proretset, p.provolatile, p.proparallel, p.proisstrict,
+                       p.proconfig, pg_get_function_arguments(p.oid))
                       IS DISTINCT FROM
-                      (r.prorettype, r.proretset, r.provolatile, r.proparallel, r.proisstrict, r.proconfig,
-                       pg_get_function_arguments(r.oid))) THEN
+                      (r.prorettype, r.proretset, r.provolatile, r.proparallel, r.proisstrict,
+                       r.proconfig, pg_get_function_arguments(r.oid))) THEN
             RAISE EXCEPTION 'the declaration of % does not match its reference %',
                             coalesce(public_fn::text, f.symbol), f.reference
                 USING ERRCODE = 'internal_error';
