@@ -468,26 +468,18 @@ BEGIN
 END
 $$;
 
--- The public names, bound natively or to the references by 089-native.sql.
+-- The public names until 089-native.sql binds them (natively, or to the references).
 CREATE OR REPLACE FUNCTION mmr._memo_get(key text)
 RETURNS text
-LANGUAGE plpgsql STABLE STRICT PARALLEL RESTRICTED
+LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN NULL;
-END
-$$;
+AS 'SELECT mmr._memo_get_plpgsql($1)';
 
 CREATE OR REPLACE FUNCTION mmr._memo_put(key text, value text)
 RETURNS text
-LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
+LANGUAGE sql VOLATILE STRICT PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN value;
-END
-$$;
+AS 'SELECT mmr._memo_put_plpgsql($1, $2)';
 
 -- mmr._kept_vector(sql, key): the one value the statement `sql` (a query of one `vector` column,
 -- $1 the jsonb key) returns, NULL when it returns no row, too_many_rows when it returns more; a
@@ -515,25 +507,12 @@ BEGIN
 END
 $$;
 
--- The public name, bound natively or to the reference by 089-native.sql.
+-- The public name until 089-native.sql binds it (natively, or to the reference).
 CREATE OR REPLACE FUNCTION mmr._kept_vector(sql text, key jsonb)
 RETURNS @extschema:vector@.vector
-LANGUAGE plpgsql STABLE STRICT PARALLEL RESTRICTED
+LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v @extschema:vector@.vector;
-    got int := 0;
-BEGIN
-    FOR v IN EXECUTE sql USING key LOOP
-        got := got + 1;
-        IF got > 1 THEN
-            RAISE EXCEPTION 'query returned more than one row' USING ERRCODE = 'too_many_rows';
-        END IF;
-    END LOOP;
-    RETURN v;
-END
-$$;
+AS 'SELECT mmr._kept_vector_plpgsql($1, $2)';
 
 -- The key of a filtered search's plan in the statement memo (mmr._memo_get): what the filter's
 -- decision and the statement's text depend on besides the catalog (whose every relation or
