@@ -194,10 +194,18 @@ class Pool:
             self.start()
 
     def kill_one(self, rng: random.Random) -> None:
+        """SIGKILL one live worker.  A worker can exit (and be reaped) between is_alive() and
+        the kill: another one is picked then, and the one that exited is counted by reap() by
+        how it exited, so nothing it did goes unseen."""
         alive = [p for p in self.procs if p.is_alive() and p.pid]
-        if alive:
-            os.kill(rng.choice(alive).pid, signal.SIGKILL)
+        rng.shuffle(alive)
+        for p in alive:
+            try:
+                os.kill(p.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                continue
             self.report.external_kills += 1
+            return
 
     def stop(self) -> None:
         for p in self.procs:
