@@ -82,6 +82,8 @@ memo_watch(void)
 	memo_callbacks = true;
 }
 
+/* The loops over the memo are bounded by MAX_MEMO (64), whatever the caller passes: no
+ * interrupt check needed (and none is allowed in memo_reset, an invalidation callback). */
 static int
 memo_find(Oid user, uint32 hash, const char *key)
 {

@@ -606,6 +606,18 @@ DROP FUNCTION IF EXISTS mmr._fast_plan(mmr._space, @extschema:vector@.vector,
 -- Replaced by mmr._exec_rest (the rest of a plan, both executors).
 DROP FUNCTION IF EXISTS mmr._fast_rerun(mmr._search_plan, bigint);
 
+-- The fast planners' one rule on method and params: the method (NULL: 'weighted') is one of
+-- p_names, params (NULL: none) an object with no key but p_keys, each of them a number.  A
+-- single expression (no subquery), so the planners that use it inline it.
+CREATE OR REPLACE FUNCTION mmr._fast_params(p_method text, p_names text[], p_params jsonb,
+                                            p_keys text[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN lower(coalesce(p_method, 'weighted')) = ANY (p_names)
+       AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
+       AND coalesce(p_params, '{}') - p_keys = '{}'
+       AND NOT jsonb_path_exists(coalesce(p_params, '{}'), '$.* ? (@.type() != "number")');
+
 -- Two vectors a fusion (mmr.vec_lerp, mmr.vec_slerp) accepts: one dimension, non-zero norms
 -- of at most mmr._max_norm().
 CREATE OR REPLACE FUNCTION mmr._fusable(a @extschema:vector@.vector, b @extschema:vector@.vector)
@@ -696,10 +708,7 @@ RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p.*
-      FROM (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'weighted'
-                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
-                             AND coalesce(p_params, '{}') - 'alpha' = '{}'
-                             AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
+      FROM (SELECT CASE WHEN mmr._fast_params(p_method, '{weighted}', p_params, '{alpha}')
                              AND mmr._fusable(p_ref, p_mod)
                         THEN mmr.vec_lerp(p_ref, p_mod,
                                           coalesce((p_params ->> 'alpha')::float8, 0.5)) END AS q
@@ -718,10 +727,7 @@ RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p.*
-      FROM (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'slerp'
-                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
-                             AND coalesce(p_params, '{}') - 'alpha' = '{}'
-                             AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
+      FROM (SELECT CASE WHEN mmr._fast_params(p_method, '{slerp}', p_params, '{alpha}')
                              AND mmr._fusable(p_ref, p_mod)
                         THEN mmr.vec_slerp(p_ref, p_mod,
                                            coalesce((p_params ->> 'alpha')::float8, 0.5)) END AS q
@@ -741,12 +747,8 @@ RETURNS SETOF mmr._exec_plan
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT p.*
-      FROM (SELECT CASE WHEN lower(coalesce(p_method, 'weighted')) = 'weimocir'
-                             AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
-                             AND coalesce(p_params, '{}') - 'alpha' - 'beta' - 'candidates' = '{}'
-                             AND jsonb_typeof(coalesce(p_params -> 'alpha', '0')) = 'number'
-                             AND jsonb_typeof(coalesce(p_params -> 'beta', '0')) = 'number'
-                             AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
+      FROM (SELECT CASE WHEN mmr._fast_params(p_method, '{weimocir}', p_params,
+                                                  '{alpha,beta,candidates}')
                              AND mmr._fusable(p_ref, p_mod)
                              AND mmr._candidates(p_params, p_k + 1, p_k + 1) IS NOT NULL
                         THEN mmr.vec_normalize(mmr.vec_mix(
@@ -777,10 +779,8 @@ BEGIN ATOMIC
                    END AS vecs,
                    CASE WHEN g.ok THEN mmr._candidates(p_params, p_k + 1, greatest(4 * p_k, 40))
                    END AS n
-              FROM (SELECT lower(coalesce(p_method, 'weighted')) IN ('score_sum', 'product')
-                           AND jsonb_typeof(coalesce(p_params, '{}')) = 'object'
-                           AND coalesce(p_params, '{}') - 'candidates' = '{}'
-                           AND jsonb_typeof(coalesce(p_params -> 'candidates', '0')) = 'number'
+              FROM (SELECT mmr._fast_params(p_method, '{score_sum,product}', p_params,
+                                            '{candidates}')
                            AND mmr._fusable(p_ref, p_mod) AS ok OFFSET 0) g
              OFFSET 0) f
      WHERE mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
