@@ -166,6 +166,7 @@ def test_statement_cache_is_filled_and_current(db: tuple[Conn, Any]) -> None:
             "weimocir_leg_2",
             "weimocir_sims_1",
             "weimocir_sims_2",
+            "weimocir_ref",
         }
     # A new version of a space gets its own statements (its own embedding table).
     mmr.add_space(conn, "fp", "img", "external", None, D, new_version=True)
@@ -349,7 +350,11 @@ def test_by_key_planner_plan_equals_general_path(
                     (r if excl else None, "rerun" if two_legs else "offset")
                 ]
                 calls = _calls(conn, BY_KEY, a)
-                assert "_composed_key_exec_plan" in calls, calls
+                # the planner is inlined SQL: WeiMoCIR with a caption space plans without a
+                # PL/pgSQL planner, every other method with the by-vector planner's plan
+                vector_planned = "_composed_key_vector_plan" in calls
+                assert vector_planned != ("caption_space" in params), calls
+                assert ("_composed_exec_plan" in calls) == vector_planned, calls
                 assert "_composed_search_key_general" not in calls, calls
                 if k == 100 and params == {"caption_space": "cap"}:
                     # the caption leg (380 rows) short of 400 candidates: the plain form reruns
@@ -357,8 +362,9 @@ def test_by_key_planner_plan_equals_general_path(
                 fast = conn.execute(BY_KEY, a).fetchall()
                 conn.execute("SET mmr.fast_path = off")
                 try:
-                    assert "_composed_key_exec_plan" in _calls(conn, BY_KEY, a)
-                    assert "_composed_search_key_general" in _calls(conn, BY_KEY, a)
+                    calls = _calls(conn, BY_KEY, a)
+                    assert "_composed_search_key_general" in calls, calls
+                    assert "_composed_key_vector_plan" not in calls, calls
                     general = conn.execute(BY_KEY, a).fetchall()
                 finally:
                     conn.execute("RESET mmr.fast_path")
@@ -377,6 +383,123 @@ def test_by_key_planner_plan_equals_general_path(
     assert conn.execute(none, dict(a, method="gqr", f=None)).fetchone() == (0,)
     bad = json.dumps(dict(params, exclude_reference="yes"))
     assert conn.execute(none, dict(a, p=bad, f=None)).fetchone() == (0,)
+
+
+KEY_PLAN_GENERIC = (
+    "SELECT p FROM mmr._composed_key_exec_plan($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+    "$12, $13) p"
+)
+
+
+def test_weimocir_by_key_plans_without_a_plpgsql_planner(
+    db: tuple[Conn, Any], binding: str
+) -> None:
+    """WeiMoCIR with a caption space by key is planned by the by-key planner's inlined SQL
+    branch: in the kept generic plan (the native executor's) the other branch's PL/pgSQL
+    planner (mmr._composed_key_vector_plan) is never run, the planner reads no embedding (the
+    statement reads the reference's two itself: no mmr._kept_vector) and, natively, the
+    statement's two texts come from the memo once each (mmr._memo_get) with no PL/pgSQL call
+    but mmr._candidates; the rows are the general path's."""
+    conn, vecs = db
+    from pgvector import Vector
+
+    a = {
+        "r": "77",
+        "m": Vector(vecs["img"][31]),
+        "method": "weimocir",
+        "k": 10,
+        "p": json.dumps({"caption_space": "cap", "beta": 0.3}),
+    }
+    first = conn.execute(BY_KEY, a).fetchall()  # the memo filled, the plans kept
+    for _ in range(5):
+        # a memo hit (another session's invalidation, e.g. autovacuum's, empties the memo)
+        calls = _calls(conn, BY_KEY, a)
+        if binding != "native" or "_weimocir_key_text" not in calls:
+            break
+    plpgsql = {
+        r[0]
+        for r in conn.execute(
+            "SELECT p.proname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "
+            "WHERE p.pronamespace = 'mmr'::regnamespace AND l.lanname = 'plpgsql'"
+        ).fetchall()
+    }
+    assert "_composed_key_vector_plan" not in calls and "_composed_exec_plan" not in calls
+    assert "_composed_search_key_general" not in calls and "_kept_vector" not in calls, calls
+    if binding == "native":
+        assert calls.get("_memo_get") == 2 and "_weimocir_key_text" not in calls, calls
+        assert {f for f in calls if f in plpgsql} == {"_candidates"}, calls
+    else:  # the PL/pgSQL binding memoizes nothing: the texts are built per call
+        assert calls.get("_weimocir_key_text") == 2, calls
+    with conn.transaction():
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        # arguments bound client-side: $1 ... are the prepared statement's parameters
+        cur = psycopg.ClientCursor(conn)
+        cur.execute(
+            "PREPARE key_plan(text, text, jsonb, vector, text, int, jsonb, jsonb, int, int, "
+            "text, int, jsonb) AS " + KEY_PLAN_GENERIC
+        )
+        try:
+            explain = "\n".join(
+                r[0]
+                for r in cur.execute(
+                    "EXPLAIN (ANALYZE, VERBOSE, COSTS OFF, TIMING OFF, SUMMARY OFF, BUFFERS OFF) "
+                    "EXECUTE key_plan('fp', 'img', %(r)s, %(m)s, %(method)s, %(k)s, %(p)s, "
+                    "NULL, NULL, NULL, NULL, NULL, NULL)",
+                    a,
+                ).fetchall()
+            )
+        finally:
+            cur.execute("DEALLOCATE key_plan")
+    scans = [line.strip() for line in explain.splitlines() if "Function Scan" in line]
+    # the planner inlined; the other branch's PL/pgSQL planner behind a one-time condition
+    assert "_composed_key_exec_plan" not in explain, explain
+    assert (
+        [s for s in scans if "_composed_key_vector_plan" in s]
+        == [s for s in scans if "_composed_key_vector_plan" in s and "never executed" in s]
+        != []
+    ), explain
+    conn.execute("SET mmr.fast_path = off")
+    try:
+        general = conn.execute(BY_KEY, a).fetchall()
+    finally:
+        conn.execute("RESET mmr.fast_path")
+    assert len(first) == 10 and [x[0] for x in first] == [x[0] for x in general]
+    assert np.allclose([x[1] for x in first], [x[1] for x in general], atol=1e-9)
+    assert 77 not in [x[0] for x in first]
+
+
+def test_the_by_key_planner_statement_keeps_a_generic_plan(
+    db: tuple[Conn, Any], binding: str
+) -> None:
+    """A prepared statement calling the inlined by-key planner with its names as constants and
+    the other arguments as parameters (bench/key_planner.py's) gets its generic plan after the
+    five custom ones PostgreSQL tries first, rather than the planner planned on every call
+    (its PL/pgSQL branch is declared ROWS 1: at 1000 rows the generic plan cost more)."""
+    conn, vecs = db
+    from pgvector import Vector
+
+    cur = psycopg.ClientCursor(conn)
+    cur.execute(
+        "PREPARE key_plan_auto(jsonb, vector, text, jsonb) AS SELECT count(*) FROM "
+        "mmr._composed_key_exec_plan('fp', 'img', $1, $2, $3, 10, $4, NULL, NULL, NULL, NULL, "
+        "NULL, NULL)"
+    )
+    cases = [("weimocir", '{"caption_space": "cap"}'), ("weighted", "{}"), ("score_sum", "{}")]
+    try:
+        for i in range(9):
+            method, params = cases[i % 3]
+            cur.execute(
+                "EXECUTE key_plan_auto(%s, %s, %s, %s)",
+                (str(20 + i), Vector(vecs["img"][i]), method, params),
+            )
+            assert cur.fetchone() == (1,)
+        plans = cur.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE name = 'key_plan_auto'"
+        ).fetchone()
+    finally:
+        cur.execute("DEALLOCATE key_plan_auto")
+    assert plans == (4, 5), plans
 
 
 def test_composite_keys_on_the_fast_path(db: tuple[Conn, Any]) -> None:
@@ -592,8 +715,10 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
     # the candidates each leg did not return, once per leg (the planner does not copy the
     # call to each use of its result, _weimocir_key_sql)
     assert "_composed_plan" not in fast and fast.get("_keys_except") == 2, fast
-    # Both bindings run the by-key planner's plan: one statement (legs, scores by key, fusion).
-    assert "_composed_key_exec_plan" in fast and "_composed_search_key_general" not in fast
+    # Both bindings run the by-key planner's plan: one statement (legs, scores by key, fusion),
+    # planned by its inlined SQL branch (no PL/pgSQL planner).
+    assert "_composed_search_key_general" not in fast
+    assert "_composed_key_vector_plan" not in fast and "_composed_exec_plan" not in fast
     assert "_composed_plan" in _calls(conn, wmc, general)
     hybrid = (
         "SELECT * FROM mmr.hybrid_search('fp', 'red', ARRAY['img'], ARRAY[%(q)s::vector], 10, "
@@ -601,6 +726,68 @@ def test_the_fast_paths_are_taken(db: tuple[Conn, Any], binding: str) -> None:
     )
     assert "_hybrid_plan" not in _calls(conn, hybrid, a)
     assert "_hybrid_plan" in _calls(conn, hybrid, general)
+
+
+def _outcome(conn: Conn, sql: str, args: dict[str, Any]) -> tuple[Any, ...]:
+    """The rows a statement returns, or its error's SQLSTATE and message."""
+    try:
+        with conn.transaction():
+            return ("rows", conn.execute(sql, args).fetchall())
+    except psycopg.Error as e:
+        return ("error", e.sqlstate, str(e).splitlines()[0])
+
+
+@pytest.mark.parametrize(
+    ("case", "ref", "mod"),
+    [
+        ("no such row", "987654", "img"),
+        ("no caption embedding", "7", "img"),  # rows 0-19 have none in cap
+        ("zero modifier", "77", "zero"),
+        ("wrong dimension", "77", "short"),
+        ("valid", "77", "img"),
+    ],
+)
+def test_weimocir_by_key_statement_reads_its_reference(
+    db: tuple[Conn, Any], binding: str, case: str, ref: str, mod: str
+) -> None:
+    """WeiMoCIR with a caption space by key: its statement reads the reference's two stored
+    embeddings and fuses the queries itself; a reference it cannot use returns no row from the
+    checked form, and the plain form hands the call to the general path, so every call answers
+    as with the fast path off: the same rows, or the same error (an invalid modifier the
+    planner declines itself)."""
+    conn, vecs = db
+    from pgvector import Vector
+
+    m = {
+        "img": Vector(vecs["img"][31]),
+        "zero": Vector(np.zeros(D, dtype=np.float32)),
+        "short": Vector(np.ones(3, dtype=np.float32)),
+    }[mod]
+    a = {
+        "r": ref,
+        "m": m,
+        "method": "weimocir",
+        "k": 10,
+        "p": json.dumps({"caption_space": "cap", "beta": 0.3, "exclude_reference": False}),
+    }
+    fast = _outcome(conn, BY_KEY, a)
+    conn.execute("SET mmr.fast_path = off")
+    try:
+        general = _outcome(conn, BY_KEY, a)
+    finally:
+        conn.execute("RESET mmr.fast_path")
+    if fast[0] == "rows":
+        assert general[0] == "rows" and [r[0] for r in fast[1]] == [r[0] for r in general[1]]
+        assert np.allclose([r[1] for r in fast[1]], [r[1] for r in general[1]], atol=1e-9)
+    else:
+        assert fast == general
+    if case == "valid":
+        assert fast[0] == "rows" and len(fast[1]) == 10
+        assert "_composed_search_key_general" not in _calls(conn, BY_KEY, a)
+    else:
+        # the general path's explanatory error, by way of the plain form (the reference) or
+        # of the planner (the modifier)
+        assert fast[0] == "error", fast
 
 
 def test_default_valued_arguments_take_the_same_path(db: tuple[Conn, Any], binding: str) -> None:

@@ -145,8 +145,8 @@ END
 $$;
 
 -- One vector leg as arrays: the keys and scores of the $2 rows nearest to p_query (an SQL
--- expression: '$1' for the cached leg_agg statement, '$1[1]' for a leg of a larger one), best
--- first (NULL arrays when the space has no rows).
+-- expression: '$1' for the cached leg_agg statement, 'qq.q[1]' for a leg of WeiMoCIR's by-key
+-- statement), best first (NULL arrays when the space has no rows).
 CREATE OR REPLACE FUNCTION mmr._leg_agg_sql(c mmr._collection, s mmr._space, p_query text)
 RETURNS text
 LANGUAGE sql STABLE
@@ -175,6 +175,18 @@ AS $$
                   s.embedding_table, mmr._key_join(c, 'e', 't'))
 $$;
 
+-- The statement reading the stored embedding of the row whose jsonb key the expression p_key
+-- holds, as a full-precision vector (no row when there is none).
+CREATE OR REPLACE FUNCTION mmr._embedding_of_sql(c mmr._collection, s mmr._space, p_key text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('SELECT e.embedding::@extschema:vector@.vector FROM %s e, '
+                  'LATERAL (SELECT %s) t WHERE %s', s.embedding_table,
+                  mmr._key_from_json(c, p_key), mmr._key_join(c, 'e', 't'))
+$$;
+
 -- The stored embedding of a row (by its jsonb key) in a space, as a full-precision vector.
 CREATE OR REPLACE FUNCTION mmr._embedding_of(c mmr._collection, s mmr._space, p_key jsonb,
                                              p_required boolean DEFAULT true)
@@ -188,9 +200,7 @@ BEGIN
     IF p_key IS NULL THEN
         RAISE EXCEPTION 'reference key must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    EXECUTE format('SELECT e.embedding::@extschema:vector@.vector FROM %s e, LATERAL (SELECT %s) t WHERE %s',
-                   s.embedding_table, mmr._key_from_json(c, '$1'), mmr._key_join(c, 'e', 't'))
-       INTO v USING p_key;
+    EXECUTE mmr._embedding_of_sql(c, s, '$1') INTO v USING p_key;
     IF v IS NULL AND p_required THEN
         RAISE EXCEPTION 'row % of collection % has no embedding in space %', p_key,
                         quote_literal(c.name), quote_literal(s.name)

@@ -903,33 +903,57 @@ END;
 -- WeiMoCIR with one caption space on the fast path (mmr.composed_search by stored key, no
 -- filter or reranker, both spaces stored as `vector`): the same candidates, formula and order as
 -- the general statement of mmr._composed_plan, as one statement put together from the two
--- spaces' cached fragments (088-statement-cache.sql; p_image and p_caption: their statements):
--- each leg ($1[1] the image query on the image space, $1[2] the caption query on the caption
+-- spaces' cached fragments (088-statement-cache.sql; p_image and p_caption: their statements),
+-- which reads the reference itself, so that its planner does no per-call work but read the memo
+-- (mmr._composed_key_exec_plan): qq reads the reference's embedding in both spaces ($6 -> 'key')
+-- and fuses each with the modifier $1[1] (n((1 - alpha) r + alpha m), alpha $6 ->> 'alpha'),
+-- and returns no row unless all three vectors are valid for the spaces (p_dimensions,
+-- p_distance: mmr._query_ok); each leg (qq.q[1] on the image space, qq.q[2] on the caption
 -- space, $2 rows each) returns keys and scores, a space scores by key only the candidates its
 -- own leg did not return (mmr._keys_except), and mmr._weimocir_fuse fuses them with beta
--- ($6 ->> 'beta'), best $4, $5 left out.  Vectors never leave the index scans.  With p_checked
+-- ($6 ->> 'beta'), best $4, $5 left out.  Vectors never leave the statement.  With p_checked
 -- the statement returns no row unless both legs returned their $2 candidates (it scans without
--- iterative scans; the plain form then runs with them, mmr._exec_rest).  A text of the two
--- spaces alone: the native executor keeps one plan per pair of spaces.  m's OFFSET 0 keeps the
--- planner from pulling m up into the query, which would copy each mmr._keys_except call to
--- every use of its column (4 calls, not 2: 0.07 ms of the 0.5 ms after the index scans, by
--- auto_explain and a loop over the statement's generic plan on the 20k x 384 benchmark).
+-- iterative scans); the plain form, which then runs with them (mmr._exec_rest), hands a call
+-- whose vectors are not valid (no such row, a wrong dimension, a zero vector) to the general
+-- path with the call's arguments ($6 -> 'general'), which raises the explanatory error.  qq's
+-- OFFSET 0 keeps the fusion computed once; m's keeps the planner from pulling m up into the
+-- query, which would copy each mmr._keys_except call to every use of its column (4 calls, not
+-- 2: 0.07 ms of the 0.5 ms after the index scans, by auto_explain and a loop over the
+-- statement's generic plan on the 20k x 384 benchmark).  A text of the two spaces alone: the
+-- native executor keeps one plan per pair of spaces.
 CREATE OR REPLACE FUNCTION mmr._weimocir_key_sql(p_image jsonb, p_caption jsonb,
-                                                 p_checked boolean)
+                                                 p_checked boolean, p_dimensions int,
+                                                 p_distance text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 RETURN format(
-    'SELECT f.key, f.score FROM (%s) li(ki, si), (%s) lc(kc, sc), '
+    'SELECT f.key, f.score FROM %1$s, LATERAL (%2$s) li(ki, si), LATERAL (%3$s) lc(kc, sc), '
     'LATERAL (SELECT mmr._keys_except(coalesce(lc.kc, ''{}''), coalesce(li.ki, ''{}'')) AS keys_1, '
     'mmr._keys_except(coalesce(li.ki, ''{}''), coalesce(lc.kc, ''{}'')) AS keys_2 OFFSET 0) m, '
-    'LATERAL (%s) wi(w), LATERAL (%s) wc(w), '
+    'LATERAL (%4$s) wi(w), LATERAL (%5$s) wc(w), '
     'LATERAL mmr._weimocir_fuse(coalesce(li.ki, ''{}'') || m.keys_1, '
     'coalesce(li.si, ''{}'') || coalesce(wi.w, ''{}''), coalesce(lc.kc, ''{}'') || m.keys_2, '
-    'coalesce(lc.sc, ''{}'') || coalesce(wc.w, ''{}''), ($6 ->> ''beta'')::float8, $4, $5) f%s',
+    'coalesce(lc.sc, ''{}'') || coalesce(wc.w, ''{}''), ($6 ->> ''beta'')::float8, $4, $5) f%6$s',
+    format('(SELECT ARRAY[mmr.vec_normalize(mmr.vec_mix(ri.e, $1[1], ($6 ->> ''alpha'')::float8)), '
+           'mmr.vec_normalize(mmr.vec_mix(rc.e, $1[1], ($6 ->> ''alpha'')::float8))] AS q '
+           'FROM (%s) ri(e), (%s) rc(e) WHERE mmr._query_ok(%s, %L, ri.e) '
+           'AND mmr._query_ok(%s, %L, rc.e) AND mmr._query_ok(%s, %L, $1[1]) OFFSET 0) qq',
+           p_image ->> 'weimocir_ref', p_caption ->> 'weimocir_ref', p_dimensions, p_distance,
+           p_dimensions, p_distance, p_dimensions, p_distance),
     p_image ->> 'weimocir_leg_1', p_caption ->> 'weimocir_leg_2', p_image ->> 'weimocir_sims_1',
     p_caption ->> 'weimocir_sims_2',
     CASE WHEN p_checked THEN ' WHERE cardinality(li.ki) >= $2 AND cardinality(lc.kc) >= $2'
-         ELSE '' END);
+         ELSE format(
+             ' UNION ALL SELECT g.key, g.score FROM mmr._composed_search_key_general('
+             '$6 #>> ''{general,collection}'', $6 #>> ''{general,space}'', $6 -> ''key'', $1[1], '
+             '''weimocir'', $4, $6 #> ''{general,params}'', NULL, '
+             '($6 #>> ''{general,ef_search}'')::int) g '
+             'WHERE NOT EXISTS (SELECT FROM (%s) ri(e), (%s) rc(e) WHERE mmr._query_ok(%s, %L, ri.e) '
+             'AND mmr._query_ok(%s, %L, rc.e) AND mmr._query_ok(%s, %L, $1[1]))',
+             p_image ->> 'weimocir_ref', p_caption ->> 'weimocir_ref', p_dimensions, p_distance,
+             p_dimensions, p_distance, p_dimensions, p_distance) END);
+
+DROP FUNCTION IF EXISTS mmr._weimocir_key_sql(jsonb, jsonb, boolean);
 
 -- Replaced by mmr._weimocir_key_sql's statement (one implementation for both executors).
 DROP FUNCTION IF EXISTS mmr._weimocir_fast(mmr._space, mmr._space, @extschema:vector@.vector,
@@ -1031,119 +1055,136 @@ BEGIN
 END
 $$;
 
--- The planner of mmr.composed_search's fast path with the reference as a stored row's key (same
--- arguments as that overload; one rule for both executors): a plan (mmr._exec_plan) when the
--- call takes the fast path, no row otherwise (the general path,
--- mmr._composed_search_key_general, then decides and raises the explanatory errors).  The fast
--- path: no filter or reranker, mmr._fast_path_allowed, k and ef_search in range
--- (mmr._composed_fast_call), a method the fast paths serve (mmr._composed_fast_methods),
--- exclude_reference absent or a boolean, an active space with cached statements, and the
--- reference's embedding read by its cached embedding_of statement (mmr._kept_vector: natively
--- with the session's kept plan of that text, not a dynamic EXECUTE planned per call).  Then
--- WeiMoCIR with one
--- caption space (both spaces stored as `vector`, one dimension, params among exclude_reference,
--- alpha, beta, candidates and caption_space, beta not 0, all three query vectors valid): its two
--- fused queries and mmr._weimocir_key_sql's statement (checked and plain), whose texts the
--- statement memo keeps per pair of space row versions (mmr._memo_get; the PL/pgSQL binding
--- builds them per call); every other method: the by-vector
--- planner's plan (mmr._composed_exec_plan: one rule and formula per method for both overloads)
--- with the stored embedding as the reference.  The reference is left out of the results unless
--- exclude_reference is false: a single-vector plan then runs the space's single_excl statement
--- (k + 1 rows, the key dropped), a two-leg plan takes the key as its exclude argument.
--- PL/pgSQL: a PL/pgSQL body records no dependency on the plan types (tests/test_install.py).
-CREATE OR REPLACE FUNCTION mmr._composed_key_exec_plan(
-    p_collection text, p_space text, p_ref_key jsonb, p_mod @extschema:vector@.vector,
-    p_method text, p_k int, p_params jsonb, p_filter jsonb, p_ef_search int,
-    p_max_scan_tuples int, p_rerank text, p_rerank_depth int, p_rerank_params jsonb)
-RETURNS SETOF mmr._exec_plan
+-- The conditions every by-key fast path shares (mmr._composed_key_exec_plan): those of every
+-- composed fast path (mmr._composed_fast_call), a reference key, a method the fast paths serve
+-- (mmr._composed_fast_methods), and exclude_reference absent or a boolean.
+CREATE OR REPLACE FUNCTION mmr._composed_key_fast_call(p_filter jsonb, p_rerank text,
+                                                       p_max_scan_tuples int, p_k int,
+                                                       p_ef_search int, p_ref_key jsonb,
+                                                       p_method text, p_params jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE
+RETURN mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
+       AND p_ref_key IS NOT NULL
+       AND lower(coalesce(p_method, 'weighted')) = ANY (mmr._composed_fast_methods())
+       AND (NOT coalesce(p_params, '{}') ? 'exclude_reference'
+            OR jsonb_typeof(p_params -> 'exclude_reference') = 'boolean');
+
+-- The key a by-key plan leaves out of the results (its exclude argument): the reference's,
+-- unless params.exclude_reference is false (a boolean, by mmr._composed_key_fast_call).
+CREATE OR REPLACE FUNCTION mmr._composed_key_exclude(p_params jsonb, p_ref_key jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_params -> 'exclude_reference' = 'false'::jsonb THEN NULL ELSE p_ref_key END;
+
+-- WeiMoCIR with one caption space by key: {alpha, beta} (defaults 0.8 and 0.1) when the method
+-- is weimocir and its params are those the by-key statement serves (a caption_space string;
+-- among exclude_reference, alpha, beta, candidates and caption_space; alpha, beta and
+-- candidates numbers), else NULL.  One rule for both branches of mmr._composed_key_exec_plan:
+-- a call with such params takes its WeiMoCIR branch or no plan (the by-vector planner declines
+-- params with a caption space).  The casts behind the CASE's conditions, and the object's type
+-- before its keys (an AND evaluates on past a NULL): a plan with constant arguments (a custom
+-- plan) folds them only for params of this shape, and no params raise here.
+CREATE OR REPLACE FUNCTION mmr._weimocir_key_weights(p_method text, p_params jsonb)
+RETURNS float8[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN lower(coalesce(p_method, 'weighted')) = 'weimocir'
+                 AND jsonb_typeof(p_params) = 'object'
+                 AND jsonb_typeof(p_params -> 'caption_space') = 'string'
+                 AND p_params - 'exclude_reference' - 'alpha' - 'beta' - 'candidates'
+                     - 'caption_space' = '{}'
+                 AND (NOT p_params ? 'alpha' OR jsonb_typeof(p_params -> 'alpha') = 'number')
+                 AND (NOT p_params ? 'beta' OR jsonb_typeof(p_params -> 'beta') = 'number')
+                 AND (NOT p_params ? 'candidates'
+                      OR jsonb_typeof(p_params -> 'candidates') = 'number')
+            THEN ARRAY[coalesce((p_params ->> 'alpha')::float8, 0.8),
+                       coalesce((p_params ->> 'beta')::float8, 0.1)] END;
+
+-- The two spaces of WeiMoCIR by key, as plain columns (not the catalog's row type,
+-- tests/test_install.py): the active space p_space (cached statements, stored as `vector`) and
+-- the caption space p_caption of its collection (active, cached statements, `vector`, the same
+-- dimension), with the memo key of the statement's texts: the two rows' versions (xmin, ctid; a
+-- new statement cache is a new row version).  No row otherwise.  The statements (compressed)
+-- are decompressed only where a caller reads them (on a memo miss).  A plain SQL function the
+-- planner inlines.
+CREATE OR REPLACE FUNCTION mmr._weimocir_key_spaces(p_collection text, p_space text,
+                                                    p_caption text)
+RETURNS TABLE (dimensions int, distance text, image_statements jsonb, caption_statements jsonb,
+               memo_key text)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.dimensions, s.distance, s.statements, x.statements,
+           format('weimocir_key %s %s %s %s ', s.id, s.xmin || ' ' || s.ctid, x.id,
+                  x.xmin || ' ' || x.ctid)
+      FROM mmr._space s
+      JOIN mmr._collection c ON c.id = s.collection_id
+      JOIN mmr._space x ON x.collection_id = s.collection_id
+     WHERE c.name = p_collection AND s.name = p_space AND s.active
+       AND s.statements IS NOT NULL AND s.storage = 'vector'
+       AND x.name = p_caption AND x.active AND x.statements IS NOT NULL
+       AND x.storage = 'vector' AND x.dimensions = s.dimensions;
+END;
+
+-- One of WeiMoCIR by key's two statement texts (p_checked: the checked form), built
+-- (mmr._weimocir_key_sql) and put into the statement memo under p_key || 'checked' or 'plain'
+-- (mmr._weimocir_key_spaces' key): mmr._composed_key_exec_plan calls it right after the key's
+-- miss (the memo keeps a put only after its key's miss, with no other miss between; the
+-- PL/pgSQL binding, which memoizes nothing: on every call).  PL/pgSQL: mmr._memo_put is
+-- VOLATILE, and a SQL planner calling it would not be inlined.
+CREATE OR REPLACE FUNCTION mmr._weimocir_key_text(p_key text, p_image jsonb, p_caption jsonb,
+                                                  p_checked boolean, p_dimensions int,
+                                                  p_distance text)
+RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    prm jsonb := coalesce(p_params, '{}');
-    m text := lower(coalesce(p_method, 'weighted'));
-    s mmr._space;
-    cs mmr._space;
-    ref @extschema:vector@.vector;
-    refcap @extschema:vector@.vector;
-    excl jsonb;
-    alpha float8;
-    n int;
-    v mmr._exec_plan;
-    r record;
-    memo_key text;
-    checked text;
-    plain text;
 BEGIN
-    IF (mmr._composed_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search)
-        AND p_ref_key IS NOT NULL AND m = ANY (mmr._composed_fast_methods())
-        AND (NOT prm ? 'exclude_reference'
-             OR jsonb_typeof(prm -> 'exclude_reference') = 'boolean')) IS NOT TRUE THEN
-        RETURN;
-    END IF;
-    s := mmr._active_space(p_collection, p_space);
+    RETURN mmr._memo_put(p_key || CASE WHEN p_checked THEN 'checked' ELSE 'plain' END,
+                         mmr._weimocir_key_sql(p_image, p_caption, p_checked, p_dimensions,
+                                               p_distance));
+END
+$$;
+
+-- The by-key planner's branch for every method but WeiMoCIR with one caption space
+-- (mmr._composed_key_exec_plan calls it under mmr._composed_key_fast_call, for params
+-- mmr._weimocir_key_weights declines): the by-vector planner's plan (mmr._composed_exec_plan:
+-- one rule and formula per method for both overloads) with the reference's embedding, read by
+-- its space's cached embedding_of statement (mmr._kept_vector), as the reference.  The
+-- reference is left out of the results unless exclude_reference is false
+-- (mmr._composed_key_exclude): a single-vector plan then runs the space's single_excl statement
+-- (k + 1 rows, the key dropped), a two-leg plan takes the key as its exclude argument.  The
+-- plan as a record whose columns the caller names (those of mmr._exec_plan, in its order): a
+-- SQL body selecting the fields of a function returning the plan type depends on its relation
+-- (tests/test_install.py), and RETURN NEXT of the plan costs less per call than the RETURN
+-- QUERY a TABLE result would need.  ROWS 1 (it
+-- returns at most one): estimated at the default 1000 rows, the generic plan of a prepared
+-- statement calling the planner with constant names and the other arguments as parameters
+-- (bench/key_planner.py's) cost more than its custom plans plus their planning, and PostgreSQL
+-- planned the inlined planner on every call (1.55 against 0.25 ms a call).
+CREATE OR REPLACE FUNCTION mmr._composed_key_vector_plan(
+    p_collection text, p_space text, p_ref_key jsonb, p_mod @extschema:vector@.vector,
+    p_method text, p_k int, p_params jsonb, p_filter jsonb, p_ef_search int,
+    p_max_scan_tuples int, p_rerank text, p_rerank_depth int, p_rerank_params jsonb)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE ROWS 1
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s mmr._space := mmr._active_space(p_collection, p_space);
+    excl jsonb := mmr._composed_key_exclude(p_params, p_ref_key);
+    ref @extschema:vector@.vector;
+    v mmr._exec_plan;
+BEGIN
     IF s.id IS NULL OR (s.statements ->> 'embedding_of') IS NULL THEN
         RETURN;
     END IF;
     ref := mmr._kept_vector(s.statements ->> 'embedding_of', p_ref_key);
-    excl := CASE WHEN coalesce((prm ->> 'exclude_reference')::boolean, true) THEN p_ref_key END;
-    -- WeiMoCIR with one caption space.
-    IF m = 'weimocir' AND jsonb_typeof(prm -> 'caption_space') = 'string'
-       AND prm - 'exclude_reference' - 'alpha' - 'beta' - 'candidates' - 'caption_space' = '{}'
-       AND (NOT prm ? 'alpha' OR jsonb_typeof(prm -> 'alpha') = 'number')
-       AND (NOT prm ? 'beta' OR jsonb_typeof(prm -> 'beta') = 'number')
-       AND (NOT prm ? 'candidates' OR jsonb_typeof(prm -> 'candidates') = 'number')
-       AND coalesce((prm ->> 'beta')::float8, 0.1) <> 0 AND s.storage = 'vector' THEN
-        -- with both rows' versions (xmin, ctid; one snapshot): the memo key below
-        SELECT x AS space, x.xmin || ' ' || x.ctid AS cs_row, y.xmin || ' ' || y.ctid AS s_row
-          INTO r FROM mmr._space x, mmr._space y
-         WHERE y.id = s.id AND x.collection_id = s.collection_id
-           AND x.name = prm ->> 'caption_space'
-           AND x.active AND x.statements IS NOT NULL AND x.storage = 'vector'
-           AND x.dimensions = s.dimensions;
-        IF FOUND THEN
-            cs := r.space;
-            refcap := mmr._kept_vector(cs.statements ->> 'embedding_of', p_ref_key);
-        END IF;
-        IF FOUND AND ref IS NOT NULL AND refcap IS NOT NULL AND p_mod IS NOT NULL
-           AND @extschema:vector@.vector_dims(ref) = s.dimensions
-           AND @extschema:vector@.vector_dims(p_mod) = s.dimensions
-           AND mmr._norm_ok(ref, s.distance) AND mmr._norm_ok(p_mod, s.distance)
-           AND mmr._norm_ok(refcap, s.distance) THEN
-            n := mmr._candidates(prm, p_k + 1, greatest(4 * p_k, 40));
-            alpha := coalesce((prm ->> 'alpha')::float8, 0.8);
-            -- the statement's two texts, memoized: they are the two space rows' cached
-            -- fragments (mmr._weimocir_key_sql), so the key names the rows' versions (a new
-            -- statement cache is a new row version; a pg_proc invalidation forgets the memo)
-            memo_key := format('weimocir_key %s %s %s %s ', s.id, r.s_row, cs.id, r.cs_row);
-            checked := mmr._memo_get(memo_key || 'checked');
-            IF checked IS NULL THEN
-                checked := mmr._memo_put(memo_key || 'checked',
-                                         mmr._weimocir_key_sql(s.statements, cs.statements, true));
-            END IF;
-            plain := mmr._memo_get(memo_key || 'plain');
-            IF plain IS NULL THEN
-                plain := mmr._memo_put(memo_key || 'plain',
-                                       mmr._weimocir_key_sql(s.statements, cs.statements, false));
-            END IF;
-            RETURN QUERY SELECT
-                checked,
-                '{vecs,n,filter,k,exclude,options}'::text[], NULL::@extschema:vector@.vector,
-                ARRAY[mmr.vec_normalize(mmr.vec_mix(ref, p_mod, alpha)),
-                      mmr.vec_normalize(mmr.vec_mix(refcap, p_mod, alpha))],
-                n, p_k, NULL::jsonb, excl, mmr._ef_for(n, p_ef_search), NULL::int, 'rerun',
-                plain,
-                jsonb_build_object('beta', coalesce((prm ->> 'beta')::float8, 0.1)), NULL::text,
-                NULL::text;
-            RETURN;
-        END IF;
-    END IF;
-    -- The other methods (and WeiMoCIR without caption spaces): the by-vector plan; a short
-    -- single-vector scan continues past its rows, a checked two-leg statement that returned
-    -- nothing reruns in its plain form (mmr._exec_rest).
+    -- a short single-vector scan continues past its rows, a checked two-leg statement that
+    -- returned nothing reruns in its plain form (mmr._exec_rest)
     SELECT * INTO v FROM mmr._composed_exec_plan(
-        p_collection, p_space, ref, p_mod, p_method, p_k, prm - 'exclude_reference', p_filter,
-        p_ef_search, p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
+        p_collection, p_space, ref, p_mod, p_method, p_k,
+        coalesce(p_params, '{}') - 'exclude_reference', p_filter, p_ef_search,
+        p_max_scan_tuples, p_rerank, p_rerank_depth, p_rerank_params);
     IF v.sql IS NULL THEN
         RETURN;
     END IF;
@@ -1160,6 +1201,83 @@ BEGIN
     RETURN NEXT v;
 END
 $$;
+
+-- The planner of mmr.composed_search's fast path with the reference as a stored row's key (same
+-- arguments as that overload; one rule for both executors): a plan (mmr._exec_plan) when the
+-- call takes the fast path, no row otherwise (the general path,
+-- mmr._composed_search_key_general, then decides and raises the explanatory errors).  The fast
+-- path: mmr._composed_key_fast_call (no filter or reranker, mmr._fast_path_allowed, k and
+-- ef_search in range, a method the fast paths serve, exclude_reference absent or a boolean).
+-- Two branches, by the params (mmr._weimocir_key_weights), each a one-time condition of the kept
+-- plan:
+--   WeiMoCIR with one caption space  this function's own statement: both spaces
+--       (mmr._weimocir_key_spaces: stored as `vector`, one dimension), beta not 0, a valid
+--       modifier; mmr._weimocir_key_sql's statement (checked and plain), whose texts the
+--       statement memo keeps per pair of space row versions (mmr._memo_get; on a miss
+--       mmr._weimocir_key_text builds and puts them).  The statement reads the reference's two
+--       embeddings and fuses the queries itself (with alpha, the key and, for a reference it
+--       finds invalid, the call's arguments for the general path, in its options), so this
+--       branch does no per-call work but the memo's;
+--   every other method  mmr._composed_key_vector_plan (PL/pgSQL): the by-vector planner's plan
+--       with the stored embedding as the reference.
+-- A plain SQL function PostgreSQL inlines into the executor's kept statement: WeiMoCIR by key is
+-- planned without a PL/pgSQL call (mmr._candidates aside) on a memo hit.  Each read is a
+-- subquery fenced by OFFSET 0 (x, w), so that it runs once, not once per use of its result; x
+-- computes the plan's values only for a call that passed every condition: n
+-- (mmr._candidates, which raises for bad candidates) and each text read and, on a miss, built
+-- in turn (a memo put follows its own key's miss).  What a plan of constant arguments (a custom
+-- plan) could fold is kept from it: mmr._candidates reads the params through w.  No body reads
+-- the fields of a plan type (tests/test_install.py).
+CREATE OR REPLACE FUNCTION mmr._composed_key_exec_plan(
+    p_collection text, p_space text, p_ref_key jsonb, p_mod @extschema:vector@.vector,
+    p_method text, p_k int, p_params jsonb, p_filter jsonb, p_ef_search int,
+    p_max_scan_tuples int, p_rerank text, p_rerank_depth int, p_rerank_params jsonb)
+RETURNS SETOF mmr._exec_plan
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT x.checked, '{vecs,n,filter,k,exclude,options}'::text[],
+           NULL::@extschema:vector@.vector, ARRAY[p_mod], x.n, p_k, NULL::jsonb,
+           mmr._composed_key_exclude(p_params, p_ref_key), mmr._ef_for(x.n, p_ef_search),
+           NULL::int, 'rerun', x.plain,
+           jsonb_build_object('alpha', x.ab[1], 'beta', x.ab[2], 'key', p_ref_key,
+                              'general', jsonb_build_object('collection', p_collection,
+                                                            'space', p_space,
+                                                            'params', p_params,
+                                                            'ef_search', p_ef_search)),
+           NULL::text, NULL::text
+      FROM (SELECT w.ab,
+                   mmr._candidates(w.params, p_k + 1, greatest(4 * p_k, 40)) AS n,
+                   coalesce(mmr._memo_get(s.memo_key || 'checked'),
+                            mmr._weimocir_key_text(s.memo_key, s.image_statements,
+                                                   s.caption_statements, true, s.dimensions,
+                                                   s.distance)) AS checked,
+                   coalesce(mmr._memo_get(s.memo_key || 'plain'),
+                            mmr._weimocir_key_text(s.memo_key, s.image_statements,
+                                                   s.caption_statements, false, s.dimensions,
+                                                   s.distance)) AS plain
+              FROM (SELECT mmr._weimocir_key_weights(p_method, p_params) AS ab,
+                           p_params AS params
+                    OFFSET 0) w,
+                   mmr._weimocir_key_spaces(p_collection, p_space,
+                                            p_params ->> 'caption_space') s
+             WHERE mmr._composed_key_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k,
+                                               p_ef_search, p_ref_key, p_method, p_params)
+               AND w.ab[2] <> 0
+               AND mmr._query_ok(s.dimensions, s.distance, p_mod)
+            OFFSET 0) x
+    UNION ALL
+    SELECT p.*
+      FROM mmr._composed_key_vector_plan(p_collection, p_space, p_ref_key, p_mod, p_method, p_k,
+                                         p_params, p_filter, p_ef_search, p_max_scan_tuples,
+                                         p_rerank, p_rerank_depth, p_rerank_params)
+           AS p(sql text, args text[], query @extschema:vector@.vector,
+                vecs @extschema:vector@.vector[], n int, k int, filter jsonb, exclude jsonb,
+                ef_search int, space_id int, rest text, rest_sql text, options jsonb,
+                iterative text, planning text)
+     WHERE mmr._composed_key_fast_call(p_filter, p_rerank, p_max_scan_tuples, p_k, p_ef_search,
+                                       p_ref_key, p_method, p_params)
+       AND mmr._weimocir_key_weights(p_method, p_params) IS NULL;
+END;
 
 -- mmr.composed_search's general path with the reference as a stored row's key: every call its
 -- planner (mmr._composed_key_exec_plan) gave no plan; mmr._composed_plan checks the arguments and

@@ -19,11 +19,12 @@
 --   leg_agg      $1 vector, $2 n -> (keys jsonb[], scores float8[]) of the n nearest rows,
 --                best first (a vector leg of mmr.hybrid_search)
 --   embedding_of $1 a jsonb key -> that row's embedding as a full-precision vector
---   weimocir_leg_1, weimocir_leg_2, weimocir_sims_1, weimocir_sims_2: fragments of WeiMoCIR's
---                statement by reference key (mmr._weimocir_key_sql): leg_agg on $1[1] (or
---                $1[2]) with $2 rows, and the scores (mmr._sims_of_sql) of the keys m.keys_1
---                (m.keys_2) to $1[1] ($1[2]); the image space's _1 and the caption space's _2
---                are combined
+--   weimocir_ref, weimocir_leg_1, weimocir_leg_2, weimocir_sims_1, weimocir_sims_2: fragments
+--                of WeiMoCIR's statement by reference key (mmr._weimocir_key_sql): the
+--                reference's embedding by the key $6 -> 'key', leg_agg on the fused query
+--                qq.q[1] (or qq.q[2]) with $2 rows, and the scores (mmr._sims_of_sql) of the
+--                keys m.keys_1 (m.keys_2) to qq.q[1] (qq.q[2]); the image space's _1 and the
+--                caption space's _2 are combined
 
 CREATE OR REPLACE FUNCTION mmr._space_statements(s mmr._space)
 RETURNS jsonb
@@ -46,14 +47,12 @@ BEGIN
                               'gqr_checked', mmr._gqr_fast_sql(c, s, true),
                               'gqr', mmr._gqr_fast_sql(c, s, false),
                               'leg_agg', mmr._leg_agg_sql(c, s, '$1'),
-                              'weimocir_leg_1', mmr._leg_agg_sql(c, s, '$1[1]'),
-                              'weimocir_leg_2', mmr._leg_agg_sql(c, s, '$1[2]'),
-                              'weimocir_sims_1', mmr._sims_of_sql(c, s, 'm.keys_1', '$1[1]'),
-                              'weimocir_sims_2', mmr._sims_of_sql(c, s, 'm.keys_2', '$1[2]'),
-                              'embedding_of', format(
-                                  'SELECT e.embedding::@extschema:vector@.vector FROM %s e, '
-                                  'LATERAL (SELECT %s) t WHERE %s', s.embedding_table,
-                                  mmr._key_from_json(c, '$1'), mmr._key_join(c, 'e', 't')));
+                              'weimocir_leg_1', mmr._leg_agg_sql(c, s, 'qq.q[1]'),
+                              'weimocir_leg_2', mmr._leg_agg_sql(c, s, 'qq.q[2]'),
+                              'weimocir_sims_1', mmr._sims_of_sql(c, s, 'm.keys_1', 'qq.q[1]'),
+                              'weimocir_sims_2', mmr._sims_of_sql(c, s, 'm.keys_2', 'qq.q[2]'),
+                              'weimocir_ref', mmr._embedding_of_sql(c, s, '($6 -> ''key'')'),
+                              'embedding_of', mmr._embedding_of_sql(c, s, '$1'));
 END
 $$;
 
