@@ -477,12 +477,15 @@ def test_chaos_workers_killed_while_rows_change(citus_url: str) -> None:
 
 def test_filter_composed_hybrid_rerank_match_one_node(citus_url: str, db_url: str) -> None:
     """The other search functions on a distributed collection return what they return on one
-    node for the same data (1000 rows: both searches are exact at this size)."""
+    node for the same data (1000 rows: both searches are exact at this size), composed search by
+    stored key too (WeiMoCIR with a caption space: one statement that reads the reference in
+    both spaces, runs both legs and scores by key)."""
     from pgvector.psycopg import register_vector
 
     from tests.helpers import unit_vectors
 
     vecs = unit_vectors(1000, 16, seed=5)
+    caps = unit_vectors(1000, 16, seed=6)
     for url, dist in ((citus_url, True), (db_url, False)):
         with psycopg.connect(url, autocommit=True) as conn:
             register_vector(conn)
@@ -498,19 +501,26 @@ def test_filter_composed_hybrid_rerank_match_one_node(citus_url: str, db_url: st
                 "SELECT mmr.create_collection('legs', 'legs', text_columns => '{body}', "
                 "create_view => false)"
             )
-            emb = one(conn, "SELECT mmr.add_space('legs', 'vec', 'external', NULL, 16)::text")
-            with conn.cursor().copy(
-                f"COPY {emb} (id, embedding, model_id) FROM STDIN WITH (FORMAT BINARY)"
-            ) as cp:
-                cp.set_types(["int8", "vector", "text"])
-                for i, v in enumerate(vecs):
-                    cp.write_row((i, v, "external"))
+            # vec, and cap (a caption space: WeiMoCIR by key reads the reference in both)
+            for space, vs in (("vec", vecs), ("cap", caps)):
+                emb = one(
+                    conn, f"SELECT mmr.add_space('legs', '{space}', 'external', NULL, 16)::text"
+                )
+                with conn.cursor().copy(
+                    f"COPY {emb} (id, embedding, model_id) FROM STDIN WITH (FORMAT BINARY)"
+                ) as cp:
+                    cp.set_types(["int8", "vector", "text"])
+                    for i, v in enumerate(vs):
+                        cp.write_row((i, v, "external"))
             conn.execute("SELECT mmr.create_text_index('legs')")
     queries = {
         "filter": "SELECT key, round(score::numeric, 5) FROM mmr.search('legs', 'vec', %(q)s, 10, "
         "filter => '{\"cat\": 2}')",
         "composed": "SELECT key, round(score::numeric, 5) FROM mmr.composed_search('legs', 'vec', "
         "reference => %(q)s, modifier => %(m)s, method => 'weighted', k => 10)",
+        "composed by key": "SELECT key, round(score::numeric, 5) FROM mmr.composed_search("
+        "'legs', 'vec', reference_key => %(r)s::jsonb, modifier => %(m)s, method => 'weimocir', "
+        'k => 10, params => \'{"caption_space": "cap", "beta": 0.3}\')',
         "hybrid": "SELECT key, round(score::numeric, 5) FROM mmr.hybrid_search('legs', 'red bag', "
         "spaces => '{vec}', vectors => ARRAY[%(q)s], k => 10)",
         "rerank": "SELECT key, round(score::numeric, 5) FROM mmr.search('legs', 'vec', %(q)s, 10, "
@@ -522,7 +532,7 @@ def test_filter_composed_hybrid_rerank_match_one_node(citus_url: str, db_url: st
             register_vector(conn)
             for name, stmt in queries.items():
                 for i in range(5):
-                    params = {"q": vecs[10 * i], "m": vecs[10 * i + 1]}
+                    params = {"q": vecs[10 * i], "m": vecs[10 * i + 1], "r": str(10 * i)}
                     got[label][f"{name}{i}"] = conn.execute(stmt, params).fetchall()
 
     def ties_ordered(rows: list[Any]) -> list[Any]:  # equal scores: any order is right

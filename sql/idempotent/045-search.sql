@@ -145,8 +145,8 @@ END
 $$;
 
 -- One vector leg as arrays: the keys and scores of the $2 rows nearest to p_query (an SQL
--- expression: '$1' for the cached leg_agg statement, 'qq.q[1]' for a leg of WeiMoCIR's by-key
--- statement), best first (NULL arrays when the space has no rows).
+-- expression: '$1' for the cached leg_agg statement, '(SELECT qq.q[1] FROM qq)' for a leg of
+-- WeiMoCIR's by-key statement), best first (NULL arrays when the space has no rows).
 CREATE OR REPLACE FUNCTION mmr._leg_agg_sql(c mmr._collection, s mmr._space, p_query text)
 RETURNS text
 LANGUAGE sql STABLE

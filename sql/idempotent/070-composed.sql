@@ -905,53 +905,55 @@ END;
 -- the general statement of mmr._composed_plan, as one statement put together from the two
 -- spaces' cached fragments (088-statement-cache.sql; p_image and p_caption: their statements),
 -- which reads the reference itself, so that its planner does no per-call work but read the memo
--- (mmr._composed_key_exec_plan): qq reads the reference's embedding in both spaces ($6 -> 'key')
--- and fuses each with the modifier $1[1] (n((1 - alpha) r + alpha m), alpha $6 ->> 'alpha'),
--- and returns no row unless all three vectors are valid for the spaces (p_dimensions,
--- p_distance: mmr._query_ok); each leg (qq.q[1] on the image space, qq.q[2] on the caption
--- space, $2 rows each) returns keys and scores, a space scores by key only the candidates its
--- own leg did not return (mmr._keys_except), and mmr._weimocir_fuse fuses them with beta
--- ($6 ->> 'beta'), best $4, $5 left out.  Vectors never leave the statement.  With p_checked
--- the statement returns no row unless both legs returned their $2 candidates (it scans without
--- iterative scans); the plain form, which then runs with them (mmr._exec_rest), hands a call
--- whose vectors are not valid (no such row, a wrong dimension, a zero vector) to the general
--- path with the call's arguments ($6 -> 'general'), which raises the explanatory error.  qq's
--- OFFSET 0 keeps the fusion computed once; m's keeps the planner from pulling m up into the
--- query, which would copy each mmr._keys_except call to every use of its column (4 calls, not
--- 2: 0.07 ms of the 0.5 ms after the index scans, by auto_explain and a loop over the
--- statement's generic plan on the 20k x 384 benchmark).  A text of the two spaces alone: the
--- native executor keeps one plan per pair of spaces.
+-- (mmr._composed_key_exec_plan): the CTE qq reads the reference's embedding in both spaces
+-- ($6 -> 'key') and fuses each with the modifier $1[1] (n((1 - alpha) r + alpha m), alpha
+-- $6 ->> 'alpha'), and has no row unless all three vectors are valid for the spaces
+-- (p_dimensions, p_distance: mmr._query_ok); each leg ((SELECT qq.q[1] FROM qq) on the image
+-- space, q[2] on the caption space, $2 rows each) returns keys and scores, a space scores by key
+-- only the candidates its own leg did not return (mmr._keys_except), and mmr._weimocir_fuse
+-- fuses them with beta ($6 ->> 'beta'), best $4, $5 left out.  Vectors never leave the
+-- statement.  With p_checked the statement returns no row unless both legs returned their $2
+-- candidates (it scans without iterative scans); the plain form, which then runs with them
+-- (mmr._exec_rest), hands a call whose vectors are not valid (no such row, a wrong dimension, a
+-- zero vector) to the general path with the call's arguments ($6 -> 'general'), which raises
+-- the explanatory error.  The fused queries reach the legs as uncorrelated subqueries of a
+-- MATERIALIZED CTE (computed once, InitPlans the index scans take as their ordering value) and
+-- the reference's two reads are scalar subqueries, not a join: Citus plans each on its own
+-- (tests/test_citus.py), where a LATERAL reference to the fusion or a join of the two
+-- distributed tables on the key expression was refused ("complex joins are only supported
+-- when all distributed tables are co-located and joined on their distribution columns").  m's
+-- OFFSET 0 keeps the planner from pulling m up into the query, which would copy each
+-- mmr._keys_except call to every use of its column (4 calls, not 2: 0.07 ms of the 0.5 ms after
+-- the index scans, by auto_explain and a loop over the statement's generic plan on the 20k x 384
+-- benchmark).  A text of the two spaces alone: the native executor keeps one plan per pair of
+-- spaces.
 CREATE OR REPLACE FUNCTION mmr._weimocir_key_sql(p_image jsonb, p_caption jsonb,
                                                  p_checked boolean, p_dimensions int,
                                                  p_distance text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 RETURN format(
-    'SELECT f.key, f.score FROM %1$s, LATERAL (%2$s) li(ki, si), LATERAL (%3$s) lc(kc, sc), '
+    'WITH qq AS MATERIALIZED (%1$s) '
+    'SELECT f.key, f.score FROM qq qr, (%2$s) li(ki, si), (%3$s) lc(kc, sc), '
     'LATERAL (SELECT mmr._keys_except(coalesce(lc.kc, ''{}''), coalesce(li.ki, ''{}'')) AS keys_1, '
     'mmr._keys_except(coalesce(li.ki, ''{}''), coalesce(lc.kc, ''{}'')) AS keys_2 OFFSET 0) m, '
     'LATERAL (%4$s) wi(w), LATERAL (%5$s) wc(w), '
     'LATERAL mmr._weimocir_fuse(coalesce(li.ki, ''{}'') || m.keys_1, '
     'coalesce(li.si, ''{}'') || coalesce(wi.w, ''{}''), coalesce(lc.kc, ''{}'') || m.keys_2, '
     'coalesce(lc.sc, ''{}'') || coalesce(wc.w, ''{}''), ($6 ->> ''beta'')::float8, $4, $5) f%6$s',
-    format('(SELECT ARRAY[mmr.vec_normalize(mmr.vec_mix(ri.e, $1[1], ($6 ->> ''alpha'')::float8)), '
-           'mmr.vec_normalize(mmr.vec_mix(rc.e, $1[1], ($6 ->> ''alpha'')::float8))] AS q '
-           'FROM (%s) ri(e), (%s) rc(e) WHERE mmr._query_ok(%s, %L, ri.e) '
-           'AND mmr._query_ok(%s, %L, rc.e) AND mmr._query_ok(%s, %L, $1[1]) OFFSET 0) qq',
+    format('SELECT ARRAY[mmr.vec_normalize(mmr.vec_mix(r.ie, $1[1], ($6 ->> ''alpha'')::float8)), '
+           'mmr.vec_normalize(mmr.vec_mix(r.ce, $1[1], ($6 ->> ''alpha'')::float8))] AS q '
+           'FROM (SELECT (%s) AS ie, (%s) AS ce OFFSET 0) r WHERE mmr._query_ok(%s, %L, r.ie) '
+           'AND mmr._query_ok(%s, %L, r.ce) AND mmr._query_ok(%s, %L, $1[1])',
            p_image ->> 'weimocir_ref', p_caption ->> 'weimocir_ref', p_dimensions, p_distance,
            p_dimensions, p_distance, p_dimensions, p_distance),
     p_image ->> 'weimocir_leg_1', p_caption ->> 'weimocir_leg_2', p_image ->> 'weimocir_sims_1',
     p_caption ->> 'weimocir_sims_2',
     CASE WHEN p_checked THEN ' WHERE cardinality(li.ki) >= $2 AND cardinality(lc.kc) >= $2'
-         ELSE format(
-             ' UNION ALL SELECT g.key, g.score FROM mmr._composed_search_key_general('
-             '$6 #>> ''{general,collection}'', $6 #>> ''{general,space}'', $6 -> ''key'', $1[1], '
-             '''weimocir'', $4, $6 #> ''{general,params}'', NULL, '
-             '($6 #>> ''{general,ef_search}'')::int) g '
-             'WHERE NOT EXISTS (SELECT FROM (%s) ri(e), (%s) rc(e) WHERE mmr._query_ok(%s, %L, ri.e) '
-             'AND mmr._query_ok(%s, %L, rc.e) AND mmr._query_ok(%s, %L, $1[1]))',
-             p_image ->> 'weimocir_ref', p_caption ->> 'weimocir_ref', p_dimensions, p_distance,
-             p_dimensions, p_distance, p_dimensions, p_distance) END);
+         ELSE ' UNION ALL SELECT g.key, g.score FROM mmr._composed_search_key_general('
+              '$6 #>> ''{general,collection}'', $6 #>> ''{general,space}'', $6 -> ''key'', '
+              '$1[1], ''weimocir'', $4, $6 #> ''{general,params}'', NULL, '
+              '($6 #>> ''{general,ef_search}'')::int) g WHERE NOT EXISTS (SELECT FROM qq)' END);
 
 DROP FUNCTION IF EXISTS mmr._weimocir_key_sql(jsonb, jsonb, boolean);
 

@@ -22,9 +22,9 @@
 --   weimocir_ref, weimocir_leg_1, weimocir_leg_2, weimocir_sims_1, weimocir_sims_2: fragments
 --                of WeiMoCIR's statement by reference key (mmr._weimocir_key_sql): the
 --                reference's embedding by the key $6 -> 'key', leg_agg on the fused query
---                qq.q[1] (or qq.q[2]) with $2 rows, and the scores (mmr._sims_of_sql) of the
---                keys m.keys_1 (m.keys_2) to qq.q[1] (qq.q[2]); the image space's _1 and the
---                caption space's _2 are combined
+--                (SELECT qq.q[1] FROM qq) (or q[2]) with $2 rows, and the scores
+--                (mmr._sims_of_sql) of the keys m.keys_1 (m.keys_2) to that query; the image
+--                space's _1 and the caption space's _2 are combined
 
 CREATE OR REPLACE FUNCTION mmr._space_statements(s mmr._space)
 RETURNS jsonb
@@ -47,10 +47,12 @@ BEGIN
                               'gqr_checked', mmr._gqr_fast_sql(c, s, true),
                               'gqr', mmr._gqr_fast_sql(c, s, false),
                               'leg_agg', mmr._leg_agg_sql(c, s, '$1'),
-                              'weimocir_leg_1', mmr._leg_agg_sql(c, s, 'qq.q[1]'),
-                              'weimocir_leg_2', mmr._leg_agg_sql(c, s, 'qq.q[2]'),
-                              'weimocir_sims_1', mmr._sims_of_sql(c, s, 'm.keys_1', 'qq.q[1]'),
-                              'weimocir_sims_2', mmr._sims_of_sql(c, s, 'm.keys_2', 'qq.q[2]'),
+                              'weimocir_leg_1', mmr._leg_agg_sql(c, s, '(SELECT qq.q[1] FROM qq)'),
+                              'weimocir_leg_2', mmr._leg_agg_sql(c, s, '(SELECT qq.q[2] FROM qq)'),
+                              'weimocir_sims_1', mmr._sims_of_sql(c, s, 'm.keys_1',
+                                                                   '(SELECT qq.q[1] FROM qq)'),
+                              'weimocir_sims_2', mmr._sims_of_sql(c, s, 'm.keys_2',
+                                                                   '(SELECT qq.q[2] FROM qq)'),
                               'weimocir_ref', mmr._embedding_of_sql(c, s, '($6 -> ''key'')'),
                               'embedding_of', mmr._embedding_of_sql(c, s, '$1'));
 END
