@@ -108,14 +108,21 @@ def main() -> None:
         mods = rng.standard_normal((args.calls, dim)).astype(np.float32)
         mods /= np.linalg.norm(mods, axis=1, keepdims=True)
 
-        def embedding(table: str, key: int) -> np.ndarray:
-            row = conn.execute(f"SELECT embedding FROM mmr.{table} WHERE id = %s", (key,))
-            return np.asarray(row.fetchone()[0].to_list(), dtype=np.float32)  # type: ignore[index]
-
+        # the references' embeddings in each space: one query per space
+        stored = {
+            table: {
+                key: np.asarray(v.to_list(), dtype=np.float32)
+                for key, v in conn.execute(
+                    f"SELECT id, embedding FROM mmr.{table} WHERE id = ANY(%s)",
+                    ([int(r) for r in keys],),
+                )
+            }
+            for table in ("_emb_1", "_emb_2")
+        }
         legs = [
             (
-                Vector(fused(embedding("_emb_1", int(r)), mods[i])),
-                Vector(fused(embedding("_emb_2", int(r)), mods[i])),
+                Vector(fused(stored["_emb_1"][int(r)], mods[i])),
+                Vector(fused(stored["_emb_2"][int(r)], mods[i])),
             )
             for i, r in enumerate(keys)
         ]

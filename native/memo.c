@@ -82,14 +82,18 @@ memo_watch(void)
 	memo_callbacks = true;
 }
 
-/* The loops over the memo are bounded by MAX_MEMO (64), whatever the caller passes: no
- * interrupt check needed (and none is allowed in memo_reset, an invalidation callback). */
+/* The loops over the memo are bounded by MAX_MEMO (64) entries; memo_find compares a key of
+ * the caller's length with each, so it is cancellable once per entry (memo_reset, an
+ * invalidation callback, frees at most 64 entries and must not be interrupted). */
 static int
 memo_find(Oid user, uint32 hash, const char *key)
 {
 	for (int i = 0; i < n_memo; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
 		if (memo[i].hash == hash && memo[i].user == user && strcmp(memo[i].key, key) == 0)
 			return i;
+	}
 	return -1;
 }
 

@@ -907,15 +907,15 @@ END;
 -- which reads the reference itself, so that its planner does no per-call work but read the memo
 -- (mmr._composed_key_exec_plan): the CTE qq reads the reference's embedding in both spaces
 -- ($6 -> 'key') and fuses each with the modifier $1[1] (n((1 - alpha) r + alpha m), alpha
--- $6 ->> 'alpha'), and has no row unless all three vectors are valid for the spaces
--- (p_dimensions, p_distance: mmr._query_ok); each leg ((SELECT qq.q[1] FROM qq) on the image
+-- $6 ->> 'alpha'), and has no row unless both stored vectors are valid for the spaces
+-- (p_dimensions, p_distance: mmr._query_ok; the planner checked the modifier); each leg ((SELECT qq.q[1] FROM qq) on the image
 -- space, q[2] on the caption space, $2 rows each) returns keys and scores, a space scores by key
 -- only the candidates its own leg did not return (mmr._keys_except), and mmr._weimocir_fuse
 -- fuses them with beta ($6 ->> 'beta'), best $4, $5 left out.  Vectors never leave the
 -- statement.  With p_checked the statement returns no row unless both legs returned their $2
 -- candidates (it scans without iterative scans); the plain form, which then runs with them
--- (mmr._exec_rest), hands a call whose vectors are not valid (no such row, a wrong dimension, a
--- zero vector) to the general path with the call's arguments ($6 -> 'general'), which raises
+-- (mmr._exec_rest), hands a call whose reference is not valid (no such row, no caption
+-- embedding, a zero vector) to the general path with the call's arguments ($6 -> 'general'), which raises
 -- the explanatory error.  The fused queries reach the legs as uncorrelated subqueries of a
 -- MATERIALIZED CTE (computed once, InitPlans the index scans take as their ordering value) and
 -- the reference's two reads are scalar subqueries, not a join: Citus plans each on its own
@@ -943,10 +943,9 @@ RETURN format(
     'coalesce(lc.sc, ''{}'') || coalesce(wc.w, ''{}''), ($6 ->> ''beta'')::float8, $4, $5) f%6$s',
     format('SELECT ARRAY[mmr.vec_normalize(mmr.vec_mix(r.ie, $1[1], ($6 ->> ''alpha'')::float8)), '
            'mmr.vec_normalize(mmr.vec_mix(r.ce, $1[1], ($6 ->> ''alpha'')::float8))] AS q '
-           'FROM (SELECT (%s) AS ie, (%s) AS ce OFFSET 0) r WHERE mmr._query_ok(%s, %L, r.ie) '
-           'AND mmr._query_ok(%s, %L, r.ce) AND mmr._query_ok(%s, %L, $1[1])',
-           p_image ->> 'weimocir_ref', p_caption ->> 'weimocir_ref', p_dimensions, p_distance,
-           p_dimensions, p_distance, p_dimensions, p_distance),
+           'FROM (SELECT (%1$s) AS ie, (%2$s) AS ce OFFSET 0) r '
+           'WHERE mmr._query_ok(%3$s, %4$L, r.ie) AND mmr._query_ok(%3$s, %4$L, r.ce)',
+           p_image ->> 'weimocir_ref', p_caption ->> 'weimocir_ref', p_dimensions, p_distance),
     p_image ->> 'weimocir_leg_1', p_caption ->> 'weimocir_leg_2', p_image ->> 'weimocir_sims_1',
     p_caption ->> 'weimocir_sims_2',
     CASE WHEN p_checked THEN ' WHERE cardinality(li.ki) >= $2 AND cardinality(lc.kc) >= $2'
